@@ -1,0 +1,1 @@
+"""ZIPA model: Zipformer encoder, heads and configuration."""

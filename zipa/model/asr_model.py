@@ -1,0 +1,179 @@
+"""AsrModel: conv front end + Zipformer2 + CTC head and/or transducer (decoder, joiner).
+
+Attribute names, and so state_dict keys, are icefall's: `encoder_embed`, `encoder`,
+`ctc_output`, `decoder`, `joiner`, `simple_am_proj`, `simple_lm_proj`, `attention_decoder`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from zipa.model.config import ModelConfig
+from zipa.model.decoder import Decoder, Joiner
+from zipa.model.scaling import ScheduledFloat, scaled_linear
+from zipa.model.subsampling import Conv2dSubsampling
+from zipa.model.zipformer import Zipformer2
+
+
+def make_pad_mask(lengths: Tensor, max_len: int = 0) -> Tensor:
+    """(batch, max_len) bool, True at padded positions."""
+    max_len = max(max_len, int(lengths.max()))
+    return torch.arange(max_len, device=lengths.device).unsqueeze(0) >= lengths.unsqueeze(1)
+
+
+class AsrModel(nn.Module):
+    def __init__(
+        self,
+        encoder_embed: nn.Module,
+        encoder: nn.Module,
+        decoder: Optional[nn.Module] = None,
+        joiner: Optional[nn.Module] = None,
+        attention_decoder: Optional[nn.Module] = None,
+        encoder_dim: int = 384,
+        decoder_dim: int = 512,
+        vocab_size: int = 500,
+        use_transducer: bool = True,
+        use_ctc: bool = False,
+        use_attention_decoder: bool = False,
+    ):
+        super().__init__()
+        if not (use_transducer or use_ctc):
+            raise ValueError("at least one of use_transducer and use_ctc must be True")
+        self.encoder_embed = encoder_embed
+        self.encoder = encoder
+        self.use_transducer = use_transducer
+        if use_transducer:
+            assert decoder is not None and joiner is not None
+            self.decoder = decoder
+            self.joiner = joiner
+            self.simple_am_proj = scaled_linear(encoder_dim, vocab_size, initial_scale=0.25)
+            self.simple_lm_proj = scaled_linear(decoder_dim, vocab_size, initial_scale=0.25)
+        self.use_ctc = use_ctc
+        if use_ctc:
+            self.ctc_output = nn.Sequential(
+                nn.Dropout(p=0.1), nn.Linear(encoder_dim, vocab_size), nn.LogSoftmax(dim=-1)
+            )
+        self.use_attention_decoder = use_attention_decoder
+        if use_attention_decoder:
+            assert attention_decoder is not None
+            self.attention_decoder = attention_decoder
+
+    def forward_encoder(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
+        """x: (batch, T, 80) fbank, zero-padded; x_lens: (batch,).
+
+        Returns encoder_out (batch, T', encoder_dim) and encoder_out_lens (batch,).
+        """
+        x, x_lens = self.encoder_embed(x, x_lens)
+        if bool((x_lens <= 0).any()):
+            raise ValueError(f"input too short for the encoder: feature lengths {x_lens.tolist()}")
+        # Without padding the mask changes nothing: skip its work.
+        padding_mask = make_pad_mask(x_lens, x.shape[1]) if bool((x_lens < x.shape[1]).any()) else None
+        encoder_out, encoder_out_lens = self.encoder(x.permute(1, 0, 2), x_lens, padding_mask)
+        return encoder_out.permute(1, 0, 2), encoder_out_lens
+
+    def forward_ctc(
+        self, encoder_out: Tensor, encoder_out_lens: Tensor, targets: Tensor, target_lengths: Tensor
+    ) -> Tensor:
+        """CTC loss summed over the batch; targets concatenated (sum(target_lengths),)."""
+        log_probs = self.ctc_output(encoder_out)
+        return ctc_loss_sum(log_probs, encoder_out_lens, targets, target_lengths)
+
+    def forward_cr_ctc(
+        self,
+        encoder_out: Tensor,
+        encoder_out_lens: Tensor,
+        targets: Tensor,
+        target_lengths: Tensor,
+        time_mask: Optional[Tensor] = None,
+        cr_loss_masked_scale: float = 1.0,
+    ) -> Tuple[Tensor, Tensor]:
+        """CR-CTC on a batch holding two augmented views (rows [view1; view2]).
+
+        Returns (CTC loss summed over both views, consistency loss): the KL divergence of each
+        view's posteriors from the other's detached posteriors, scaled by `cr_loss_masked_scale`
+        at frames that `time_mask` (2N, T, 1) marks as masked, summed over valid frames.
+        """
+        log_probs = self.ctc_output(encoder_out)
+        ctc_loss = ctc_loss_sum(log_probs, encoder_out_lens, targets, target_lengths)
+        first, second = log_probs.detach().chunk(2, dim=0)
+        swapped = torch.cat([second, first], dim=0)
+        cr_loss = F.kl_div(input=log_probs, target=swapped, reduction="none", log_target=True)
+        if time_mask is not None:
+            cr_loss = cr_loss * (time_mask * (cr_loss_masked_scale - 1) + 1)
+        padding = make_pad_mask(encoder_out_lens, cr_loss.shape[1]).unsqueeze(-1)
+        return ctc_loss, cr_loss.masked_fill(padding, 0.0).sum()
+
+
+def ctc_loss_sum(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
+    """torch CTC loss (blank 0, summed, infinite losses zeroed) on (batch, T, vocab) log-probs."""
+    return F.ctc_loss(
+        log_probs=log_probs.permute(1, 0, 2),
+        targets=targets.cpu(),
+        input_lengths=lengths.cpu(),
+        target_lengths=target_lengths.cpu(),
+        reduction="sum",
+        zero_infinity=True,
+    )
+
+
+def build_model(config: ModelConfig) -> AsrModel:
+    """An AsrModel with the architecture described by `config` (random weights)."""
+    dropout = ScheduledFloat((0.0, 0.3), (20000.0, 0.1))
+    encoder_embed = Conv2dSubsampling(
+        in_channels=config.feature_dim, out_channels=config.encoder_dim[0], dropout=dropout
+    )
+    encoder = Zipformer2(
+        output_downsampling_factor=config.output_downsampling_factor,
+        downsampling_factor=config.downsampling_factor,
+        num_encoder_layers=config.num_encoder_layers,
+        encoder_dim=config.encoder_dim,
+        encoder_unmasked_dim=config.encoder_unmasked_dim,
+        query_head_dim=config.query_head_dim,
+        pos_head_dim=config.pos_head_dim,
+        value_head_dim=config.value_head_dim,
+        pos_dim=config.pos_dim,
+        num_heads=config.num_heads,
+        feedforward_dim=config.feedforward_dim,
+        cnn_module_kernel=config.cnn_module_kernel,
+        dropout=ScheduledFloat((0.0, 0.3), (20000.0, 0.1)),
+        warmup_batches=4000.0,
+        causal=config.causal,
+        chunk_size=config.chunk_size,
+        left_context_frames=config.left_context_frames,
+    )
+    decoder = joiner = attention_decoder = None
+    if config.use_transducer:
+        decoder = Decoder(config.vocab_size, config.decoder_dim, config.blank_id, config.context_size)
+        joiner = Joiner(config.max_encoder_dim, config.decoder_dim, config.joiner_dim, config.vocab_size)
+    if config.use_attention_decoder:
+        from zipa.model.attention_decoder import AttentionDecoderModel
+
+        attention_decoder = AttentionDecoderModel(
+            vocab_size=config.vocab_size,
+            decoder_dim=config.attention_decoder_dim,
+            num_decoder_layers=config.attention_decoder_num_layers,
+            attention_dim=config.attention_decoder_attention_dim,
+            num_heads=config.attention_decoder_num_heads,
+            feedforward_dim=config.attention_decoder_feedforward_dim,
+            memory_dim=config.max_encoder_dim,
+            sos_id=config.sos_id,
+            eos_id=config.eos_id,
+        )
+    return AsrModel(
+        encoder_embed=encoder_embed,
+        encoder=encoder,
+        decoder=decoder,
+        joiner=joiner,
+        attention_decoder=attention_decoder,
+        encoder_dim=config.max_encoder_dim,
+        decoder_dim=config.decoder_dim,
+        vocab_size=config.vocab_size,
+        use_transducer=config.use_transducer,
+        use_ctc=config.use_ctc,
+        use_attention_decoder=config.use_attention_decoder,
+    )

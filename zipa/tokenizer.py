@@ -1,0 +1,89 @@
+"""The IPA tokenizer: a thin wrapper over the sentencepiece unigram model ZIPA was trained with.
+
+Ids: ``<blk>``=0 (CTC/transducer blank), ``<sos/eos>``=1, ``<unk>``=2, ``▁``=3 (word boundary),
+then one id per IPA character. ``local/make_tokenizer.py`` regenerates the model.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+import sentencepiece as spm
+
+PathLike = Union[str, Path]
+
+MODEL_NAME = "unigram_127.model"
+
+
+def _model_candidates() -> list[Path]:
+    """Where the packaged model may be: the repository (source tree or editable install), or
+    ``<prefix>/share/zipa`` where a regular wheel install puts it (see pyproject's data-files)."""
+    repo = Path(__file__).resolve().parents[1]
+    return [
+        repo / "ipa_simplified" / MODEL_NAME,
+        Path(sys.prefix) / "share" / "zipa" / "ipa_simplified" / MODEL_NAME,
+    ]
+
+
+def default_bpe_model_path() -> Path:
+    """Path of the packaged ``ipa_simplified/unigram_127.model``."""
+    candidates = _model_candidates()
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        "ZIPA tokenizer model not found; looked in: " + ", ".join(str(p) for p in candidates)
+    )
+
+
+def _as_int_list(ids: Iterable) -> list[int]:
+    # Accepts lists, numpy arrays and tensors (sentencepiece wants plain ints).
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    return [int(i) for i in ids]
+
+
+class Tokenizer:
+    """IPA string <-> token ids."""
+
+    blank_id = 0
+
+    def __init__(self, processor: spm.SentencePieceProcessor):
+        self.sp = processor
+
+    @classmethod
+    def from_file(cls, path: PathLike) -> "Tokenizer":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"sentencepiece model not found: {path}")
+        return cls(spm.SentencePieceProcessor(model_file=str(path)))
+
+    @classmethod
+    def default(cls) -> "Tokenizer":
+        """The packaged ZIPA tokenizer."""
+        return cls.from_file(default_bpe_model_path())
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    @property
+    def unk_id(self) -> int:
+        return self.sp.unk_id()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text, out_type=int)
+
+    def decode(self, ids: Iterable) -> str:
+        return self.sp.decode(_as_int_list(ids))
+
+    def decode_batch(self, batch: Sequence[Iterable]) -> list[str]:
+        return [self.decode(ids) for ids in batch]
+
+    def id_to_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(int(i))
+
+    def piece_to_id(self, piece: str) -> int:
+        return self.sp.piece_to_id(piece)
