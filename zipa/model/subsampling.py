@@ -27,6 +27,10 @@ from zipa.model.scaling import (
 )
 
 
+# The shortest input giving one output frame: (T - 7) // 2 >= 1.
+MIN_FEATURE_FRAMES = 9
+
+
 class ConvNeXt(nn.Module):
     """Residual block: depthwise 7x7 conv -> 1x1 conv (x3 channels) -> SwooshL -> 1x1 conv."""
 
@@ -125,10 +129,11 @@ class Conv2dSubsampling(nn.Module):
         self.dropout = Dropout3(dropout, shared_dim=1)
 
     def forward(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
-        """x: (batch, T, in_channels), T >= 9 (the shortest input giving one output frame)."""
-        if x.shape[1] < 9:
+        """x: (batch, T, in_channels) with T >= MIN_FEATURE_FRAMES."""
+        if x.shape[1] < MIN_FEATURE_FRAMES:
             raise ValueError(
-                f"input of {x.shape[1]} feature frames is too short: at least 9 (about 0.1 s) are needed"
+                f"input of {x.shape[1]} feature frames is too short: at least {MIN_FEATURE_FRAMES} "
+                "(about 0.1 s) are needed"
             )
         x = x.unsqueeze(1)  # (batch, 1, time, freq)
         x = self.conv(x) if self.training else self._conv_eval(x)

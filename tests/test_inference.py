@@ -1,0 +1,101 @@
+"""The simple inference API (zipa_ctc_inference) on the tiny CTC fixture: inputs, errors, CLI."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import PARITY, REPO, needs_parity
+import zipa_ctc_inference
+from zipa.checkpoint import save_model
+
+pytestmark = needs_parity
+MODEL = PARITY / "ctc_tiny" / "model.pth"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return zipa_ctc_inference.initialize_model(MODEL, "ipa_simplified/unigram_127.model", device="cpu")
+
+
+def test_original_attribute_names(model):
+    assert isinstance(model, zipa_ctc_inference.ZIPA_CTC)
+    assert model.encoder is model.model
+    assert not model.model.training
+    assert model.device == torch.device("cpu")
+
+
+def test_silence_is_valid(model):
+    phones = model.inference([np.zeros(16000, dtype=np.float32)])
+    assert isinstance(phones, list) and len(phones) == 1 and isinstance(phones[0], list)
+
+
+def test_predict_runs_without_building_a_graph(model):
+    feats, lens = model.get_fbank([np.zeros(8000, dtype=np.float32)])
+    assert feats.shape == (1, lens.item(), 80)
+    with torch.enable_grad():
+        ids = model.token_ids(feats, lens)
+    assert isinstance(ids[0], list)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros(0, dtype=np.float32), "empty"),
+        (np.array([0.0, np.nan] * 8000, dtype=np.float32), "NaN"),
+        (np.zeros(800, dtype=np.float32), "too short"),
+    ],
+)
+def test_bad_arrays_name_the_item(model, bad, message):
+    good = np.zeros(16000, dtype=np.float32)
+    with pytest.raises(ValueError, match=rf"item 1.*{message}|{message}.*item 1"):
+        model.inference([good, bad])
+
+
+def test_unreadable_file_names_the_file(model, tmp_path):
+    path = tmp_path / "broken.wav"
+    path.write_bytes(b"RIFF....not really a wav file")
+    with pytest.raises(ValueError, match="broken.wav"):
+        model.inference([path])
+
+
+def test_resampled_stereo_file_transcribes_like_its_16k_mono_samples(model, tmp_path):
+    rng = np.random.default_rng(0)
+    mono = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([mono, mono], axis=1), 16000, subtype="FLOAT")
+    assert model.inference([path]) == model.inference([mono])
+
+
+def test_loads_our_own_saved_checkpoint_strictly(model, tmp_path):
+    path = tmp_path / "exported.pth"
+    save_model(model.model, _config_of(MODEL), path)
+    reloaded = zipa_ctc_inference.initialize_model(path, device="cpu")
+    for key, value in model.model.state_dict().items():
+        assert torch.equal(value, reloaded.model.state_dict()[key])
+    audio = [np.zeros(12000, dtype=np.float32)]
+    assert reloaded.inference(audio) == model.inference(audio)
+
+
+def _config_of(path):
+    from zipa.checkpoint import load_config_for
+
+    return load_config_for(path)
+
+
+def test_script_transcribes_files_and_reports_failures(model, tmp_path):
+    # The longest clip: alone it sees no batch padding, so it must give the batch's phones.
+    clip = PARITY / "ctc_tiny" / "audio" / "clip2.wav"
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(b"garbage")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "zipa_ctc_inference.py"), "--model", str(MODEL), "--device", "cpu", str(clip), str(bad)],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode == 1
+    expected = torch.load(PARITY / "ctc_tiny" / "expected.pt", weights_only=True)["phones"][2]
+    assert result.stdout.splitlines() == [f"clip2.wav\t{' '.join(expected)}"]
+    assert "bad.flac" in result.stderr

@@ -1,0 +1,71 @@
+"""The simple inference API of the original ZIPA scripts (`zipa_ctc_inference.py`,
+`zipa_transducer_inference.py`): same function and method names, same return values."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import torch
+
+from zipa.transcribe import PathLike, Transcriber
+from zipa.tokenizer import default_bpe_model_path
+
+
+class ZipaModel(Transcriber):
+    """A loaded model, as the original's `ZIPA_CTC` / `ZIPA_TRANSDUCER`."""
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        """The AsrModel (the original's name for it)."""
+        return self.model
+
+    def get_fbank(self, audio: Sequence) -> tuple:
+        """(features (N, T, 80), feature_lens (N,)) of a list of 16 kHz arrays or audio files."""
+        return self.features(audio)
+
+    def inference(self, audio: Sequence) -> List[List[str]]:
+        """For each item, the decoded IPA split on whitespace (word boundaries).
+
+        The batch is zero-padded as one; padding reaches valid frames through the conv front
+        end, so an utterance decoded in a batch may differ slightly from decoding it alone,
+        exactly as in the original.
+        """
+        return self.transcribe(audio)
+
+
+def initialize_model(
+    model_path: PathLike,
+    bpe_model: Optional[PathLike] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    **config_overrides,
+) -> ZipaModel:
+    """Load a ZIPA checkpoint (architecture read from its weights) and its tokenizer.
+
+    `bpe_model` defaults to the packaged ipa_simplified/unigram_127.model; `device` to cuda when
+    available, else cpu. `config_overrides` (e.g. chunk_size=(16,), left_context_frames=(64,)
+    for a causal model) set what the weights cannot show.
+    """
+    return ZipaModel.from_checkpoint(model_path, bpe_model, device, **config_overrides)
+
+
+def main(argv: Optional[Sequence[str]] = None, description: str = "Transcribe audio files to IPA.") -> int:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
+    parser.add_argument("--model", required=True, help="checkpoint (.pth)")
+    parser.add_argument("--bpe-model", default=str(default_bpe_model_path()), help="tokenizer model")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    args = parser.parse_args(argv)
+    model = initialize_model(args.model, args.bpe_model, args.device)
+    failed = 0
+    for path in args.audio:
+        try:
+            phones = model.inference([path])[0]
+        except (ValueError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{Path(path).name}\t{' '.join(phones)}")
+    return 1 if failed else 0
