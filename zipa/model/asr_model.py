@@ -6,7 +6,7 @@ Attribute names, and so state_dict keys, are icefall's: `encoder_embed`, `encode
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,7 @@ from torch import Tensor
 from zipa.model.config import ModelConfig
 from zipa.model.decoder import Decoder, Joiner
 from zipa.model.scaling import ScheduledFloat, scaled_linear
+from zipa.model.spec_augment import SpecAugment, downsample_time_mask
 from zipa.model.subsampling import Conv2dSubsampling
 from zipa.model.zipformer import Zipformer2
 
@@ -107,6 +108,123 @@ class AsrModel(nn.Module):
             cr_loss = cr_loss * (time_mask * (cr_loss_masked_scale - 1) + 1)
         padding = make_pad_mask(encoder_out_lens, cr_loss.shape[1]).unsqueeze(-1)
         return ctc_loss, cr_loss.masked_fill(padding, 0.0).sum()
+
+
+    def forward_transducer(
+        self,
+        encoder_out: Tensor,
+        encoder_out_lens: Tensor,
+        y: List[List[int]],
+        prune_range: int = 5,
+        am_scale: float = 0.0,
+        lm_scale: float = 0.0,
+    ) -> Tuple[Tensor, Tensor]:
+        """(simple loss, pruned loss), both summed over the batch: the smoothed 'simple' RNN-T
+        loss on linear projections gives the pruning bounds for the joiner's loss."""
+        from zipa.losses import rnnt
+
+        device = encoder_out.device
+        blank_id = self.decoder.blank_id
+        y_lens = torch.tensor([len(seq) for seq in y], dtype=torch.int64, device=device)
+        y_padded = _pad(y, 0, device)
+        decoder_out = self.decoder(_pad([[blank_id] + seq for seq in y], blank_id, device))
+        boundary = torch.zeros((encoder_out.shape[0], 4), dtype=torch.int64, device=device)
+        boundary[:, 2] = y_lens
+        boundary[:, 3] = encoder_out_lens
+        lm = self.simple_lm_proj(decoder_out)
+        am = self.simple_am_proj(encoder_out)
+        with torch.autocast(device.type, enabled=False):
+            simple_loss, (px_grad, py_grad) = rnnt.rnnt_loss_smoothed(
+                lm=lm.float(), am=am.float(), symbols=y_padded, termination_symbol=blank_id,
+                lm_only_scale=lm_scale, am_only_scale=am_scale, boundary=boundary,
+                reduction="sum", return_grad=True,
+            )
+        ranges = rnnt.get_rnnt_prune_ranges(px_grad=px_grad, py_grad=py_grad, boundary=boundary, s_range=prune_range)
+        am_pruned, lm_pruned = rnnt.do_rnnt_pruning(
+            am=self.joiner.encoder_proj(encoder_out), lm=self.joiner.decoder_proj(decoder_out), ranges=ranges
+        )
+        logits = self.joiner(am_pruned, lm_pruned, project_input=False)
+        with torch.autocast(device.type, enabled=False):
+            pruned_loss = rnnt.rnnt_loss_pruned(
+                logits=logits.float(), symbols=y_padded, ranges=ranges, termination_symbol=blank_id,
+                boundary=boundary, reduction="sum",
+            )
+        return simple_loss, pruned_loss
+
+    def forward(
+        self,
+        x: Tensor,
+        x_lens: Tensor,
+        y: List[List[int]],
+        prune_range: int = 5,
+        am_scale: float = 0.0,
+        lm_scale: float = 0.0,
+        use_cr_ctc: bool = False,
+        use_spec_aug: bool = False,
+        spec_augment: Optional[SpecAugment] = None,
+        supervision_segments: Optional[Tensor] = None,
+        time_warp_factor: Optional[int] = 80,
+        cr_loss_masked_scale: float = 1.0,
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Training losses of a batch: (simple, pruned, ctc, attention_decoder, cr), each
+        summed over utterances; the heads the model lacks give empty tensors.
+
+        x: (N, T, 80) fbank; x_lens: (N,); y: token ids per utterance. With `use_cr_ctc` the
+        batch is duplicated into two views (SpecAugment'ed independently when `use_spec_aug`,
+        after a shared time warp) and every loss is halved, as in ZIPA's recipe.
+        """
+        assert x.ndim == 3 and x_lens.ndim == 1 and x.shape[0] == x_lens.shape[0] == len(y)
+        empty = torch.empty(0)
+        time_mask = None
+        if use_cr_ctc:
+            assert self.use_ctc, "CR-CTC needs the CTC head"
+            if use_spec_aug:
+                assert spec_augment is not None and supervision_segments is not None
+                if time_warp_factor is not None and time_warp_factor >= 1:
+                    x, _ = SpecAugment(time_warp_factor=time_warp_factor, num_feature_masks=0, num_frame_masks=0)(
+                        x, supervision_segments
+                    )
+                x, frame_mask = spec_augment(x.repeat(2, 1, 1))
+                time_mask = downsample_time_mask(frame_mask, self.encoder.output_downsampling_factor).to(x.dtype)
+            else:
+                x = x.repeat(2, 1, 1)
+            x_lens = x_lens.repeat(2)
+            y = y + y
+        encoder_out, encoder_out_lens = self.forward_encoder(x, x_lens)
+        view_scale = 0.5 if use_cr_ctc else 1.0
+
+        simple_loss = pruned_loss = empty
+        if self.use_transducer:
+            simple_loss, pruned_loss = self.forward_transducer(
+                encoder_out, encoder_out_lens, y, prune_range=prune_range, am_scale=am_scale, lm_scale=lm_scale
+            )
+            simple_loss, pruned_loss = simple_loss * view_scale, pruned_loss * view_scale
+
+        ctc_loss = cr_loss = empty
+        if self.use_ctc:
+            targets = torch.tensor([t for seq in y for t in seq], dtype=torch.int64)
+            target_lens = torch.tensor([len(seq) for seq in y], dtype=torch.int64)
+            if use_cr_ctc:
+                ctc_loss, cr_loss = self.forward_cr_ctc(
+                    encoder_out, encoder_out_lens, targets, target_lens,
+                    time_mask=time_mask, cr_loss_masked_scale=cr_loss_masked_scale,
+                )
+                ctc_loss, cr_loss = ctc_loss * 0.5, cr_loss * 0.5
+            else:
+                ctc_loss = self.forward_ctc(encoder_out, encoder_out_lens, targets, target_lens)
+
+        attention_decoder_loss = empty
+        if self.use_attention_decoder:
+            attention_decoder_loss = self.attention_decoder.calc_att_loss(
+                encoder_out=encoder_out, encoder_out_lens=encoder_out_lens, ys=y,
+                ys_lens=torch.tensor([len(seq) for seq in y], device=encoder_out.device),
+            ) * view_scale
+        return simple_loss, pruned_loss, ctc_loss, attention_decoder_loss, cr_loss
+
+
+def _pad(sequences: List[List[int]], value: int, device: torch.device) -> Tensor:
+    width = max((len(seq) for seq in sequences), default=0)
+    return torch.tensor([seq + [value] * (width - len(seq)) for seq in sequences], dtype=torch.int64, device=device)
 
 
 def ctc_loss_sum(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
