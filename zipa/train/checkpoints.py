@@ -1,0 +1,198 @@
+"""Training checkpoints in icefall's layout, and checkpoint averaging.
+
+A checkpoint (`checkpoint-{batch}.pt`, `epoch-{n}.pt`) is a dict with `model`, `model_avg`
+(the running average of the weights, float64), `optimizer`, `scheduler`, `grad_scaler`,
+`sampler`, `rng` and the training counters (`batch_idx_train`, `cur_epoch`, ...). Writes are
+atomic: a crash never leaves a half-written file under a checkpoint's name.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from zipa.checkpoint import CheckpointError, read_state_dict, save_checkpoint_atomic
+
+_ITERATION = re.compile(r"checkpoint-(\d+)\.pt$")
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def save_training_checkpoint(
+    path: Path,
+    model: nn.Module,
+    model_avg: Optional[nn.Module] = None,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    sampler: Any = None,
+    counters: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """Write everything needed to resume exactly (call on rank 0 only)."""
+    checkpoint = {
+        "model": unwrap(model).state_dict(),
+        "model_avg": model_avg.state_dict() if model_avg is not None else None,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "grad_scaler": scaler.state_dict() if scaler is not None else None,
+        "sampler": sampler.state_dict() if sampler is not None else None,
+        "rng": rng_state(),
+    }
+    checkpoint.update(counters or {})
+    save_checkpoint_atomic(checkpoint, path)
+
+
+def load_training_checkpoint(path: Path) -> Dict[str, Any]:
+    """Read a checkpoint written by `save_training_checkpoint` (it holds non-tensor state)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a truncated file gives several exception types
+        raise CheckpointError(f"{path}: cannot read checkpoint ({error})") from error
+
+
+def find_checkpoints(exp_dir: Path, iteration: int = 0) -> List[Path]:
+    """`checkpoint-{n}.pt` files in `exp_dir`, newest first. With `iteration` > 0 only those
+    with n <= iteration (icefall's `--iter`)."""
+    found = []
+    for path in Path(exp_dir).glob("checkpoint-*.pt"):
+        match = _ITERATION.search(path.name)
+        if match and (iteration <= 0 or int(match.group(1)) <= iteration):
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def remove_old_checkpoints(exp_dir: Path, keep_last_k: int) -> None:
+    """Keep only the newest `keep_last_k` iteration checkpoints (<= 0 keeps all)."""
+    if keep_last_k > 0:
+        for path in find_checkpoints(exp_dir)[keep_last_k:]:
+            path.unlink(missing_ok=True)
+
+
+class AveragedModel:
+    """A float64 running average of a model's floating-point weights (icefall's `model_avg`):
+    `update` at every `average_period`-th batch keeps it the uniform average of the weights
+    at those batches."""
+
+    def __init__(self, model: nn.Module):
+        state = unwrap(model).state_dict()
+        self.weights = {k: v.detach().to("cpu", torch.float64).clone() for k, v in state.items() if v.is_floating_point()}
+
+    def update(self, model: nn.Module, batch_idx_train: int, average_period: int) -> None:
+        """avg <- avg * (1 - w) + model * w with w = average_period / batch_idx_train."""
+        weight = average_period / batch_idx_train
+        for name, value in unwrap(model).state_dict().items():
+            if name in self.weights:
+                self.weights[name].mul_(1 - weight).add_(value.detach().to("cpu", torch.float64), alpha=weight)
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return self.weights
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.weights = {k: v.to(torch.float64) for k, v in state.items()}
+
+
+def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Element-wise mean (integer tensors: floor of the mean, as icefall)."""
+    n = len(state_dicts)
+    if n == 0:
+        raise ValueError("nothing to average")
+    average = {}
+    for key, first in state_dicts[0].items():
+        if first.is_floating_point():
+            total = sum(sd[key].to(torch.float64) for sd in state_dicts)
+            average[key] = (total / n).to(first.dtype)
+        else:
+            average[key] = sum(sd[key] for sd in state_dicts) // n
+    return average
+
+
+def average_checkpoints(paths: Sequence[Path]) -> Dict[str, torch.Tensor]:
+    """Mean of the `model` weights of several checkpoints."""
+    return average_state_dicts([read_state_dict(p, trusted=True) for p in paths])
+
+
+def average_with_model_avg(start: Path, end: Path) -> Dict[str, torch.Tensor]:
+    """The average of the weights over the batches between two checkpoints, from their running
+    averages: (avg_end * n_end - avg_start * n_start) / (n_end - n_start) (icefall's
+    `--use-averaged-model`). Integer entries come from `end`."""
+    first, last = load_training_checkpoint(start), load_training_checkpoint(end)
+    n_start, n_end = first["batch_idx_train"], last["batch_idx_train"]
+    if n_end <= n_start:
+        raise ValueError(f"{end} (batch {n_end}) must come after {start} (batch {n_start})")
+    if first.get("model_avg") is None or last.get("model_avg") is None:
+        raise CheckpointError(f"{start} or {end} has no model_avg: average without --use-averaged-model")
+    weight_end = n_end / (n_end - n_start)
+    weight_start = 1.0 - weight_end
+    average = {}
+    for key, value in last["model"].items():
+        if key in last["model_avg"]:
+            mixed = last["model_avg"][key] * weight_end + first["model_avg"][key] * weight_start
+            average[key] = mixed.to(value.dtype)
+        else:
+            average[key] = value
+    return average
+
+
+def checkpoints_to_average(
+    exp_dir: Path, avg: int, iteration: int = 0, epoch: int = 0, use_averaged_model: bool = False
+) -> List[Path]:
+    """The files icefall's `--iter N --avg K` / `--epoch E --avg K` select (newest first).
+
+    With `use_averaged_model` the list is [end, start]: K+1 iteration checkpoints apart, or
+    epoch-E.pt and epoch-(E-K).pt."""
+    exp_dir = Path(exp_dir)
+    if iteration > 0:
+        paths = find_checkpoints(exp_dir, iteration)
+        needed = avg + 1 if use_averaged_model else avg
+        if len(paths) < needed:
+            raise FileNotFoundError(f"--iter {iteration} --avg {avg}: need {needed} checkpoints in {exp_dir}, found {len(paths)}")
+        return [paths[0], paths[avg]] if use_averaged_model else paths[:avg]
+    if epoch > 0:
+        if use_averaged_model:
+            paths = [exp_dir / f"epoch-{epoch}.pt", exp_dir / f"epoch-{epoch - avg}.pt"]
+        else:
+            paths = [exp_dir / f"epoch-{e}.pt" for e in range(epoch, epoch - avg, -1)]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError("missing checkpoints: " + ", ".join(missing))
+        return paths
+    raise ValueError("give --iter or --epoch")
+
+
+def averaged_weights(
+    exp_dir: Path, avg: int, iteration: int = 0, epoch: int = 0, use_averaged_model: bool = False
+) -> Dict[str, torch.Tensor]:
+    """The model weights selected by --iter/--epoch, --avg and --use-averaged-model."""
+    paths = checkpoints_to_average(exp_dir, avg, iteration, epoch, use_averaged_model)
+    if use_averaged_model:
+        return average_with_model_avg(start=paths[1], end=paths[0])
+    if avg == 1:
+        return read_state_dict(paths[0], trusted=True)
+    return average_checkpoints(paths)

@@ -1,0 +1,67 @@
+"""Distributed training on PyTorch's own stack: `torchrun` (any number of nodes) or
+`--world-size N` (processes spawned on this machine). NCCL on CUDA, gloo on CPU."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def run_distributed(main: Callable[[DistInfo], None], world_size: int, master_port: int = 12354) -> None:
+    """Run `main(info)` once per rank: under torchrun in this process, with `world_size` > 1 in
+    spawned local processes, else directly."""
+    if launched_by_torchrun():
+        info = DistInfo(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+        _run_rank(main, info)
+    elif world_size > 1:
+        os.environ.setdefault("MASTER_ADDR", "localhost")
+        os.environ["MASTER_PORT"] = str(master_port)
+        mp.spawn(_spawned, args=(main, world_size), nprocs=world_size, join=True)
+    else:
+        main(DistInfo())
+
+
+def _spawned(rank: int, main: Callable[[DistInfo], None], world_size: int) -> None:
+    _run_rank(main, DistInfo(rank, rank, world_size))
+
+
+def _run_rank(main: Callable[[DistInfo], None], info: DistInfo) -> None:
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info.local_rank)
+    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size)
+    try:
+        main(info)
+    finally:
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (a no-op without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
