@@ -2,12 +2,26 @@
 
 audio (files or arrays) -> `zipa.audio` (16 kHz mono) -> `zipa.features` (fbank, zero-padded
 batch) -> `AsrModel.forward_encoder` -> CTC or transducer head -> greedy search -> tokenizer.
+
+Files (`Transcriber.transcribe_files`) go through `zipa.long_audio`: each file becomes one
+segment, or overlapping windows when it is longer than the window; segments are sorted by
+length and decoded in batches, and each file's tokens are stitched with global timestamps
+(`zipa.timestamps`).
+
+Batching: a batch is zero-padded to its longest item, and padding reaches a shorter item's last
+frames through the feature extractor and the conv front end, so a file decoded in a batch may
+come out slightly differently from the same file decoded alone, exactly as in the original
+ZIPA. Sorting by length keeps padding small; ``batch_size=1`` gives each file's own result.
+Windows of a long file all have the same length, so they are never padded.
 """
 
 from __future__ import annotations
 
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -15,8 +29,20 @@ from torch import Tensor
 from zipa.audio import AudioItem, load_batch
 from zipa.checkpoint import load_model
 from zipa.decoding import ctc_greedy_search, transducer_greedy_search
-from zipa.features import compute_fbank
+from zipa.decoding.alignment import TokenSpan, ctc_greedy_spans, transducer_spans
+from zipa.features import MIN_SAMPLES, compute_fbank
+from zipa.long_audio import (
+    DEFAULT_OVERLAP,
+    DEFAULT_WINDOW,
+    Segment,
+    audio_info,
+    check_window,
+    owns,
+    plan_segments,
+    read_segment,
+)
 from zipa.model.subsampling import MIN_FEATURE_FRAMES
+from zipa.timestamps import WORD_BOUNDARY, Alignment, TimedToken, build_alignment, frame_shift, frame_time
 from zipa.tokenizer import Tokenizer, default_bpe_model_path
 
 PathLike = Union[str, Path]
@@ -85,3 +111,165 @@ class Transcriber:
     def transcribe(self, audio: Sequence[AudioItem]) -> List[List[str]]:
         """Phones of a batch of audio items, decoded together (zero-padded as one batch)."""
         return self.predict(*self.features(audio))
+
+    # ------------------------------------------------------------------------------------------
+    # Token times, files and long audio
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def frame_shift(self) -> float:
+        """Seconds per encoder output frame (0.02 for CTC models, 0.04 for transducer models)."""
+        return frame_shift(int(self.model.encoder.output_downsampling_factor))
+
+    def token_label(self, token: int) -> str:
+        """What a token stands for in a transcript: its IPA character, ``▁`` for a word
+        boundary, or what sentencepiece decodes a special token to (``<unk>`` -> ``⁇``)."""
+        piece = self.tokenizer.id_to_piece(token)
+        if piece == WORD_BOUNDARY:
+            return piece
+        return self.tokenizer.decode([token]).strip() or piece
+
+    @torch.inference_mode()
+    def token_spans(self, feats: Tensor, feat_lens: Tensor) -> List[List[TokenSpan]]:
+        """Greedy hypotheses of a feature batch with each token's encoder frames and confidence
+        (see `zipa.decoding.alignment`); the token ids are those of `token_ids`."""
+        encoder_out, encoder_out_lens = self.model.forward_encoder(feats.to(self.device), feat_lens.to(self.device))
+        if self.uses_ctc:
+            return ctc_greedy_spans(self.model.ctc_output(encoder_out), encoder_out_lens)
+        return transducer_spans(*transducer_greedy_search(self.model, encoder_out, encoder_out_lens, return_frames=True))
+
+    def timed_tokens(self, audio: Sequence[AudioItem]) -> List[List[TimedToken]]:
+        """Tokens with times in seconds of a batch of audio items (decoded as one batch)."""
+        shift = self.frame_shift
+        return [
+            [_timed(span, 0.0, shift) for span in spans] for spans in self.token_spans(*self.features(audio))
+        ]
+
+    def alignment(
+        self,
+        tokens: Sequence[TimedToken],
+        duration: Optional[float] = None,
+        normalize: Optional[Callable[[str], str]] = None,
+    ) -> Alignment:
+        """Transcript, phones and words of timed tokens (see `zipa.timestamps.build_alignment`)."""
+        return build_alignment(tokens, self.token_label, duration, normalize)
+
+    def transcribe_files(
+        self,
+        paths: Iterable[Union[str, Path]],
+        window: float = DEFAULT_WINDOW,
+        overlap: float = DEFAULT_OVERLAP,
+        batch_size: int = 8,
+        progress: Optional[bool] = False,
+    ) -> List["FileTranscript"]:
+        """Decode audio files of any length; one `FileTranscript` per path, in order.
+
+        A file that cannot be read or decoded gets its `error` set and no tokens; the others go
+        on. Files longer than `window` seconds are cut into windows overlapping by `overlap`
+        seconds (`zipa.long_audio`), read piece by piece, so memory does not grow with file
+        length. `progress`: a tqdm bar on stderr (None: only when stderr is a terminal).
+        """
+        from tqdm import tqdm
+
+        check_window(window, overlap)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        results = [FileTranscript(Path(p)) for p in paths]
+        segments: List[Segment] = []
+        for i, result in enumerate(results):
+            try:
+                info = audio_info(result.path)
+            except (ValueError, OSError) as e:
+                result.error = str(e)
+                continue
+            result.duration = info.duration
+            segments += plan_segments(i, info, window, overlap)
+        # Longest first: equal-length windows batch together, and memory peaks at the start.
+        segments.sort(key=lambda s: (-s.length / s.sample_rate, s.file_index, s.index))
+
+        pieces: Dict[int, Dict[int, List[TimedToken]]] = defaultdict(dict)
+        total = sum(r.duration for r in results if r.error is None)
+        with tqdm(total=round(total, 2), unit="s", desc="transcribing", file=sys.stderr, disable=None if progress is None else not progress, leave=False) as bar:
+            for start in range(0, len(segments), batch_size):
+                batch = [s for s in segments[start : start + batch_size] if results[s.file_index].error is None]
+                for segment, tokens in self._decode_segments(batch, results):
+                    pieces[segment.file_index][segment.index] = tokens
+                for segment in batch:
+                    duration = results[segment.file_index].duration
+                    bar.update(max(0.0, min(segment.own_to, duration) - max(segment.own_from, 0.0)))
+                for segment in batch:
+                    if results[segment.file_index].error is not None:
+                        pieces.pop(segment.file_index, None)
+        for i, result in enumerate(results):
+            if result.error is None:
+                result.tokens = [t for k in sorted(pieces[i]) for t in pieces[i][k]]
+        return results
+
+    def _decode_segments(
+        self, batch: List[Segment], results: List["FileTranscript"]
+    ) -> List[Tuple[Segment, List[TimedToken]]]:
+        """Read, featurize and decode one batch of segments; a segment that fails marks its
+        file's error and is left out. Returns each decoded segment's kept tokens."""
+        segments, audio = [], []
+        for segment in batch:
+            result = results[segment.file_index]
+            if result.error is not None:
+                continue
+            try:
+                samples = read_segment(result.path, segment)
+                if samples.size < MIN_SAMPLES:
+                    raise ValueError(f"{result.path}: audio too short ({samples.size} samples at 16 kHz)")
+            except (ValueError, OSError, RuntimeError) as e:
+                result.error = str(e)
+                continue
+            segments.append(segment)
+            audio.append(samples)
+        while segments:
+            feats, feat_lens = compute_fbank(audio)
+            short = [i for i, n in enumerate(feat_lens.tolist()) if n < MIN_FEATURE_FRAMES]
+            if not short:
+                break
+            for i in short:
+                results[segments[i].file_index].error = (
+                    f"{results[segments[i].file_index].path}: audio too short ({feat_lens[i].item()} feature "
+                    f"frames; the encoder needs at least {MIN_FEATURE_FRAMES}, about 0.1 s)"
+                )
+            # Features depend on the batch's padding: recompute them without the short items.
+            segments = [s for i, s in enumerate(segments) if i not in short]
+            audio = [a for i, a in enumerate(audio) if i not in short]
+        if not segments:
+            return []
+        shift = self.frame_shift
+        out = []
+        for segment, spans in zip(segments, self.token_spans(feats, feat_lens)):
+            offset = segment.start_time
+            kept = [
+                _timed(span, offset, shift)
+                for span in spans
+                if owns(segment, offset + frame_time(span.start + 0.5, shift))
+            ]
+            out.append((segment, kept))
+        return out
+
+
+@dataclass
+class FileTranscript:
+    """The decoding of one file: its tokens with global times, or the error that stopped it."""
+
+    path: Path
+    duration: float = 0.0
+    tokens: List[TimedToken] = field(default_factory=list)
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _timed(span: TokenSpan, offset: float, shift: float) -> TimedToken:
+    return TimedToken(
+        span.token,
+        round(offset + frame_time(span.start, shift), 6),
+        round(offset + frame_time(span.end, shift), 6),
+        span.confidence,
+    )

@@ -611,14 +611,16 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
             pos = self.linear_pos(pos_emb)
             pos = pos.reshape(-1, 2 * seq_len - 1, num_heads, pos_head_dim).permute(2, 0, 3, 1)
             pos_scores = torch.matmul(p, pos)  # (head, batch, time1, 2 * time1 - 1)
-            attn_scores = attn_scores + _relative_to_absolute(pos_scores, seq_len)
+            # In place: the product's backward needs only its inputs.
+            attn_scores.add_(_relative_to_absolute(pos_scores, seq_len))
 
         if self.training and random.random() < 0.1:
-            attn_scores = penalize_abs_values_gt(attn_scores, limit=25.0, penalty=1.0e-04)
+            # (cloned: the masking below works in place, which a custom Function's output forbids)
+            attn_scores = penalize_abs_values_gt(attn_scores, limit=25.0, penalty=1.0e-04).clone()
         if attn_mask is not None:
-            attn_scores = attn_scores.masked_fill(attn_mask, MASKED_SCORE)
+            attn_scores.masked_fill_(attn_mask, MASKED_SCORE)
         if key_padding_mask is not None:
-            attn_scores = attn_scores.masked_fill(key_padding_mask.unsqueeze(1), MASKED_SCORE)
+            attn_scores.masked_fill_(key_padding_mask.unsqueeze(1), MASKED_SCORE)
         attn_weights = attn_scores.softmax(dim=-1)
         if self.training and self.dropout > 0:
             attn_weights = nn.functional.dropout(attn_weights, p=self.dropout, training=True)

@@ -49,7 +49,7 @@ def save_training_checkpoint(
     optimizer: Optional[torch.optim.Optimizer] = None,
     scheduler: Any = None,
     scaler: Any = None,
-    sampler: Any = None,
+    sampler_state: Optional[Mapping[str, Any]] = None,
     counters: Optional[Mapping[str, Any]] = None,
 ) -> None:
     """Write everything needed to resume exactly (call on rank 0 only)."""
@@ -59,7 +59,7 @@ def save_training_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "grad_scaler": scaler.state_dict() if scaler is not None else None,
-        "sampler": sampler.state_dict() if sampler is not None else None,
+        "sampler": sampler_state,
         "rng": rng_state(),
     }
     checkpoint.update(counters or {})
