@@ -196,3 +196,27 @@ def averaged_weights(
     if avg == 1:
         return read_state_dict(paths[0], trusted=True)
     return average_checkpoints(paths)
+
+
+def load_averaged_model(
+    exp_dir: Path,
+    avg: int,
+    iteration: int = 0,
+    epoch: int = 0,
+    use_averaged_model: bool = False,
+    device: str = "cpu",
+):
+    """(model in eval mode, config): the architecture from `exp_dir/config.json` (written by
+    training), the weights averaged as `averaged_weights` selects, loaded strictly."""
+    from zipa.checkpoint import load_state_dict_strict
+    from zipa.model.asr_model import build_model
+    from zipa.model.config import ModelConfig
+
+    config_path = Path(exp_dir) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: it is written when training starts")
+    config = ModelConfig.load_json(config_path)
+    model = build_model(config)
+    weights = averaged_weights(exp_dir, avg, iteration, epoch, use_averaged_model)
+    load_state_dict_strict(model, weights, f"{exp_dir} (--iter {iteration} --epoch {epoch} --avg {avg})")
+    return model.to(device).eval(), config

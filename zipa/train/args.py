@@ -1,0 +1,155 @@
+"""Command-line flags shared by the recipes (icefall/ZIPA names, so users' commands keep
+working). A recipe calls these with its own defaults; it never copies them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from zipa.model.config import ModelConfig, preset
+
+
+def str2bool(value: str) -> bool:
+    """icefall's boolean flags: --use-ctc True / --use-ctc false / --causal 1."""
+    if isinstance(value, bool):
+        return value
+    lowered = value.lower()
+    if lowered in ("true", "t", "yes", "y", "1"):
+        return True
+    if lowered in ("false", "f", "no", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None:
+    """Architecture flags (per-stack values as comma-separated strings, as in ZIPA). Defaults:
+    the `small` preset unless `--preset` or explicit flags say otherwise."""
+    base = preset("small")
+    group = parser.add_argument_group("model")
+    group.add_argument("--preset", choices=["small", "large", "tiny"], default=None,
+                       help="start from a released architecture (flags given explicitly still win)")
+    per_stack = ["num_encoder_layers", "downsampling_factor", "feedforward_dim", "num_heads", "encoder_dim",
+                 "query_head_dim", "value_head_dim", "pos_head_dim", "encoder_unmasked_dim", "cnn_module_kernel",
+                 "chunk_size", "left_context_frames"]
+    for name in per_stack:
+        group.add_argument("--" + name.replace("_", "-"), type=str, default=None,
+                           help=f"comma-separated per stack (default {','.join(map(str, getattr(base, name)))})")
+    for name in ["pos_dim", "decoder_dim", "joiner_dim", "context_size", "attention_decoder_dim",
+                 "attention_decoder_num_layers", "attention_decoder_attention_dim",
+                 "attention_decoder_num_heads", "attention_decoder_feedforward_dim"]:
+        group.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"default {getattr(base, name)}")
+    for name in ["causal", "use_transducer", "use_ctc", "use_attention_decoder"]:
+        group.add_argument("--" + name.replace("_", "-"), type=str2bool, default=None, help=f"default {getattr(base, name)}")
+    parser.set_defaults(**defaults)
+
+
+# A 1-layer-per-stack model small enough to train on a laptop CPU (see ENVIRONMENT.md).
+TINY = dict(
+    num_encoder_layers=(1, 1, 1, 1, 1, 1),
+    encoder_dim=(128, 192, 256, 256, 256, 192),
+    feedforward_dim=(256, 384, 512, 768, 512, 384),
+    num_heads=(4, 4, 4, 4, 4, 4),
+    query_head_dim=(32,),
+    value_head_dim=(12,),
+    encoder_unmasked_dim=(128, 128, 128, 128, 128, 128),
+    decoder_dim=256,
+    joiner_dim=256,
+)
+
+
+def model_config_from_args(args: argparse.Namespace, output_downsampling_factor: int) -> ModelConfig:
+    """The ModelConfig the flags describe."""
+    if args.preset == "tiny":
+        config = ModelConfig(**TINY)
+    else:
+        config = preset(args.preset or "small")
+    values: Dict[str, Any] = {}
+    for field in ModelConfig.__dataclass_fields__:
+        value = getattr(args, field, None)
+        if value is not None:
+            values[field] = value
+    values["output_downsampling_factor"] = output_downsampling_factor
+    return ModelConfig.from_dict({**config.to_dict(), **values})
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Loop, optimiser, checkpointing and logging flags of ZIPA's train.py."""
+    group = parser.add_argument_group("training")
+    add = group.add_argument
+    add("--world-size", type=int, default=1, help="processes to spawn on this machine (torchrun sets its own)")
+    add("--master-port", type=int, default=12354)
+    add("--device", default=default_device(), help="cuda or cpu (default: cuda when available)")
+    add("--num-epochs", type=int, default=30)
+    add("--start-epoch", type=int, default=1, help="resume from epoch-(N-1).pt when > 1")
+    add("--start-batch", type=int, default=0, help="resume from checkpoint-N.pt when > 0 (wins over --start-epoch)")
+    add("--exp-dir", type=Path, default=Path("exp"))
+    add("--bpe-model", type=str, default=None, help="tokenizer (default: the packaged ipa_simplified model)")
+    add("--base-lr", type=float, default=0.045)
+    add("--lr-batches", type=float, default=7500)
+    add("--lr-epochs", type=float, default=3.5)
+    add("--ref-duration", type=float, default=600, help="reference batch duration (s) for the model's schedules")
+    add("--warmup-batches", type=float, default=500.0, help="Eden's learning-rate warm-up")
+    add("--grad-accumulation", type=int, default=1)
+    add("--seed", type=int, default=42)
+    add("--inf-check", type=str2bool, default=False, help="log modules producing non-finite values")
+    add("--save-every-n", type=int, default=4000)
+    add("--keep-last-k", type=int, default=100)
+    add("--average-period", type=int, default=200)
+    add("--use-fp16", type=str2bool, default=False, help="CUDA autocast in float16 with a grad scaler")
+    add("--use-bf16", type=str2bool, default=False, help="CUDA autocast in bfloat16")
+    add("--tensorboard", type=str2bool, default=True)
+    add("--log-interval", type=int, default=50)
+    add("--valid-interval", type=int, default=3000)
+    add("--max-minutes", type=float, default=0, help="stop (saving a checkpoint) after this long; 0: no limit")
+    add("--full-libri", type=str2bool, default=True, help="accepted for ZIPA command lines; has no effect")
+    add("--wandb", type=str2bool, default=False, help="accepted for ZIPA command lines; logs go to TensorBoard")
+    add("--schedule-speedup", type=float, default=1.0,
+        help="advance the model's warm-up schedules this many times faster (small CPU runs)")
+    # Losses.
+    add("--ctc-loss-scale", type=float, default=0.2)
+    add("--cr-loss-scale", type=float, default=0.15)
+    add("--cr-loss-masked-scale", type=float, default=1.0)
+    add("--time-mask-ratio", type=float, default=2.0)
+    add("--use-cr-ctc", type=str2bool, default=False)
+    add("--use-unsup-cr-ctc", type=str2bool, default=False)
+    add("--unsup-cr-ctc-loss-scale", type=float, default=0.5)
+    add("--attention-decoder-loss-scale", type=float, default=0.8)
+    add("--prune-range", type=int, default=5)
+    add("--lm-scale", type=float, default=0.25)
+    add("--am-scale", type=float, default=0.1)
+    add("--simple-loss-scale", type=float, default=0.5)
+    add("--warm-step", type=int, default=2000, help="batches over which the transducer loss scales warm up")
+
+
+def add_checkpoint_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which weights to use: icefall's --exp-dir with --iter/--epoch and --avg, or --model-path."""
+    group = parser.add_argument_group("checkpoint selection")
+    add = group.add_argument
+    add("--exp-dir", type=Path, default=Path("exp"))
+    add("--epoch", type=int, default=0, help="use epoch-N.pt (with --avg: N-avg+1 .. N)")
+    add("--iter", type=int, default=0, help="use checkpoint-N.pt (with --avg: the newest --avg up to N); wins over --epoch")
+    add("--avg", type=int, default=1, help="number of checkpoints to average")
+    add("--use-averaged-model", type=str2bool, default=False,
+        help="average via the model_avg of two checkpoints --avg apart (icefall's method)")
+    add("--model-path", type=Path, default=None, help="a bare .pth (released or averaged) instead of --exp-dir")
+
+
+def load_selected_model(args: argparse.Namespace, device: str = "cpu", **config_overrides: Any):
+    """(model, config) chosen by the checkpoint-selection flags."""
+    if args.model_path is not None:
+        from zipa.checkpoint import load_model
+
+        return load_model(args.model_path, device=device, **config_overrides)
+    from zipa.train.checkpoints import load_averaged_model
+
+    if args.iter <= 0 and args.epoch <= 0:
+        raise SystemExit("give --model-path, or --exp-dir with --iter or --epoch")
+    return load_averaged_model(args.exp_dir, args.avg, args.iter, args.epoch if args.iter <= 0 else 0,
+                               args.use_averaged_model, device)

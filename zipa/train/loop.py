@@ -1,0 +1,377 @@
+"""The training loop both recipes run (CR-CTC, CTC, transducer, attention decoder).
+
+One call per rank: `train(args, dist_info, data_module_class)`. What it does per batch is
+ZIPA's: losses from `AsrModel.forward`, ScaledAdam + Eden, optional AMP, gradient
+accumulation, `model_avg` on rank 0, checkpoints every `--save-every-n` batches. Checkpoints
+hold every piece of state (weights, optimiser, scheduler, grad scaler, sampler position, RNG),
+so a run resumed from `checkpoint-N.pt` continues exactly as if never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from zipa.model.asr_model import AsrModel, build_model
+from zipa.model.scaling import set_batch_count
+from zipa.model.spec_augment import SpecAugment
+from zipa.optim import Eden, ScaledAdam, adjusted_batch_count, get_parameter_groups_with_lrs
+from zipa.tokenizer import Tokenizer, default_bpe_model_path
+from zipa.train.args import model_config_from_args
+from zipa.train.checkpoints import (
+    AveragedModel,
+    load_training_checkpoint,
+    remove_old_checkpoints,
+    save_training_checkpoint,
+    set_rng_state,
+    unwrap,
+)
+from zipa.train.distributed import DistInfo, all_reduce_sum
+from zipa.train.logs import TrainLogger
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cr_ctc_spec_augment(time_mask_ratio: float) -> SpecAugment:
+    """ZIPA's SpecAugment for CR-CTC: no warping here (done once, shared by both views), and
+    `time_mask_ratio` times the default frame masks."""
+    return SpecAugment(
+        time_warp_factor=0,
+        num_frame_masks=int(10 * time_mask_ratio),
+        features_mask_size=27,
+        num_feature_masks=2,
+        frames_mask_size=100,
+        max_frames_mask_fraction=0.15 * time_mask_ratio,
+    )
+
+
+def loss_scales(args: argparse.Namespace, batch_idx_train: int) -> Dict[str, float]:
+    """Weights of each loss; the transducer's simple/pruned weights warm up over --warm-step."""
+    warm = min(batch_idx_train / args.warm_step, 1.0) if args.warm_step > 0 else 1.0
+    return {
+        "simple": 1.0 - warm * (1.0 - args.simple_loss_scale),
+        "pruned": 0.1 + 0.9 * warm,
+        "ctc": args.ctc_loss_scale,
+        "cr": args.cr_loss_scale,
+        "attention_decoder": args.attention_decoder_loss_scale,
+    }
+
+
+def compute_loss(
+    model: nn.Module,
+    batch: Dict[str, Any],
+    args: argparse.Namespace,
+    batch_idx_train: int,
+    is_training: bool,
+    spec_augment: Optional[SpecAugment] = None,
+    unsupervised: bool = False,
+) -> Tuple[Tensor, Dict[str, float]]:
+    """The weighted loss of a batch (summed over utterances) and its parts, for logging."""
+    asr: AsrModel = unwrap(model)
+    device = next(asr.parameters()).device
+    feats = batch["inputs"].to(device)
+    sup = batch["supervisions"]
+    feat_lens = sup["num_frames"].to(device)
+    use_cr_ctc = args.use_cr_ctc and asr.use_ctc
+    use_spec_aug = use_cr_ctc and is_training
+    segments = None
+    if use_spec_aug:
+        segments = torch.stack([sup["sequence_idx"], sup["start_frame"], sup["num_frames"]], dim=1)
+    with torch.set_grad_enabled(is_training):
+        simple, pruned, ctc, attention, cr = model(
+            feats, feat_lens, sup["token_ids"],
+            prune_range=args.prune_range, am_scale=args.am_scale, lm_scale=args.lm_scale,
+            use_cr_ctc=use_cr_ctc, use_spec_aug=use_spec_aug, spec_augment=spec_augment,
+            supervision_segments=segments, time_warp_factor=args.spec_aug_time_warp_factor,
+            cr_loss_masked_scale=args.cr_loss_masked_scale,
+        )
+        scales = loss_scales(args, batch_idx_train)
+        parts = {}
+        loss = torch.zeros((), device=device)
+        if asr.use_transducer:
+            loss = loss + scales["simple"] * simple + scales["pruned"] * pruned
+            parts.update(simple_loss=simple, pruned_loss=pruned)
+        if asr.use_ctc:
+            loss = loss + scales["ctc"] * ctc
+            parts["ctc_loss"] = ctc
+            if use_cr_ctc:
+                loss = loss + scales["cr"] * cr
+                parts["cr_loss"] = cr
+        if asr.use_attention_decoder:
+            loss = loss + scales["attention_decoder"] * attention
+            parts["attention_decoder_loss"] = attention
+        if unsupervised:
+            loss = args.unsup_cr_ctc_loss_scale * loss
+    prefix = "unsup_" if unsupervised else ""
+    info = {prefix + k: float(v.detach()) for k, v in parts.items()}
+    info[prefix + "loss"] = float(loss.detach())
+    info["frames"] = float((sup["num_frames"] // 4).sum())
+    info["utterances"] = float(len(sup["token_ids"]))
+    return loss, info
+
+
+class Trainer:
+    """State and steps of one rank's training run."""
+
+    def __init__(self, args: argparse.Namespace, dist: DistInfo, data_module, output_downsampling_factor: int):
+        self.args = args
+        self.dist = dist
+        self.exp_dir = Path(args.exp_dir)
+        self.device = torch.device(args.device)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", dist.local_rank)
+        self.log = TrainLogger(self.exp_dir, dist.rank, tensorboard=args.tensorboard and dist.is_main)
+        seed_everything(args.seed)
+        self.config = model_config_from_args(args, output_downsampling_factor)
+        if args.use_cr_ctc and getattr(args, "enable_spec_aug", False):
+            raise ValueError("--use-cr-ctc applies SpecAugment inside the model: set --enable-spec-aug False")
+        model = build_model(self.config)
+        self.tokenizer = Tokenizer.from_file(args.bpe_model or default_bpe_model_path())
+        if self.tokenizer.vocab_size != self.config.vocab_size:
+            raise ValueError(f"tokenizer has {self.tokenizer.vocab_size} tokens, model {self.config.vocab_size}")
+        self.batch_idx_train = 0
+        self.cur_epoch = args.start_epoch
+        self.best = {"train_loss": math.inf, "valid_loss": math.inf}
+        self.num_skipped = 0
+
+        checkpoint = self._checkpoint_to_resume()
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"], strict=True)
+        model.to(self.device)
+        self.model_avg = AveragedModel(model) if dist.is_main else None
+        self.optimizer = ScaledAdam(
+            get_parameter_groups_with_lrs(model, lr=args.base_lr, include_names=True),
+            lr=args.base_lr, clipping_scale=2.0,
+        )
+        self.scheduler = Eden(self.optimizer, args.lr_batches, args.lr_epochs, warmup_batches=args.warmup_batches)
+        use_scaler = args.use_fp16 and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
+        self.sampler_state = None
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.raw_model = model
+        self.model = model
+        if dist.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        if args.inf_check:
+            register_inf_check_hooks(model)
+        self.data = data_module
+        self.spec_augment = cr_ctc_spec_augment(args.time_mask_ratio) if args.use_cr_ctc else None
+        if dist.is_main:
+            self.config.save_json(self.exp_dir / "config.json")
+            n_params = sum(p.numel() for p in model.parameters())
+            self.log.info(f"model: {n_params / 1e6:.2f} M parameters; config saved to {self.exp_dir / 'config.json'}")
+
+    # -- resuming ------------------------------------------------------------------------------
+
+    def _checkpoint_to_resume(self) -> Optional[Dict[str, Any]]:
+        args = self.args
+        if args.start_batch > 0:
+            path = self.exp_dir / f"checkpoint-{args.start_batch}.pt"
+        elif args.start_epoch > 1:
+            path = self.exp_dir / f"epoch-{args.start_epoch - 1}.pt"
+        else:
+            return None
+        self.log.info(f"resuming from {path}")
+        return load_training_checkpoint(path)
+
+    def _restore(self, checkpoint: Dict[str, Any]) -> None:
+        self.batch_idx_train = checkpoint["batch_idx_train"]
+        self.best = checkpoint.get("best", self.best)
+        if self.model_avg is not None and checkpoint.get("model_avg") is not None:
+            self.model_avg.load_state_dict(checkpoint["model_avg"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.scaler is not None and checkpoint.get("grad_scaler") is not None:
+            self.scaler.load_state_dict(checkpoint["grad_scaler"])
+        if self.args.start_batch > 0:
+            # Mid-epoch: continue the same epoch where its sampler stopped.
+            self.cur_epoch = checkpoint["cur_epoch"]
+            self.sampler_state = checkpoint.get("sampler")
+        set_rng_state(checkpoint["rng"])
+
+    def save(self, path: Path, sampler_state: Optional[Dict[str, Any]]) -> None:
+        """Write a checkpoint (rank 0 only); `sampler_state` is where the sampler stood after
+        the last batch trained on."""
+        if not self.dist.is_main:
+            return
+        save_training_checkpoint(
+            path, self.raw_model, self.model_avg, self.optimizer, self.scheduler, self.scaler, sampler_state,
+            counters={"batch_idx_train": self.batch_idx_train, "cur_epoch": self.cur_epoch, "best": self.best},
+        )
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def autocast(self):
+        if self.device.type != "cuda" or not (self.args.use_fp16 or self.args.use_bf16):
+            return nullcontext()
+        dtype = torch.bfloat16 if self.args.use_bf16 else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def run(self) -> None:
+        args = self.args
+        deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes > 0 else math.inf
+        train_cuts = self.data.train_cuts()
+        unsup_cuts = self.data.unsup_cuts() if args.use_unsup_cr_ctc else None
+        dev_cuts = self.data.dev_cuts()
+        valid_dl = self.data.valid_dataloaders(dev_cuts) if dev_cuts else None
+        for epoch in range(self.cur_epoch, args.num_epochs + 1):
+            self.cur_epoch = epoch
+            self.scheduler.step_epoch(epoch - 1)
+            train_dl = self.data.train_dataloaders(train_cuts, sampler_state_dict=self.sampler_state)
+            if self.sampler_state is None:
+                train_dl.sampler.set_epoch(epoch - 1)
+            self.sampler_state = None
+            unsup_dl = self.data.train_dataloaders(unsup_cuts) if unsup_cuts is not None else None
+            finished = self.train_one_epoch(train_dl, unsup_dl, valid_dl, deadline)
+            if not finished:
+                self.log.info(f"time limit reached at batch {self.batch_idx_train}: saved checkpoint-{self.batch_idx_train}.pt")
+                break
+            self.save(self.exp_dir / f"epoch-{epoch}.pt", sampler_state=None)
+            self.log.info(f"epoch {epoch} done; saved epoch-{epoch}.pt")
+        self.log.close()
+
+    def train_one_epoch(self, train_dl: Iterable, unsup_dl: Optional[Iterable], valid_dl, deadline: float) -> bool:
+        """Returns False when the time limit stopped the epoch early."""
+        args = self.args
+        self.model.train()
+        unsup_batches = _forever(unsup_dl) if unsup_dl is not None else None
+        progress = self.log.progress(desc=f"epoch {self.cur_epoch}")
+        for batch in train_dl:
+            sampler_state = batch.pop("sampler_state", None)
+            if "inputs" not in batch:
+                continue  # every cut of this batch was unreadable (the data module logged them)
+            self.batch_idx_train += 1
+            set_batch_count(
+                self.model,
+                args.schedule_speedup * adjusted_batch_count(
+                    self.batch_idx_train, args.max_duration, self.dist.world_size, args.ref_duration
+                ),
+            )
+            info = self.train_step(batch, next(unsup_batches) if unsup_batches is not None else None)
+            progress.update(1)
+            self.log.batch(self.batch_idx_train, info, lr=max(self.scheduler.get_last_lr()),
+                           grad_norm=self.optimizer.clipping_info().get("grad_norm"),
+                           every=args.log_interval)
+            if self.model_avg is not None and self.batch_idx_train % args.average_period == 0:
+                self.model_avg.update(self.raw_model, self.batch_idx_train, args.average_period)
+            if valid_dl is not None and self.batch_idx_train % args.valid_interval == 0:
+                self.validate(valid_dl)
+            out_of_time = time.monotonic() > deadline
+            if self.batch_idx_train % args.save_every_n == 0 or out_of_time:
+                self.save(self.exp_dir / f"checkpoint-{self.batch_idx_train}.pt", sampler_state)
+                if self.dist.is_main:
+                    remove_old_checkpoints(self.exp_dir, args.keep_last_k)
+            if out_of_time:
+                progress.close()
+                return False
+        progress.close()
+        return True
+
+    def train_step(self, batch: Dict[str, Any], unsup_batch: Optional[Dict[str, Any]]) -> Dict[str, float]:
+        """Forward, backward and (every --grad-accumulation batches) an optimiser step. A batch
+        whose loss is not finite is skipped: its gradients are dropped, the model is untouched."""
+        args = self.args
+        with self.autocast():
+            loss, info = compute_loss(self.model, batch, args, self.batch_idx_train, True, self.spec_augment)
+        if unsup_batch is not None and "inputs" in unsup_batch:
+            with self.autocast():
+                unsup_loss, unsup_info = compute_loss(
+                    self.model, unsup_batch, args, self.batch_idx_train, True, self.spec_augment, unsupervised=True
+                )
+            loss = loss + unsup_loss
+            info.update({k: v for k, v in unsup_info.items() if k.startswith("unsup_")})
+        finite = torch.tensor([1.0 if torch.isfinite(loss).item() else 0.0], device=self.device)
+        if all_reduce_sum(finite).item() < self.dist.world_size:
+            # Every rank skips together, so DDP's collective calls stay matched.
+            self.num_skipped += 1
+            self.log.warning(f"batch {self.batch_idx_train}: non-finite loss, skipped ({self.num_skipped} so far)")
+            self.optimizer.zero_grad(set_to_none=True)
+            info["skipped"] = 1.0
+            return info
+        scaled = loss / args.grad_accumulation
+        if self.scaler is not None:
+            self.scaler.scale(scaled).backward()
+        else:
+            scaled.backward()
+        self.scheduler.step_batch(self.batch_idx_train)
+        if self.batch_idx_train % args.grad_accumulation == 0:
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return info
+
+    @torch.no_grad()
+    def validate(self, valid_dl: Iterable) -> Dict[str, float]:
+        self.model.eval()
+        totals: Dict[str, float] = {}
+        for batch in valid_dl:
+            batch.pop("sampler_state", None)
+            if "inputs" not in batch:
+                continue
+            _, info = compute_loss(self.model, batch, self.args, self.batch_idx_train, False)
+            for key, value in info.items():
+                totals[key] = totals.get(key, 0.0) + value
+        keys = sorted(totals)
+        summed = all_reduce_sum(torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=self.device))
+        totals = dict(zip(keys, summed.tolist()))
+        self.model.train()
+        frames = max(totals.get("frames", 0.0), 1.0)
+        per_frame = {k: v / frames for k, v in totals.items() if k.endswith("loss")}
+        self.log.scalars("valid", per_frame, self.batch_idx_train)
+        self.log.info(f"validation at batch {self.batch_idx_train}: " + ", ".join(f"{k}={v:.4f}" for k, v in per_frame.items()))
+        self.best["valid_loss"] = min(self.best["valid_loss"], per_frame.get("loss", math.inf))
+        return per_frame
+
+
+def _forever(loader: Iterable) -> Iterator:
+    """Batches of `loader`, starting over whenever it is exhausted."""
+    while True:
+        yield from loader
+
+
+def register_inf_check_hooks(model: nn.Module) -> None:
+    """Log every module whose output or output gradient is not finite (--inf-check)."""
+
+    def check(name: str, kind: str):
+        def hook(_module, _inputs, outputs):
+            for out in outputs if isinstance(outputs, tuple) else (outputs,):
+                if isinstance(out, Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
+                    logging.warning(f"inf-check: {kind} of {name} is not finite")
+
+        return hook
+
+    for name, module in model.named_modules():
+        module.register_forward_hook(check(name, "output"))
+        module.register_full_backward_hook(check(name, "gradient"))
+
+
+def train(args: argparse.Namespace, dist: DistInfo, data_module_class, output_downsampling_factor: int) -> None:
+    """Entry point for one rank."""
+    config = model_config_from_args(args, output_downsampling_factor)
+    data = data_module_class(
+        args, world_size=dist.world_size, rank=dist.rank,
+        output_downsampling_factor=output_downsampling_factor, ctc=config.use_ctc,
+    )
+    Trainer(args, dist, data, output_downsampling_factor).run()
