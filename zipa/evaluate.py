@@ -1,0 +1,645 @@
+"""Scoring of phone recognition output: PER, PFER, and icefall-style result files.
+
+What ``zipformer_crctc/ctc_decode.py`` (and the transducer decoder) write per test set, and what
+``run.sh`` prints at the end. Everything here is plain Python over strings; no argparse.
+
+Units ("phones")
+----------------
+ZIPA scores PER over the pieces of its sentencepiece tokenizer: in its ``ctc_decode.py``
+(``decode_dataset``) the reference is ``bpe_model.id_to_piece(bpe_model.tokenize(ref_text))[1:]``
+(the ``[1:]`` drops the leading word boundary ``▁``) and the hypothesis likewise, and icefall's
+``write_error_stats`` aligns those piece lists. The ZIPA tokenizer has single-character pieces
+only, and ZIPA's training text has its spaces removed (``scripts/generate_training_data.py``:
+``text.replace(" ", "")``), so ZIPA's PER is a **character-level** error rate over the IPA
+string without word boundaries: diacritics and modifier letters (``ː ʰ ʲ ̃ ̩ ...``) are units of
+their own, exactly as the model emits them. :func:`phone_units` with ``unit="char"`` (the default
+everywhere) does this: whitespace and ``▁`` are dropped, then every character is one unit.
+``unit="segment"`` is offered for analysis: a base character together with the diacritics and
+modifier letters that follow it (and a tie-barred second letter) is one unit.
+
+References and hypotheses may be strings (``"wɜːld hɛloʊ"``), lists of words
+(``['wɜːld', 'hɛloʊ']``, what icefall decoders produce) or lists of phones; all are joined with
+no separator and re-split into units. Text is scored as given: normalise it with
+:func:`zipa.ipa.normalize_ipa` first (the decode scripts do).
+
+PER (``write_errs``, ``compute_metrics``)
+-----------------------------------------
+Corpus level, as icefall's ``write_error_stats``: ``100 * (ins + del + sub) / total reference
+units``, from a Levenshtein alignment with unit costs whose backtrace prefers match/substitution,
+then deletion over insertion on ties (kaldialign's ``LevenshteinAlignment``, which icefall uses).
+
+PFER (``pfer``, ``compute_metrics``)
+------------------------------------
+As ZIPA's ``scripts/evaluate.py`` (``compute_pfer``): per utterance,
+``panphon.distance.Distance().feature_edit_distance(hyp, ref)`` over the joined strings with
+ASCII ``g`` replaced by ``ɡ`` (panphon knows only U+0261; ZIPA's inventory spells it ``g``). It is
+**not** normalised by length: panphon's unweighted costs already divide by the number of
+features (24): substituting segments costs ``sum(|f1 - f2| / 2) / 24`` (``p``/``b`` differ in
+voicing only: 1/24), inserting or deleting one costs ``(#specified + 0.5 * #unspecified) / 24``
+(``p``: 22/24). Over the utterances ZIPA reports ``PFER mean``, ``PFER median``, ``PFER IQR``
+(75th minus 25th percentile, numpy's linear interpolation) and ``PFER std`` (population,
+``np.std``), each rounded to 3 decimals; the same keys are used here. Before scoring, stress
+marks, syllable breaks ``.``, tone marks and digits and whitespace are removed (panphon drops
+most of them silently anyway; on ZIPA-inventory text this is a no-op). The distance is computed
+by :func:`feature_edit_distance`, panphon's recurrence with its own feature vectors and costs,
+vectorised: it returns exactly panphon's value (tested), many times faster on long utterances.
+
+Files (names as ZIPA's ``save_results``; see :func:`save_results`)
+------------------------------------------------------------------
+- ``recogs-{test_set}-{suffix}.txt`` (:func:`store_recogs`): icefall's ``store_transcripts``
+  format, sorted by cut id, the units as Python lists::
+
+      cut-1:\tref=['a', 'b', 'c', 'd']
+      cut-1:\thyp=['a', 'x', 'c', 'd', 'e']
+
+  ZIPA's ``scripts/evaluate.py`` reads these files unchanged.
+- ``errs-{test_set}-{suffix}.txt`` (:func:`write_errs`): icefall's ``write_error_stats`` layout
+  with "WER" read as "PER" and "word" as "phone": ``%PER = 50.00``, an ``Errors:`` line, the
+  per-utterance alignments (``a (b->x) c d (*->e)``; successive errors merged as icefall does),
+  then ``SUBSTITUTIONS: count ref -> hyp``, ``DELETIONS: count ref``, ``INSERTIONS: count hyp``
+  and ``PER-PHONE STATS: phone  corr tot_errs count_in_ref count_in_hyp`` (icefall's sort
+  orders). Like icefall it logs ``[name] %PER 50.00% [2 / 4, 1 ins, 0 del, 1 sub ]``.
+- ``wer-summary-{test_set}-{suffix}.txt``: ``settings\\tPER`` then one line per decoding key.
+- ``metrics-{test_set}-{suffix}.json`` (:func:`write_metrics_json`): :func:`compute_metrics`.
+
+All files are written atomically (temporary file in the same folder, then rename).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import math
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from zipa.fileio import open_atomic
+from zipa.ipa import DIACRITICS, STRESS_MARKS, TONE_MARKS
+
+PathLike = Union[str, Path]
+
+__all__ = [
+    "EvaluationResult",
+    "EditCounts",
+    "UNITS",
+    "phone_units",
+    "align",
+    "edit_counts",
+    "store_recogs",
+    "read_recogs",
+    "format_errs",
+    "write_errs",
+    "get_distance",
+    "pfer_text",
+    "feature_edit_distance",
+    "pfer",
+    "pfer_stats",
+    "compute_metrics",
+    "write_metrics_json",
+    "write_per_summary",
+    "result_stem",
+    "save_results",
+    "summarise_table",
+]
+
+WORD_BOUNDARY = "\u2581"  # ▁, the tokenizer's word-boundary piece
+ERR = "*"  # icefall's epsilon in alignments
+UNITS = ("char", "segment")
+TIE_BARS = "\u0361\u035c"
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """One decoded utterance. ``ref``/``hyp``: a string, or a list of words or phones (see the
+    module docstring); ``language``: its language code when known (for the per-language split)."""
+
+    cut_id: str
+    ref: Union[str, Sequence[str]]
+    hyp: Union[str, Sequence[str]]
+    language: Optional[str] = None
+
+
+ResultLike = Union[EvaluationResult, Tuple[Any, ...]]
+
+
+def _as_result(item: ResultLike) -> EvaluationResult:
+    """Accept :class:`EvaluationResult` or icefall's ``(cut_id, ref, hyp)`` tuples (optionally
+    with a fourth element, the language)."""
+    if isinstance(item, EvaluationResult):
+        return item
+    if isinstance(item, (tuple, list)) and len(item) in (3, 4):
+        return EvaluationResult(str(item[0]), item[1], item[2], item[3] if len(item) == 4 else None)
+    raise TypeError(
+        f"expected EvaluationResult or (cut_id, ref, hyp[, language]), got {type(item).__name__}: "
+        f"{item!r:.80}"
+    )
+
+
+def _sorted_results(results: Iterable[ResultLike]) -> List[EvaluationResult]:
+    return sorted((_as_result(r) for r in results), key=lambda r: r.cut_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Units
+
+
+def _joined(text: Union[str, Sequence[str]]) -> str:
+    if isinstance(text, str):
+        s = text
+    else:
+        s = "".join(str(t) for t in text)
+    return "".join(ch for ch in s if not ch.isspace() and ch != WORD_BOUNDARY)
+
+
+def _is_modifier(ch: str) -> bool:
+    return ch in DIACRITICS or unicodedata.category(ch) == "Mn"
+
+
+def phone_units(text: Union[str, Sequence[str]], unit: str = "char") -> List[str]:
+    """The units PER is counted over. ``"char"`` (ZIPA's): every character of the text without
+    whitespace and ``▁``. ``"segment"``: a base character plus the modifier letters
+    (``ʰ ʲ ʷ ʼ ː ˞ ˠ ˤ``) and combining marks after it; a tie bar also joins the next letter."""
+    s = _joined(text)
+    if unit == "char":
+        return list(s)
+    if unit != "segment":
+        raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+    segs: List[str] = []
+    join_next = False
+    for ch in s:
+        if segs and (join_next or _is_modifier(ch)):
+            segs[-1] += ch
+            join_next = False
+        else:
+            segs.append(ch)
+        if ch in TIE_BARS:
+            join_next = True
+    return segs
+
+
+# ---------------------------------------------------------------------------------------------
+# Alignment
+
+
+@dataclass(frozen=True)
+class EditCounts:
+    corr: int
+    ins: int
+    dels: int
+    subs: int
+
+    @property
+    def errors(self) -> int:
+        return self.ins + self.dels + self.subs
+
+    @property
+    def ref_len(self) -> int:
+        return self.corr + self.dels + self.subs
+
+    @property
+    def hyp_len(self) -> int:
+        return self.corr + self.ins + self.subs
+
+
+def align(ref: Sequence[str], hyp: Sequence[str], eps: str = ERR) -> List[Tuple[str, str]]:
+    """Levenshtein alignment of two unit sequences (unit costs) as ``(ref, hyp)`` pairs, ``eps``
+    marking an insertion (left) or a deletion (right). Ties resolve as kaldialign's (used by
+    icefall): match/substitution unless strictly worse, then deletion over insertion."""
+    ref, hyp = list(ref), list(hyp)
+    if eps in ref or eps in hyp:
+        raise ValueError(f"the epsilon symbol {eps!r} occurs in the sequences")
+    M, N = len(ref), len(hyp)
+    e = [[0] * (N + 1) for _ in range(M + 1)]
+    for n in range(N + 1):
+        e[0][n] = n
+    for m in range(1, M + 1):
+        row, prev = e[m], e[m - 1]
+        row[0] = prev[0] + 1
+        r = ref[m - 1]
+        for n in range(1, N + 1):
+            row[n] = min(prev[n - 1] + (r != hyp[n - 1]), prev[n] + 1, row[n - 1] + 1)
+    out: List[Tuple[str, str]] = []
+    m, n = M, N
+    while m or n:
+        if m == 0:
+            out.append((eps, hyp[n - 1]))
+            n -= 1
+        elif n == 0:
+            out.append((ref[m - 1], eps))
+            m -= 1
+        else:
+            sub = e[m - 1][n - 1] + (ref[m - 1] != hyp[n - 1])
+            dele = e[m - 1][n] + 1
+            ins = e[m][n - 1] + 1
+            if sub < min(dele, ins):
+                out.append((ref[m - 1], hyp[n - 1]))
+                m, n = m - 1, n - 1
+            elif dele < ins:
+                out.append((ref[m - 1], eps))
+                m -= 1
+            else:
+                out.append((eps, hyp[n - 1]))
+                n -= 1
+    out.reverse()
+    return out
+
+
+def _counts(ali: Sequence[Tuple[str, str]], eps: str = ERR) -> EditCounts:
+    corr = ins = dels = subs = 0
+    for r, h in ali:
+        if r == eps:
+            ins += 1
+        elif h == eps:
+            dels += 1
+        elif r != h:
+            subs += 1
+        else:
+            corr += 1
+    return EditCounts(corr, ins, dels, subs)
+
+
+def edit_counts(ref: Sequence[str], hyp: Sequence[str]) -> EditCounts:
+    """Correct/insertion/deletion/substitution counts of :func:`align`."""
+    return _counts(align(ref, hyp))
+
+
+# ---------------------------------------------------------------------------------------------
+# recogs
+
+
+def store_recogs(path: PathLike, results: Iterable[ResultLike], unit: str = "char") -> None:
+    """icefall's ``store_transcripts`` format, sorted by cut id, units as Python lists."""
+    lines = []
+    for r in _sorted_results(results):
+        lines.append(f"{r.cut_id}:\tref={phone_units(r.ref, unit)}\n")
+        lines.append(f"{r.cut_id}:\thyp={phone_units(r.hyp, unit)}\n")
+    with open_atomic(path) as f:
+        f.writelines(lines)
+
+
+def read_recogs(path: PathLike) -> List[EvaluationResult]:
+    """Read a recogs file back (ours or icefall's); the language is not stored there."""
+    refs: Dict[str, Any] = {}
+    hyps: Dict[str, Any] = {}
+    order: List[str] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            head, sep, body = line.partition("\t")
+            if not sep or not head.endswith(":") or body[:4] not in ("ref=", "hyp="):
+                raise ValueError(f"{path}:{n}: not a recogs line: {line[:80]!r}")
+            cut_id = head[:-1]
+            try:
+                value = ast.literal_eval(body[4:])
+            except (ValueError, SyntaxError) as exc:
+                raise ValueError(f"{path}:{n}: cannot parse {body[4:][:60]!r}: {exc}") from None
+            if cut_id not in refs and cut_id not in hyps:
+                order.append(cut_id)
+            (refs if body.startswith("ref=") else hyps)[cut_id] = value
+    missing = [c for c in order if c not in refs or c not in hyps]
+    if missing:
+        raise ValueError(f"{path}: cut(s) without both ref= and hyp= lines: {missing[:5]}")
+    return [EvaluationResult(c, refs[c], hyps[c]) for c in order]
+
+
+# ---------------------------------------------------------------------------------------------
+# errs
+
+
+def _merge_successive_errors(ali: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    """icefall's display of one alignment: runs of errors merged into one ``(a b->x y)``."""
+    groups = [[[x], [y]] for x, y in ali]
+    for i in range(len(groups) - 1):
+        if groups[i][0] != groups[i][1] and groups[i + 1][0] != groups[i + 1][1]:
+            groups[i + 1][0] = groups[i][0] + groups[i + 1][0]
+            groups[i + 1][1] = groups[i][1] + groups[i + 1][1]
+            groups[i] = [[], []]
+    out = []
+    for x, y in groups:
+        x = [a for a in x if a != ERR]
+        y = [a for a in y if a != ERR]
+        if not x and not y:
+            continue
+        out.append((" ".join(x) if x else ERR, " ".join(y) if y else ERR))
+    return out
+
+
+def _per_value(errors: int, ref_len: int) -> float:
+    if ref_len == 0:
+        return 0.0 if errors == 0 else math.inf
+    return float("%.2f" % (100.0 * errors / ref_len))
+
+
+def format_errs(
+    test_set_name: str, results: Iterable[ResultLike], unit: str = "char", enable_log: bool = True
+) -> Tuple[str, float]:
+    """The errs file's text and the PER (percent, 2 decimals), as icefall's
+    ``write_error_stats`` computes them (results sorted by cut id first, as ZIPA does)."""
+    subs: Dict[Tuple[str, str], int] = defaultdict(int)
+    ins: Dict[str, int] = defaultdict(int)
+    dels: Dict[str, int] = defaultdict(int)
+    # per phone: corr, ref_sub, hyp_sub, ins, dels
+    phones: Dict[str, List[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    num_corr = 0
+    ref_len = 0
+    utt_lines = []
+    for r in _sorted_results(results):
+        ref, hyp = phone_units(r.ref, unit), phone_units(r.hyp, unit)
+        ref_len += len(ref)
+        ali = align(ref, hyp)
+        for rp, hp in ali:
+            if rp == ERR:
+                ins[hp] += 1
+                phones[hp][3] += 1
+            elif hp == ERR:
+                dels[rp] += 1
+                phones[rp][4] += 1
+            elif rp != hp:
+                subs[(rp, hp)] += 1
+                phones[rp][1] += 1
+                phones[hp][2] += 1
+            else:
+                phones[rp][0] += 1
+                num_corr += 1
+        shown = " ".join(
+            a if a == b else f"({a}->{b})" for a, b in _merge_successive_errors(ali)
+        )
+        utt_lines.append(f"{r.cut_id}:\t{shown}")
+
+    sub_errs, ins_errs, del_errs = sum(subs.values()), sum(ins.values()), sum(dels.values())
+    tot_errs = sub_errs + ins_errs + del_errs
+    per = _per_value(tot_errs, ref_len)
+    if enable_log:
+        logging.info(
+            f"[{test_set_name}] %PER {per:.2f}% [{tot_errs} / {ref_len}, {ins_errs} ins, "
+            f"{del_errs} del, {sub_errs} sub ]"
+        )
+    out = [
+        f"%PER = {per:.2f}",
+        f"Errors: {ins_errs} insertions, {del_errs} deletions, {sub_errs} substitutions, "
+        f"over {ref_len} reference phones ({num_corr} correct)",
+        "Search below for sections starting with PER-UTT DETAILS:, SUBSTITUTIONS:, "
+        "DELETIONS:, INSERTIONS:, PER-PHONE STATS:",
+        "",
+        "PER-UTT DETAILS: corr or (ref->hyp)  ",
+        *utt_lines,
+        "",
+        "SUBSTITUTIONS: count ref -> hyp",
+    ]
+    for count, (rp, hp) in sorted(((v, k) for k, v in subs.items()), reverse=True):
+        out.append(f"{count}   {rp} -> {hp}")
+    out += ["", "DELETIONS: count ref"]
+    for count, rp in sorted(((v, k) for k, v in dels.items()), reverse=True):
+        out.append(f"{count}   {rp}")
+    out += ["", "INSERTIONS: count hyp"]
+    for count, hp in sorted(((v, k) for k, v in ins.items()), reverse=True):
+        out.append(f"{count}   {hp}")
+    out += ["", "PER-PHONE STATS: phone  corr tot_errs count_in_ref count_in_hyp"]
+    for _, phone, c in sorted(((sum(v[1:]), k, v) for k, v in phones.items()), reverse=True):
+        corr, ref_sub, hyp_sub, n_ins, n_dels = c
+        out.append(
+            f"{phone}   {corr} {ref_sub + hyp_sub + n_ins + n_dels} "
+            f"{corr + ref_sub + n_dels} {corr + hyp_sub + n_ins}"
+        )
+    return "\n".join(out) + "\n", per
+
+
+def write_errs(
+    path: PathLike,
+    test_set_name: str,
+    results: Iterable[ResultLike],
+    unit: str = "char",
+    enable_log: bool = True,
+) -> float:
+    """Write the icefall-style errs file (see :func:`format_errs`) atomically; return the PER
+    in percent (2 decimals, as icefall returns the WER)."""
+    text, per = format_errs(test_set_name, results, unit, enable_log)
+    with open_atomic(path) as f:
+        f.write(text)
+    return per
+
+
+# ---------------------------------------------------------------------------------------------
+# PFER
+
+_PFER_STRIP = frozenset(STRESS_MARKS + TONE_MARKS + "." + WORD_BOUNDARY)
+
+
+@lru_cache(maxsize=1)
+def get_distance():
+    """The process's one ``panphon.distance.Distance()`` (building one takes about a second)."""
+    import panphon.distance
+
+    return panphon.distance.Distance()
+
+
+def pfer_text(text: Union[str, Sequence[str]]) -> str:
+    """The string panphon scores: joined, whitespace, stress, ``.``, tones and ``▁`` removed,
+    ASCII ``g`` as ``ɡ`` (ZIPA's ``evaluate.py`` does the last)."""
+    s = text if isinstance(text, str) else "".join(str(t) for t in text)
+    s = "".join(ch for ch in s if not ch.isspace() and ch not in _PFER_STRIP)
+    return s.replace("g", "\u0261")
+
+
+def _vectors(distance, s: str) -> np.ndarray:
+    vecs = distance.fm.word_to_vector_list(s, numeric=True)
+    width = len(distance.fm.names)
+    return np.asarray(vecs, dtype=np.float64).reshape(len(vecs), width)
+
+
+def feature_edit_distance(source: str, target: str, distance=None) -> float:
+    """panphon's ``Distance.feature_edit_distance(source, target)``: its feature vectors, its
+    unweighted costs and its recurrence, with the costs computed by numpy (identical values:
+    the sums are of halves, exact in floating point)."""
+    distance = distance if distance is not None else get_distance()
+    a, b = _vectors(distance, source), _vectors(distance, target)
+    n_feat = a.shape[1] if a.size else b.shape[1] if b.size else len(distance.fm.names)
+    del_cost = (np.where(a == 0, 0.5, 1.0).sum(axis=1) / n_feat).tolist()
+    ins_cost = (np.where(b == 0, 0.5, 1.0).sum(axis=1) / n_feat).tolist()
+    sub_cost: List[List[float]] = [[] for _ in range(len(a))]
+    if len(a) and len(b):
+        sub = (np.abs(a[:, None, :] - b[None, :, :]) / 2).sum(axis=2) / n_feat
+        sub_cost = sub.tolist()
+    n, m = len(a), len(b)
+    prev = [0.0] * (m + 1)
+    for j in range(1, m + 1):
+        prev[j] = prev[j - 1] + ins_cost[j - 1]
+    for i in range(1, n + 1):
+        cur = [prev[0] + del_cost[i - 1]] + [0.0] * m
+        dc = del_cost[i - 1]
+        srow = sub_cost[i - 1]
+        for j in range(1, m + 1):
+            cur[j] = min(prev[j] + dc, prev[j - 1] + srow[j - 1], cur[j - 1] + ins_cost[j - 1])
+        prev = cur
+    return float(prev[m])
+
+
+def pfer(
+    hyp: Union[str, Sequence[str]], ref: Union[str, Sequence[str]], distance=None
+) -> float:
+    """One utterance's PFER as ZIPA's ``compute_pfer``: ``feature_edit_distance(hyp, ref)`` on
+    :func:`pfer_text` of each, not normalised by length."""
+    return feature_edit_distance(pfer_text(hyp), pfer_text(ref), distance)
+
+
+def pfer_stats(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    """ZIPA's summary: mean, median, IQR (q75 - q25), population std; 3 decimals. ``None`` for
+    an empty list."""
+    if len(values) == 0:
+        return {"PFER mean": None, "PFER median": None, "PFER IQR": None, "PFER std": None}
+    v = np.asarray(values, dtype=np.float64)
+    q75, q25 = np.percentile(v, [75, 25])
+    return {
+        "PFER mean": round(float(np.mean(v)), 3),
+        "PFER median": round(float(np.median(v)), 3),
+        "PFER IQR": round(float(q75 - q25), 3),
+        "PFER std": round(float(np.std(v)), 3),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def _block(counts: List[EditCounts], pfers: List[float]) -> Dict[str, Any]:
+    corr = sum(c.corr for c in counts)
+    ins = sum(c.ins for c in counts)
+    dels = sum(c.dels for c in counts)
+    subs = sum(c.subs for c in counts)
+    ref_len = corr + dels + subs
+    errors = ins + dels + subs
+    return {
+        "num_utts": len(counts),
+        "ref_phones": ref_len,
+        "hyp_phones": corr + ins + subs,
+        "corr": corr,
+        "ins": ins,
+        "del": dels,
+        "sub": subs,
+        "errors": errors,
+        "PER": round(100.0 * errors / ref_len, 2) if ref_len else None,
+        **pfer_stats(pfers),
+    }
+
+
+def compute_metrics(
+    results: Iterable[ResultLike],
+    languages: Optional[Mapping[str, str]] = None,
+    unit: str = "char",
+    distance=None,
+) -> Dict[str, Any]:
+    """PER (corpus level, percent, 2 decimals) and PFER statistics (ZIPA's), with the counts
+    behind them, over all utterances (``"overall"``) and per language (``"per_language"``,
+    sorted by code). An utterance's language is ``languages[cut_id]`` when given, else its
+    result's ``language``; utterances with none count in ``"overall"`` only."""
+    distance = distance if distance is not None else get_distance()
+    counts: List[EditCounts] = []
+    pfers: List[float] = []
+    by_lang: Dict[str, List[int]] = defaultdict(list)
+    for i, r in enumerate(_sorted_results(results)):
+        counts.append(edit_counts(phone_units(r.ref, unit), phone_units(r.hyp, unit)))
+        pfers.append(pfer(r.hyp, r.ref, distance))
+        lang = languages.get(r.cut_id, r.language) if languages is not None else r.language
+        if lang:
+            by_lang[lang].append(i)
+    return {
+        "unit": unit,
+        "overall": _block(counts, pfers),
+        "per_language": {
+            lang: _block([counts[i] for i in idx], [pfers[i] for i in idx])
+            for lang, idx in sorted(by_lang.items())
+        },
+    }
+
+
+def write_metrics_json(path: PathLike, metrics: Mapping[str, Any]) -> None:
+    """The metrics as indented JSON, atomically."""
+    with open_atomic(path) as f:
+        json.dump(metrics, f, indent=2, ensure_ascii=False, allow_nan=False)
+        f.write("\n")
+
+
+def write_per_summary(path: PathLike, pers: Mapping[str, float]) -> None:
+    """ZIPA's ``wer-summary`` file: ``settings\\tPER``, then one line per key, best first."""
+    lines = ["settings\tPER"] + [f"{k}\t{v}" for k, v in sorted(pers.items(), key=lambda kv: kv[1])]
+    with open_atomic(path) as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def result_stem(test_set_name: str, suffix: str, key: Optional[str] = None) -> str:
+    """``{test_set}-{suffix}`` as ZIPA names its files (``recogs-{stem}.txt`` ...);
+    ``{test_set}-{key}-{suffix}`` when several decoding keys share a folder."""
+    return f"{test_set_name}-{key}-{suffix}" if key else f"{test_set_name}-{suffix}"
+
+
+def save_results(
+    res_dir: PathLike,
+    test_set_name: str,
+    suffix: str,
+    results_by_key: Mapping[str, Sequence[ResultLike]],
+    languages: Optional[Mapping[str, str]] = None,
+    unit: str = "char",
+) -> Dict[str, Dict[str, Any]]:
+    """What a decode script writes for one test set: for each decoding key (e.g.
+    ``ctc-greedy-search``) the recogs, errs and metrics files, then the PER summary. With one
+    key the names are ZIPA's (``recogs-{test_set}-{suffix}.txt``); with several the key is part
+    of each name so that they do not overwrite each other. Returns ``{key: metrics}``."""
+    res_dir = Path(res_dir)
+    several = len(results_by_key) > 1
+    pers: Dict[str, float] = {}
+    out: Dict[str, Dict[str, Any]] = {}
+    for key, results in results_by_key.items():
+        results = _sorted_results(results)
+        stem = result_stem(test_set_name, suffix, key if several else None)
+        store_recogs(res_dir / f"recogs-{stem}.txt", results, unit)
+        errs_path = res_dir / f"errs-{stem}.txt"
+        pers[key] = write_errs(errs_path, f"{test_set_name}-{key}", results, unit)
+        metrics = compute_metrics(results, languages, unit)
+        metrics = {"test_set": test_set_name, "decoding": key, "settings": suffix, **metrics}
+        write_metrics_json(res_dir / f"metrics-{stem}.json", metrics)
+        out[key] = metrics
+    write_per_summary(res_dir / f"wer-summary-{test_set_name}-{suffix}.txt", pers)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _fmt(x: Optional[float], spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def summarise_table(metrics_by_test_set: Mapping[str, Mapping[str, Any]]) -> str:
+    """A plain-text table: one row per test set (its ``"overall"`` block) followed by indented
+    rows per language, with utterance and phone counts, PER % with ins/del/sub, and PFER mean,
+    median, IQR and std."""
+    header = ("test set", "utts", "phones", "PER%", "ins", "del", "sub",
+              "PFER mean", "median", "IQR", "std")
+    rows = []
+    for name, metrics in metrics_by_test_set.items():
+        blocks = [(name, metrics["overall"])]
+        blocks += [(f"  {lang}", b) for lang, b in metrics.get("per_language", {}).items()]
+        for label, b in blocks:
+            rows.append((
+                label, str(b["num_utts"]), str(b["ref_phones"]), _fmt(b["PER"], ".2f"),
+                str(b["ins"]), str(b["del"]), str(b["sub"]),
+                _fmt(b["PFER mean"], ".3f"), _fmt(b["PFER median"], ".3f"),
+                _fmt(b["PFER IQR"], ".3f"), _fmt(b["PFER std"], ".3f"),
+            ))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for r in [header, *rows]:
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines) + "\n"
