@@ -152,4 +152,15 @@ def load_selected_model(args: argparse.Namespace, device: str = "cpu", **config_
     if args.iter <= 0 and args.epoch <= 0:
         raise SystemExit("give --model-path, or --exp-dir with --iter or --epoch")
     return load_averaged_model(args.exp_dir, args.avg, args.iter, args.epoch if args.iter <= 0 else 0,
-                               args.use_averaged_model, device)
+                               args.use_averaged_model, device, **config_overrides)
+
+
+def decoding_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    """Settings the weights cannot show, taken from model flags a decode command gave
+    (streaming settings of causal models)."""
+    overrides: Dict[str, Any] = {}
+    for name in ("causal", "chunk_size", "left_context_frames"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return overrides

@@ -205,18 +205,22 @@ def load_averaged_model(
     epoch: int = 0,
     use_averaged_model: bool = False,
     device: str = "cpu",
+    **config_overrides,
 ):
-    """(model in eval mode, config): the architecture from `exp_dir/config.json` (written by
-    training), the weights averaged as `averaged_weights` selects, loaded strictly."""
+    """(model in eval mode, config): the weights averaged as `averaged_weights` selects, loaded
+    strictly; the architecture from `exp_dir/config.json` (written by training) or, without
+    one, inferred from the weights, with `config_overrides` on top."""
     from zipa.checkpoint import load_state_dict_strict
     from zipa.model.asr_model import build_model
-    from zipa.model.config import ModelConfig
+    from zipa.model.config import ModelConfig, infer_config
 
-    config_path = Path(exp_dir) / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: it is written when training starts")
-    config = ModelConfig.load_json(config_path)
-    model = build_model(config)
     weights = averaged_weights(exp_dir, avg, iteration, epoch, use_averaged_model)
+    config_path = Path(exp_dir) / "config.json"
+    if config_path.is_file():
+        config = ModelConfig.load_json(config_path)
+    else:  # e.g. checkpoints downloaded from the ZIPA hub: read the architecture off the weights
+        config = infer_config(weights)
+    config = ModelConfig.from_dict({**config.to_dict(), **config_overrides})
+    model = build_model(config)
     load_state_dict_strict(model, weights, f"{exp_dir} (--iter {iteration} --epoch {epoch} --avg {avg})")
     return model.to(device).eval(), config

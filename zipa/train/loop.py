@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from zipa.model.asr_model import AsrModel, build_model
-from zipa.model.scaling import set_batch_count
+from zipa.model.scaling import Whiten, set_batch_count
 from zipa.model.spec_augment import SpecAugment
 from zipa.optim import Eden, ScaledAdam, adjusted_batch_count, get_parameter_groups_with_lrs
 from zipa.tokenizer import Tokenizer, default_bpe_model_path
@@ -162,8 +162,9 @@ class Trainer:
         use_scaler = args.use_fp16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
         self.sampler_state = None
+        self.pending_rng = None
         if checkpoint is not None:
-            self._restore(checkpoint)
+            self._restore(checkpoint, model)
         self.raw_model = model
         self.model = model
         if dist.enabled:
@@ -193,7 +194,7 @@ class Trainer:
         self.log.info(f"resuming from {path}")
         return load_training_checkpoint(path)
 
-    def _restore(self, checkpoint: Dict[str, Any]) -> None:
+    def _restore(self, checkpoint: Dict[str, Any], model: nn.Module) -> None:
         self.batch_idx_train = checkpoint["batch_idx_train"]
         self.best = checkpoint.get("best", self.best)
         if self.model_avg is not None and checkpoint.get("model_avg") is not None:
@@ -206,7 +207,8 @@ class Trainer:
             # Mid-epoch: continue the same epoch where its sampler stopped.
             self.cur_epoch = checkpoint["cur_epoch"]
             self.sampler_state = checkpoint.get("sampler")
-        set_rng_state(checkpoint["rng"])
+        set_whiten_probs(model, checkpoint.get("whiten_probs"))
+        self.pending_rng = checkpoint["rng"]
 
     def save(self, path: Path, sampler_state: Optional[Dict[str, Any]]) -> None:
         """Write a checkpoint (rank 0 only); `sampler_state` is where the sampler stood after
@@ -215,7 +217,8 @@ class Trainer:
             return
         save_training_checkpoint(
             path, self.raw_model, self.model_avg, self.optimizer, self.scheduler, self.scaler, sampler_state,
-            counters={"batch_idx_train": self.batch_idx_train, "cur_epoch": self.cur_epoch, "best": self.best},
+            counters={"batch_idx_train": self.batch_idx_train, "cur_epoch": self.cur_epoch, "best": self.best,
+                      "whiten_probs": whiten_probs(self.raw_model)},
         )
 
     # -- the loop ------------------------------------------------------------------------------
@@ -256,9 +259,11 @@ class Trainer:
         unsup_batches = _forever(unsup_dl) if unsup_dl is not None else None
         progress = self.log.progress(desc=f"epoch {self.cur_epoch}")
         for batch in train_dl:
-            sampler_state = batch.pop("sampler_state", None)
-            if "inputs" not in batch:
-                continue  # every cut of this batch was unreadable (the data module logged them)
+            if self.pending_rng is not None:
+                # Restored here, after the loader has drawn its seeds and fast-forwarded its
+                # sampler, so the model sees the random numbers the saving run saw.
+                set_rng_state(self.pending_rng)
+                self.pending_rng = None
             self.batch_idx_train += 1
             set_batch_count(
                 self.model,
@@ -277,7 +282,7 @@ class Trainer:
                 self.validate(valid_dl)
             out_of_time = time.monotonic() > deadline
             if self.batch_idx_train % args.save_every_n == 0 or out_of_time:
-                self.save(self.exp_dir / f"checkpoint-{self.batch_idx_train}.pt", sampler_state)
+                self.save(self.exp_dir / f"checkpoint-{self.batch_idx_train}.pt", train_dl.sampler.state_dict())
                 if self.dist.is_main:
                     remove_old_checkpoints(self.exp_dir, args.keep_last_k)
             if out_of_time:
@@ -292,7 +297,7 @@ class Trainer:
         args = self.args
         with self.autocast():
             loss, info = compute_loss(self.model, batch, args, self.batch_idx_train, True, self.spec_augment)
-        if unsup_batch is not None and "inputs" in unsup_batch:
+        if unsup_batch is not None:
             with self.autocast():
                 unsup_loss, unsup_info = compute_loss(
                     self.model, unsup_batch, args, self.batch_idx_train, True, self.spec_augment, unsupervised=True
@@ -327,9 +332,6 @@ class Trainer:
         self.model.eval()
         totals: Dict[str, float] = {}
         for batch in valid_dl:
-            batch.pop("sampler_state", None)
-            if "inputs" not in batch:
-                continue
             _, info = compute_loss(self.model, batch, self.args, self.batch_idx_train, False)
             for key, value in info.items():
                 totals[key] = totals.get(key, 0.0) + value
@@ -343,6 +345,18 @@ class Trainer:
         self.log.info(f"validation at batch {self.batch_idx_train}: " + ", ".join(f"{k}={v:.4f}" for k, v in per_frame.items()))
         self.best["valid_loss"] = min(self.best["valid_loss"], per_frame.get("loss", math.inf))
         return per_frame
+
+
+def whiten_probs(model: nn.Module) -> Dict[str, float]:
+    """The adaptive application probability of every Whiten module (training state that a
+    resumed run needs to continue exactly)."""
+    return {name: m.prob for name, m in model.named_modules() if isinstance(m, Whiten)}
+
+
+def set_whiten_probs(model: nn.Module, probs: Optional[Dict[str, float]]) -> None:
+    for name, module in model.named_modules():
+        if probs and name in probs and isinstance(module, Whiten):
+            module.prob = probs[name]
 
 
 def _forever(loader: Iterable) -> Iterator:

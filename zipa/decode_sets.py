@@ -1,0 +1,101 @@
+"""Decode test sets and write icefall-style results: what ctc_decode.py and decode.py run.
+
+For each test set (lhotse shar folders through the data module) and decoding method: hypotheses
+from the shared model path, then recogs-*.txt, errs-*.txt, metrics-*.json and a PER summary
+(`zipa.evaluate.save_results`), and a PER/PFER table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from zipa.decoding import ctc_greedy_search, ctc_prefix_beam_search, modified_beam_search, transducer_greedy_search
+from zipa.evaluate import EvaluationResult, save_results, summarise_table
+from zipa.tokenizer import Tokenizer, default_bpe_model_path
+from zipa.train.args import add_checkpoint_selection_arguments, default_device, load_selected_model, str2bool
+
+# Decoding methods: name -> (needs the CTC head, search(model, encoder_out, lens, beam) -> ids).
+CTC_METHODS: Dict[str, Callable] = {
+    "ctc-greedy-search": lambda model, out, lens, beam: ctc_greedy_search(model.ctc_output(out), lens),
+    "prefix-beam-search": lambda model, out, lens, beam: ctc_prefix_beam_search(model.ctc_output(out), lens, beam=beam),
+}
+TRANSDUCER_METHODS: Dict[str, Callable] = {
+    "greedy_search": lambda model, out, lens, beam: transducer_greedy_search(model, out, lens),
+    "modified_beam_search": lambda model, out, lens, beam: modified_beam_search(model, out, lens, beam=beam),
+}
+
+
+def checkpoint_suffix(args: argparse.Namespace) -> str:
+    if args.model_path is not None:
+        return Path(args.model_path).stem
+    selection = f"iter-{args.iter}" if args.iter > 0 else f"epoch-{args.epoch}"
+    return f"{selection}-avg-{args.avg}" + ("-use-averaged-model" if args.use_averaged_model else "")
+
+
+@torch.inference_mode()
+def decode_dataset(
+    loader, model, tokenizer: Tokenizer, methods: Sequence[str], beam: int, device: torch.device
+) -> Dict[str, List[EvaluationResult]]:
+    """Hypotheses of every utterance in `loader` for each method in `methods`."""
+    searches = {**CTC_METHODS, **TRANSDUCER_METHODS}
+    results: Dict[str, List[EvaluationResult]] = {m: [] for m in methods}
+    for batch in tqdm(loader, desc="decoding", unit="batch", leave=False):
+        sup = batch["supervisions"]
+        feats, lens = batch["inputs"].to(device), sup["num_frames"].to(device)
+        encoder_out, encoder_out_lens = model.forward_encoder(feats, lens)
+        cut_ids = [cut.id for cut in sup["cut"]]
+        languages = sup.get("language") or [None] * len(cut_ids)
+        for method in methods:
+            ids = searches[method](model, encoder_out, encoder_out_lens, beam)
+            for cut_id, ref, hyp, lang in zip(cut_ids, sup["text"], tokenizer.decode_batch(ids), languages):
+                results[method].append(EvaluationResult(cut_id, ref, hyp.split(), lang))
+    return results
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, methods: Sequence[str], default: str) -> None:
+    add_checkpoint_selection_arguments(parser)
+    group = parser.add_argument_group("decoding")
+    group.add_argument("--decoding-method", default=default, help=f"one or more, comma-separated: {', '.join(methods)}")
+    group.add_argument("--beam-size", type=int, default=4)
+    group.add_argument("--bpe-model", default=None, help="tokenizer (default: the packaged one)")
+    group.add_argument("--res-dir", type=Path, default=None, help="results folder (default: <exp-dir>/<method>)")
+    group.add_argument("--device", default=default_device())
+
+
+def run_decoding(args: argparse.Namespace, data_module_class, known_methods: Sequence[str], output_downsampling_factor: int,
+                 config_overrides: Optional[dict] = None) -> Dict[str, Dict[str, dict]]:
+    """Decode every --test-shar-dirs set with every requested method; returns the metrics."""
+    methods = [m.strip() for m in args.decoding_method.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in known_methods]
+    if unknown:
+        raise SystemExit(f"unknown --decoding-method {', '.join(unknown)}; choose from {', '.join(known_methods)}")
+    device = torch.device(args.device)
+    model, config = load_selected_model(args, device=str(device), **(config_overrides or {}))
+    if any(m in CTC_METHODS for m in methods) and not config.use_ctc:
+        raise SystemExit("this model has no CTC head: use a transducer decoding method")
+    if any(m in TRANSDUCER_METHODS for m in methods) and not config.use_transducer:
+        raise SystemExit("this model has no transducer head: use ctc-greedy-search or prefix-beam-search")
+    tokenizer = Tokenizer.from_file(args.bpe_model or default_bpe_model_path())
+    data = data_module_class(args, output_downsampling_factor=config.output_downsampling_factor, ctc=config.use_ctc)
+    test_sets = data.test_cuts()
+    if not test_sets:
+        raise SystemExit("no test sets: give --test-shar-dirs NAME=DIR ...")
+    suffix = checkpoint_suffix(args)
+    res_dir = args.res_dir or (Path(args.exp_dir if args.model_path is None else args.model_path.parent) / methods[0])
+    res_dir.mkdir(parents=True, exist_ok=True)
+    metrics: Dict[str, Dict[str, dict]] = {}
+    for name, cuts in test_sets.items():
+        logging.info(f"decoding {name}")
+        results = decode_dataset(data.test_dataloaders(cuts), model, tokenizer, methods, args.beam_size, device)
+        metrics[name] = save_results(res_dir, name, suffix, results)
+    table = summarise_table({f"{name} {m}": v for name, by in metrics.items() for m, v in by.items()})
+    (res_dir / f"summary-{suffix}.txt").write_text(table + "\n")
+    print(table)
+    print(f"results in {res_dir}")
+    return metrics

@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Decode test sets with a ZIPA CTC model and write recogs/errs/metrics (PER, PFER).
+
+    python zipformer_crctc/ctc_decode.py --exp-dir exp/crctc --iter 800000 --avg 10 \\
+        --decoding-method ctc-greedy-search --test-shar-dirs doreco=data/test/doreco
+    python zipformer_crctc/ctc_decode.py --model-path zipa_large_crctc_500000_avg10.pth \\
+        --decoding-method ctc-greedy-search,prefix-beam-search --test-shar-dirs data/test/*
+
+Model flags (--num-encoder-layers ...) are accepted as in ZIPA; the architecture is read from
+the checkpoint (or exp-dir/config.json), and given flags override what weights cannot show.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_module import AsrDataModule  # noqa: E402
+from zipa.decode_sets import CTC_METHODS, add_decoding_arguments, run_decoding  # noqa: E402
+from zipa.train.args import add_model_arguments, decoding_overrides  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    add_decoding_arguments(parser, list(CTC_METHODS), default="ctc-greedy-search")
+    AsrDataModule.add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_decoding(args, AsrDataModule, list(CTC_METHODS), 1, decoding_overrides(args))
+
+
+if __name__ == "__main__":
+    main()
