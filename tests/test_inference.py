@@ -99,3 +99,14 @@ def test_script_transcribes_files_and_reports_failures(model, tmp_path):
     expected = torch.load(PARITY / "ctc_tiny" / "expected.pt", weights_only=True)["phones"][2]
     assert result.stdout.splitlines() == [f"clip2.wav\t{' '.join(expected)}"]
     assert "bad.flac" in result.stderr
+
+
+def test_transducer_inference_module_matches_fixture():
+    import zipa_transducer_inference
+
+    folder = PARITY / "transducer_tiny"
+    model = zipa_transducer_inference.initialize_model(folder / "model.pth", device="cpu")
+    assert isinstance(model, zipa_transducer_inference.ZIPA_TRANSDUCER) and not model.uses_ctc
+    expected = torch.load(folder / "expected.pt", weights_only=True)
+    clips = [folder / "audio" / f"clip{i}.wav" for i in range(3)]
+    assert model.inference(clips) == expected["phones"]
