@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+# Set to a folder, this makes every rank save its final weights there as rank{r}.pt (tests use
+# it to check that DDP kept the ranks' parameters identical).
+DUMP_RANK_PARAMS_ENV = "ZIPA_DUMP_RANK_PARAMS"
 
 
 @dataclass
@@ -65,3 +70,12 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def dump_rank_params(model: torch.nn.Module, rank: int) -> None:
+    """Save `model`'s state_dict to $ZIPA_DUMP_RANK_PARAMS/rank{rank}.pt when that variable is
+    set (a test hook; nothing happens otherwise)."""
+    folder = os.environ.get(DUMP_RANK_PARAMS_ENV)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), Path(folder) / f"rank{rank}.pt")
