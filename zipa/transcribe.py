@@ -28,8 +28,14 @@ from torch import Tensor
 
 from zipa.audio import AudioItem, load_batch
 from zipa.checkpoint import load_model
-from zipa.decoding import ctc_greedy_search, transducer_greedy_search
-from zipa.decoding.alignment import TokenSpan, ctc_greedy_spans, transducer_spans
+from zipa.decoding import ctc_greedy_search, ctc_prefix_beam_search, modified_beam_search, transducer_greedy_search
+from zipa.decoding.alignment import (
+    TokenSpan,
+    ctc_forced_align,
+    ctc_greedy_spans,
+    transducer_forced_align,
+    transducer_spans,
+)
 from zipa.features import MIN_SAMPLES, compute_fbank
 from zipa.long_audio import (
     DEFAULT_OVERLAP,
@@ -46,6 +52,7 @@ from zipa.timestamps import WORD_BOUNDARY, Alignment, TimedToken, build_alignmen
 from zipa.tokenizer import Tokenizer, default_bpe_model_path
 
 PathLike = Union[str, Path]
+DECODING_METHODS = ("greedy", "beam")
 
 
 def default_device() -> torch.device:
@@ -130,20 +137,38 @@ class Transcriber:
         return self.tokenizer.decode([token]).strip() or piece
 
     @torch.inference_mode()
-    def token_spans(self, feats: Tensor, feat_lens: Tensor) -> List[List[TokenSpan]]:
-        """Greedy hypotheses of a feature batch with each token's encoder frames and confidence
-        (see `zipa.decoding.alignment`); the token ids are those of `token_ids`."""
-        encoder_out, encoder_out_lens = self.model.forward_encoder(feats.to(self.device), feat_lens.to(self.device))
-        if self.uses_ctc:
-            return ctc_greedy_spans(self.model.ctc_output(encoder_out), encoder_out_lens)
-        return transducer_spans(*transducer_greedy_search(self.model, encoder_out, encoder_out_lens, return_frames=True))
+    def token_spans(
+        self, feats: Tensor, feat_lens: Tensor, decoding: str = "greedy", beam: int = 4
+    ) -> List[List[TokenSpan]]:
+        """Hypotheses of a feature batch with each token's encoder frames and confidence (see
+        `zipa.decoding.alignment`).
 
-    def timed_tokens(self, audio: Sequence[AudioItem]) -> List[List[TimedToken]]:
+        decoding: "greedy" (the ids of `token_ids`, with the frames of the greedy path) or
+        "beam" (CTC prefix beam search / transducer modified beam search of width `beam`; the
+        frames are the best alignment of the hypothesis found).
+        """
+        if decoding not in DECODING_METHODS:
+            raise ValueError(f"decoding must be one of {', '.join(DECODING_METHODS)}, got {decoding!r}")
+        encoder_out, encoder_out_lens = self.model.forward_encoder(feats.to(self.device), feat_lens.to(self.device))
+        lengths = encoder_out_lens.tolist()
+        if self.uses_ctc:
+            log_probs = self.model.ctc_output(encoder_out)
+            if decoding == "greedy":
+                return ctc_greedy_spans(log_probs, encoder_out_lens)
+            hyps = ctc_prefix_beam_search(log_probs, encoder_out_lens, beam=beam)
+            return [ctc_forced_align(log_probs[i, :n], hyp) for i, (hyp, n) in enumerate(zip(hyps, lengths))]
+        if decoding == "greedy":
+            return transducer_spans(*transducer_greedy_search(self.model, encoder_out, encoder_out_lens, return_frames=True))
+        hyps = modified_beam_search(self.model, encoder_out, encoder_out_lens, beam=beam)
+        return [
+            transducer_forced_align(self.model, encoder_out[i, :n], hyp) for i, (hyp, n) in enumerate(zip(hyps, lengths))
+        ]
+
+    def timed_tokens(self, audio: Sequence[AudioItem], decoding: str = "greedy", beam: int = 4) -> List[List[TimedToken]]:
         """Tokens with times in seconds of a batch of audio items (decoded as one batch)."""
         shift = self.frame_shift
-        return [
-            [_timed(span, 0.0, shift) for span in spans] for spans in self.token_spans(*self.features(audio))
-        ]
+        spans = self.token_spans(*self.features(audio), decoding=decoding, beam=beam)
+        return [[_timed(span, 0.0, shift) for span in row] for row in spans]
 
     def alignment(
         self,
@@ -161,6 +186,8 @@ class Transcriber:
         overlap: float = DEFAULT_OVERLAP,
         batch_size: int = 8,
         progress: Optional[bool] = False,
+        decoding: str = "greedy",
+        beam: int = 4,
     ) -> List["FileTranscript"]:
         """Decode audio files of any length; one `FileTranscript` per path, in order.
 
@@ -168,10 +195,15 @@ class Transcriber:
         on. Files longer than `window` seconds are cut into windows overlapping by `overlap`
         seconds (`zipa.long_audio`), read piece by piece, so memory does not grow with file
         length. `progress`: a tqdm bar on stderr (None: only when stderr is a terminal).
+        `decoding`, `beam`: as in `token_spans`.
         """
         from tqdm import tqdm
 
         check_window(window, overlap)
+        if decoding not in DECODING_METHODS:
+            raise ValueError(f"decoding must be one of {', '.join(DECODING_METHODS)}, got {decoding!r}")
+        if beam < 1:
+            raise ValueError(f"beam must be at least 1, got {beam}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         results = [FileTranscript(Path(p)) for p in paths]
@@ -189,10 +221,11 @@ class Transcriber:
 
         pieces: Dict[int, Dict[int, List[TimedToken]]] = defaultdict(dict)
         total = sum(r.duration for r in results if r.error is None)
-        with tqdm(total=round(total, 2), unit="s", desc="transcribing", file=sys.stderr, disable=None if progress is None else not progress, leave=False) as bar:
+        disable = None if progress is None else not progress  # tqdm: None = off unless a terminal
+        with tqdm(total=round(total, 2), unit="s", desc="transcribing", file=sys.stderr, disable=disable, leave=False) as bar:
             for start in range(0, len(segments), batch_size):
                 batch = [s for s in segments[start : start + batch_size] if results[s.file_index].error is None]
-                for segment, tokens in self._decode_segments(batch, results):
+                for segment, tokens in self._decode_segments(batch, results, decoding, beam):
                     pieces[segment.file_index][segment.index] = tokens
                 for segment in batch:
                     duration = results[segment.file_index].duration
@@ -206,7 +239,7 @@ class Transcriber:
         return results
 
     def _decode_segments(
-        self, batch: List[Segment], results: List["FileTranscript"]
+        self, batch: List[Segment], results: List["FileTranscript"], decoding: str, beam: int
     ) -> List[Tuple[Segment, List[TimedToken]]]:
         """Read, featurize and decode one batch of segments; a segment that fails marks its
         file's error and is left out. Returns each decoded segment's kept tokens."""
@@ -241,7 +274,7 @@ class Transcriber:
             return []
         shift = self.frame_shift
         out = []
-        for segment, spans in zip(segments, self.token_spans(feats, feat_lens)):
+        for segment, spans in zip(segments, self.token_spans(feats, feat_lens, decoding, beam)):
             offset = segment.start_time
             kept = [
                 _timed(span, offset, shift)

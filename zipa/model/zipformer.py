@@ -526,7 +526,8 @@ class CompactRelPositionalEncoding(nn.Module):
         cache = self._cache
         if cache is None or cache.shape[0] < 2 * seq_len - 1 or cache.device != like.device:
             length = max(seq_len, 1000)  # small lengths share one table
-            cache = self._compute(length, like.device)
+            with torch.inference_mode(False):  # a table made during inference must serve training too
+                cache = self._compute(length, like.device)
             self._cache = cache
         return cache.to(like.dtype)
 

@@ -1,0 +1,236 @@
+"""The released ZIPA models and how a model is named: a local file, a local folder, or the Hub.
+
+`resolve_model(spec)` returns the path of a checkpoint (.pth) for:
+
+- a local file: returned as it is;
+- a local folder: the ``.pth`` inside it (one whose name contains "avg" when there are several);
+- a known model name (``zipa models``), its Hub repo id (``anyspeech/zipa-small-crctc-500k``)
+  or the repo's name alone (``zipa-small-crctc-500k``);
+- any other Hub repo id ``org/name``, optionally with the file: ``org/name:file.pth``.
+
+Hub files are fetched with huggingface_hub into its cache (``HF_HUB_CACHE``, by default
+``~/.cache/huggingface/hub``) and found there again without a network (``HF_HUB_OFFLINE=1``).
+Offline with nothing cached, `ModelNotFoundError` says what to download and where to put it.
+
+File names: the table holds the averaged checkpoint's name where the original ZIPA code or its
+users name it; where it does not (``filename`` None), or the named file is not in the repo, the
+repo's files are listed and the ``*avg*.pth`` one taken, as the original's download script does
+(offline: the ``.pth`` found in the cached snapshot).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Union
+
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    name: str  # short name (the original's ONNX scripts use these)
+    repo_id: str  # Hugging Face repo of the final averaged checkpoint
+    filename: Optional[str]  # the averaged checkpoint in that repo; None: find the *avg*.pth
+    kind: str  # "ctc" (CR-CTC) or "transducer"
+    size: str  # "small" or "large" (the architecture preset)
+    params: str
+    steps: str
+    diacritics: bool  # False: trained on transcripts with diacritics removed
+    pseudo_labels: bool  # "NS": also trained on pseudo-labelled data
+
+
+# The "Final Averaged Checkpoint" column of the original ZIPA README.
+MODELS: List[PretrainedModel] = [
+    PretrainedModel("zipa-t-small-300k", "anyspeech/zipa-small-noncausal-300k",
+                    "zipa_small_noncausal_300000_avg10.pth", "transducer", "small", "65M", "300k", True, False),
+    PretrainedModel("zipa-t-large-300k", "anyspeech/zipa-large-noncausal-300k",
+                    "zipa_large_noncausal_300000_avg10.pth", "transducer", "large", "302M", "300k", True, False),
+    PretrainedModel("zipa-t-small-500k", "anyspeech/zipa-small-noncausal-500k",
+                    "zipa_small_noncausal_500000_avg10.pth", "transducer", "small", "65M", "500k", True, False),
+    PretrainedModel("zipa-t-large-500k", "anyspeech/zipa-large-noncausal-500k",
+                    "zipa_large_noncausal_500000_avg10.pth", "transducer", "large", "302M", "500k", True, False),
+    PretrainedModel("zipa-cr-small-300k", "anyspeech/zipa-small-crctc-300k",
+                    "zipa_small_crctc_300000_avg10.pth", "ctc", "small", "64M", "300k", True, False),
+    PretrainedModel("zipa-cr-large-300k", "anyspeech/zipa-large-crctc-300k",
+                    "zipa_large_crctc_300000_avg10.pth", "ctc", "large", "300M", "300k", True, False),
+    PretrainedModel("zipa-cr-small-500k", "anyspeech/zipa-small-crctc-500k",
+                    "zipa_small_crctc_500000_avg10.pth", "ctc", "small", "64M", "500k", True, False),
+    PretrainedModel("zipa-cr-large-500k", "anyspeech/zipa-large-crctc-500k",
+                    "zipa_large_crctc_500000_avg10.pth", "ctc", "large", "300M", "500k", True, False),
+    PretrainedModel("zipa-cr-ns-small-700k", "anyspeech/zipa-small-crctc-ns-700k",
+                    "zipa_small_crctc_extended_0.5_scale_700000_avg10.pth", "ctc", "small", "64M", "700k", True, True),
+    PretrainedModel("zipa-cr-ns-large-800k", "anyspeech/zipa-large-crctc-ns-800k",
+                    "zipa_large_crctc_0.5_scale_800000_avg10.pth", "ctc", "large", "300M", "800k", True, True),
+    PretrainedModel("zipa-cr-ns-small-nodiacritics-700k", "anyspeech/zipa-small-crctc-ns-no-diacritics-700k",
+                    None, "ctc", "small", "64M", "700k", False, True),
+    PretrainedModel("zipa-cr-ns-large-nodiacritics-780k", "anyspeech/zipa-large-crctc-ns-no-diacritics-780k",
+                    None, "ctc", "large", "300M", "780k", False, True),
+]
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model spec that names nothing we can find (the message says what to do)."""
+
+
+def find_model(spec: str) -> Optional[PretrainedModel]:
+    """The table entry that `spec` names (short name, repo id, or repo name), else None."""
+    for model in MODELS:
+        if spec in (model.name, model.repo_id, model.repo_id.split("/", 1)[1]):
+            return model
+    return None
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return constants.HF_HUB_OFFLINE or value.upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _cache_dir(cache_dir: Optional[PathLike]) -> Path:
+    from huggingface_hub import constants
+
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
+
+
+def checkpoint_in_folder(folder: PathLike) -> Path:
+    """The checkpoint in a folder: its only .pth (or .pt) file, or the one named *avg*."""
+    folder = Path(folder)
+    for suffix in CHECKPOINT_SUFFIXES:
+        found = sorted(p for p in folder.rglob(f"*{suffix}") if p.is_file())
+        if not found:
+            continue
+        if len(found) == 1:
+            return found[0]
+        averaged = [p for p in found if "avg" in p.name]
+        if len(averaged) == 1:
+            return averaged[0]
+        names = ", ".join(str(p.relative_to(folder)) for p in found[:8])
+        raise ModelNotFoundError(f"{folder}: several checkpoints ({names}); pass the file itself")
+    raise ModelNotFoundError(f"{folder}: no checkpoint (*.pth or *.pt) in this folder")
+
+
+def _pick_averaged(files: List[str]) -> Optional[str]:
+    pth = sorted(f for f in files if f.endswith(".pth"))
+    averaged = [f for f in pth if "avg" in Path(f).name]
+    return (averaged or pth or [None])[0]
+
+
+def _cached_snapshot(repo_id: str, cache_dir: Path, revision: str = "main") -> Optional[Path]:
+    """The snapshot folder that the cache's ``refs/<revision>`` points to, if any."""
+    repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
+    ref = repo / "refs" / revision
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    snapshot = repo / "snapshots" / commit
+    return snapshot if snapshot.is_dir() else None
+
+
+def _from_cache(repo_id: str, filename: Optional[str], cache_dir: Path) -> Optional[Path]:
+    snapshot = _cached_snapshot(repo_id, cache_dir)
+    if snapshot is None:
+        return None
+    if filename is not None:
+        path = snapshot / filename
+        return path if path.is_file() else None
+    files = [str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()]
+    name = _pick_averaged(files)
+    return snapshot / name if name else None
+
+
+def _not_found_message(repo_id: str, filename: Optional[str], cache_dir: Path, reason: str) -> str:
+    file_text = filename or "the *_avg10.pth checkpoint"
+    cli_file = f" {filename}" if filename else ' --include "*avg*.pth"'
+    return (
+        f"model {repo_id}: {reason}.\n"
+        f"  Download it where there is internet:\n"
+        f"    hf download {repo_id}{cli_file}      (or: huggingface-cli download ...)\n"
+        f"  then copy the cache folder {cache_dir / ('models--' + repo_id.replace('/', '--'))} to the same place here\n"
+        f"  (HF_HUB_CACHE chooses the cache folder), or download {file_text} from\n"
+        f"  https://huggingface.co/{repo_id}/tree/main and pass its path: --model /path/to/{filename or 'checkpoint.pth'}"
+    )
+
+
+def _from_hub(repo_id: str, filename: Optional[str], cache_dir: Optional[PathLike]) -> Path:
+    from huggingface_hub import hf_hub_download, list_repo_files
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
+
+    cache = _cache_dir(cache_dir)
+    offline = _offline()
+    try:
+        if filename is not None:
+            try:
+                return Path(hf_hub_download(repo_id, filename, cache_dir=str(cache), local_files_only=offline))
+            except RemoteEntryNotFoundError:
+                pass  # the table's name is not in the repo: look for the averaged checkpoint
+        if offline:
+            raise ConnectionError("offline")
+        name = _pick_averaged(list_repo_files(repo_id))
+        if name is None:
+            raise ModelNotFoundError(f"model {repo_id}: the repo holds no .pth checkpoint")
+        return Path(hf_hub_download(repo_id, name, cache_dir=str(cache)))
+    except RepositoryNotFoundError:
+        raise ModelNotFoundError(
+            f"model {repo_id}: no such repo on the Hub (or it is private); `zipa models` lists the released ones"
+        ) from None
+    except ModelNotFoundError:
+        raise
+    except Exception as e:  # offline, or the Hub unreachable, and not cached under that name
+        found = _from_cache(repo_id, None, cache)  # any cached *avg*.pth of the repo
+        if found is not None:
+            return found
+        reason = (
+            f"not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is set"
+            if offline
+            else f"cannot reach the Hub and not in the cache ({cache}): {type(e).__name__}: {e}"
+        )
+        raise ModelNotFoundError(_not_found_message(repo_id, filename, cache, reason)) from None
+
+
+def resolve_model(spec: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
+    """Path of the checkpoint that `spec` names (see the module docstring)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        return checkpoint_in_folder(path)
+    text = str(spec)
+    repo_id, _, filename = text.partition(":")
+    known = find_model(repo_id)
+    if known is not None:
+        return _from_hub(known.repo_id, filename or known.filename, cache_dir)
+    if repo_id.count("/") == 1 and all(repo_id.split("/")) and not text.startswith((".", "/", "~")):
+        return _from_hub(repo_id, filename or None, cache_dir)
+    raise ModelNotFoundError(
+        f"model {text!r}: not a file, a folder, a known model name or a Hub repo id (org/name); "
+        "`zipa models` lists the known models"
+    )
+
+
+def is_cached(model: PretrainedModel, cache_dir: Optional[PathLike] = None) -> bool:
+    """Whether the model's checkpoint is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = _cache_dir(cache_dir)
+    if model.filename is not None:
+        if isinstance(try_to_load_from_cache(model.repo_id, model.filename, cache_dir=str(cache)), str):
+            return True
+    return _from_cache(model.repo_id, None, cache) is not None
+
+
+def format_table(cache_dir: Optional[PathLike] = None) -> str:
+    """The known models as an aligned text table (what `zipa models` prints)."""
+    header = ("name", "kind", "params", "steps", "diacritics", "cached", "repo id")
+    rows = [
+        (m.name, m.kind, m.params, m.steps, "yes" if m.diacritics else "no",
+         "yes" if is_cached(m, cache_dir) else "no", m.repo_id)
+        for m in MODELS
+    ]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + rows]
+    return "\n".join(lines) + "\n"
