@@ -38,8 +38,14 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     ./prepare.sh --demo-dir "$demo_dir"
 fi
 
-last_epoch() {
-    ls "$exp_dir"/epoch-*.pt 2>/dev/null | sed 's/.*epoch-\([0-9]*\)\.pt/\1/' | sort -n | tail -1
+last_epoch() {  # the highest N of $exp_dir/epoch-N.pt, or nothing
+    local f n=""
+    for f in "$exp_dir"/epoch-*.pt; do
+        [ -e "$f" ] || continue
+        f=${f##*/epoch-}; f=${f%.pt}
+        if [ -z "$n" ] || [ "$f" -gt "$n" ]; then n=$f; fi
+    done
+    echo "$n"
 }
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
@@ -50,10 +56,12 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
         log "  $num_epochs epochs already trained, skipping"
     else
         # The recipe that reached ~11% PER in 15 minutes on this corpus (ENVIRONMENT.md): one
-        # layer per stack, CTC only, batches of at most 16 s, warm-up schedules sped up 10x.
+        # layer per stack, CTC only, batches of at most 16 s, and the model's warm-up schedules
+        # (dropout, layer skipping, regularisers) advanced 10 counts per batch: --ref-duration
+        # equal to --max-duration makes one batch count as one, --schedule-speedup multiplies.
         "$PY" zipformer_crctc/train.py \
             --preset tiny --use-cr-ctc False --base-lr 0.035 --max-duration 16 \
-            --schedule-speedup 10 --num-epochs "$num_epochs" --start-epoch $((done_epochs + 1)) \
+            --ref-duration 16 --schedule-speedup 10 --num-epochs "$num_epochs" --start-epoch $((done_epochs + 1)) \
             --max-minutes "$train_minutes" --device "$device" --num-workers "$num_workers" \
             --train-shar-dirs "$demo_dir/train" --dev-shar-dirs "dev=$demo_dir/dev" \
             --exp-dir "$exp_dir" --valid-interval 100000 --save-every-n 200 --keep-last-k 3

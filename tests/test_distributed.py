@@ -1,0 +1,180 @@
+"""Distributed training on CPU with gloo: 2 ranks under torchrun and with --world-size spawning.
+
+The recipes run on PyTorch's own stack; these tests launch `zipformer_crctc/train.py` the way a
+user does (a subprocess) on a tiny corpus and model. Each rank's final weights come back through
+the ZIPA_DUMP_RANK_PARAMS test hook (zipa.train.distributed.dump_rank_params).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training_utils import make_tiny_corpus, training_flags
+from zipa.train.checkpoints import load_training_checkpoint
+from zipa.train.distributed import DUMP_RANK_PARAMS_ENV, DistInfo
+from zipa.train.loop import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "zipformer_crctc" / "train.py"
+LATEST = REPO / "local" / "latest_checkpoint.sh"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    # 32 training cuts: about 5 batches per rank at --max-duration 4 with 2 ranks.
+    return make_tiny_corpus(tmp_path_factory.mktemp("corpus"), num_train=32)
+
+
+def _run(command, dump_dir: Path) -> None:
+    env = {**os.environ, DUMP_RANK_PARAMS_ENV: str(dump_dir), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(map(str, command))}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+
+
+def _torchrun(*flags: str) -> list:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", str(TRAIN), *flags]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _rank_params(dump_dir: Path):
+    ranks = [torch.load(dump_dir / f"rank{r}.pt", map_location="cpu", weights_only=True) for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys()
+    for key in ranks[0]:
+        assert torch.equal(ranks[0][key], ranks[1][key]), f"ranks differ in {key}"
+    return ranks[0]
+
+
+def _logs(exp_dir: Path) -> dict:
+    """Text of the per-rank log files, by rank."""
+    return {int(p.name.rsplit("-", 1)[1]): p.read_text() for p in (exp_dir / "log").iterdir()}
+
+
+def test_torchrun_two_ranks_stay_identical_and_resume(corpus, tmp_path):
+    exp = tmp_path / "exp"
+    flags = training_flags(corpus, exp, "--num-epochs", "1", "--save-every-n", "2", "--tensorboard", "True")
+    _run(_torchrun(*flags), tmp_path / "params")
+
+    final = load_training_checkpoint(exp / "epoch-1.pt")
+    batches = final["batch_idx_train"]
+    assert batches >= 4, "each rank should train on several batches"
+    params = _rank_params(tmp_path / "params")
+    for key, value in final["model"].items():
+        assert torch.equal(value, params[key]), key
+    start = load_training_checkpoint(exp / "checkpoint-2.pt")["model"]
+    assert any(not torch.equal(start[k], params[k]) for k in params if params[k].is_floating_point())
+
+    # Checkpoints and TensorBoard come from rank 0 alone; every rank keeps its own log file.
+    expected = {f"checkpoint-{n}.pt" for n in range(2, batches + 1, 2)} | {"epoch-1.pt", "config.json", "log", "tensorboard"}
+    assert {p.name for p in exp.iterdir()} == expected
+    assert len([p for p in (exp / "tensorboard").iterdir() if "tfevents" in p.name]) == 1
+    assert sorted(_logs(exp)) == [0, 1]
+    assert subprocess.run(["bash", str(LATEST), str(exp)], capture_output=True, text=True).stdout.strip() == str(
+        batches - batches % 2
+    )
+
+    # The checkpoint written by rank 0 resumes on both ranks.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(exp / "checkpoint-2.pt", resumed / "checkpoint-2.pt")
+    flags = training_flags(corpus, resumed, "--num-epochs", "1", "--save-every-n", "2", "--start-batch", "2")
+    _run(_torchrun(*flags), tmp_path / "params-resumed")
+    _rank_params(tmp_path / "params-resumed")
+    assert load_training_checkpoint(resumed / "epoch-1.pt")["batch_idx_train"] == batches
+    assert all("resuming from" in text and "checkpoint-2.pt" in text for text in _logs(resumed).values())
+
+
+def test_world_size_spawn_two_ranks_stop_together_at_the_time_limit(corpus, tmp_path):
+    """--world-size 2 spawns the ranks itself; --max-minutes stops both after the same batch
+    (the ranks agree through an all-reduce), with a checkpoint to resume from."""
+    exp = tmp_path / "exp"
+    flags = training_flags(corpus, exp, "--num-epochs", "1", "--world-size", "2", "--master-port", str(_free_port()),
+                           "--max-minutes", "0.0001")
+    _run([sys.executable, str(TRAIN), *flags], tmp_path / "params")
+    params = _rank_params(tmp_path / "params")
+    assert not (exp / "epoch-1.pt").exists()
+    saved = load_training_checkpoint(exp / "checkpoint-1.pt")
+    assert all(torch.equal(saved["model"][k], params[k]) for k in params)
+    logs = _logs(exp)
+    assert sorted(logs) == [0, 1]
+    assert all("time limit reached at batch 1" in text for text in logs.values())
+
+
+def test_ranks_get_disjoint_cuts(corpus):
+    """The data module's training sampler gives each rank its own cuts (world_size=2)."""
+    import argparse
+
+    from data_module import AsrDataModule
+
+    parser = argparse.ArgumentParser()
+    AsrDataModule.add_arguments(parser)
+    args = parser.parse_args(["--train-shar-dirs", str(corpus["train"]), "--max-duration", "4", "--num-workers", "0"])
+    seen = []
+    for rank in (0, 1):
+        data = AsrDataModule(args, world_size=2, rank=rank)
+        loader = data.train_dataloaders(data.train_cuts())
+        loader.sampler.set_epoch(0)
+        batches = [[cut.id for cut in batch["supervisions"]["cut"]] for batch in loader]
+        seen.append({cut_id for batch in batches for cut_id in batch})
+        assert len(batches) >= 3
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_only_rank_0_writes_checkpoints(tmp_path):
+    trainer = Trainer.__new__(Trainer)  # save() only looks at the rank before writing
+    trainer.dist = DistInfo(rank=1, local_rank=1, world_size=2)
+    trainer.save(tmp_path / "checkpoint-1.pt", sampler_state=None)
+    assert not (tmp_path / "checkpoint-1.pt").exists()
+
+
+def test_latest_checkpoint_script(tmp_path):
+    def latest(folder):
+        result = subprocess.run(["bash", str(LATEST), str(folder)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert latest(tmp_path / "absent") == "0"
+    assert latest(tmp_path) == "0"
+    for name in ["checkpoint-8.pt", "checkpoint-12.pt", "checkpoint-x.pt", "epoch-3.pt", "checkpoint-99.pt.tmp"]:
+        (tmp_path / name).touch()
+    assert latest(tmp_path) == "12"
+    assert subprocess.run(["bash", str(LATEST)], capture_output=True).returncode == 2
+
+
+def test_slurm_example_launches_torchrun_with_valid_recipe_flags():
+    """examples/slurm/train_crctc.sbatch: shell syntax, the torchrun rendezvous over the
+    job's nodes inside the container, and train.py flags that the CR-CTC recipe accepts."""
+    sbatch = REPO / "examples" / "slurm" / "train_crctc.sbatch"
+    text = sbatch.read_text()
+    assert subprocess.run(["bash", "-n", str(sbatch)], capture_output=True).returncode == 0
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --requeue" in text
+    command = " ".join(text.split("srun ", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ").split())
+    for part in ['apptainer exec --nv', 'torchrun --nnodes "$SLURM_NNODES" --nproc-per-node "$GPUS"',
+                 '--rdzv-backend c10d', '--rdzv-endpoint "$MASTER_ADDR:29500"', '--rdzv-id "$SLURM_JOB_ID"',
+                 '/opt/zipa/zipformer_crctc/train.py', '--start-batch "$START_BATCH"']:
+        assert part in command, part
+
+    # Expand the recipe's arguments as bash would, then parse them with the recipe's parser.
+    recipe_args = command.split("/opt/zipa/zipformer_crctc/train.py", 1)[1]
+    env = {"PATH": os.environ["PATH"], "EXP_DIR": "/scratch/exp", "START_BATCH": "8000", "MAX_MINUTES": "1420",
+           "NUM_EPOCHS": "30", "NUM_WORKERS": "4", "DATA": "/nonexistent/data"}
+    expanded = subprocess.run(["bash", "-c", f'printf "%s\\n" {recipe_args}'], env=env, capture_output=True, text=True)
+    assert expanded.returncode == 0, expanded.stderr
+    import data_module
+    from zipa.train.recipe import training_parser
+
+    parser = training_parser("test", data_module.AsrDataModule, dict(use_ctc=True, use_transducer=False),
+                             dict(use_cr_ctc=True, enable_spec_aug=False))
+    args = parser.parse_args(expanded.stdout.splitlines())
+    assert (args.start_batch, args.max_minutes, args.preset, args.use_fp16) == (8000, 1420, "large", True)
+    assert args.use_cr_ctc and args.use_ctc and not args.use_transducer and not args.enable_spec_aug
