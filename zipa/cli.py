@@ -1,7 +1,8 @@
-"""The `zipa` command: transcribe, align (timestamps) and list models.
+"""The `zipa` command: transcribe, align (timestamps), export to ONNX and list models.
 
     zipa transcribe AUDIO_OR_DIR... --model M [--format txt|tsv|jsonl|ctm|textgrid] [--output PATH]
     zipa align AUDIO_OR_DIR... --model M [--format textgrid|ctm|jsonl|tsv|txt] [--output PATH]
+    zipa export-onnx --model M --out DIR [--int8] [--fp16]
     zipa models
 
 Argument parsing and wiring only: decoding lives in `zipa.transcribe`, models in
@@ -122,9 +123,15 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
     if args.device is not None and args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: CUDA is not available (torch {torch.__version__}); use --device cpu")
     try:
-        model_path = resolve_model(args.model, cache_dir=args.cache_dir)
-        transcriber = Transcriber.from_checkpoint(model_path, args.bpe_model, args.device)
-    except (OSError, ValueError) as e:
+        if args.backend == "onnx":
+            transcriber = Transcriber.from_onnx(
+                args.model, args.bpe_model, num_threads=args.num_threads,
+                providers=_onnx_providers(args.device), precision=args.onnx_precision,
+            )
+        else:
+            model_path = resolve_model(args.model, cache_dir=args.cache_dir)
+            transcriber = Transcriber.from_checkpoint(model_path, args.bpe_model, args.device)
+    except (OSError, ValueError, ImportError) as e:
         raise UsageError(str(e)) from None
     results = transcriber.transcribe_files(
         [p for p, _ in files],
@@ -168,6 +175,28 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def cmd_align(args: argparse.Namespace) -> int:
     return run_transcription(args, timestamps=True)
+
+
+def _onnx_providers(device: Optional[str]) -> Optional[List[str]]:
+    """onnxruntime providers for --device (CPU unless a cuda device is asked for)."""
+    if device is not None and device.startswith("cuda"):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return None
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from zipa.checkpoint import load_model
+    from zipa.onnx_export import export_model
+    from zipa.pretrained import resolve_model
+
+    try:
+        model, _ = load_model(resolve_model(args.model, cache_dir=args.cache_dir))
+        written = export_model(model, args.out, int8=args.int8, fp16=args.fp16, bpe_model=args.bpe_model, opset=args.opset)
+    except (OSError, ValueError, ImportError, NotImplementedError) as e:
+        raise UsageError(str(e)) from None
+    for path in written.values():
+        print(path)
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -225,6 +254,10 @@ def _add_decoding_args(p: argparse.ArgumentParser, default_format: str) -> None:
     p.add_argument("--bpe-model", default=None, help="tokenizer model (default: the packaged ipa_simplified one)")
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HUB_CACHE)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch (a checkpoint) or onnx (--model is a folder from `zipa export-onnx`, or a CTC .onnx file)")
+    p.add_argument("--onnx-precision", choices=("fp32", "int8", "fp16"), default="fp32",
+                   help="which graphs of an ONNX export to run (default fp32)")
 
 
 FORMATS_HELP = """output formats:
@@ -259,6 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "alignment (greedy path), written as Praat TextGrid, CTM, jsonl or tsv.")
     _add_decoding_args(p, "textgrid")
     p.set_defaults(func=cmd_align)
+
+    p = sub.add_parser("export-onnx", help="export a model to ONNX (fp32, and int8/fp16 copies)",
+                       description="Export a model to ONNX for onnxruntime: model.onnx (CTC) or encoder/decoder/"
+                                   "joiner.onnx (transducer), with tokens.txt, bpe.model and config.json. "
+                                   "Run it with `zipa transcribe --backend onnx --model DIR`.")
+    p.add_argument("--model", "-m", required=True,
+                   help="a .pth checkpoint, a folder holding one, a model name or Hub repo id (see `zipa models`)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--int8", action="store_true", help="also write int8 (dynamic quantisation) graphs: *.int8.onnx")
+    p.add_argument("--fp16", action="store_true", help="also write float16 graphs (for GPUs): *.fp16.onnx")
+    p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--bpe-model", default=None, help="tokenizer model (default: the packaged ipa_simplified one)")
+    p.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HUB_CACHE)")
+    p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("models", help="list the released ZIPA models", description="List the released ZIPA models.")
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HUB_CACHE)")

@@ -84,6 +84,26 @@ class Transcriber:
         tokenizer = Tokenizer.from_file(bpe_model if bpe_model is not None else default_bpe_model_path())
         return cls(model, tokenizer, device)
 
+    @classmethod
+    def from_onnx(
+        cls,
+        path: PathLike,
+        bpe_model: Optional[PathLike] = None,
+        num_threads: Optional[int] = None,
+        providers: Optional[Sequence[str]] = None,
+        precision: str = "fp32",
+    ) -> "Transcriber":
+        """The ONNX backend: an export folder from `zipa export-onnx` (its fp32, int8 or fp16
+        graphs) or a CTC `.onnx` file, run by onnxruntime behind the same features, search and
+        tokenizer (see `zipa.onnx_runtime`). The tokenizer defaults to the export's bpe.model,
+        else the packaged one."""
+        from zipa.onnx_runtime import bpe_model_for, load_onnx_model
+
+        model = load_onnx_model(path, num_threads=num_threads, providers=providers, precision=precision)
+        if bpe_model is None:
+            bpe_model = bpe_model_for(path) or default_bpe_model_path()
+        return cls(model, Tokenizer.from_file(bpe_model), device="cpu")
+
     @property
     def uses_ctc(self) -> bool:
         return bool(self.model.use_ctc)

@@ -28,6 +28,7 @@ from zipa.model.scaling import (
     ScheduledFloat,
     Whiten,
     convert_num_channels,
+    is_exporting,
     limit_param_value,
     penalize_abs_values_gt,
     scaled_linear,
@@ -50,6 +51,16 @@ def _per_stack(value, num_stacks: int) -> Tuple[int, ...]:
 
 def _default_dropout() -> ScheduledFloat:
     return ScheduledFloat((0.0, 0.3), (20000.0, 0.1))
+
+
+def _exporting() -> bool:
+    """True while the model is being traced for ONNX (either exporter) or torch.export.
+
+    A few eval steps take a shortcut whose shape depends on the input length (a cached table, a
+    strided view, padding only when needed); a trace would bake that length in. While exporting
+    they take an equivalent path written with graph ops instead (same values).
+    """
+    return is_exporting()
 
 
 class Zipformer2(nn.Module):
@@ -487,7 +498,12 @@ class SimpleDownsample(nn.Module):
             return src
         out_len = (seq_len + ds - 1) // ds
         pad = out_len * ds - seq_len
-        if pad:
+        if _exporting():
+            # Whether padding is needed depends on the length: index the frames instead
+            # (the last frame repeated), which holds for every length.
+            index = torch.arange(out_len * ds, device=src.device).clamp(max=seq_len - 1)
+            src = src.index_select(0, index)
+        elif pad:
             src = torch.cat((src, src[-1:].expand(pad, batch_size, channels)), dim=0)
         src = src.reshape(out_len, ds, batch_size, channels)
         weights = self.bias.softmax(dim=0).reshape(1, ds, 1, 1)
@@ -540,15 +556,19 @@ class CompactRelPositionalEncoding(nn.Module):
         )
         length_scale = self.length_factor * self.embed_dim / (2.0 * math.pi)
         x_atan = (x_compressed / length_scale).atan()
-        pe = torch.empty(x.shape[0], self.embed_dim, device=device)
-        pe[:, 0::2] = (x_atan * freqs).cos()
-        pe[:, 1::2] = (x_atan * freqs).sin()
-        pe[:, -1] = 1.0
-        return pe
+        # Channels interleave cos and sin (cos in even ones); the last channel is 1. Written with
+        # stack/cat rather than slice assignment so that it also traces with a symbolic length.
+        angles = x_atan * freqs
+        pe = torch.stack((angles.cos(), angles.sin()), dim=-1).reshape(x.shape[0], self.embed_dim)
+        return torch.cat((pe[:, :-1], torch.ones_like(pe[:, -1:])), dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (time, batch, *). Returns (1, 2 * time - 1, embed_dim)."""
         seq_len = x.shape[0]
+        if _exporting():
+            # In the graph, for exactly this length: a cached table would be baked in as a
+            # constant of the example's length.
+            return self.dropout(self._compute(seq_len, x.device).to(x.dtype).unsqueeze(0))
         table = self._table(seq_len, x)
         center = table.shape[0] // 2
         pos_emb = table[center - seq_len + 1 : center + seq_len].unsqueeze(0)
@@ -630,7 +650,10 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
 
 def _relative_to_absolute(pos_scores: Tensor, seq_len: int) -> Tensor:
     """(..., T, 2T - 1) scores indexed by relative offset (column n = offset n - (T - 1)) ->
-    (..., T, T) with [i, j] = score of offset j - i. A strided view, no copy."""
+    (..., T, T) with [i, j] = score of offset j - i. A strided view, no copy (while exporting,
+    the same elements picked by an index: the ONNX exporters do not support as_strided)."""
+    if _exporting():
+        return _relative_to_absolute_by_index(pos_scores, seq_len)
     pos_scores = pos_scores.contiguous()
     s0, s1, s2, s3 = pos_scores.stride()
     return pos_scores.as_strided(
@@ -638,6 +661,18 @@ def _relative_to_absolute(pos_scores: Tensor, seq_len: int) -> Tensor:
         (s0, s1, s2 - s3, s3),
         storage_offset=pos_scores.storage_offset() + s3 * (seq_len - 1),
     )
+
+
+def _relative_to_absolute_by_index(pos_scores: Tensor, seq_len: int) -> Tensor:
+    """`_relative_to_absolute` as one index_select (ONNX Gather) over each (T, 2T - 1) block
+    flattened: [i, j] is element i * (2T - 1) + j - i + T - 1. The (T, T) index is shared by
+    all heads and utterances."""
+    rows = torch.arange(seq_len, device=pos_scores.device).unsqueeze(1)
+    cols = torch.arange(seq_len, device=pos_scores.device).unsqueeze(0)
+    index = (rows * (2 * seq_len - 2) + cols + (seq_len - 1)).reshape(-1)
+    lead = pos_scores.shape[:-2]
+    flat = pos_scores.reshape(lead + (seq_len * (2 * seq_len - 1),))
+    return flat.index_select(-1, index).reshape(lead + (seq_len, seq_len))
 
 
 class SelfAttention(nn.Module):
