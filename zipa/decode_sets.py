@@ -99,3 +99,18 @@ def run_decoding(args: argparse.Namespace, data_module_class, known_methods: Seq
     print(table)
     print(f"results in {res_dir}")
     return metrics
+
+
+def main(description: str, data_module_class, methods: Dict[str, Callable], default_method: str,
+         output_downsampling_factor: int, argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, dict]]:
+    """A recipe's decode script: ZIPA's model flags (accepted; what the weights cannot show is
+    taken from them), checkpoint selection, decoding and data flags, then `run_decoding`."""
+    from zipa.train.args import add_model_arguments, decoding_overrides
+
+    parser = argparse.ArgumentParser(description=description)
+    add_model_arguments(parser)
+    add_decoding_arguments(parser, list(methods), default=default_method)
+    data_module_class.add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return run_decoding(args, data_module_class, list(methods), output_downsampling_factor, decoding_overrides(args))

@@ -10,27 +10,13 @@ Model flags (--num-encoder-layers ...) are accepted as in ZIPA; the architecture
 the checkpoint (or exp-dir/config.json), and given flags override what weights cannot show.
 """
 
-import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_module import AsrDataModule  # noqa: E402
-from zipa.decode_sets import CTC_METHODS, add_decoding_arguments, run_decoding  # noqa: E402
-from zipa.train.args import add_model_arguments, decoding_overrides  # noqa: E402
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(parser)
-    add_decoding_arguments(parser, list(CTC_METHODS), default="ctc-greedy-search")
-    AsrDataModule.add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    run_decoding(args, AsrDataModule, list(CTC_METHODS), 1, decoding_overrides(args))
-
+from zipa.decode_sets import CTC_METHODS, main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[0], AsrDataModule, CTC_METHODS, "ctc-greedy-search", output_downsampling_factor=1)
