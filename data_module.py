@@ -47,16 +47,7 @@ from zipa.data.filters import CutFilter
 from zipa.data.sampling import make_eval_sampler, make_sampler
 from zipa.data.shar import read_shar_dir
 from zipa.data.text import LabelEncoder
-
-
-def str2bool(v: Union[str, bool]) -> bool:
-    if isinstance(v, bool):
-        return v
-    if v.lower() in ("yes", "true", "t", "y", "1"):
-        return True
-    if v.lower() in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"boolean value expected, got {v!r}")
+from zipa.train.args import str2bool
 
 
 def parse_named_dirs(entries: Optional[Sequence[str]]) -> Dict[str, Path]:

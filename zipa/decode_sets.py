@@ -18,7 +18,8 @@ from tqdm import tqdm
 from zipa.decoding import ctc_greedy_search, ctc_prefix_beam_search, modified_beam_search, transducer_greedy_search
 from zipa.evaluate import EvaluationResult, save_results, summarise_table
 from zipa.tokenizer import Tokenizer, default_bpe_model_path
-from zipa.train.args import add_checkpoint_selection_arguments, default_device, load_selected_model, str2bool
+from zipa.train.args import add_checkpoint_selection_arguments, load_selected_model
+from zipa.transcribe import default_device
 
 # Decoding methods: name -> (needs the CTC head, search(model, encoder_out, lens, beam) -> ids).
 CTC_METHODS: Dict[str, Callable] = {
@@ -65,7 +66,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, methods: Sequence[st
     group.add_argument("--beam-size", type=int, default=4)
     group.add_argument("--bpe-model", default=None, help="tokenizer (default: the packaged one)")
     group.add_argument("--res-dir", type=Path, default=None, help="results folder (default: <exp-dir>/<method>)")
-    group.add_argument("--device", default=default_device())
+    group.add_argument("--device", default=str(default_device()))
 
 
 def run_decoding(args: argparse.Namespace, data_module_class, known_methods: Sequence[str], output_downsampling_factor: int,

@@ -53,16 +53,6 @@ def _default_dropout() -> ScheduledFloat:
     return ScheduledFloat((0.0, 0.3), (20000.0, 0.1))
 
 
-def _exporting() -> bool:
-    """True while the model is being traced for ONNX (either exporter) or torch.export.
-
-    A few eval steps take a shortcut whose shape depends on the input length (a cached table, a
-    strided view, padding only when needed); a trace would bake that length in. While exporting
-    they take an equivalent path written with graph ops instead (same values).
-    """
-    return is_exporting()
-
-
 class Zipformer2(nn.Module):
     """Input (time, batch, encoder_dim[0]) at 50 Hz; output (time', batch, max(encoder_dim)) at
     50 / output_downsampling_factor Hz."""
@@ -498,7 +488,7 @@ class SimpleDownsample(nn.Module):
             return src
         out_len = (seq_len + ds - 1) // ds
         pad = out_len * ds - seq_len
-        if _exporting():
+        if is_exporting():
             # Whether padding is needed depends on the length: index the frames instead
             # (the last frame repeated), which holds for every length.
             index = torch.arange(out_len * ds, device=src.device).clamp(max=seq_len - 1)
@@ -565,7 +555,7 @@ class CompactRelPositionalEncoding(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (time, batch, *). Returns (1, 2 * time - 1, embed_dim)."""
         seq_len = x.shape[0]
-        if _exporting():
+        if is_exporting():
             # In the graph, for exactly this length: a cached table would be baked in as a
             # constant of the example's length.
             return self.dropout(self._compute(seq_len, x.device).to(x.dtype).unsqueeze(0))
@@ -652,7 +642,7 @@ def _relative_to_absolute(pos_scores: Tensor, seq_len: int) -> Tensor:
     """(..., T, 2T - 1) scores indexed by relative offset (column n = offset n - (T - 1)) ->
     (..., T, T) with [i, j] = score of offset j - i. A strided view, no copy (while exporting,
     the same elements picked by an index: the ONNX exporters do not support as_strided)."""
-    if _exporting():
+    if is_exporting():
         return _relative_to_absolute_by_index(pos_scores, seq_len)
     pos_scores = pos_scores.contiguous()
     s0, s1, s2, s3 = pos_scores.stride()

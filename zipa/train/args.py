@@ -7,9 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict
 
-import torch
-
 from zipa.model.config import ModelConfig, preset
+from zipa.transcribe import default_device
 
 
 def str2bool(value: str) -> bool:
@@ -22,10 +21,6 @@ def str2bool(value: str) -> bool:
     if lowered in ("false", "f", "no", "n", "0"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None:
@@ -85,7 +80,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add = group.add_argument
     add("--world-size", type=int, default=1, help="processes to spawn on this machine (torchrun sets its own)")
     add("--master-port", type=int, default=12354)
-    add("--device", default=default_device(), help="cuda or cpu (default: cuda when available)")
+    add("--device", default=str(default_device()), help="cuda or cpu (default: cuda when available)")
     add("--num-epochs", type=int, default=30)
     add("--start-epoch", type=int, default=1, help="resume from epoch-(N-1).pt when > 1")
     add("--start-batch", type=int, default=0, help="resume from checkpoint-N.pt when > 0 (wins over --start-epoch)")
