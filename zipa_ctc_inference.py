@@ -9,7 +9,7 @@ As a script: python zipa_ctc_inference.py --model M.pth a.wav b.flac ...
 
 import sys
 
-from zipa.inference import ZipaModel, initialize_model, main
+from zipa.inference.zipa_api import ZipaModel, initialize_model, main
 
 ZIPA_CTC = ZipaModel
 

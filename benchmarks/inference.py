@@ -90,7 +90,7 @@ def child_export(args: argparse.Namespace) -> Dict:
     """Export the preset (fp32 + int8) into args.onnx_dir; report the cost."""
     import torch
 
-    from zipa.onnx_export import export_model
+    from zipa.onnx.export import export_model
 
     torch.set_num_threads(args.threads)
     model = build_random_model(args.preset)
@@ -107,8 +107,8 @@ def child_measure(args: argparse.Namespace) -> Dict:
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
-    from zipa.tokenizer import Tokenizer
-    from zipa.transcribe import Transcriber
+    from zipa.inference.transcriber import Transcriber
+    from zipa.text.tokenizer import Tokenizer
 
     base_rss = rss_mib()
     start = time.perf_counter()

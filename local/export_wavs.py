@@ -11,7 +11,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zipa.data.shar import read_shar_dir  # noqa: E402
-from zipa.fileio import open_atomic  # noqa: E402
+from zipa.utils.atomic import open_atomic  # noqa: E402
 
 
 def main() -> int:

@@ -3,7 +3,7 @@
 
 Reads text lines (a file, or stdin with '-') and writes one IPA line per input line, through
 espeak-ng (or epitran for codes like yor-Latn), normalised to the 127-token inventory (see
-zipa/ipa.py). With --tsv, lines are `id<TAB>text` and the output is `id<TAB>ipa`.
+zipa/text/ipa.py). With --tsv, lines are `id<TAB>text` and the output is `id<TAB>ipa`.
 
 Examples:
   echo "Guten Morgen" | local/g2p.py --lang de                # ɡuːtən mɔɾɡən
@@ -24,8 +24,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from zipa.fileio import InputError, open_atomic, parse_tsv_lines
-from zipa.g2p import check_language, g2p_report
+from zipa.text.g2p import check_language, g2p_report
+from zipa.utils.atomic import open_atomic
+from zipa.utils.tsv import InputError, parse_tsv_lines
 
 
 def get_parser() -> argparse.ArgumentParser:

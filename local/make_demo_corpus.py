@@ -3,7 +3,7 @@
 
 Writes OUT_DIR/{train,dev,test,heldout}/ (lhotse shar: cuts.NNNNNN.jsonl.gz +
 recording.NNNNNN.tar, 16 kHz flac), OUT_DIR/demo_corpus.json (configuration and statistics)
-and OUT_DIR/README.txt (sizes). Texts come from local/demo_texts/<language>.txt; labels are
+and OUT_DIR/README.txt (sizes). Texts come from zipa/assets/demo_texts/<language>.txt; labels are
 espeak-ng's phonemisation of the same text normalised to ZIPA's inventory. The output is a
 function of the options (seed included). See zipa/data/demo_corpus.py.
 
@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 
 from zipa.data.demo_corpus import (
-    DemoCorpusConfig,
     HELDOUT_LANGUAGES,
     TRAIN_LANGUAGES,
     VOICE_VARIANTS,
+    DemoCorpusConfig,
     build_demo_corpus,
     readme_text,
 )
@@ -53,7 +53,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, default=Path("data/demo"))
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--texts-dir", type=Path, default=None,
-                   help="folder of <language>.txt sentence lists (default: local/demo_texts)")
+                   help="folder of <language>.txt sentence lists (default: zipa/assets/demo_texts)")
     p.add_argument("--languages", type=code_list, default=d.languages,
                    help="training languages, comma-separated (default: %s)"
                         % ",".join(x.code for x in TRAIN_LANGUAGES))

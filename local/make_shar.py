@@ -14,9 +14,9 @@ items left out (unreadable or empty audio, empty label, duplicate id, malformed 
 written; an interrupted run resumes where it stopped; a complete folder is left alone unless
 --overwrite. Point ``--train-shar-dirs`` / ``--dev-shar-dirs`` of the recipes at OUT_DIR.
 
-Labels: IPA is mapped onto the ZIPA inventory (zipa.ipa.normalize_ipa; --no-normalize keeps
+Labels: IPA is mapped onto the ZIPA inventory (zipa.text.ipa.normalize_ipa; --no-normalize keeps
 it as given). With --g2p LANG the third column is orthographic text, converted with espeak-ng
-(or epitran for codes like yor-Latn) through zipa.g2p.
+(or epitran for codes like yor-Latn) through zipa.text.g2p.
 
 Examples:
   local/make_shar.py --tsv data/mine/train.tsv --out-dir data/shar/mine_train --shard-size 1000
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if args.g2p:
-        from zipa.g2p import check_language
+        from zipa.text.g2p import check_language
 
         check_language(args.g2p)  # fail now, not once per line
     transform = LabelTransform(

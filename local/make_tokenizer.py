@@ -20,7 +20,8 @@ bytes equal the original's: the trainer spec stores the input path and model pre
 explicitly because the original's normalizer spec records it as set (the behaviour is the
 default either way).
 
-Outputs, in ``--out-dir``:
+Outputs, in ``--out-dir`` and, unless ``--no-package-copy``, copied byte for byte into
+``zipa/assets/ipa_simplified/`` (what the installed package reads; a test keeps the two equal):
   unigram_<V>.model / unigram_<V>.vocab   the sentencepiece model and its vocabulary
   tokens.txt                              icefall's ``symbol id`` list of the model's pieces
   tokens.jsonl                            {phone: id} of the inventory for lexicon-style tools:
@@ -32,11 +33,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from pathlib import Path
 
 import sentencepiece as spm
 
+from zipa.utils.atomic import write_text_atomic
+
 REPO = Path(__file__).resolve().parents[1]
+PACKAGE_COPY = REPO / "zipa" / "assets" / "ipa_simplified"
 SPECIAL_SYMBOLS = ["<blk>", "<sos/eos>"]  # ids 0 and 1; <unk> follows at 2
 LEXICON_EXTRAS = ["<star>", "SIL", "SPN", "<unk>"]
 
@@ -73,14 +78,14 @@ def train(phone_set: Path, out_dir: Path, vocab_size: int) -> Path:
 def write_tokens_txt(model_path: Path, out_path: Path) -> None:
     sp = spm.SentencePieceProcessor(model_file=str(model_path))
     lines = [f"{sp.id_to_piece(i)} {i}\n" for i in range(sp.get_piece_size())]
-    out_path.write_text("".join(lines), encoding="utf-8")
+    write_text_atomic(out_path, "".join(lines))
 
 
 def write_tokens_jsonl(phones: list[str], out_path: Path) -> None:
     symbols = ["<eps>", *phones, *LEXICON_EXTRAS]
     mapping = {s: i for i, s in enumerate(symbols)}
     # One JSON object on a single line, no trailing newline (as in the original release).
-    out_path.write_text(json.dumps(mapping, ensure_ascii=False), encoding="utf-8")
+    write_text_atomic(out_path, json.dumps(mapping, ensure_ascii=False))
 
 
 def main() -> None:
@@ -88,6 +93,8 @@ def main() -> None:
     parser.add_argument("--phone-set", type=Path, default=REPO / "ipa_simplified" / "phone_set.txt",
                         help="phone inventory, one symbol per line")
     parser.add_argument("--out-dir", type=Path, default=REPO / "ipa_simplified")
+    parser.add_argument("--no-package-copy", action="store_true",
+                        help=f"do not copy the outputs into {PACKAGE_COPY.relative_to(REPO)}")
     parser.add_argument("--vocab-size", type=int, default=None,
                         help="default: number of phones + 4 (<blk>, <sos/eos>, <unk>, ▁)")
     args = parser.parse_args()
@@ -97,8 +104,13 @@ def main() -> None:
     model = train(args.phone_set, args.out_dir, vocab_size)
     write_tokens_txt(model, args.out_dir / "tokens.txt")
     write_tokens_jsonl(phones, args.out_dir / "tokens.jsonl")
-    print(f"wrote {model}, {model.with_suffix('.vocab')}, tokens.txt, tokens.jsonl "
-          f"in {args.out_dir}")
+    outputs = [model, model.with_suffix(".vocab"), args.out_dir / "tokens.txt", args.out_dir / "tokens.jsonl"]
+    print(f"wrote {', '.join(p.name for p in outputs)} in {args.out_dir}")
+    if not args.no_package_copy and args.out_dir.resolve() != PACKAGE_COPY.resolve():
+        PACKAGE_COPY.mkdir(parents=True, exist_ok=True)
+        for path in [*outputs, args.phone_set]:
+            shutil.copyfile(path, PACKAGE_COPY / path.name)
+        print(f"copied them and {args.phone_set.name} to {PACKAGE_COPY}")
 
 
 if __name__ == "__main__":

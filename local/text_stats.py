@@ -5,7 +5,7 @@ Inputs (any number, mixed):
   a TSV file            id<TAB>path<TAB>ipa[<TAB>lang]   (local/make_shar.py's input)
   a shar folder         cuts.NNNNNN.jsonl.gz (+ audio shards, which are not read)
 
-Each transcription is normalised with zipa/ipa.py; the report counts the phones the model will
+Each transcription is normalised with zipa/text/ipa.py; the report counts the phones the model will
 see (one per inventory character, diacritics included) and the symbols that had to be dropped
 because they are outside ZIPA's inventory, per language (the TSV's 4th column or the cut's
 supervision language; --lang for data without one). --output-json writes everything (all
@@ -25,7 +25,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from zipa.data.text_stats import collect, format_report, shar_items, tsv_items
-from zipa.fileio import InputError, write_text_atomic
+from zipa.utils.atomic import write_text_atomic
+from zipa.utils.tsv import InputError
 
 
 def get_parser() -> argparse.ArgumentParser:

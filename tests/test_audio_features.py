@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from zipa.audio import load_audio, load_batch, resample
-from zipa.features import compute_fbank
+from zipa.audio.features import compute_fbank
+from zipa.audio.load import load_audio, load_batch, resample
 
 REPO = Path(__file__).resolve().parents[1]
 PARITY = REPO.parent / "shared" / "reference" / "parity"

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from conftest import PARITY, needs_parity
+
 from zipa.decoding import ctc_greedy_search, ctc_prefix_beam_search, modified_beam_search, transducer_greedy_search
 from zipa.model.decoder import Decoder, Joiner
 
@@ -298,7 +298,7 @@ def test_transducer_beam_with_the_real_decoder_and_joiner():
 
 @needs_parity
 def test_transducer_fixture_beam_one_is_greedy():
-    from zipa.inference import initialize_model
+    from zipa.inference.zipa_api import initialize_model
 
     folder = PARITY / "transducer_tiny"
     model = initialize_model(folder / "model.pth", device="cpu").model

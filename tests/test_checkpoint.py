@@ -1,4 +1,4 @@
-"""Checkpoint reading/writing and architecture inference (zipa.checkpoint, zipa.model.config)."""
+"""Checkpoint reading/writing and architecture inference (zipa.model.io, zipa.model.config)."""
 
 import dataclasses
 import json
@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from zipa import checkpoint
-from zipa.checkpoint import (
+from zipa.model import io as model_io
+from zipa.model.config import ModelConfig, infer_config, preset, to_int_tuple
+from zipa.model.io import (
     CheckpointError,
     load_config_for,
     load_state_dict_strict,
@@ -19,7 +20,6 @@ from zipa.checkpoint import (
     save_checkpoint_atomic,
     save_model,
 )
-from zipa.model.config import ModelConfig, infer_config, preset, to_int_tuple
 
 PARITY = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "parity"
 PRESETS = {  # reference file stem -> (our preset name, output_downsampling_factor)
@@ -321,7 +321,7 @@ def _build_model():
 def test_load_model_fixtures(name):
     _build_model()
     path = PARITY / name / "model.pth"
-    model, config = checkpoint.load_model(path)
+    model, config = model_io.load_model(path)
     file_sd = torch.load(path, map_location="cpu", weights_only=True)
     model_sd = model.state_dict()
     assert [(k, tuple(v.shape)) for k, v in model_sd.items()] == [(k, tuple(v.shape)) for k, v in file_sd.items()]

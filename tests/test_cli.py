@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import REPO
 from tiny_models import speechlike, tiny_model_path, write_wav
+
 from zipa.cli import main
-from zipa.timestamps import FRAME_OFFSET
-from zipa.transcribe import Transcriber
+from zipa.inference.timestamps import FRAME_OFFSET
+from zipa.inference.transcriber import Transcriber
 
 praatio_textgrid = pytest.importorskip("praatio.textgrid")
 
@@ -199,7 +199,7 @@ def test_no_word_boundaries(capsys, tmp_path, ctc_model, audio_dir):
 
 
 def test_remove_diacritics(capsys, ctc_model, audio_dir):
-    ipa = pytest.importorskip("zipa.ipa")
+    ipa = pytest.importorskip("zipa.text.ipa")
     _, out, _ = run(capsys, "align", audio_dir, "--model", ctc_model, "-f", "jsonl", "-q")
     plain = {o["path"]: o for o in map(json.loads, out.splitlines())}
     code, out, _ = run(capsys, "align", audio_dir, "--model", ctc_model, "-f", "jsonl", "--remove-diacritics", "-q")

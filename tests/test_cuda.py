@@ -8,16 +8,15 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 from conftest import PARITY, rel_l2
+from torch import nn
 from training_utils import make_tiny_corpus, training_flags
+
+from zipa.data import module as data_module
 from zipa.losses import do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss_pruned, rnnt_loss_smoothed
 from zipa.train.distributed import DistInfo
 from zipa.train.loop import Trainer
 from zipa.train.recipe import training_parser
-
-import data_module
 
 pytestmark = pytest.mark.cuda
 
@@ -158,7 +157,7 @@ def test_decoding_cuda_matches_cpu(name):
     folder = PARITY / name
     if not folder.is_dir():
         pytest.skip(f"{folder} is absent")
-    from zipa.inference import initialize_model
+    from zipa.inference.zipa_api import initialize_model
 
     expected = torch.load(folder / "expected.pt", weights_only=True)
     feats, feat_lens = expected["feats"], expected["feat_lens"]

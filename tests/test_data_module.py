@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_module import AsrDataModule, parse_named_dirs
+from zipa.audio.features import compute_fbank
 from zipa.data.filters import (
     CutFilter,
     count_repeats,
@@ -19,11 +19,11 @@ from zipa.data.filters import (
     min_output_frames,
     num_feature_frames,
 )
+from zipa.data.labels import LabelEncoder
+from zipa.data.module import AsrDataModule, parse_named_dirs
 from zipa.data.shar import ShardRecord, write_shar
-from zipa.data.text import LabelEncoder
-from zipa.features import compute_fbank
-from zipa.ipa import normalize_ipa
-from zipa.tokenizer import Tokenizer
+from zipa.text.ipa import normalize_ipa
+from zipa.text.tokenizer import Tokenizer
 
 TEXTS = ["pa ta", "tʃi ŋo su", "ʃa", "mi nu ka la", "ʔe bo", "fy ɣa"]
 
@@ -92,7 +92,7 @@ def test_batch_keys_shapes_and_token_ids(sets):
         assert int(sup["num_frames"].max()) == inputs.shape[1]
         durations = [c.duration for c in sup["cut"]]
         assert durations == sorted(durations, reverse=True)
-        # The same features as inference: zipa.features on the batch's audio.
+        # The same features as inference: zipa.audio.features on the batch's audio.
         feats, lens = compute_fbank([cut.load_audio()[0] for cut in sup["cut"]])
         for i, cut in enumerate(sup["cut"]):
             raw = cut.supervisions[0].text
@@ -200,8 +200,8 @@ def test_precomputed_features_from_shar(tmp_path, sets):
     from lhotse import CutSet
     from lhotse.features.io import NumpyFilesWriter
 
+    from zipa.audio.features import get_fbank
     from zipa.data.shar import read_shar_dir
-    from zipa.features import get_fbank
 
     cuts = list(read_shar_dir(sets["b"]))
     with NumpyFilesWriter(tmp_path / "store") as w:

@@ -5,12 +5,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 from training_utils import make_tiny_corpus, training_flags
-from zipa.train.recipe import run_training
 
-import data_module
+from zipa.data import module as data_module
+from zipa.train.recipe import run_training
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ from zipa.data.demo_corpus import (  # noqa: E402
     read_texts,
 )
 from zipa.data.shar import read_shar_dir  # noqa: E402
-from zipa.fileio import InputError  # noqa: E402
-from zipa.ipa import normalize_ipa  # noqa: E402
-from zipa.tokenizer import Tokenizer  # noqa: E402
+from zipa.text.ipa import normalize_ipa  # noqa: E402
+from zipa.text.tokenizer import Tokenizer  # noqa: E402
+from zipa.utils.tsv import InputError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def run_cli(out, texts_dir, seed):
 def test_deterministic_across_runs(tmp_path, texts_dir):
     run_cli(tmp_path / "a", texts_dir, seed=3)
     # Some synthesis in this process first: the corpus must not depend on it.
-    from zipa import espeak
+    from zipa.text import espeak
 
     espeak.synthesize("something else first", "en-us+f2")
     build_demo_corpus(tmp_path / "b", DemoCorpusConfig(
@@ -155,7 +155,7 @@ def test_duplicate_sentence_is_an_error(tmp_path):
 def test_repository_texts():
     # The fixed text lists: 60-120 distinct sentences for each default language.
     for lang in TRAIN_LANGUAGES + HELDOUT_LANGUAGES:
-        sentences = read_texts(REPO / "local" / "demo_texts" / f"{lang.code}.txt")
+        sentences = read_texts(REPO / "zipa" / "assets" / "demo_texts" / f"{lang.code}.txt")
         assert 60 <= len(sentences) <= 120, lang.code
     assert len(TRAIN_LANGUAGES) >= 8
     assert len({lang.family for lang in TRAIN_LANGUAGES}) == len(TRAIN_LANGUAGES)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from training_utils import make_tiny_corpus, training_flags
+
 from zipa.train.checkpoints import load_training_checkpoint
 from zipa.train.distributed import DUMP_RANK_PARAMS_ENV, DistInfo
 from zipa.train.loop import Trainer
@@ -114,7 +114,7 @@ def test_ranks_get_disjoint_cuts(corpus):
     """The data module's training sampler gives each rank its own cuts (world_size=2)."""
     import argparse
 
-    from data_module import AsrDataModule
+    from zipa.data.module import AsrDataModule
 
     parser = argparse.ArgumentParser()
     AsrDataModule.add_arguments(parser)
@@ -170,7 +170,7 @@ def test_slurm_example_launches_torchrun_with_valid_recipe_flags():
            "NUM_EPOCHS": "30", "NUM_WORKERS": "4", "DATA": "/nonexistent/data"}
     expanded = subprocess.run(["bash", "-c", f'printf "%s\\n" {recipe_args}'], env=env, capture_output=True, text=True)
     assert expanded.returncode == 0, expanded.stderr
-    import data_module
+    from zipa.data import module as data_module
     from zipa.train.recipe import training_parser
 
     parser = training_parser("test", data_module.AsrDataModule, dict(use_ctc=True, use_transducer=False),

@@ -1,4 +1,4 @@
-"""zipa/evaluate.py: PER alignment and icefall-style files against hand-worked examples, PFER
+"""zipa/evaluation/{metrics,icefall_files}.py: PER alignment and icefall-style files against hand-worked examples, PFER
 against hand-computed panphon feature distances, per-language metrics, atomic writes."""
 
 import json
@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from zipa import evaluate as ev
-from zipa.evaluate import EvaluationResult as R
+from zipa.evaluation import icefall_files as files
+from zipa.evaluation import metrics as ev
+from zipa.evaluation.metrics import EvaluationResult as R
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +94,14 @@ def test_alignment_and_counts():
 
 def test_errs_file_hand_worked(tmp_path):
     path = tmp_path / "errs-test-iter-1-avg-1.txt"
-    per = ev.write_errs(path, "test-ctc-greedy-search", EXAMPLE)
+    per = files.write_errs(path, "test-ctc-greedy-search", EXAMPLE)
     assert per == 44.44
     assert path.read_text(encoding="utf-8") == EXPECTED_ERRS
 
 
 def test_errs_single_utterance_50_percent(tmp_path):
     # ref "a b c d", hyp "a x c d e": 1 sub + 1 ins over 4 reference phones = 50 %.
-    per = ev.write_errs(tmp_path / "errs.txt", "t", [("u", "a b c d", ["a x c d e"])])
+    per = files.write_errs(tmp_path / "errs.txt", "t", [("u", "a b c d", ["a x c d e"])])
     text = (tmp_path / "errs.txt").read_text(encoding="utf-8").splitlines()
     assert per == 50.0
     assert text[0] == "%PER = 50.00"
@@ -112,13 +113,13 @@ def test_errs_single_utterance_50_percent(tmp_path):
 
 def test_errs_logs_icefall_summary_line(caplog):
     with caplog.at_level("INFO"):
-        ev.format_errs("test-x", [("u", "abcd", "axcde")])
+        files.format_errs("test-x", [("u", "abcd", "axcde")])
     assert "[test-x] %PER 50.00% [2 / 4, 1 ins, 0 del, 1 sub ]" in caplog.text
 
 
 def test_successive_errors_are_merged_as_icefall():
     def line(ref, hyp):
-        text, _ = ev.format_errs("t", [("u", ref, hyp)], enable_log=False)
+        text, _ = files.format_errs("t", [("u", ref, hyp)], enable_log=False)
         return next(ln for ln in text.splitlines() if ln.startswith("u:\t"))[3:]
 
     assert line("abc", "axy") == "a (b c->x y)"
@@ -129,7 +130,7 @@ def test_successive_errors_are_merged_as_icefall():
 
 def test_errs_tables_count_repeats():
     results = [("u1", "pap", "bab"), ("u2", "pa", "ba"), ("u3", "t", "")]
-    text, per = ev.format_errs("t", results, enable_log=False)
+    text, per = files.format_errs("t", results, enable_log=False)
     lines = text.splitlines()
     subs = lines[lines.index("SUBSTITUTIONS: count ref -> hyp") + 1:]
     assert subs[:2] == ["3   p -> b", ""]
@@ -143,7 +144,7 @@ def test_errs_tables_count_repeats():
 
 def test_recogs_format_sorted(tmp_path):
     path = tmp_path / "recogs-test-iter-1-avg-1.txt"
-    ev.store_recogs(path, EXAMPLE)
+    files.store_recogs(path, EXAMPLE)
     assert path.read_text(encoding="utf-8") == (
         "u1:\tref=['a', 'b', 'c', 'd']\n"
         "u1:\thyp=['a', 'x', 'c', 'd', 'e']\n"
@@ -152,14 +153,14 @@ def test_recogs_format_sorted(tmp_path):
         "u3:\tref=['p', 'a']\n"
         "u3:\thyp=['b', 'a']\n"
     )
-    back = ev.read_recogs(path)
+    back = files.read_recogs(path)
     assert [r.cut_id for r in back] == ["u1", "u2", "u3"]
     assert back[0].hyp == ["a", "x", "c", "d", "e"]
 
 
 def test_recogs_keep_diacritics_as_units(tmp_path):
     path = tmp_path / "r.txt"
-    ev.store_recogs(path, [R("c", "wɜːld", ["wɜld"])])
+    files.store_recogs(path, [R("c", "wɜːld", ["wɜld"])])
     assert path.read_text(encoding="utf-8").splitlines()[0] == "c:\tref=['w', 'ɜ', 'ː', 'l', 'd']"
 
 
@@ -245,7 +246,7 @@ def test_compute_metrics_pfer_stats(dist):
 def test_metrics_json_and_summary_table(tmp_path, dist):
     m = ev.compute_metrics(EXAMPLE, distance=dist)
     path = tmp_path / "metrics.json"
-    ev.write_metrics_json(path, m)
+    files.write_metrics_json(path, m)
     assert json.loads(path.read_text(encoding="utf-8")) == m
     table = ev.summarise_table({"test": m, "held-out": ev.compute_metrics([], distance=dist)})
     lines = table.splitlines()
@@ -256,7 +257,7 @@ def test_metrics_json_and_summary_table(tmp_path, dist):
 
 
 def test_save_results_zipa_names(tmp_path, dist):
-    out = ev.save_results(tmp_path, "test", "iter-10-avg-2", {"ctc-greedy-search": EXAMPLE})
+    out = files.save_results(tmp_path, "test", "iter-10-avg-2", {"ctc-greedy-search": EXAMPLE})
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
         "errs-test-iter-10-avg-2.txt",
@@ -275,15 +276,15 @@ def test_save_results_zipa_names(tmp_path, dist):
 
 
 def test_atomic_writes_leave_no_temp_files(tmp_path, dist):
-    ev.store_recogs(tmp_path / "recogs.txt", EXAMPLE)
-    ev.write_errs(tmp_path / "errs.txt", "t", EXAMPLE, enable_log=False)
-    ev.write_metrics_json(tmp_path / "m.json", ev.compute_metrics(EXAMPLE, distance=dist))
+    files.store_recogs(tmp_path / "recogs.txt", EXAMPLE)
+    files.write_errs(tmp_path / "errs.txt", "t", EXAMPLE, enable_log=False)
+    files.write_metrics_json(tmp_path / "m.json", ev.compute_metrics(EXAMPLE, distance=dist))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["errs.txt", "m.json", "recogs.txt"]
     # A failing write leaves the previous file as it was, and no temporary file.
     before = (tmp_path / "m.json").read_text()
     with pytest.raises(ValueError):
-        ev.write_metrics_json(tmp_path / "m.json", {"PER": math.nan})
+        files.write_metrics_json(tmp_path / "m.json", {"PER": math.nan})
     with pytest.raises(TypeError):
-        ev.store_recogs(tmp_path / "recogs.txt", [object()])
+        files.store_recogs(tmp_path / "recogs.txt", [object()])
     assert (tmp_path / "m.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["errs.txt", "m.json", "recogs.txt"]

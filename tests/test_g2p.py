@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("espeakng_loader")
 
-from zipa import espeak  # noqa: E402
-from zipa.g2p import clean_espeak, g2p, g2p_report  # noqa: E402
-from zipa.tokenizer import Tokenizer  # noqa: E402
+from zipa.text import espeak  # noqa: E402
+from zipa.text.g2p import clean_espeak, g2p, g2p_report  # noqa: E402
+from zipa.text.tokenizer import Tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def test_synthesize_rate_pitch_variant():
 
 SYNTH_DIGEST = """
 import hashlib, sys
-from zipa import espeak
+from zipa.text import espeak
 for voice in ("sw", "sw+f2"):  # f2 adds breath noise, drawn from espeak's clock-seeded generator
     x, _ = espeak.synthesize("Habari ya asubuhi", voice, rate=150, seed=1234)
     print(voice, len(x), hashlib.md5(x.tobytes()).hexdigest())

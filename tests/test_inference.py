@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import PARITY, REPO, needs_parity
+
 import zipa_ctc_inference
-from zipa.checkpoint import save_model
+from zipa.model.io import save_model
 
 pytestmark = needs_parity
 MODEL = PARITY / "ctc_tiny" / "model.pth"
@@ -81,7 +81,7 @@ def test_loads_our_own_saved_checkpoint_strictly(model, tmp_path):
 
 
 def _config_of(path):
-    from zipa.checkpoint import load_config_for
+    from zipa.model.io import load_config_for
 
     return load_config_for(path)
 

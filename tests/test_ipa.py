@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from zipa.ipa import (
+from zipa.text.ipa import (
     inventory,
     normalize_ipa,
     normalize_ipa_report,
@@ -13,7 +13,7 @@ from zipa.ipa import (
     phone_counts,
     remove_diacritics,
 )
-from zipa.tokenizer import Tokenizer
+from zipa.text.tokenizer import Tokenizer
 
 # (input, normalised output, dropped out-of-inventory symbols). Inputs are spelt with escapes
 # where the code points matter.

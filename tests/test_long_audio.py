@@ -8,13 +8,13 @@ import textwrap
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import REPO
 from tiny_models import speechlike, tiny_model_path, write_wav
-from zipa.audio import load_audio
+
+from zipa.audio.load import load_audio
 from zipa.cli import main
-from zipa.long_audio import AudioInfo, plan_segments, plan_windows
-from zipa.transcribe import Transcriber
+from zipa.inference.long_audio import AudioInfo, plan_segments, plan_windows
+from zipa.inference.transcriber import Transcriber
 
 praatio_textgrid = pytest.importorskip("praatio.textgrid")
 MEMORY_GROWTH_LIMIT_MB = 150
@@ -153,7 +153,7 @@ def test_cli_align_long_file(capsys, tmp_path, ctc, ctc_path, long_flac, long_re
 MEMORY_SCRIPT = textwrap.dedent(
     """
     import resource, sys
-    from zipa.transcribe import Transcriber
+    from zipa.inference.transcriber import Transcriber
 
     model, short, long = sys.argv[1:4]
     transcriber = Transcriber.from_checkpoint(model, device="cpu")

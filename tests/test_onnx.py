@@ -17,12 +17,13 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from conftest import PARITY, needs_parity, rel_l2  # noqa: E402
-from zipa.checkpoint import load_model  # noqa: E402
+
+from zipa.inference.transcriber import Transcriber  # noqa: E402
 from zipa.model import scaling, zipformer  # noqa: E402
-from zipa.onnx_export import export_model, read_metadata  # noqa: E402
-from zipa.onnx_runtime import OnnxCtcModel, OnnxTransducerModel, load_onnx_model  # noqa: E402
-from zipa.tokenizer import Tokenizer  # noqa: E402
-from zipa.transcribe import Transcriber  # noqa: E402
+from zipa.model.io import load_model  # noqa: E402
+from zipa.onnx.export import export_model, read_metadata  # noqa: E402
+from zipa.onnx.runtime import OnnxCtcModel, OnnxTransducerModel, load_onnx_model  # noqa: E402
+from zipa.text.tokenizer import Tokenizer  # noqa: E402
 
 pytestmark = needs_parity
 

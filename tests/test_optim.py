@@ -1,4 +1,4 @@
-"""ScaledAdam and Eden (zipa.optim) against hand-worked values and a naive float64 reference.
+"""ScaledAdam and Eden (zipa.train.optim) against hand-worked values and a naive float64 reference.
 
 The reference below (`NaiveScaledAdam`) is written from the algorithm description, one
 parameter at a time with no stacking, so it checks both the maths and the batching.
@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from zipa.optim import (
+from zipa.train.optim import (
     Eden,
     LRScheduler,
     ScaledAdam,

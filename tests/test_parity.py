@@ -9,9 +9,9 @@ import json
 
 import pytest
 import torch
-
 from conftest import PARITY, needs_parity, rel_l2
-from zipa.inference import initialize_model
+
+from zipa.inference.zipa_api import initialize_model
 
 pytestmark = needs_parity
 

@@ -6,14 +6,13 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-
 from training_utils import TINY_MODEL_FLAGS
+
+from zipa.data import module as data_module
 from zipa.data.demo_corpus import DemoCorpusConfig, build_demo_corpus
 from zipa.model.asr_model import build_model, make_pad_mask
 from zipa.model.config import ModelConfig
 from zipa.train.recipe import run_training
-
-import data_module
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,7 @@ def test_resamples_and_mixes_down_to_16k_mono(tmp_path):
     sf.write(tmp_path / "a.wav", stereo, 22050)
     write_shar([ShardRecord("a", str(tmp_path / "a.wav"), "a")], tmp_path / "shar")
     cut = read_back(tmp_path / "shar")["a"]
-    from zipa.audio import load_audio
+    from zipa.audio.load import load_audio
 
     expected = quantised(load_audio(tmp_path / "a.wav"))
     assert cut.sampling_rate == 16000 and cut.duration == pytest.approx(1.0)

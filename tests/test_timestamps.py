@@ -5,16 +5,16 @@ import itertools
 
 import pytest
 import torch
-
 from conftest import PARITY
 from tiny_models import speechlike, tiny_model_path
-from zipa.checkpoint import load_model
+
+from zipa.audio.features import compute_fbank
 from zipa.decoding import ctc_greedy_search, transducer_greedy_search
 from zipa.decoding.alignment import ctc_forced_align, ctc_greedy_spans, transducer_forced_align
-from zipa.features import compute_fbank
-from zipa.timestamps import FRAME_OFFSET, Interval, TimedToken, build_alignment, frame_shift, frame_time
-from zipa.tokenizer import Tokenizer
-from zipa.writers import fill_tier, format_textgrid
+from zipa.inference.timestamps import FRAME_OFFSET, Interval, TimedToken, build_alignment, frame_shift, frame_time
+from zipa.inference.writers import fill_tier, format_textgrid
+from zipa.model.io import load_model
+from zipa.text.tokenizer import Tokenizer
 
 
 def _log_probs(best_path, vocab=6, confident=0.9):
@@ -69,7 +69,7 @@ def test_frame_times():
 
 
 def test_encoder_frame_j_is_centred_on_fbank_frame_2j_plus_4(tmp_path_factory):
-    """The convention in zipa.timestamps: the conv front end's output j is centred on fbank
+    """The convention in zipa.inference.timestamps: the conv front end's output j is centred on fbank
     frame 2j + 4, i.e. (2j + 4.5) * 10 ms = FRAME_OFFSET + (j + 0.5) * 20 ms."""
     model, _ = load_model(tiny_model_path(tmp_path_factory, "ctc"))
     x = torch.randn(1, 200, 80, generator=torch.Generator().manual_seed(0))

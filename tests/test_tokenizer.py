@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 
-from zipa.tokenizer import Tokenizer, default_bpe_model_path
+from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 OURS = REPO / "ipa_simplified"
@@ -38,8 +38,20 @@ def reference():
     return spm.SentencePieceProcessor(model_file=str(REFERENCE / "unigram_127.model"))
 
 
-def test_default_path_is_the_repository_model():
-    assert default_bpe_model_path() == OURS / "unigram_127.model"
+PACKAGED = REPO / "zipa" / "assets" / "ipa_simplified"
+
+
+def test_default_path_is_the_packaged_model():
+    assert default_bpe_model_path() == PACKAGED / "unigram_127.model"
+
+
+def test_root_tokenizer_folder_is_identical_to_the_packaged_one():
+    """The icefall layout's ipa_simplified/ and the package's copy are the same files, byte for byte."""
+    names = sorted(p.name for p in OURS.iterdir())
+    assert names == sorted(p.name for p in PACKAGED.iterdir() if p.name != "__pycache__")
+    assert names == ["phone_set.txt", "tokens.jsonl", "tokens.txt", "unigram_127.model", "unigram_127.vocab"]
+    for name in names:
+        assert (OURS / name).read_bytes() == (PACKAGED / name).read_bytes(), name
 
 
 def test_special_ids(ours):

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from training_utils import make_tiny_corpus, training_flags
+
+from zipa.data import module as data_module
 from zipa.train.checkpoints import (
     AveragedModel,
     average_state_dicts,
@@ -13,8 +14,6 @@ from zipa.train.checkpoints import (
     load_training_checkpoint,
 )
 from zipa.train.recipe import run_training
-
-import data_module
 
 
 def _train(flags, output_downsampling_factor=1, **defaults):

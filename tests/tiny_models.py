@@ -14,10 +14,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from zipa.checkpoint import save_model
-from zipa.features import compute_fbank
+from zipa.audio.features import compute_fbank
 from zipa.model.asr_model import build_model
 from zipa.model.config import ModelConfig
+from zipa.model.io import save_model
 
 TINY = dict(
     num_encoder_layers=(1, 1, 1, 1, 1, 1),

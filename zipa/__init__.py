@@ -1,3 +1,51 @@
-"""ZIPA: multilingual IPA phone recognition with Zipformer (an icefall-style re-implementation)."""
+"""ZIPA: multilingual IPA phone recognition with Zipformer (an icefall-style re-implementation).
+
+    import zipa
+    model = zipa.load_model("zipa-cr-small-500k")       # a released model's name, or a .pth path
+    model.transcribe(["speech.wav"])                     # [['wɜːld', 'hɛloʊ']]
+
+Everything here is imported on first use, so ``import zipa`` and ``zipa --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, List, Optional, Union
+
+if TYPE_CHECKING:
+    import os
+
+    import torch
+
+    from zipa.inference.zipa_api import ZipaModel
 
 __version__ = "0.1.0"
+__all__ = ["__version__", "available_models", "load_model"]
+
+
+def load_model(
+    name_or_path: Union[str, "os.PathLike"],
+    device: Optional[Union[str, "torch.device"]] = None,
+    *,
+    bpe_model: Optional[Union[str, "os.PathLike"]] = None,
+    **overrides: Any,
+) -> "ZipaModel":
+    """Load a ZIPA model: a name from :func:`available_models` (fetched from the Hugging Face
+    Hub, or found in its cache offline), a Hub repo id, a checkpoint file (released bare
+    ``.pth``, averaged model or icefall training checkpoint) or a folder holding one.
+
+    The architecture is read from the weights; ``overrides`` set what weights cannot show
+    (e.g. ``chunk_size=(16,), left_context_frames=(64,)`` for a causal model). ``device``
+    defaults to cuda when available, else cpu; ``bpe_model`` to the packaged tokenizer.
+    Returns the object ``zipa_ctc_inference.initialize_model`` returns: ``transcribe``,
+    ``transcribe_files``, ``alignment`` (timestamps) and the original's ``inference``.
+    """
+    from zipa.inference.zipa_api import initialize_model
+
+    return initialize_model(name_or_path, bpe_model, device, **overrides)
+
+
+def available_models() -> List[str]:
+    """Names of the released ZIPA models that :func:`load_model` accepts (``zipa models``)."""
+    from zipa.inference.pretrained import MODELS
+
+    return [model.name for model in MODELS]

@@ -5,8 +5,8 @@
     zipa export-onnx --model M --out DIR [--int8] [--fp16]
     zipa models
 
-Argument parsing and wiring only: decoding lives in `zipa.transcribe`, models in
-`zipa.pretrained`, times in `zipa.timestamps`, formats in `zipa.writers`.
+Argument parsing and wiring only: decoding lives in `zipa.inference.transcriber`, models in
+`zipa.inference.pretrained`, times in `zipa.inference.timestamps`, formats in `zipa.inference.writers`.
 
 Exit status: 0 when every file was transcribed, 1 when some failed (each is reported on stderr
 and skipped), 2 for a usage or setup error (bad option, model not found).
@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from zipa.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_window
+from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_window
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-DECODING_METHODS = ("greedy", "beam")  # as zipa.transcribe.DECODING_METHODS (not imported: keeps --help fast)
+DECODING_METHODS = ("greedy", "beam")  # as zipa.inference.transcriber.DECODING_METHODS (not imported: keeps --help fast)
 
 
 class UsageError(Exception):
@@ -80,15 +80,15 @@ def _normalizer(remove_diacritics: bool) -> Optional[Callable[[str], str]]:
     if not remove_diacritics:
         return None
     try:
-        from zipa.ipa import normalize_ipa
+        from zipa.text.ipa import normalize_ipa
     except ImportError as e:
-        raise UsageError(f"--remove-diacritics needs zipa.ipa.normalize_ipa, which cannot be imported ({e})") from None
+        raise UsageError(f"--remove-diacritics needs zipa.text.ipa.normalize_ipa, which cannot be imported ({e})") from None
     return lambda text: normalize_ipa(text, remove_diacritics=True)
 
 
 def _without_boundaries(alignment):
     """--no-word-boundaries: the transcript is every phone joined with nothing between."""
-    from zipa.timestamps import Alignment
+    from zipa.inference.timestamps import Alignment
 
     return Alignment("".join(p.label for p in alignment.phones), alignment.phones, [])
 
@@ -99,9 +99,9 @@ def _without_boundaries(alignment):
 
 
 def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
-    from zipa.pretrained import resolve_model
-    from zipa.transcribe import Transcriber
-    from zipa.writers import STREAM_WRITERS, TIMED_FORMATS, Record, textgrid_for, write_text
+    from zipa.inference.pretrained import resolve_model
+    from zipa.inference.transcriber import Transcriber
+    from zipa.inference.writers import STREAM_WRITERS, TIMED_FORMATS, Record, textgrid_for, write_text
 
     timestamps = timestamps or args.format in TIMED_FORMATS
     try:
@@ -185,9 +185,9 @@ def _onnx_providers(device: Optional[str]) -> Optional[List[str]]:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from zipa.checkpoint import load_model
-    from zipa.onnx_export import export_model
-    from zipa.pretrained import resolve_model
+    from zipa.inference.pretrained import resolve_model
+    from zipa.model.io import load_model
+    from zipa.onnx.export import export_model
 
     try:
         model, _ = load_model(resolve_model(args.model, cache_dir=args.cache_dir))
@@ -200,7 +200,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from zipa.pretrained import format_table
+    from zipa.inference.pretrained import format_table
 
     sys.stdout.write(format_table(args.cache_dir))
     print(
@@ -223,7 +223,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_decoding_args(p: argparse.ArgumentParser, default_format: str) -> None:
-    from zipa.writers import FORMATS
+    from zipa.inference.writers import FORMATS
 
     p.add_argument("inputs", nargs="+", metavar="AUDIO_OR_DIR",
                    help="audio files, or folders searched recursively for wav/flac/ogg/mp3")
@@ -244,7 +244,7 @@ def _add_decoding_args(p: argparse.ArgumentParser, default_format: str) -> None:
                         "modified beam search; times then come from the best alignment of the beam's result")
     p.add_argument("--beam-size", type=_positive_int, default=4, help="beam width for --decoding beam (default 4)")
     p.add_argument("--remove-diacritics", action="store_true",
-                   help="strip diacritics from the output (zipa.ipa.normalize_ipa)")
+                   help="strip diacritics from the output (zipa.text.ipa.normalize_ipa)")
     p.add_argument("--no-word-boundaries", action="store_true",
                    help="transcript = all phones joined with no spaces; no word tier/list")
     p.add_argument("--window", type=float, default=DEFAULT_WINDOW,

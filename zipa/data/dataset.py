@@ -13,7 +13,7 @@ plus the labels already tokenised::
     batch["supervisions"]["cut"]          S lhotse cuts
 
 Cuts come sorted by decreasing duration. Features are computed in the DataLoader workers with
-the same lhotse ``Fbank()`` as inference (:func:`zipa.features.get_fbank`), or read from the
+the same lhotse ``Fbank()`` as inference (:func:`zipa.audio.features.get_fbank`), or read from the
 shards' ``features`` field when ``on_the_fly_feats=False``. A cut whose audio (or features)
 cannot be read -- a corrupt flac in a shard, say -- is left out of its batch with a warning and
 counted in :attr:`IpaAsrDataset.num_unreadable` (per worker process); a batch whose every cut
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from zipa.data.augment import batch_seed, seeded_rngs
-from zipa.data.text import LabelEncoder
+from zipa.data.labels import LabelEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +112,13 @@ class IpaAsrDataset(torch.utils.data.Dataset):
         from lhotse.dataset import OnTheFlyFeatures, PrecomputedFeatures
 
         if self.on_the_fly_feats:
-            from zipa.features import get_fbank
+            from zipa.audio.features import get_fbank
 
             return OnTheFlyFeatures(get_fbank())
         return PrecomputedFeatures()
 
     def _fbank(self, cuts) -> Tuple[List[torch.Tensor], List[Any]]:
-        from zipa.features import get_fbank
+        from zipa.audio.features import get_fbank
 
         audios, ok = [], []
         for cut in cuts:

@@ -5,7 +5,7 @@ clone without downloading anything. What it holds:
 
 * eight training languages from eight different families or branches (:data:`TRAIN_LANGUAGES`)
   and one held-out language never trained on (:data:`HELDOUT_LANGUAGES`, Indonesian), each with
-  a fixed list of everyday sentences kept in the repository (``local/demo_texts/<code>.txt``);
+  a fixed list of everyday sentences kept in the repository (``zipa/assets/demo_texts/<code>.txt``);
 * per language, the sentences are shuffled (seeded) and split into dev / test / train, so that
   no sentence is shared across splits; the held-out language goes whole into ``heldout``;
 * each train sentence is spoken ``train_renderings`` times, each time with a different espeak-ng
@@ -14,8 +14,8 @@ clone without downloading anything. What it holds:
   than ``max_token_rate`` tokens per second is re-spoken more slowly (Russian at the fast end
   of the rate range otherwise reaches 26 tokens/s, more than a 25 Hz encoder output holds);
 * labels are espeak-ng's own phonemisation of the same text (so audio and label agree by
-  construction), cleaned (:func:`zipa.g2p.clean_espeak`) and normalised to ZIPA's inventory
-  (:func:`zipa.ipa.normalize_ipa`), words separated by spaces;
+  construction), cleaned (:func:`zipa.text.g2p.clean_espeak`) and normalised to ZIPA's inventory
+  (:func:`zipa.text.ipa.normalize_ipa`), words separated by spaces;
 * audio is resampled from espeak's 22050 Hz to 16 kHz by the shar writer
   (:func:`zipa.data.shar.write_shar`), which also makes every split folder atomic and resumable.
 
@@ -57,10 +57,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from zipa import espeak
-from zipa.fileio import InputError, write_text_atomic
-from zipa.g2p import clean_espeak
-from zipa.ipa import normalize_ipa_report, num_tokens
+from zipa.assets import DEMO_TEXTS_DIR
+from zipa.text import espeak
+from zipa.text.g2p import clean_espeak
+from zipa.text.ipa import normalize_ipa_report, num_tokens
+from zipa.utils.atomic import write_text_atomic
+from zipa.utils.tsv import InputError
 
 __all__ = [
     "DemoLanguage",
@@ -107,14 +109,14 @@ VOICE_VARIANTS: tuple[str, ...] = (
 
 
 def default_texts_dir() -> Path:
-    """``local/demo_texts`` of the repository."""
-    return Path(__file__).resolve().parents[2] / "local" / "demo_texts"
+    """The packaged sentence lists, ``zipa/assets/demo_texts``."""
+    return DEMO_TEXTS_DIR
 
 
 @dataclass
 class DemoCorpusConfig:
     seed: int = 42
-    texts_dir: Optional[str] = None  # default: local/demo_texts
+    texts_dir: Optional[str] = None  # default: zipa/assets/demo_texts
     languages: tuple[str, ...] = tuple(lang.code for lang in TRAIN_LANGUAGES)
     heldout: tuple[str, ...] = tuple(lang.code for lang in HELDOUT_LANGUAGES)
     num_dev: int = 10  # sentences per training language
@@ -464,8 +466,8 @@ def readme_text(cfg: DemoCorpusConfig, summary: DemoCorpusSummary) -> str:
         "Folders: train/ dev/ test/ (training languages) and heldout/ (never trained on), each "
         "lhotse shar: cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar (16 kHz mono flac).",
         "Labels: espeak-ng's IPA of the same text, normalised to ZIPA's inventory "
-        "(zipa/ipa.py), words separated by spaces.",
-        f"Texts: {cfg.texts_dir or 'local/demo_texts'}/<language>.txt; no sentence is in two "
+        "(zipa/text/ipa.py), words separated by spaces.",
+        f"Texts: {cfg.texts_dir or 'zipa/assets/demo_texts'}/<language>.txt; no sentence is in two "
         "splits.",
         f"Seed {cfg.seed}; train sentences spoken {cfg.train_renderings}x with distinct voice "
         f"variants of {list(cfg.variants)}; rate {cfg.rate[0]}-{cfg.rate[1]} wpm, pitch "

@@ -21,7 +21,7 @@ import logging
 from collections import Counter
 from typing import Optional, Sequence
 
-from zipa.data.text import LabelEncoder, cut_text
+from zipa.data.labels import LabelEncoder, cut_text
 
 logger = logging.getLogger(__name__)
 

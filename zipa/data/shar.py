@@ -11,7 +11,7 @@ language. ZIPA's README asks users to "place all tar and json files in the same 
 
 - Items are :class:`ShardRecord` (id, audio as a path, an array or a lhotse ``Cut``, IPA text,
   language) or lhotse ``Cut`` objects (text and language taken from their supervisions).
-  Audio is read with :func:`zipa.audio.load_audio` (or ``Cut.load_audio``), mixed to mono and
+  Audio is read with :func:`zipa.audio.load.load_audio` (or ``Cut.load_audio``), mixed to mono and
   resampled to 16 kHz.
 - Unreadable or unusable items (missing or corrupt file, empty or non-finite audio, shorter than
   one 10 ms frame, empty text, duplicate id) are skipped, counted, logged and listed in
@@ -42,7 +42,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
-from zipa.audio import SAMPLING_RATE, load_audio, resample
+from zipa.audio.load import SAMPLING_RATE, load_audio, resample
+from zipa.utils.atomic import open_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -383,7 +384,7 @@ def _write_group(
         "duration": res.duration,
         "skipped": res.skipped,
     }
-    _atomic_write_text(_marker_path(work, index), json.dumps(marker, ensure_ascii=False))
+    write_text_atomic(_marker_path(work, index), json.dumps(marker, ensure_ascii=False))
     return res
 
 
@@ -424,13 +425,13 @@ def _check_params(work: Path, params: Dict[str, Any]) -> None:
                 "pass overwrite=True (--overwrite) to start again"
             )
     else:
-        _atomic_write_text(path, json.dumps(params))
+        write_text_atomic(path, json.dumps(params))
 
 
 def _finalize(work: Path, out_dir: Path, results: List[_GroupResult], shard_size: int) -> SharSummary:
     results = sorted(results, key=lambda r: r.index)
     skipped = [s for r in results for s in r.skipped]
-    with open(work / SKIPPED_NAME, "w", encoding="utf-8") as f:
+    with open_atomic(work / SKIPPED_NAME) as f:
         f.write("id\tsource\treason\n")
         for cut_id, source, reason in skipped:
             f.write(f"{_tsv(cut_id)}\t{_tsv(source)}\t{_tsv(reason)}\n")
@@ -456,7 +457,7 @@ def _finalize(work: Path, out_dir: Path, results: List[_GroupResult], shard_size
     }
     for path in list(work.glob("shard.*.done.json")) + [work / "params.json"]:
         path.unlink(missing_ok=True)
-    _atomic_write_text(work / INDEX_NAME, json.dumps(index, indent=1) + "\n")
+    write_text_atomic(work / INDEX_NAME, json.dumps(index, indent=1) + "\n")
     if out_dir.exists():
         old = out_dir.parent / f".{out_dir.name}.old.{os.getpid()}"
         os.replace(out_dir, old)
@@ -482,12 +483,6 @@ def _summary_from_index(out_dir: Path) -> SharSummary:
 
 def _tsv(s: str) -> str:
     return " ".join(str(s).replace("\t", " ").split())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _progress_bar(enabled: bool, total: Optional[int], desc: str):
@@ -591,8 +586,8 @@ def count_cuts(in_dir: PathLike) -> int:
 class LabelTransform:
     """Record transform for :func:`write_shar`: its text -> normalised IPA.
 
-    With ``g2p_language`` the text is orthographic and goes through :func:`zipa.g2p.g2p` (which
-    normalises); otherwise it is IPA and goes through :func:`zipa.ipa.normalize_ipa` (unless
+    With ``g2p_language`` the text is orthographic and goes through :func:`zipa.text.g2p.g2p` (which
+    normalises); otherwise it is IPA and goes through :func:`zipa.text.ipa.normalize_ipa` (unless
     ``normalize=False``). ``default_language`` fills records without a language.
     """
 
@@ -613,18 +608,18 @@ class LabelTransform:
 
         text = record.text or ""
         if self.g2p_language:
-            from zipa.g2p import g2p
+            from zipa.text.g2p import g2p
 
             try:
                 text = g2p(text, self.g2p_language, remove_diacritics=self.remove_diacritics)
             except Exception as e:
                 raise SkipItem(f"g2p failed: {_one_line(e)}") from e
         elif self.normalize:
-            from zipa.ipa import normalize_ipa
+            from zipa.text.ipa import normalize_ipa
 
             text = normalize_ipa(text, remove_diacritics=self.remove_diacritics)
         elif self.remove_diacritics:
-            from zipa.ipa import remove_diacritics
+            from zipa.text.ipa import remove_diacritics
 
             text = remove_diacritics(text)
         return replace(record, text=text, language=record.language or self.default_language)

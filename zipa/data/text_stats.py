@@ -3,7 +3,7 @@ normalisation drops.
 
 Sources: a TSV ``id<TAB>path<TAB>ipa[<TAB>lang]`` (``local/make_shar.py``'s input) or a shar
 folder (only its ``cuts.*.jsonl.gz`` are read, never the audio). Each transcription goes through
-:func:`zipa.ipa.normalize_ipa_report`; the statistics count the normalised phones (one per
+:func:`zipa.text.ipa.normalize_ipa_report`; the statistics count the normalised phones (one per
 inventory character, diacritics included, word boundaries excluded) and the out-of-inventory
 symbols the normalisation had to drop.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
 
-from zipa.fileio import read_tsv
-from zipa.ipa import inventory, normalize_ipa_report, phone_counts
+from zipa.text.ipa import inventory, normalize_ipa_report, phone_counts
+from zipa.utils.tsv import read_tsv
 
 PathLike = Union[str, Path]
 UNKNOWN_LANGUAGE = "-"

@@ -1,6 +1,6 @@
 """Frame alignment of a greedy hypothesis: which encoder frames each emitted token occupies.
 
-A `TokenSpan` is counted in encoder output frames; `zipa.timestamps` turns frames into seconds.
+A `TokenSpan` is counted in encoder output frames; `zipa.inference.timestamps` turns frames into seconds.
 
 - CTC (`ctc_greedy_spans`): the best path is the frame-wise argmax (exactly as
   `ctc_greedy_search`). A *run* is a maximal stretch of consecutive frames with the same argmax;

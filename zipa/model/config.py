@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from zipa.utils.atomic import write_text_atomic
+
 IntTuple = Tuple[int, ...]
 
 
@@ -96,7 +98,7 @@ class ModelConfig:
         return cls(**{k: v for k, v in params.items() if k in known})
 
     def save_json(self, path: Union[str, Path]) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load_json(cls, path: Union[str, Path]) -> "ModelConfig":

@@ -115,7 +115,7 @@ _SWOOSH_CONSTANT = {"SwooshL": 0.08 * 4.0 + 0.035, "SwooshR": 0.08 * 1.0 + 0.313
 
 def is_exporting() -> bool:
     """True while the model is traced for ONNX (either exporter) or torch.export: a few eval
-    steps then take a path that traces well (see `zipa.onnx_export`)."""
+    steps then take a path that traces well (see `zipa.onnx.export`)."""
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 

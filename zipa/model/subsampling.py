@@ -26,7 +26,6 @@ from zipa.model.scaling import (
     swoosh_from_shifted,
 )
 
-
 # The shortest input giving one output frame: (T - 7) // 2 >= 1.
 MIN_FEATURE_FRAMES = 9
 

@@ -8,19 +8,8 @@ from pathlib import Path
 from typing import Any, Dict
 
 from zipa.model.config import ModelConfig, preset
-from zipa.transcribe import default_device
-
-
-def str2bool(value: str) -> bool:
-    """icefall's boolean flags: --use-ctc True / --use-ctc false / --causal 1."""
-    if isinstance(value, bool):
-        return value
-    lowered = value.lower()
-    if lowered in ("true", "t", "yes", "y", "1"):
-        return True
-    if lowered in ("false", "f", "no", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+from zipa.model.io import default_device
+from zipa.utils.flags import str2bool
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None:
@@ -139,7 +128,7 @@ def add_checkpoint_selection_arguments(parser: argparse.ArgumentParser) -> None:
 def load_selected_model(args: argparse.Namespace, device: str = "cpu", **config_overrides: Any):
     """(model, config) chosen by the checkpoint-selection flags."""
     if args.model_path is not None:
-        from zipa.checkpoint import load_model
+        from zipa.model.io import load_model
 
         return load_model(args.model_path, device=device, **config_overrides)
     from zipa.train.checkpoints import load_averaged_model

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from zipa.checkpoint import save_model
+from zipa.model.io import save_model
 from zipa.train.args import add_checkpoint_selection_arguments, load_selected_model
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from zipa.checkpoint import CheckpointError, read_state_dict, save_checkpoint_atomic
+from zipa.model.io import CheckpointError, read_state_dict, save_checkpoint_atomic
 
 _ITERATION = re.compile(r"checkpoint-(\d+)\.pt$")
 
@@ -210,9 +210,9 @@ def load_averaged_model(
     """(model in eval mode, config): the weights averaged as `averaged_weights` selects, loaded
     strictly; the architecture from `exp_dir/config.json` (written by training) or, without
     one, inferred from the weights, with `config_overrides` on top."""
-    from zipa.checkpoint import load_state_dict_strict
     from zipa.model.asr_model import build_model
     from zipa.model.config import ModelConfig, infer_config
+    from zipa.model.io import load_state_dict_strict
 
     weights = averaged_weights(exp_dir, avg, iteration, epoch, use_averaged_model)
     config_path = Path(exp_dir) / "config.json"

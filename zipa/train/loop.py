@@ -26,8 +26,7 @@ from torch import Tensor
 from zipa.model.asr_model import AsrModel, build_model
 from zipa.model.scaling import Whiten, set_batch_count
 from zipa.model.spec_augment import SpecAugment
-from zipa.optim import Eden, ScaledAdam, adjusted_batch_count, get_parameter_groups_with_lrs
-from zipa.tokenizer import Tokenizer, default_bpe_model_path
+from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
 from zipa.train.args import model_config_from_args
 from zipa.train.checkpoints import (
     AveragedModel,
@@ -39,6 +38,7 @@ from zipa.train.checkpoints import (
 )
 from zipa.train.distributed import DistInfo, all_reduce_sum, dump_rank_params
 from zipa.train.logs import TrainLogger
+from zipa.train.optim import Eden, ScaledAdam, adjusted_batch_count, get_parameter_groups_with_lrs
 
 
 def seed_everything(seed: int) -> None:

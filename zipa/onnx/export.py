@@ -43,6 +43,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from zipa.utils.atomic import open_atomic, write_text_atomic
+
 PathLike = Union[str, Path]
 
 FORMAT_VERSION = 1
@@ -77,7 +79,7 @@ def _too_big_for_one_file(model: nn.Module) -> bool:
 def _encode(model: nn.Module, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
     """`AsrModel.forward_encoder` without its data-dependent branches: the padding mask is
     always built (it changes nothing without padding) and the input-length check is left to
-    the caller (`zipa.onnx_runtime` checks lengths before running a graph)."""
+    the caller (`zipa.onnx.runtime` checks lengths before running a graph)."""
     x, x_lens = model.encoder_embed(feats, feat_lens)
     padding_mask = torch.arange(x.shape[1], device=x.device).unsqueeze(0) >= x_lens.unsqueeze(1)
     encoder_out, encoder_out_lens = model.encoder(x.permute(1, 0, 2), x_lens, padding_mask)
@@ -208,14 +210,16 @@ def _dynamo_export(module, args, path, input_names, output_names, dynamic_axes, 
 
 
 def _save(model_proto, path: Path) -> None:
-    """Save an ONNX model as one file; beyond protobuf's 2 GiB, with a `<name>.data` beside it."""
+    """Save an ONNX model as one file (atomically); beyond protobuf's 2 GiB, with a
+    `<name>.data` beside it."""
     import onnx
 
     if model_proto.ByteSize() > _PROTOBUF_LIMIT:
         onnx.save(model_proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=path.name + ".data")
     else:
-        onnx.save(model_proto, str(path))
+        with open_atomic(path, "wb") as f:
+            f.write(model_proto.SerializeToString())
 
 
 def fold_constants(path: PathLike, external_data: bool = False) -> None:
@@ -440,7 +444,7 @@ def write_tokens(tokenizer, path: PathLike) -> Path:
     """tokens.txt: "<piece> <id>" per line, ids 0..V-1."""
     path = Path(path)
     lines = [f"{tokenizer.id_to_piece(i)} {i}" for i in range(tokenizer.vocab_size)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -456,8 +460,8 @@ def export_model(
     """Export `model` (CTC, else transducer) into `out_dir` with its tokenizer and config.json;
     `int8`/`fp16` add quantised / half-precision copies of each graph. Returns {label: path}.
 
-    A model with both heads is exported as CTC (what `zipa.transcribe` decodes with)."""
-    from zipa.tokenizer import Tokenizer, default_bpe_model_path
+    A model with both heads is exported as CTC (what `zipa.inference.transcriber` decodes with)."""
+    from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
 
     _require_onnx()
     out_dir = Path(out_dir)
@@ -507,5 +511,5 @@ def export_model(
     if kind == "transducer":
         config.update(context_size=int(meta["context_size"]), joiner_dim=int(meta["joiner_dim"]))
     written["config"] = out_dir / "config.json"
-    written["config"].write_text(json.dumps(config, indent=1) + "\n")
+    write_text_atomic(written["config"], json.dumps(config, indent=1) + "\n")
     return written

@@ -1,5 +1,5 @@
-"""Run exported ZIPA graphs (see `zipa.onnx_export`) with onnxruntime, behind the interface that
-`zipa.transcribe.Transcriber` and `zipa.decoding` use for an `AsrModel`.
+"""Run exported ZIPA graphs (see `zipa.onnx.export`) with onnxruntime, behind the interface that
+`zipa.inference.transcriber.Transcriber` and `zipa.decoding` use for an `AsrModel`.
 
 So the ONNX backend shares every step of the one inference path (features, search, alignment,
 tokenizer, long audio) and replaces only the network:
@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from zipa.onnx_export import CTC_FILES, PRECISION_SUFFIX, TRANSDUCER_FILES
+from zipa.onnx.export import CTC_FILES, PRECISION_SUFFIX, TRANSDUCER_FILES
 
 PathLike = Union[str, Path]
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
@@ -67,7 +67,7 @@ def _metadata(session) -> Dict[str, str]:
     if meta.get("model_type") != "zipa":
         raise ValueError(
             "not a ZIPA ONNX export (its metadata has no model_type=zipa); export with "
-            "`zipa export-onnx` or zipa.onnx_export"
+            "`zipa export-onnx` or zipa.onnx.export"
         )
     return meta
 
@@ -240,7 +240,7 @@ def load_onnx_model(
     providers: Optional[Sequence[str]] = None,
     precision: str = "fp32",
 ) -> Union[OnnxCtcModel, OnnxTransducerModel]:
-    """Open an export: a folder written by `zipa.onnx_export.export_model` (its `precision`
+    """Open an export: a folder written by `zipa.onnx.export.export_model` (its `precision`
     graphs: fp32, int8 or fp16), or a single CTC `.onnx` file."""
     path = Path(path_or_dir)
     if path.is_file():

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from zipa.timestamps import Alignment, Interval
+from zipa.inference.timestamps import Alignment, Interval
+from zipa.utils.atomic import write_text_atomic
 
 FORMATS = ("txt", "tsv", "jsonl", "ctm", "textgrid")
 TIMED_FORMATS = ("ctm", "textgrid")  # formats that need timestamps
@@ -196,6 +197,4 @@ def write_text(text: str, output: Optional[Path]) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    from zipa.checkpoint import _write_atomic
-
-    _write_atomic(Path(output), lambda f: f.write(text.encode("utf-8")))
+    write_text_atomic(output, text)

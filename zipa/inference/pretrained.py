@@ -204,7 +204,8 @@ def resolve_model(spec: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
     known = find_model(repo_id)
     if known is not None:
         return _from_hub(known.repo_id, filename or known.filename, cache_dir)
-    if repo_id.count("/") == 1 and all(repo_id.split("/")) and not text.startswith((".", "/", "~")):
+    looks_like_a_path = text.startswith((".", "/", "~")) or text.endswith(CHECKPOINT_SUFFIXES)
+    if repo_id.count("/") == 1 and all(repo_id.split("/")) and not looks_like_a_path:
         return _from_hub(repo_id, filename or None, cache_dir)
     raise ModelNotFoundError(
         f"model {text!r}: not a file, a folder, a known model name or a Hub repo id (org/name); "

@@ -52,6 +52,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
+from zipa.assets import PHONE_SET
+
 __all__ = [
     "inventory",
     "phone_set_path",
@@ -129,17 +131,8 @@ DIACRITICS = frozenset("\u02b0\u02b2\u02b7\u02bc\u02d0\u02de\u02e0\u02e4")
 
 
 def phone_set_path() -> Path:
-    """``ipa_simplified/phone_set.txt``, the inventory the tokenizer is generated from (found
-    where the tokenizer model is looked for: the repository, or ``<prefix>/share/zipa``)."""
-    from zipa.tokenizer import _model_candidates
-
-    candidates = [p.with_name("phone_set.txt") for p in _model_candidates()]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        "ZIPA phone inventory not found; looked in: " + ", ".join(str(p) for p in candidates)
-    )
+    """``ipa_simplified/phone_set.txt``, the inventory the tokenizer is generated from."""
+    return PHONE_SET
 
 
 @lru_cache(maxsize=1)

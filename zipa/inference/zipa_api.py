@@ -10,8 +10,8 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-from zipa.transcribe import PathLike, Transcriber
-from zipa.tokenizer import default_bpe_model_path
+from zipa.inference.transcriber import PathLike, Transcriber
+from zipa.text.tokenizer import default_bpe_model_path
 
 
 class ZipaModel(Transcriber):

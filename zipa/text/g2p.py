@@ -13,7 +13,7 @@ Two back ends:
   external downloads (flite, CEDICT) and are not supported offline.
 
 espeak-ng's IPA carries a few conventions of its own that :func:`clean_espeak` turns into
-standard IPA before :func:`zipa.ipa.normalize_ipa` maps it to the inventory:
+standard IPA before :func:`zipa.text.ipa.normalize_ipa` maps it to the inventory:
 
 * language-switch flags such as ``(en)`` ... ``(cmn)`` (words read with another voice) are
   removed, the phones kept; the ``"``, ``^`` and ``-`` that some phoneme names carry are removed;
@@ -21,7 +21,7 @@ standard IPA before :func:`zipa.ipa.normalize_ipa` maps it to the inventory:
   first digit of its contour after the vowel, with ``3`` spelt ``ɜ`` (espeak's ASCII-to-IPA
   table); that ``ɜ`` is removed like the other tone digits;
 * Mandarin: ``ts.h ts. s.`` → ``ʈʂʰ ʈʂ ʂ`` (``.`` marks retroflexion, not a syllable), the
-  apical vowels ``i.`` → ``ɻ̩`` and ``i̪`` → ``ɹ̩`` (as ``ʅ ɿ`` in :mod:`zipa.ipa`), and
+  apical vowels ``i.`` → ``ɻ̩`` and ``i̪`` → ``ɹ̩`` (as ``ʅ ɿ`` in :mod:`zipa.text.ipa`), and
   aspiration written ``h`` after a stop or affricate → ``ʰ``.
 
 Cantonese output is Jyutping-like rather than IPA (``eo``, ``oe``, ``yu``, ``aa``); use it
@@ -34,8 +34,8 @@ import re
 from collections import Counter
 from functools import lru_cache
 
-from zipa import espeak
-from zipa.ipa import normalize_ipa_report
+from zipa.text import espeak
+from zipa.text.ipa import normalize_ipa_report
 
 __all__ = [
     "g2p", "g2p_report", "check_language", "clean_espeak", "resolve_voice", "ISO3_TO_ESPEAK"

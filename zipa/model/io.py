@@ -13,18 +13,23 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from zipa.model.config import ModelConfig, infer_config
+from zipa.utils.atomic import open_atomic
 
 PathLike = Union[str, os.PathLike]
 
 _MAX_LISTED = 5  # keys listed per kind of mismatch in error messages
+
+
+def default_device() -> torch.device:
+    """Where models go when no device is named: cuda when available, else cpu."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class CheckpointError(ValueError):
@@ -175,39 +180,10 @@ def load_model(
     return model.to(device).eval(), config
 
 
-def _write_atomic(path: PathLike, write: Callable[[Any], None]) -> None:
-    """Write via `write(file)` to a temp file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
 def save_checkpoint_atomic(obj: Any, path: PathLike) -> None:
     """`torch.save(obj, path)` that never leaves a half-written file at `path`."""
-    _write_atomic(path, lambda f: torch.save(obj, f))
+    with open_atomic(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_model(model: nn.Module, config: ModelConfig, path: PathLike) -> None:
@@ -215,5 +191,4 @@ def save_model(model: nn.Module, config: ModelConfig, path: PathLike) -> None:
     path = Path(path)
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_checkpoint_atomic(state_dict, path)
-    text = json.dumps(config.to_dict(), indent=1) + "\n"
-    _write_atomic(path.with_name("config.json"), lambda f: f.write(text.encode()))
+    config.save_json(path.with_name("config.json"))

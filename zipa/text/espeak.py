@@ -1,10 +1,10 @@
 """A small ctypes wrapper over the libespeak-ng that the ``espeakng-loader`` wheel bundles.
 
-Two services, both used by the demo corpus and by ``zipa.g2p``:
+Two services, both used by the demo corpus and by ``zipa.text.g2p``:
 
 * :func:`phonemize` — orthographic text → espeak-ng's IPA (stress marks, length, tone digits
   as espeak writes them; words separated by single spaces, clauses joined by a space). Feed the
-  result to :func:`zipa.ipa.normalize_ipa` to reach ZIPA's inventory.
+  result to :func:`zipa.text.ipa.normalize_ipa` to reach ZIPA's inventory.
 * :func:`synthesize` — text → mono float32 samples in [-1, 1] at espeak's native rate
   (22050 Hz), for a voice such as ``"de"`` or a voice plus variant such as ``"de+f3"``.
 
@@ -135,7 +135,7 @@ def _set_voice(lib: ctypes.CDLL, voice: str) -> None:
         if identifier is None or lib.espeak_SetVoiceByName((identifier + plus + variant).encode()):
             _current_voice = None
             raise EspeakError(
-                f"unknown espeak-ng voice {voice!r} (see zipa.espeak.list_voices())"
+                f"unknown espeak-ng voice {voice!r} (see zipa.text.espeak.list_voices())"
             )
     _current_voice = voice
 
@@ -205,7 +205,7 @@ def phonemize(text: str, voice: str) -> str:
     """espeak-ng's IPA for ``text`` read with ``voice`` (a language code such as ``"fr"``).
 
     Words are separated by single spaces; espeak's stress marks, length marks and tone digits
-    are kept as espeak writes them (normalise with :func:`zipa.ipa.normalize_ipa`)."""
+    are kept as espeak writes them (normalise with :func:`zipa.text.ipa.normalize_ipa`)."""
     with _lock:
         lib = _load()
         _set_voice(lib, voice.split("+")[0])

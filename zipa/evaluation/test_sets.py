@@ -2,7 +2,7 @@
 
 For each test set (lhotse shar folders through the data module) and decoding method: hypotheses
 from the shared model path, then recogs-*.txt, errs-*.txt, metrics-*.json and a PER summary
-(`zipa.evaluate.save_results`), and a PER/PFER table at the end.
+(`zipa.evaluation.metrics.save_results`), and a PER/PFER table at the end.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import torch
 from tqdm import tqdm
 
 from zipa.decoding import ctc_greedy_search, ctc_prefix_beam_search, modified_beam_search, transducer_greedy_search
-from zipa.evaluate import EvaluationResult, save_results, summarise_table
-from zipa.tokenizer import Tokenizer, default_bpe_model_path
+from zipa.evaluation.icefall_files import save_results
+from zipa.evaluation.metrics import EvaluationResult, summarise_table
+from zipa.model.io import default_device
+from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
 from zipa.train.args import add_checkpoint_selection_arguments, load_selected_model
-from zipa.transcribe import default_device
+from zipa.utils.atomic import write_text_atomic
 
 # Decoding methods: name -> (needs the CTC head, search(model, encoder_out, lens, beam) -> ids).
 CTC_METHODS: Dict[str, Callable] = {
@@ -96,7 +98,7 @@ def run_decoding(args: argparse.Namespace, data_module_class, known_methods: Seq
         results = decode_dataset(data.test_dataloaders(cuts), model, tokenizer, methods, args.beam_size, device)
         metrics[name] = save_results(res_dir, name, suffix, results)
     table = summarise_table({f"{name} {m}": v for name, by in metrics.items() for m, v in by.items()})
-    (res_dir / f"summary-{suffix}.txt").write_text(table + "\n")
+    write_text_atomic(res_dir / f"summary-{suffix}.txt", table + "\n")
     print(table)
     print(f"results in {res_dir}")
     return metrics

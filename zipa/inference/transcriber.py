@@ -1,12 +1,12 @@
 """The one path from audio to IPA phones that every front end shares.
 
-audio (files or arrays) -> `zipa.audio` (16 kHz mono) -> `zipa.features` (fbank, zero-padded
+audio (files or arrays) -> `zipa.audio.load` (16 kHz mono) -> `zipa.audio.features` (fbank, zero-padded
 batch) -> `AsrModel.forward_encoder` -> CTC or transducer head -> greedy search -> tokenizer.
 
-Files (`Transcriber.transcribe_files`) go through `zipa.long_audio`: each file becomes one
+Files (`Transcriber.transcribe_files`) go through `zipa.inference.long_audio`: each file becomes one
 segment, or overlapping windows when it is longer than the window; segments are sorted by
 length and decoded in batches, and each file's tokens are stitched with global timestamps
-(`zipa.timestamps`).
+(`zipa.inference.timestamps`).
 
 Batching: a batch is zero-padded to its longest item, and padding reaches a shorter item's last
 frames through the feature extractor and the conv front end, so a file decoded in a batch may
@@ -26,8 +26,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 import torch
 from torch import Tensor
 
-from zipa.audio import AudioItem, load_batch
-from zipa.checkpoint import load_model
+from zipa.audio.features import MIN_SAMPLES, compute_fbank
+from zipa.audio.load import AudioItem, load_batch
 from zipa.decoding import ctc_greedy_search, ctc_prefix_beam_search, modified_beam_search, transducer_greedy_search
 from zipa.decoding.alignment import (
     TokenSpan,
@@ -36,8 +36,7 @@ from zipa.decoding.alignment import (
     transducer_forced_align,
     transducer_spans,
 )
-from zipa.features import MIN_SAMPLES, compute_fbank
-from zipa.long_audio import (
+from zipa.inference.long_audio import (
     DEFAULT_OVERLAP,
     DEFAULT_WINDOW,
     Segment,
@@ -47,16 +46,14 @@ from zipa.long_audio import (
     plan_segments,
     read_segment,
 )
+from zipa.inference.pretrained import resolve_model
+from zipa.inference.timestamps import WORD_BOUNDARY, Alignment, TimedToken, build_alignment, frame_shift, frame_time
+from zipa.model.io import default_device, load_model
 from zipa.model.subsampling import MIN_FEATURE_FRAMES
-from zipa.timestamps import WORD_BOUNDARY, Alignment, TimedToken, build_alignment, frame_shift, frame_time
-from zipa.tokenizer import Tokenizer, default_bpe_model_path
+from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
 
 PathLike = Union[str, Path]
 DECODING_METHODS = ("greedy", "beam")
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Transcriber:
@@ -78,9 +75,10 @@ class Transcriber:
         device: Optional[Union[str, torch.device]] = None,
         **config_overrides,
     ) -> "Transcriber":
-        """Load a released `.pth` (or an icefall checkpoint); the architecture is read from the
+        """Load a released `.pth` (or an icefall checkpoint, or a model name that
+        `zipa.inference.pretrained.resolve_model` knows); the architecture is read from the
         weights, settings they cannot show from `config_overrides` or a config.json beside it."""
-        model, _ = load_model(model_path, **config_overrides)
+        model, _ = load_model(resolve_model(model_path), **config_overrides)
         tokenizer = Tokenizer.from_file(bpe_model if bpe_model is not None else default_bpe_model_path())
         return cls(model, tokenizer, device)
 
@@ -95,9 +93,9 @@ class Transcriber:
     ) -> "Transcriber":
         """The ONNX backend: an export folder from `zipa export-onnx` (its fp32, int8 or fp16
         graphs) or a CTC `.onnx` file, run by onnxruntime behind the same features, search and
-        tokenizer (see `zipa.onnx_runtime`). The tokenizer defaults to the export's bpe.model,
+        tokenizer (see `zipa.onnx.runtime`). The tokenizer defaults to the export's bpe.model,
         else the packaged one."""
-        from zipa.onnx_runtime import bpe_model_for, load_onnx_model
+        from zipa.onnx.runtime import bpe_model_for, load_onnx_model
 
         model = load_onnx_model(path, num_threads=num_threads, providers=providers, precision=precision)
         if bpe_model is None:
@@ -196,7 +194,7 @@ class Transcriber:
         duration: Optional[float] = None,
         normalize: Optional[Callable[[str], str]] = None,
     ) -> Alignment:
-        """Transcript, phones and words of timed tokens (see `zipa.timestamps.build_alignment`)."""
+        """Transcript, phones and words of timed tokens (see `zipa.inference.timestamps.build_alignment`)."""
         return build_alignment(tokens, self.token_label, duration, normalize)
 
     def transcribe_files(
@@ -213,7 +211,7 @@ class Transcriber:
 
         A file that cannot be read or decoded gets its `error` set and no tokens; the others go
         on. Files longer than `window` seconds are cut into windows overlapping by `overlap`
-        seconds (`zipa.long_audio`), read piece by piece, so memory does not grow with file
+        seconds (`zipa.inference.long_audio`), read piece by piece, so memory does not grow with file
         length. `progress`: a tqdm bar on stderr (None: only when stderr is a terminal).
         `decoding`, `beam`: as in `token_spans`.
         """

@@ -2,7 +2,7 @@
 
 The filters (which must know how many tokens a cut will have) and the dataset (which makes the
 ``token_ids`` of a batch) share one :class:`LabelEncoder`, so both see the same normalisation:
-:func:`zipa.ipa.normalize_ipa` (inventory mapping; with ``remove_diacritics`` ZIPA's
+:func:`zipa.text.ipa.normalize_ipa` (inventory mapping; with ``remove_diacritics`` ZIPA's
 ``--remove-diacritics``) and then the tokenizer's ``encode``.
 """
 
@@ -29,7 +29,7 @@ class LabelEncoder:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from zipa.tokenizer import Tokenizer
+            from zipa.text.tokenizer import Tokenizer
 
             self._tokenizer = (
                 Tokenizer.from_file(self.bpe_model) if self.bpe_model else Tokenizer.default()
@@ -39,11 +39,11 @@ class LabelEncoder:
     def normalize(self, text: Optional[str]) -> str:
         text = text or ""
         if self.normalize_text:
-            from zipa.ipa import normalize_ipa
+            from zipa.text.ipa import normalize_ipa
 
             return normalize_ipa(text, remove_diacritics=self.remove_diacritics)
         if self.remove_diacritics:
-            from zipa.ipa import remove_diacritics
+            from zipa.text.ipa import remove_diacritics
 
             return remove_diacritics(text)
         return " ".join(text.split())

@@ -34,7 +34,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from zipa.audio import load_audio
+from zipa.audio.load import load_audio
 
 DEFAULT_WINDOW = 30.0
 DEFAULT_OVERLAP = 2.0

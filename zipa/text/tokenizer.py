@@ -6,36 +6,19 @@ then one id per IPA character. ``local/make_tokenizer.py`` regenerates the model
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import sentencepiece as spm
 
+from zipa.assets import TOKENIZER_MODEL
+
 PathLike = Union[str, Path]
-
-MODEL_NAME = "unigram_127.model"
-
-
-def _model_candidates() -> list[Path]:
-    """Where the packaged model may be: the repository (source tree or editable install), or
-    ``<prefix>/share/zipa`` where a regular wheel install puts it (see pyproject's data-files)."""
-    repo = Path(__file__).resolve().parents[1]
-    return [
-        repo / "ipa_simplified" / MODEL_NAME,
-        Path(sys.prefix) / "share" / "zipa" / "ipa_simplified" / MODEL_NAME,
-    ]
 
 
 def default_bpe_model_path() -> Path:
-    """Path of the packaged ``ipa_simplified/unigram_127.model``."""
-    candidates = _model_candidates()
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        "ZIPA tokenizer model not found; looked in: " + ", ".join(str(p) for p in candidates)
-    )
+    """Path of the packaged tokenizer, ``zipa/assets/ipa_simplified/unigram_127.model``."""
+    return TOKENIZER_MODEL
 
 
 def _as_int_list(ids: Iterable) -> list[int]:

@@ -1,0 +1,9 @@
+"""Audio in, phones out: the one path every front end shares.
+
+- :mod:`zipa.inference.transcriber`  the Transcriber: audio -> features -> encoder -> search -> phones
+- :mod:`zipa.inference.long_audio`   fixed windows with overlap for long files, bounded memory
+- :mod:`zipa.inference.timestamps`   frames -> times, phone and word intervals
+- :mod:`zipa.inference.writers`      txt, tsv, jsonl, CTM and TextGrid output
+- :mod:`zipa.inference.pretrained`   the released ZIPA models (Hugging Face Hub cache)
+- :mod:`zipa.inference.zipa_api`     the original ZIPA API (``initialize_model``, ``inference``)
+"""

@@ -1,0 +1,2 @@
+"""ONNX: exporting a model (:mod:`zipa.onnx.export`) and running the exported graphs with
+onnxruntime behind the same interface as the torch model (:mod:`zipa.onnx.runtime`)."""
