@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from data_module import AsrDataModule  # noqa: E402
 from zipa.model.scaling import set_batch_count  # noqa: E402
+from zipa.train.args import PRESET_CHOICES  # noqa: E402
 from zipa.train.distributed import DistInfo  # noqa: E402
 from zipa.train.loop import Trainer  # noqa: E402
 from zipa.train.recipe import training_parser  # noqa: E402
@@ -142,7 +143,7 @@ def measure(args, preset: str, max_duration: float) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["small", "large"], choices=["small", "large", "tiny"])
+    parser.add_argument("--presets", nargs="+", default=["small", "large"], choices=PRESET_CHOICES)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="crctc")
     parser.add_argument("--max-duration", type=float, nargs="+", default=[120.0],
                         help="seconds of audio per batch (one or more values to compare)")

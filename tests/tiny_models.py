@@ -1,9 +1,10 @@
 """Tiny random-weight models and synthetic audio for the CLI, pretrained and long-audio tests.
 
-The models are built here (no reference data needed). Their output layers are calibrated on
-synthetic speech-like audio so that greedy hypotheses are varied, depend on the input, contain
-blank stretches and word boundaries, and never emit <sos/eos> or <unk>: random outputs then
-exercise the timing and stitching code like a real model would.
+The models (the `tiny` and `tiny-transducer` presets of `zipa.model.config`) are built here (no
+reference data needed). Their output layers are calibrated on synthetic speech-like audio so
+that greedy hypotheses are varied, depend on the input, contain blank stretches and word
+boundaries, and never emit <sos/eos> or <unk>: random outputs then exercise the timing and
+stitching code like a real model would.
 """
 
 from __future__ import annotations
@@ -16,22 +17,9 @@ import torch
 
 from zipa.audio.features import compute_fbank
 from zipa.model.asr_model import build_model
-from zipa.model.config import ModelConfig
+from zipa.model.config import preset
 from zipa.model.io import save_model
 
-TINY = dict(
-    num_encoder_layers=(1, 1, 1, 1, 1, 1),
-    feedforward_dim=(64, 96, 128, 192, 128, 96),
-    num_heads=(2, 2, 2, 4, 2, 2),
-    encoder_dim=(32, 48, 64, 96, 64, 48),
-    query_head_dim=(8,),
-    value_head_dim=(4,),
-    pos_head_dim=(4,),
-    pos_dim=16,
-    encoder_unmasked_dim=(24, 24, 32, 48, 32, 24),
-    decoder_dim=64,
-    joiner_dim=64,
-)
 SPECIAL_IDS = (1, 2)  # <sos/eos>, <unk>
 
 
@@ -76,8 +64,7 @@ def _calibrate(linear: torch.nn.Linear, features: torch.Tensor, blank_bias: floa
 def make_tiny_model(path: Path, kind: str = "ctc", seed: int = 0) -> Path:
     """Build, calibrate and save a tiny CTC or transducer model; returns the .pth path."""
     torch.manual_seed(seed)
-    extra = {} if kind == "ctc" else dict(use_ctc=False, use_transducer=True, output_downsampling_factor=2)
-    config = ModelConfig(**TINY, **extra)
+    config = preset("tiny" if kind == "ctc" else "tiny-transducer")
     model = build_model(config).eval()
     feats, lens = compute_fbank([speechlike(8, s) for s in range(3)])
     with torch.inference_mode():

@@ -6,16 +6,7 @@ import numpy as np
 
 TEXTS = ["a b c", "ba da", "kɪt", "mama papa", "ʃa ʒa", "ola", "tu ti", "ne na"]
 
-TINY_MODEL_FLAGS = [
-    "--preset", "tiny",
-    "--num-encoder-layers", "1,1,1,1,1,1",
-    "--encoder-dim", "32,32,32,32,32,32",
-    "--feedforward-dim", "64,64,64,64,64,64",
-    "--encoder-unmasked-dim", "32,32,32,32,32,32",
-    "--num-heads", "2,2,2,2,2,2",
-    "--query-head-dim", "8", "--value-head-dim", "4", "--pos-dim", "16",
-    "--decoder-dim", "32", "--joiner-dim", "32",
-]
+TINY_MODEL_FLAGS = ["--preset", "tiny"]  # zipa.model.config's tiny preset, as in tiny_models.py
 
 
 def make_tiny_corpus(root: Path, num_train: int = 16, num_dev: int = 4, seed: int = 0) -> dict:

@@ -7,6 +7,7 @@
 - :mod:`zipa.data.sampling`    resumable samplers (exact ``state_dict`` of the batches consumed)
 - :mod:`zipa.data.augment`     SpecAugment built from ZIPA's settings
 - :mod:`zipa.data.module`      the data module: command-line flags -> cut sets and DataLoaders
+- :mod:`zipa.data.protocols`   what training and test-set decoding use of a data module (``DataModule``)
 - :mod:`zipa.data.demo_corpus` the embedded multilingual espeak-ng demo corpus
 - :mod:`zipa.data.text_stats`  inventory and coverage statistics of labelled text
 

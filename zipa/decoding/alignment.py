@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from zipa.decoding.ctc import BLANK_ID
+from zipa.model.protocols import TransducerHead
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,9 @@ def ctc_forced_align(log_probs: Tensor, tokens: List[int], blank_id: int = BLANK
 
 
 @torch.no_grad()
-def transducer_forced_align(model, encoder_out: Tensor, tokens: List[int], frames_chunk: int = 64) -> List[TokenSpan]:
+def transducer_forced_align(
+    model: TransducerHead, encoder_out: Tensor, tokens: List[int], frames_chunk: int = 64
+) -> List[TokenSpan]:
     """The best way to emit `tokens`, at most one per frame, as `modified_beam_search` and
     `transducer_greedy_search` do (Viterbi over frames x tokens emitted so far).
 

@@ -8,16 +8,17 @@ import torch
 from torch import Tensor
 
 from zipa.decoding.prefix_trie import ROOT, PrefixTrie
+from zipa.model.protocols import TransducerHead
 
 
 @torch.no_grad()
 def transducer_greedy_search(
-    model, encoder_out: Tensor, encoder_out_lens: Tensor, return_frames: bool = False
+    model: TransducerHead, encoder_out: Tensor, encoder_out_lens: Tensor, return_frames: bool = False
 ) -> Union[List[List[int]], Tuple[List[List[int]], List[List[int]], List[List[float]]]]:
     """Batched greedy search emitting at most one symbol per frame (icefall's
     `greedy_search_batch`).
 
-    model: an AsrModel with `decoder` and `joiner`; encoder_out: (batch, T, C).
+    model: its `decoder` and `joiner` (`zipa.model.protocols.TransducerHead`); encoder_out: (batch, T, C).
     With `return_frames`, returns `(hyps, frames, probs)`: for each token, the encoder frame it
     was emitted at and the joiner's probability of it there.
     """
@@ -58,7 +59,7 @@ def transducer_greedy_search(
 
 @torch.no_grad()
 def modified_beam_search(
-    model, encoder_out: Tensor, encoder_out_lens: Tensor, beam: int = 4, length_norm: bool = True
+    model: TransducerHead, encoder_out: Tensor, encoder_out_lens: Tensor, beam: int = 4, length_norm: bool = True
 ) -> List[List[int]]:
     """icefall's `modified_beam_search`: beam search emitting at most one symbol per frame.
 
@@ -69,9 +70,8 @@ def modified_beam_search(
     merge comes after the top-k, and the winner maximises score / (context_size + its length)
     (`length_norm`; pass False for the plain total log-probability).
 
-    model: an AsrModel (or anything) with `decoder` (blank_id, context_size,
-    forward(y, need_pad=False)) and `joiner` (encoder_proj, decoder_proj,
-    forward(enc, dec, project_input=False)); encoder_out: (batch, T, C); encoder_out_lens: (batch,).
+    model: its `decoder` and `joiner` (`zipa.model.protocols.TransducerHead`); encoder_out:
+    (batch, T, C); encoder_out_lens: (batch,).
 
     Batched: hypotheses are (batch, beam) slots of tensors; one decoder and one joiner call per
     frame cover every live hypothesis of every unfinished utterance. Sequences are `PrefixTrie`

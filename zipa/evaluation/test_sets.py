@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Type
 
 import torch
 from tqdm import tqdm
 
+from zipa.data.protocols import DataModule
 from zipa.decoding import ctc_greedy_search, ctc_prefix_beam_search, modified_beam_search, transducer_greedy_search
 from zipa.evaluation.icefall_files import save_results
 from zipa.evaluation.metrics import EvaluationResult, summarise_table
 from zipa.model.io import default_device
+from zipa.model.protocols import EncoderModel
 from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
 from zipa.train.args import add_checkpoint_selection_arguments, load_selected_model
 from zipa.utils.atomic import write_text_atomic
@@ -43,7 +45,7 @@ def checkpoint_suffix(args: argparse.Namespace) -> str:
 
 @torch.inference_mode()
 def decode_dataset(
-    loader, model, tokenizer: Tokenizer, methods: Sequence[str], beam: int, device: torch.device
+    loader, model: EncoderModel, tokenizer: Tokenizer, methods: Sequence[str], beam: int, device: torch.device
 ) -> Dict[str, List[EvaluationResult]]:
     """Hypotheses of every utterance in `loader` for each method in `methods`."""
     searches = {**CTC_METHODS, **TRANSDUCER_METHODS}
@@ -71,8 +73,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, methods: Sequence[st
     group.add_argument("--device", default=str(default_device()))
 
 
-def run_decoding(args: argparse.Namespace, data_module_class, known_methods: Sequence[str], output_downsampling_factor: int,
-                 config_overrides: Optional[dict] = None) -> Dict[str, Dict[str, dict]]:
+def run_decoding(args: argparse.Namespace, data_module_class: Type[DataModule], known_methods: Sequence[str],
+                 output_downsampling_factor: int, config_overrides: Optional[dict] = None) -> Dict[str, Dict[str, dict]]:
     """Decode every --test-shar-dirs set with every requested method; returns the metrics."""
     methods = [m.strip() for m in args.decoding_method.split(",") if m.strip()]
     unknown = [m for m in methods if m not in known_methods]
@@ -104,7 +106,7 @@ def run_decoding(args: argparse.Namespace, data_module_class, known_methods: Seq
     return metrics
 
 
-def main(description: str, data_module_class, methods: Dict[str, Callable], default_method: str,
+def main(description: str, data_module_class: Type[DataModule], methods: Dict[str, Callable], default_method: str,
          output_downsampling_factor: int, argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, dict]]:
     """A recipe's decode script: ZIPA's model flags (accepted; what the weights cannot show is
     taken from them), checkpoint selection, decoding and data flags, then `run_decoding`."""

@@ -28,6 +28,10 @@ def make_pad_mask(lengths: Tensor, max_len: int = 0) -> Tensor:
 
 
 class AsrModel(nn.Module):
+    """The network of both recipes. For search and inference it is a
+    `zipa.model.protocols.EncoderModel`, with the `CtcHead` when `use_ctc` and the
+    `TransducerHead` when `use_transducer`."""
+
     def __init__(
         self,
         encoder_embed: nn.Module,

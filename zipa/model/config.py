@@ -1,4 +1,4 @@
-"""Model hyper-parameters: one dataclass, the released presets, and helpers.
+"""Model hyper-parameters: one dataclass, the presets (released, demo, tiny), and helpers.
 
 Field names follow the ZIPA/icefall `params` (so a `config.json` written by either is readable);
 per-stack values are tuples of six ints.
@@ -105,40 +105,67 @@ class ModelConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _small(**overrides: Any) -> ModelConfig:
-    return ModelConfig(**overrides)
-
-
-def _large(**overrides: Any) -> ModelConfig:
-    return ModelConfig(
-        num_encoder_layers=(4, 3, 4, 5, 4, 4),
-        feedforward_dim=(768, 768, 1536, 2048, 1536, 768),
-        num_heads=(6, 6, 6, 8, 6, 6),
-        encoder_dim=(512, 512, 768, 1024, 768, 512),
-        query_head_dim=(64,),
-        value_head_dim=(48,),
-        encoder_unmasked_dim=(192, 192, 256, 320, 256, 192),
-        decoder_dim=1024,
-        joiner_dim=1024,
-        **overrides,
-    )
-
-
+# Presets as the fields they change from the defaults (the released small model).
+_LARGE = dict(
+    num_encoder_layers=(4, 3, 4, 5, 4, 4),
+    feedforward_dim=(768, 768, 1536, 2048, 1536, 768),
+    num_heads=(6, 6, 6, 8, 6, 6),
+    encoder_dim=(512, 512, 768, 1024, 768, 512),
+    query_head_dim=(64,),
+    value_head_dim=(48,),
+    encoder_unmasked_dim=(192, 192, 256, 320, 256, 192),
+    decoder_dim=1024,
+    joiner_dim=1024,
+)
+# One layer per stack, 7.6M parameters (CTC): what ./run.sh trains in 15 minutes on a 2-core
+# CPU. Its measured results depend on these numbers: keep them.
+_DEMO = dict(
+    num_encoder_layers=(1, 1, 1, 1, 1, 1),
+    encoder_dim=(128, 192, 256, 256, 256, 192),
+    feedforward_dim=(256, 384, 512, 768, 512, 384),
+    num_heads=(4, 4, 4, 4, 4, 4),
+    query_head_dim=(32,),
+    value_head_dim=(12,),
+    encoder_unmasked_dim=(128, 128, 128, 128, 128, 128),
+    decoder_dim=256,
+    joiner_dim=256,
+)
+# One narrow layer per stack, 0.78M parameters (CTC): what the tests build, train and export in
+# seconds. The tests' calibrated models (tests/tiny_models.py) depend on these numbers.
+_TINY = dict(
+    num_encoder_layers=(1, 1, 1, 1, 1, 1),
+    feedforward_dim=(64, 96, 128, 192, 128, 96),
+    num_heads=(2, 2, 2, 4, 2, 2),
+    encoder_dim=(32, 48, 64, 96, 64, 48),
+    query_head_dim=(8,),
+    value_head_dim=(4,),
+    pos_head_dim=(4,),
+    pos_dim=16,
+    encoder_unmasked_dim=(24, 24, 32, 48, 32, 24),
+    decoder_dim=64,
+    joiner_dim=64,
+)
 _TRANSDUCER = dict(use_ctc=False, use_transducer=True, output_downsampling_factor=2)
 
-# The released ZIPA architectures.
-PRESETS = {
-    "small": lambda: _small(),
-    "large": lambda: _large(),
-    "small-transducer": lambda: _small(**_TRANSDUCER),
-    "large-transducer": lambda: _large(**_TRANSDUCER),
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # The released ZIPA architectures.
+    "small": {},
+    "large": _LARGE,
+    "small-transducer": _TRANSDUCER,
+    "large-transducer": {**_LARGE, **_TRANSDUCER},
+    # The demo recipe's model and the tests' model.
+    "demo": _DEMO,
+    "tiny": _TINY,
+    "tiny-transducer": {**_TINY, **_TRANSDUCER},
 }
 
 
 def preset(name: str) -> ModelConfig:
-    """A fresh `ModelConfig` for a released architecture: small, large, small-transducer, large-transducer."""
+    """A fresh `ModelConfig` for a named architecture: the released small, large,
+    small-transducer and large-transducer; demo (./run.sh's CPU model); tiny and
+    tiny-transducer (the tests' models)."""
     try:
-        return PRESETS[name]()
+        return ModelConfig(**PRESETS[name])
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 

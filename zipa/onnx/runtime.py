@@ -1,5 +1,6 @@
-"""Run exported ZIPA graphs (see `zipa.onnx.export`) with onnxruntime, behind the interface that
-`zipa.inference.transcriber.Transcriber` and `zipa.decoding` use for an `AsrModel`.
+"""Run exported ZIPA graphs (see `zipa.onnx.export`) with onnxruntime as models that satisfy
+`zipa.model.protocols.EncoderModel`, the protocol `zipa.inference.transcriber.Transcriber` and
+`zipa.decoding` are written against (tests/test_protocols.py checks both classes).
 
 So the ONNX backend shares every step of the one inference path (features, search, alignment,
 tokenizer, long audio) and replaces only the network:
@@ -47,7 +48,7 @@ def make_session(
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ImportError("the ONNX backend needs onnxruntime: pip install 'zipa[onnx]'") from None
+        raise ImportError("the ONNX backend needs onnxruntime: pip install 'zipa-phones[onnx]'") from None
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
@@ -73,7 +74,7 @@ def _metadata(session) -> Dict[str, str]:
 
 
 class _EncoderInfo:
-    """What the shared path reads from `model.encoder` (the output frame rate)."""
+    """What the shared path reads from `model.encoder` (`zipa.model.protocols.EncoderInfo`)."""
 
     def __init__(self, output_downsampling_factor: int):
         self.output_downsampling_factor = output_downsampling_factor
@@ -101,7 +102,8 @@ class _OnnxEncoderMixin:
 
 
 class OnnxCtcModel(_OnnxEncoderMixin, nn.Module):
-    """A CTC model exported as one graph (feats, feat_lens) -> (log_probs, out_lens)."""
+    """A CTC model exported as one graph (feats, feat_lens) -> (log_probs, out_lens); an
+    `EncoderModel` with a `CtcHead` (`zipa.model.protocols`)."""
 
     use_ctc = True
     use_transducer = False
@@ -130,7 +132,8 @@ class OnnxCtcModel(_OnnxEncoderMixin, nn.Module):
 
 
 class OnnxDecoder(nn.Module):
-    """The stateless decoder graph, projected: context (N, context_size) -> (N, 1, joiner_dim)."""
+    """The stateless decoder graph, projected: context (N, context_size) -> (N, 1, joiner_dim);
+    a `zipa.model.protocols.TransducerDecoder`."""
 
     def __init__(self, session, blank_id: int, context_size: int):
         super().__init__()
@@ -148,8 +151,9 @@ class OnnxDecoder(nn.Module):
 
 
 class OnnxJoiner(nn.Module):
-    """The joiner graph on projected inputs; `encoder_proj`/`decoder_proj` are identities
-    because the encoder and decoder graphs already project."""
+    """The joiner graph on projected inputs (a `zipa.model.protocols.TransducerJoiner`);
+    `encoder_proj`/`decoder_proj` are identities because the encoder and decoder graphs already
+    project."""
 
     def __init__(self, session, joiner_dim: int, vocab_size: int):
         super().__init__()
@@ -178,7 +182,8 @@ class OnnxJoiner(nn.Module):
 
 
 class OnnxTransducerModel(_OnnxEncoderMixin, nn.Module):
-    """A transducer exported as encoder/decoder/joiner graphs (icefall's split)."""
+    """A transducer exported as encoder/decoder/joiner graphs (icefall's split); an
+    `EncoderModel` with a `TransducerHead` (`zipa.model.protocols`)."""
 
     use_ctc = False
     use_transducer = True

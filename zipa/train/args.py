@@ -11,14 +11,19 @@ from zipa.model.config import ModelConfig, preset
 from zipa.model.io import default_device
 from zipa.utils.flags import str2bool
 
+# The `zipa.model.config` presets a recipe starts from (the recipe's flags choose the heads):
+# the released small and large, the demo model of ./run.sh, the tests' tiny model.
+PRESET_CHOICES = ("small", "large", "demo", "tiny")
+
 
 def add_model_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None:
     """Architecture flags (per-stack values as comma-separated strings, as in ZIPA). Defaults:
     the `small` preset unless `--preset` or explicit flags say otherwise."""
     base = preset("small")
     group = parser.add_argument_group("model")
-    group.add_argument("--preset", choices=["small", "large", "tiny"], default=None,
-                       help="start from a released architecture (flags given explicitly still win)")
+    group.add_argument("--preset", choices=PRESET_CHOICES, default=None,
+                       help="start from a zipa.model.config preset: small, large (released), demo "
+                       "(run.sh's 7.6M-parameter CPU model), tiny (tests); flags given explicitly still win")
     per_stack = ["num_encoder_layers", "downsampling_factor", "feedforward_dim", "num_heads", "encoder_dim",
                  "query_head_dim", "value_head_dim", "pos_head_dim", "encoder_unmasked_dim", "cnn_module_kernel",
                  "chunk_size", "left_context_frames"]
@@ -34,26 +39,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> Non
     parser.set_defaults(**defaults)
 
 
-# A 1-layer-per-stack model small enough to train on a laptop CPU (see ENVIRONMENT.md).
-TINY = dict(
-    num_encoder_layers=(1, 1, 1, 1, 1, 1),
-    encoder_dim=(128, 192, 256, 256, 256, 192),
-    feedforward_dim=(256, 384, 512, 768, 512, 384),
-    num_heads=(4, 4, 4, 4, 4, 4),
-    query_head_dim=(32,),
-    value_head_dim=(12,),
-    encoder_unmasked_dim=(128, 128, 128, 128, 128, 128),
-    decoder_dim=256,
-    joiner_dim=256,
-)
-
-
 def model_config_from_args(args: argparse.Namespace, output_downsampling_factor: int) -> ModelConfig:
-    """The ModelConfig the flags describe."""
-    if args.preset == "tiny":
-        config = ModelConfig(**TINY)
-    else:
-        config = preset(args.preset or "small")
+    """The ModelConfig the flags describe: the --preset (default small), the flags given,
+    and the recipe's `output_downsampling_factor`."""
+    config = preset(args.preset or "small")
     values: Dict[str, Any] = {}
     for field in ModelConfig.__dataclass_fields__:
         value = getattr(args, field, None)

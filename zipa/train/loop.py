@@ -16,13 +16,14 @@ import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Type
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from zipa.data.protocols import DataModule
 from zipa.model.asr_model import AsrModel, build_model
 from zipa.model.scaling import Whiten, set_batch_count
 from zipa.model.spec_augment import SpecAugment
@@ -128,7 +129,9 @@ def compute_loss(
 class Trainer:
     """State and steps of one rank's training run."""
 
-    def __init__(self, args: argparse.Namespace, dist: DistInfo, data_module, output_downsampling_factor: int):
+    def __init__(
+        self, args: argparse.Namespace, dist: DistInfo, data_module: Optional[DataModule], output_downsampling_factor: int
+    ):
         self.args = args
         self.dist = dist
         self.exp_dir = Path(args.exp_dir)
@@ -394,7 +397,9 @@ def register_inf_check_hooks(model: nn.Module) -> None:
         module.register_full_backward_hook(check(name, "gradient"))
 
 
-def train(args: argparse.Namespace, dist: DistInfo, data_module_class, output_downsampling_factor: int) -> None:
+def train(
+    args: argparse.Namespace, dist: DistInfo, data_module_class: Type[DataModule], output_downsampling_factor: int
+) -> None:
     """Entry point for one rank."""
     config = model_config_from_args(args, output_downsampling_factor)
     data = data_module_class(

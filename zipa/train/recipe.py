@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Type
 
+from zipa.data.protocols import DataModule
 from zipa.train.args import add_model_arguments, add_training_arguments
 from zipa.train.distributed import run_distributed
 from zipa.train.loop import train
 
 
-def training_parser(description: str, data_module_class, model_defaults: dict, training_defaults: dict) -> argparse.ArgumentParser:
+def training_parser(
+    description: str, data_module_class: Type[DataModule], model_defaults: dict, training_defaults: dict
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_arguments(parser, **model_defaults)
     add_training_arguments(parser)
@@ -22,7 +25,7 @@ def training_parser(description: str, data_module_class, model_defaults: dict, t
 
 def run_training(
     description: str,
-    data_module_class,
+    data_module_class: Type[DataModule],
     output_downsampling_factor: int,
     model_defaults: dict,
     training_defaults: dict,
