@@ -20,8 +20,9 @@ bytes equal the original's: the trainer spec stores the input path and model pre
 explicitly because the original's normalizer spec records it as set (the behaviour is the
 default either way).
 
-Outputs, in ``--out-dir`` and, unless ``--no-package-copy``, copied byte for byte into
-``zipa/assets/ipa_simplified/`` (what the installed package reads; a test keeps the two equal):
+Outputs, in ``--out-dir``; when that is the default ``ipa_simplified/``, also copied byte for
+byte into ``zipa/assets/ipa_simplified/`` (what the installed package reads; a test keeps the
+two equal) unless ``--no-package-copy``:
   unigram_<V>.model / unigram_<V>.vocab   the sentencepiece model and its vocabulary
   tokens.txt                              icefall's ``symbol id`` list of the model's pieces
   tokens.jsonl                            {phone: id} of the inventory for lexicon-style tools:
@@ -41,6 +42,7 @@ import sentencepiece as spm
 from zipa.utils.atomic import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT_DIR = REPO / "ipa_simplified"
 PACKAGE_COPY = REPO / "zipa" / "assets" / "ipa_simplified"
 SPECIAL_SYMBOLS = ["<blk>", "<sos/eos>"]  # ids 0 and 1; <unk> follows at 2
 LEXICON_EXTRAS = ["<star>", "SIL", "SPN", "<unk>"]
@@ -92,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phone-set", type=Path, default=REPO / "ipa_simplified" / "phone_set.txt",
                         help="phone inventory, one symbol per line")
-    parser.add_argument("--out-dir", type=Path, default=REPO / "ipa_simplified")
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     parser.add_argument("--no-package-copy", action="store_true",
                         help=f"do not copy the outputs into {PACKAGE_COPY.relative_to(REPO)}")
     parser.add_argument("--vocab-size", type=int, default=None,
@@ -106,7 +108,7 @@ def main() -> None:
     write_tokens_jsonl(phones, args.out_dir / "tokens.jsonl")
     outputs = [model, model.with_suffix(".vocab"), args.out_dir / "tokens.txt", args.out_dir / "tokens.jsonl"]
     print(f"wrote {', '.join(p.name for p in outputs)} in {args.out_dir}")
-    if not args.no_package_copy and args.out_dir.resolve() != PACKAGE_COPY.resolve():
+    if not args.no_package_copy and args.out_dir.resolve() == DEFAULT_OUT_DIR.resolve():
         PACKAGE_COPY.mkdir(parents=True, exist_ok=True)
         for path in [*outputs, args.phone_set]:
             shutil.copyfile(path, PACKAGE_COPY / path.name)

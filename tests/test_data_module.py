@@ -105,14 +105,66 @@ def test_batch_keys_shapes_and_token_ids(sets):
     assert sorted(seen) == [f"a{i:02d}" for i in range(16)]  # one epoch, each cut once
 
 
-def test_dataloader_workers_and_spec_augment(sets):
-    dm = module(
-        "--train-shar-dirs", str(sets["a"]), "--max-duration", "3", "--num-workers", "2",
-        "--enable-spec-aug", "true", "--perturb-volume", "true", "--drop-last", "false",
-    )
+LOG_FLOOR = float(np.log(np.finfo(np.float32).eps))  # lhotse's fbank clamps energies here
+
+
+def features_by_cut(dm: AsrDataModule) -> dict:
+    """{cut id: (its padded input rows (T, 80), its number of valid frames)} over one epoch."""
+    out = {}
+    for batch in dm.train_dataloaders(dm.train_cuts()):
+        for i, cut in enumerate(batch["supervisions"]["cut"]):
+            out[cut.id] = (batch["inputs"][i], int(batch["supervisions"]["num_frames"][i]))
+    return out
+
+
+def test_dataloader_workers_apply_spec_augment_and_volume_perturbation(sets):
+    """With 2 workers, each augmentation does what it says to the features of the same batches
+    (compared with the unaugmented features of the same cuts): SpecAugment without time warp
+    replaces whole frames and whole bins by one mask value and leaves the rest equal; volume
+    perturbation by a factor in [0.125, 2] adds 2 ln(factor) to every log-mel value; both
+    together (with time warp) change the batches."""
+    data = ("--train-shar-dirs", str(sets["a"]), "--max-duration", "3", "--drop-last", "false")
+    dm = module(*data, "--num-workers", "2", "--enable-spec-aug", "true", "--perturb-volume", "true")
     batches = list(dm.train_dataloaders(dm.train_cuts()))
     assert batches and all(b["inputs"].shape[2] == 80 for b in batches)
     assert all(torch.isfinite(b["inputs"]).all() for b in batches)
+
+    plain = features_by_cut(module(*data))
+    both = {cut_id: feats for b in batches for cut_id, feats in zip(ids(b), b["inputs"])}
+    assert sorted(both) == sorted(plain) == [f"a{i:02d}" for i in range(16)]
+    changed = [cut_id for cut_id in plain if not torch.equal(both[cut_id], plain[cut_id][0])]
+    assert len(changed) >= 12, f"SpecAugment (p=0.9) and volume perturbation changed only {changed}"
+
+    spec = features_by_cut(module(*data, "--num-workers", "2", "--enable-spec-aug", "true",
+                                  "--spec-aug-time-warp-factor", "0"))
+    masked_frames = masked_bins = masked_cuts = 0
+    for cut_id, (expected, _) in plain.items():
+        got = spec[cut_id][0]
+        assert got.shape == expected.shape
+        differ = got != expected
+        if not differ.any():
+            continue
+        masked_cuts += 1
+        (value,) = got[differ].unique().tolist()  # one mask value (the matrix mean) per cut
+        frames, bins = (got == value).all(1), (got == value).all(0)
+        assert (~differ | frames[:, None] | bins[None, :]).all(), f"{cut_id}: changed outside whole frames/bins"
+        masked_frames += int(frames.sum())
+        masked_bins += int(bins.sum())
+    assert masked_cuts >= 12 and masked_frames > 0 and masked_bins > 0, (masked_cuts, masked_frames, masked_bins)
+
+    volume = features_by_cut(module(*data, "--num-workers", "2", "--perturb-volume", "true"))
+    shifts = []
+    for cut_id, (expected, n) in plain.items():
+        got = volume[cut_id][0]
+        diff = got[:n] - expected[:n]
+        shift = float(diff.median())
+        unclamped = torch.minimum(expected[:n], expected[:n] + shift) > LOG_FLOOR + 0.5
+        assert unclamped.float().mean() > 0.95
+        torch.testing.assert_close(diff[unclamped], torch.full_like(diff[unclamped], shift), rtol=0, atol=2e-3)
+        assert 2 * np.log(0.125) - 1e-3 <= shift <= 2 * np.log(2.0) + 1e-3
+        shifts.append(shift)
+    perturbed = sum(abs(x) > 0.01 for x in shifts)
+    assert 4 <= perturbed <= 12, f"p=0.5 of 16 cuts should be perturbed: {shifts}"
 
 
 def test_remove_diacritics_applies_to_labels(tmp_path):
@@ -175,6 +227,13 @@ def test_sampler_state_restores_the_same_next_batches(sets, bucketing):
     assert [g[0] for g in got] == [e[0] for e in expected]
     for (_, a), (_, b) in zip(got, expected):  # volume perturbation and SpecAugment included
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # ... which really changed every one of these batches: equal augmented batches mean something.
+    plain = features_by_cut(module("--train-shar-dirs", str(sets["a"]), str(sets["b"]), "--max-duration", "2.5",
+                                   "--drop-last", "false"))
+    for cut_ids, inputs in expected:
+        same = [torch.equal(row[:plain[cut_id][1]], plain[cut_id][0][:plain[cut_id][1]])
+                for cut_id, row in zip(cut_ids, inputs)]
+        assert not all(same), f"batch {cut_ids} is its unaugmented features"
 
     # The next epoch after a restore also matches an uninterrupted run.
     dl.sampler.set_epoch(2)
@@ -189,11 +248,17 @@ def test_augmentation_leaves_the_callers_random_state_alone(sets):
         dm = module("--train-shar-dirs", str(sets["a"]), "--max-duration", "3", "--drop-last", "false",
                     "--enable-spec-aug", augment, "--perturb-volume", augment)
         torch.manual_seed(5), random.seed(5), np.random.seed(5)
-        for _ in dm.train_dataloaders(dm.train_cuts()):
-            pass
-        return torch.rand(1), random.random(), np.random.rand()
+        inputs = {}
+        for batch in dm.train_dataloaders(dm.train_cuts()):
+            inputs.update(zip(ids(batch), batch["inputs"]))
+        return (torch.rand(1), random.random(), np.random.rand()), inputs
 
-    assert state_after("true") == state_after("false")
+    augmented_state, augmented = state_after("true")
+    plain_state, plain = state_after("false")
+    assert augmented_state == plain_state
+    # The augmentation did draw random numbers (it changed the features), just not the caller's.
+    assert sorted(augmented) == sorted(plain)
+    assert sum(not torch.equal(augmented[k], plain[k]) for k in plain) >= len(plain) // 2
 
 
 def test_precomputed_features_from_shar(tmp_path, sets):

@@ -7,6 +7,7 @@ the ZIPA_DUMP_RANK_PARAMS test hook (zipa.train.distributed.dump_rank_params).
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,10 +32,24 @@ def corpus(tmp_path_factory):
     return make_tiny_corpus(tmp_path_factory.mktemp("corpus"), num_train=32)
 
 
-def _run(command, dump_dir: Path) -> None:
-    env = {**os.environ, DUMP_RANK_PARAMS_ENV: str(dump_dir), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(map(str, command))}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+def _run(command, dump_dir: Path, timeout: float = 600, **env_extra: str) -> None:
+    """Run `command` to the end; on `timeout` its whole process group (the ranks too) is killed
+    and the test fails instead of hanging (ranks that disagree wait on each other forever)."""
+    env = {**os.environ, DUMP_RANK_PARAMS_ENV: str(dump_dir), "OMP_NUM_THREADS": "1", **env_extra}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(map(str, command))} still running after {timeout} s (ranks waiting on each other?)"
+                    f"\n{stdout[-4000:]}\n{stderr[-4000:]}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, f"{' '.join(map(str, command))}\n{stdout[-4000:]}\n{stderr[-4000:]}"
 
 
 def _torchrun(*flags: str) -> list:
@@ -94,16 +109,69 @@ def test_torchrun_two_ranks_stay_identical_and_resume(corpus, tmp_path):
     assert all("resuming from" in text and "checkpoint-2.pt" in text for text in _logs(resumed).values())
 
 
+# Installed (via PYTHONPATH) in every process of a run: zipa.train.loop's clock, as seen by rank 1,
+# stands still, so only rank 0 ever passes the --max-minutes deadline on its own.
+_RANK1_CLOCK_STANDS_STILL = """
+import importlib.abc
+import importlib.machinery
+import sys
+import time
+from pathlib import Path
+
+
+class _Clock:
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def monotonic():
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() == 1:
+            (Path(__file__).parent / "rank1-clock-stood-still").touch()
+            return 0.0
+        return time.monotonic()
+
+
+class _PatchLoopClock(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "zipa.train.loop":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            module.time = _Clock()
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+sys.meta_path.insert(0, _PatchLoopClock())
+"""
+
+
 def test_world_size_spawn_two_ranks_stop_together_at_the_time_limit(corpus, tmp_path):
     """--world-size 2 spawns the ranks itself; --max-minutes stops both after the same batch
-    (the ranks agree through an all-reduce), with a checkpoint to resume from."""
+    (the ranks agree through an all-reduce), with a checkpoint to resume from.
+
+    The ranks disagree locally: rank 1's clock stands still, so rank 1 alone would never stop;
+    only rank 0's deadline, shared by the all-reduce, stops it at batch 1 too. A rank 1 that went
+    on alone would wait in DDP's gradient all-reduce for a rank 0 that has gone (error or hang)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_RANK1_CLOCK_STANDS_STILL)
+    pythonpath = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
     exp = tmp_path / "exp"
     flags = training_flags(corpus, exp, "--num-epochs", "1", "--world-size", "2", "--master-port", str(_free_port()),
                            "--max-minutes", "0.0001")
-    _run([sys.executable, str(TRAIN), *flags], tmp_path / "params")
+    _run([sys.executable, str(TRAIN), *flags], tmp_path / "params", timeout=120, PYTHONPATH=pythonpath)
+    assert (hook / "rank1-clock-stood-still").exists(), "the clock hook was not installed in rank 1"
     params = _rank_params(tmp_path / "params")
     assert not (exp / "epoch-1.pt").exists()
     saved = load_training_checkpoint(exp / "checkpoint-1.pt")
+    assert saved["batch_idx_train"] == 1
     assert all(torch.equal(saved["model"][k], params[k]) for k in params)
     logs = _logs(exp)
     assert sorted(logs) == [0, 1]

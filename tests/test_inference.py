@@ -34,11 +34,32 @@ def test_silence_is_valid(model):
 
 
 def test_predict_runs_without_building_a_graph(model):
+    """Even where the caller has autograd on, decoding records no graph: every module of the
+    model runs with grad off (inference mode) and gives outputs that neither require grad nor
+    carry a grad_fn."""
+    assert any(p.requires_grad for p in model.model.parameters()), "a graph would be built with grad on"
     feats, lens = model.get_fbank([np.zeros(8000, dtype=np.float32)])
     assert feats.shape == (1, lens.item(), 80)
-    with torch.enable_grad():
-        ids = model.token_ids(feats, lens)
+    calls = []
+
+    def record(module, inputs, output):
+        outputs = [t for t in (output if isinstance(output, (tuple, list)) else (output,)) if torch.is_tensor(t)]
+        calls.append((name_of[module], torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+                      [(t.requires_grad, t.grad_fn) for t in outputs]))
+
+    name_of = {module: name for name, module in model.model.named_children()}
+    hooks = [module.register_forward_hook(record) for module in name_of]
+    try:
+        with torch.enable_grad():
+            ids = model.token_ids(feats, lens)
+    finally:
+        for hook in hooks:
+            hook.remove()
     assert isinstance(ids[0], list)
+    assert {"encoder_embed", "encoder", "ctc_output"} <= {call[0] for call in calls}
+    for name, grad_enabled, inference_mode, outputs in calls:
+        assert not grad_enabled and inference_mode, f"{name} ran with autograd recording"
+        assert outputs and all(not requires_grad and grad_fn is None for requires_grad, grad_fn in outputs), name
 
 
 @pytest.mark.parametrize(

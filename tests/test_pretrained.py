@@ -56,6 +56,22 @@ def test_table_matches_the_zipa_readme():
     assert find_model("zipa-cr-large-500k").filename == "zipa_large_crctc_500000_avg10.pth"
     assert find_model("anyspeech/zipa-small-crctc-500k") is find_model("zipa-small-crctc-500k")
 
+    # README.md's "Released models" table lists exactly these models, in this order, as the table has them.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Released models\n", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("| `")]
+    assert f"The {len(MODELS)} checkpoints" in section
+    assert [row[0].strip("`") for row in rows] == [m.name for m in MODELS]
+    for row, m in zip(rows, MODELS):
+        kind = "transducer" if m.kind == "transducer" else "CR-CTC + NS" if m.pseudo_labels else "CR-CTC"
+        assert row[1:] == [kind, m.params, f"≈{m.download_size}", m.steps, "yes" if m.diacritics else "removed",
+                           m.licence], m.name
+    # ... and every model name or Hub repo id the README mentions anywhere is one of them.
+    names = set(re.findall(r"zipa-(?:t|cr)(?:-ns)?-(?:small|large)(?:-nodiacritics)?-\d+k", readme))
+    assert names and names <= {m.name for m in MODELS}
+    assert set(re.findall(r"anyspeech/zipa-[a-z0-9-]+", readme)) <= {m.repo_id for m in MODELS}
+
 
 def test_local_file_and_folder(tmp_path, model_file):
     assert resolve_model(model_file) == model_file

@@ -40,6 +40,17 @@ class PretrainedModel:
     diacritics: bool  # False: trained on transcripts with diacritics removed
     pseudo_labels: bool  # "NS": also trained on pseudo-labelled data
 
+    @property
+    def licence(self) -> str:
+        """The released weights' licence: the noisy-student (NS) models are non-commercial."""
+        return "CC BY-NC-SA 4.0" if self.pseudo_labels else "CC BY 4.0"
+
+    @property
+    def download_size(self) -> str:
+        """The checkpoint's approximate size: float32 weights, 4 bytes a parameter."""
+        megabytes = float(self.params.rstrip("M")) * 4
+        return f"{megabytes / 1000:.1f} GB" if megabytes >= 1000 else f"{megabytes:.0f} MB"
+
 
 # The "Final Averaged Checkpoint" column of the original ZIPA README.
 MODELS: List[PretrainedModel] = [
@@ -226,10 +237,10 @@ def is_cached(model: PretrainedModel, cache_dir: Optional[PathLike] = None) -> b
 
 def format_table(cache_dir: Optional[PathLike] = None) -> str:
     """The known models as an aligned text table (what `zipa models` prints)."""
-    header = ("name", "kind", "params", "steps", "diacritics", "cached", "repo id")
+    header = ("name", "kind", "params", "size", "steps", "diacritics", "licence", "cached", "repo id")
     rows = [
-        (m.name, m.kind, m.params, m.steps, "yes" if m.diacritics else "no",
-         "yes" if is_cached(m, cache_dir) else "no", m.repo_id)
+        (m.name, m.kind, m.params, "≈" + m.download_size, m.steps, "yes" if m.diacritics else "no",
+         m.licence, "yes" if is_cached(m, cache_dir) else "no", m.repo_id)
         for m in MODELS
     ]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]

@@ -22,18 +22,20 @@ class ZipaModel(Transcriber):
         """The AsrModel (the original's name for it)."""
         return self.model
 
-    def get_fbank(self, audio: Sequence) -> tuple:
-        """(features (N, T, 80), feature_lens (N,)) of a list of 16 kHz arrays or audio files."""
-        return self.features(audio)
+    def get_fbank(self, audio: Sequence, sampling_rate: Optional[int] = None) -> tuple:
+        """(features (N, T, 80), feature_lens (N,)) of a list of arrays or audio files; arrays
+        are at `sampling_rate` (default 16 kHz, as the original) and resampled to 16 kHz."""
+        return self.features(audio, sampling_rate)
 
-    def inference(self, audio: Sequence) -> List[List[str]]:
+    def inference(self, audio: Sequence, sampling_rate: Optional[int] = None) -> List[List[str]]:
         """For each item, the decoded IPA split on whitespace (word boundaries).
 
         The batch is zero-padded as one; padding reaches valid frames through the conv front
         end, so an utterance decoded in a batch may differ slightly from decoding it alone,
-        exactly as in the original.
+        exactly as in the original. Arrays are at `sampling_rate` (default 16 kHz, as the
+        original assumes); files carry their own rate.
         """
-        return self.transcribe(audio)
+        return self.transcribe(audio, sampling_rate)
 
 
 def initialize_model(
