@@ -8,11 +8,14 @@ Inputs, one of:
                     supervisions is its label
 
 Output: OUT_DIR/cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar (16 kHz mono 16-bit flac), one
-supervision per cut with ``text`` (normalised IPA) and ``language``; ``skipped.tsv`` lists the
-items left out (unreadable or empty audio, empty label, duplicate id, malformed line) and why;
-``shar_index.json`` marks the folder complete. The folder appears only when every shard is
-written; an interrupted run resumes where it stopped; a complete folder is left alone unless
---overwrite. Point ``--train-shar-dirs`` / ``--dev-shar-dirs`` of the recipes at OUT_DIR.
+supervision per cut with ``text`` (normalised IPA) and ``language``, and nothing else in OUT_DIR,
+so that plain lhotse reads it (``CutSet.from_shar(in_dir=OUT_DIR)``). Beside OUT_DIR, as hidden
+files named after it (``ls -a``): ``.NAME.skipped.tsv`` lists the items left out (unreadable or
+empty audio, empty label, duplicate id, malformed line) and why; ``.NAME.shar_index.json``
+(counts, hours) marks the folder complete. E.g. --out-dir data/shar/fr gives data/shar/fr/,
+data/shar/.fr.skipped.tsv and data/shar/.fr.shar_index.json. The folder appears only when every
+shard is written; an interrupted run resumes where it stopped; a complete folder is left alone
+unless --overwrite. Point ``--train-shar-dirs`` / ``--dev-shar-dirs`` of the recipes at OUT_DIR.
 
 Labels: IPA is mapped onto the ZIPA inventory (zipa.text.ipa.normalize_ipa; --no-normalize keeps
 it as given). With --g2p LANG the third column is orthographic text, converted with espeak-ng

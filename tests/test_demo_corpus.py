@@ -52,6 +52,26 @@ def load(split_dir):
     return {cut.id: cut for cut in read_shar_dir(split_dir)}
 
 
+def check_plain_lhotse_reads(folder, num_cuts):
+    """Shard files only in ``folder``, read by plain ``CutSet.from_shar(in_dir=...)``; a side
+    file put back into it (once, then removed) breaks that read."""
+    from lhotse import CutSet
+
+    names = sorted(p.name for p in folder.iterdir())
+    assert all(n.startswith(("cuts.", "recording.")) for n in names), names
+    cuts = list(CutSet.from_shar(in_dir=folder))
+    assert len(cuts) == num_cuts
+    assert cuts[0].load_audio().shape[1] > 0
+    intruder = folder / "skipped.tsv"
+    intruder.write_text("id\tsource\treason\n")
+    try:
+        # "Expected N shards available for field 'skipped'"; with one shard, a JSON error
+        with pytest.raises((AssertionError, ValueError)):
+            list(CutSet.from_shar(in_dir=folder))
+    finally:
+        intruder.unlink()
+
+
 def test_plan(texts_dir):
     plan = plan_corpus(tiny_config(texts_dir))
     assert {s: len(u) for s, u in plan.items()} == {"train": 4, "dev": 2, "test": 2, "heldout": 2}
@@ -72,6 +92,13 @@ def test_tiny_corpus(tmp_path, texts_dir):
     assert not summary.already_complete
     splits = {s: load(out / s) for s in ("train", "dev", "test", "heldout")}
     assert {s: len(c) for s, c in splits.items()} == {"train": 4, "dev": 2, "test": 2, "heldout": 2}
+    # Each split is plain lhotse shar; the README, config and shar side files lie in the root.
+    for split, cuts in splits.items():
+        check_plain_lhotse_reads(out / split, len(cuts))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["README.txt", "demo_corpus.json", "train", "dev", "test", "heldout"]
+        + [f".{s}.{n}" for s in splits for n in ("shar_index.json", "skipped.tsv")]
+    )
 
     # No sentence in two splits; the held-out language is never in train/dev/test.
     keys = {
@@ -108,9 +135,13 @@ def test_tiny_corpus(tmp_path, texts_dir):
     meta = json.loads((out / "demo_corpus.json").read_text(encoding="utf-8"))
     assert meta["complete"] and meta["splits"]["train"]["en"]["cuts"] == 2
 
-    # Running again with the same configuration does nothing; another one is refused.
+    # Running again with the same configuration does nothing (but move the side files of an
+    # older layout out of the split folders); another configuration is refused.
+    for name in ("shar_index.json", "skipped.tsv"):
+        (out / f".train.{name}").rename(out / "train" / name)
     again = build_demo_corpus(out, tiny_config(texts_dir))
     assert again.already_complete
+    check_plain_lhotse_reads(out / "train", 4)
     with pytest.raises(FileExistsError):
         build_demo_corpus(out, tiny_config(texts_dir, seed=8))
 

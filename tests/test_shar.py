@@ -17,10 +17,13 @@ from zipa.data.shar import (
     LabelTransform,
     ShardRecord,
     SkipItem,
+    count_cuts,
     discover_shards,
+    index_path,
     is_complete,
     read_shar_dir,
     read_tsv,
+    skipped_path,
     write_shar,
 )
 
@@ -43,6 +46,31 @@ def quantised(x: np.ndarray) -> np.ndarray:
 
 def read_back(out_dir: Path) -> dict:
     return {cut.id: cut for cut in read_shar_dir(out_dir)}
+
+
+def check_plain_lhotse_reads(folder: Path, num_cuts: int) -> None:
+    """``folder`` holds shard files only and plain lhotse reads it as ZIPA's README does:
+    ``CutSet.from_shar(in_dir=folder)``, all ``num_cuts`` cuts, the audio of one of them. Then
+    a side file put back into it (once) must break that read, and is removed again."""
+    from lhotse import CutSet
+
+    names = sorted(p.name for p in folder.iterdir())
+    assert all(
+        n.startswith(("cuts.", "recording.")) and n.endswith((".jsonl.gz", ".tar")) for n in names
+    ), names
+    cuts = list(CutSet.from_shar(in_dir=folder))
+    assert len(cuts) == num_cuts
+    audio = cuts[0].load_audio()
+    assert audio.shape[0] == 1 and audio.shape[1] > 0 and cuts[0].sampling_rate == 16000
+
+    intruder = folder / "skipped.tsv"  # the older layout's side file
+    intruder.write_text("id\tsource\treason\n")
+    try:
+        # "Expected N shards available for field 'skipped'"; with one shard, a JSON error
+        with pytest.raises((AssertionError, ValueError)):
+            list(CutSet.from_shar(in_dir=folder))
+    finally:
+        intruder.unlink()
 
 
 def test_round_trip_keeps_audio_and_supervisions(tmp_path):
@@ -74,8 +102,10 @@ def test_round_trip_keeps_audio_and_supervisions(tmp_path):
         assert (sup.text, sup.language, sup.start, sup.duration) == (
             rec.text, rec.language, 0.0, cut.duration,
         )
-    index = json.loads((tmp_path / "shar" / "shar_index.json").read_text())
+    index = json.loads(index_path(tmp_path / "shar").read_text())
+    assert index_path(tmp_path / "shar") == tmp_path / ".shar.shar_index.json"
     assert index["num_cuts"] == 5 and index["num_shards"] == 3
+    assert count_cuts(tmp_path / "shar") == 5
 
 
 def test_resamples_and_mixes_down_to_16k_mono(tmp_path):
@@ -122,7 +152,8 @@ def test_bad_items_are_skipped_counted_and_reported(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         summary = write_shar(records, tmp_path / "shar", shard_size=3)
     assert (summary.written, summary.skipped) == (1, 6)
-    lines = (tmp_path / "shar" / "skipped.tsv").read_text().splitlines()
+    assert summary.skipped_report == skipped_path(tmp_path / "shar") == tmp_path / ".shar.skipped.tsv"
+    lines = summary.skipped_report.read_text().splitlines()
     assert lines[0] == "id\tsource\treason"
     reasons = {line.split("\t")[0]: line.split("\t")[2] for line in lines[1:]}
     assert set(reasons) == {"missing", "corrupt", "tiny", "nolabel", "nan", "good"}
@@ -144,7 +175,8 @@ def test_rerun_is_a_noop_and_overwrite_rewrites(tmp_path):
     fewer = write_shar(records[:1], out, shard_size=2, overwrite=True)
     assert not fewer.already_complete and fewer.written == 1
     assert list(read_back(out)) == ["u0"]
-    assert not list(tmp_path.glob(".*"))  # no partial or old folders left
+    # No partial or old folders left; only the side files beside the folder.
+    assert sorted(p.name for p in tmp_path.glob(".*")) == [".shar.shar_index.json", ".shar.skipped.tsv"]
 
 
 def test_interrupted_run_leaves_nothing_and_resumes(tmp_path):
@@ -162,6 +194,8 @@ def test_interrupted_run_leaves_nothing_and_resumes(tmp_path):
     assert not out.exists() and not is_complete(out)
     partial = tmp_path / ".shar.partial"
     assert partial.is_dir()
+    with pytest.raises(FileNotFoundError):  # a run in progress is no shar folder to read
+        discover_shards(tmp_path)
 
     seen = []
 
@@ -186,7 +220,75 @@ def test_parallel_writers_give_the_same_shards(tmp_path):
     assert list(a) == list(b)
     for k in a:
         np.testing.assert_array_equal(a[k].load_audio(), b[k].load_audio())
-    assert (tmp_path / "one" / "skipped.tsv").read_text() == (tmp_path / "two" / "skipped.tsv").read_text()
+    assert skipped_path(tmp_path / "one").read_text() == skipped_path(tmp_path / "two").read_text()
+
+
+def test_outputs_with_skips_are_plain_lhotse_shar(tmp_path):
+    # Every shard count and a skip report with content: the folder itself holds shards only.
+    records = [ShardRecord(f"u{i}", tone(2000 + 50 * i, seed=i), "pa") for i in range(5)]
+    records.insert(2, ShardRecord("bad", str(tmp_path / "absent.wav"), "a"))
+    records.append(ShardRecord("u0", tone(2000), "pa"))  # duplicate id
+    for shard_size, num_jobs in ((1, 1), (2, 2), (100, 1)):
+        out = tmp_path / f"out{shard_size}"
+        summary = write_shar(records, out, shard_size=shard_size, num_jobs=num_jobs)
+        assert (summary.written, summary.skipped) == (5, 2)
+        assert len(summary.skipped_report.read_text().splitlines()) == 3
+        check_plain_lhotse_reads(out, 5)
+        again = write_shar(records, out, shard_size=shard_size)  # a no-op leaves it clean
+        assert again.already_complete and again.skipped_report == summary.skipped_report
+        check_plain_lhotse_reads(out, 5)
+
+
+def test_older_layout_is_still_read_and_moved_out(tmp_path):
+    records = [ShardRecord(f"u{i}", tone(2000, seed=i), "a") for i in range(3)]
+    records.append(ShardRecord("bad", str(tmp_path / "absent.wav"), "a"))
+    out = tmp_path / "shar"
+    write_shar(records, out, shard_size=2)
+    # As written before the side files moved out: both inside the folder.
+    os.replace(index_path(out), out / "shar_index.json")
+    os.replace(skipped_path(out), out / "skipped.tsv")
+    assert is_complete(out) and count_cuts(out) == 3 and len(read_back(out)) == 3
+    seen = []
+
+    def count(rec):
+        seen.append(rec.id)
+        return rec
+
+    again = write_shar(records, out, shard_size=2, transform=count)
+    assert again.already_complete and (again.written, again.skipped) == (3, 1) and not seen
+    assert again.skipped_report == skipped_path(out) and "absent.wav" in again.skipped_report.read_text()
+    assert is_complete(out) and count_cuts(out) == 3
+    check_plain_lhotse_reads(out, 3)
+
+
+def test_interruption_while_finishing_resumes_without_redoing(tmp_path, monkeypatch):
+    from zipa.data import shar
+
+    records = [ShardRecord(f"u{i}", tone(2000, seed=i), "a") for i in range(3)]
+    out = tmp_path / "shar"
+    real_replace = os.replace
+
+    def crash_on_rename(src, dst):
+        if Path(src).name == shar.SHARDS_SUBDIR:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(shar.os, "replace", crash_on_rename)
+    with pytest.raises(KeyboardInterrupt):
+        write_shar(records, out, shard_size=2)
+    monkeypatch.setattr(shar.os, "replace", real_replace)
+    assert index_path(out).is_file() and not out.exists() and not is_complete(out)
+
+    seen = []
+
+    def count(rec):
+        seen.append(rec.id)
+        return rec
+
+    summary = write_shar(records, out, shard_size=2, transform=count)
+    assert not seen and summary.written == 3 and is_complete(out)
+    assert not (tmp_path / ".shar.partial").exists()
+    check_plain_lhotse_reads(out, 3)
 
 
 def test_refuses_a_foreign_nonempty_folder(tmp_path):
@@ -271,8 +373,9 @@ def test_make_shar_cli_end_to_end(tmp_path):
     r = _run_make_shar(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "written 5 cuts in 3 shards" in r.stdout and "skipped 1" in r.stdout
-    report = (tmp_path / "out" / "skipped.tsv").read_text().splitlines()
+    report = (tmp_path / ".out.skipped.tsv").read_text().splitlines()
     assert len(report) == 2 and report[1].startswith("broken\t") and "unreadable audio" in report[1]
+    check_plain_lhotse_reads(tmp_path / "out", 5)
     cuts = read_back(tmp_path / "out")
     assert sorted(cuts) == [f"s{i}" for i in range(5)]
     assert cuts["s3"].supervisions[0].text == "pa"  # normalised: stress mark gone, digit (tone) gone

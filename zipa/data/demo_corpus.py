@@ -387,9 +387,14 @@ def build_demo_corpus(
     overwrite: bool = False,
 ) -> DemoCorpusSummary:
     """Write ``out_dir/{train,dev,test,heldout}`` shar folders, ``demo_corpus.json`` (config and
-    statistics) and ``README.txt``. A finished corpus with the same config is left as it is;
-    an interrupted one resumes; a different config needs ``overwrite``."""
-    from zipa.data.shar import write_shar
+    statistics) and ``README.txt``. A finished corpus with the same config is left as it is
+    (but for side files of an older layout moved out of its split folders); an interrupted one
+    resumes; a different config needs ``overwrite``.
+
+    The split folders hold shard files only, so plain ``CutSet.from_shar(in_dir=...)`` reads
+    them; everything else lies in ``out_dir`` itself: the two files above and, per split, the
+    shar writer's hidden ``.<split>.shar_index.json`` and ``.<split>.skipped.tsv``."""
+    from zipa.data.shar import move_side_files_out, write_shar
 
     out_dir = Path(out_dir)
     config_path = out_dir / CONFIG_NAME
@@ -402,6 +407,8 @@ def build_demo_corpus(
                 f"(see {config_path}); pass overwrite=True (--overwrite) or another folder"
             )
         if stored.get("config") == wanted and stored.get("complete") and not overwrite:
+            for split in SPLITS:
+                move_side_files_out(out_dir / split)
             return DemoCorpusSummary(
                 out_dir, splits=stored["splits"], seconds=stored["generation_seconds"],
                 already_complete=True, dropped=stored.get("dropped", {}),
@@ -464,7 +471,8 @@ def readme_text(cfg: DemoCorpusConfig, summary: DemoCorpusSummary) -> str:
         f"{espeak.version()} (zipa/data/demo_corpus.py, local/make_demo_corpus.py).",
         "",
         "Folders: train/ dev/ test/ (training languages) and heldout/ (never trained on), each "
-        "lhotse shar: cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar (16 kHz mono flac).",
+        "lhotse shar: cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar (16 kHz mono flac) and nothing "
+        "else; the hidden .<split>.shar_index.json here holds each split's counts.",
         "Labels: espeak-ng's IPA of the same text, normalised to ZIPA's inventory "
         "(zipa/text/ipa.py), words separated by spaces.",
         f"Texts: {cfg.texts_dir or 'zipa/assets/demo_texts'}/<language>.txt; no sentence is in two "

@@ -14,15 +14,34 @@ language. ZIPA's README asks users to "place all tar and json files in the same 
   Audio is read with :func:`zipa.audio.load.load_audio` (or ``Cut.load_audio``), mixed to mono and
   resampled to 16 kHz.
 - Unreadable or unusable items (missing or corrupt file, empty or non-finite audio, shorter than
-  one 10 ms frame, empty text, duplicate id) are skipped, counted, logged and listed in
-  ``skipped.tsv`` (``id  source  reason``).
-- Nothing half-written is ever visible under ``out_dir``: shards are written into
-  ``.<name>.partial`` next to it and the folder is renamed into place when all are done, with
-  ``shar_index.json`` (counts, hours) as the completion mark. Running again on a complete folder
-  is a no-op (unless ``overwrite``); an interrupted run resumes: the input is cut into groups of
-  ``shard_size`` items, shard ``k`` holds what survives of group ``k``, and groups whose shard was
-  finished are not redone. (A shard may therefore hold fewer than ``shard_size`` cuts, and a group
-  whose items are all skipped leaves a gap in the numbering; readers do not mind.)
+  one 10 ms frame, empty text, duplicate id) are skipped, counted, logged and listed in the skip
+  report (``id  source  reason``, see the layout below).
+- Nothing half-written is ever visible under ``out_dir``: the run works in ``.<name>.partial``
+  next to it (shards in its ``shards/`` subfolder, per-shard completion markers beside them) and
+  the shard folder is renamed into place when all are done, its index (counts, hours) being
+  the completion mark. Running again on a complete folder is a no-op (unless ``overwrite``); an
+  interrupted run resumes: the input is cut into groups of ``shard_size`` items, shard ``k``
+  holds what survives of group ``k``, and groups whose shard was finished are not redone. (A
+  shard may therefore hold fewer than ``shard_size`` cuts, and a group whose items are all
+  skipped leaves a gap in the numbering; readers do not mind.)
+
+Layout: the shar folder holds the shard files and nothing else; the side files lie next to it,
+as hidden files named after it::
+
+    data/demo/train/                      cuts.NNNNNN.jsonl.gz, recording.NNNNNN.tar only
+    data/demo/.train.shar_index.json      counts and hours; marks train/ complete
+    data/demo/.train.skipped.tsv          the skip report (a header line when nothing was skipped)
+
+Why beside and not inside: ``CutSet.from_shar(in_dir=DIR)`` (how ZIPA's README and lhotse's
+tutorial read shar) turns *every* entry of ``DIR`` into a field named by the part of its name
+before the first dot, and fails unless each field has one file per cut shard; no name escapes
+(lhotse 1.33 lists ``DIR.glob("*")``: a dot-file or a hidden ``.zipa/`` subfolder becomes the
+field ``''``). Why hidden: ``--train-shar-dirs /data/train/*`` (docs/hpc.md) must expand to the
+shar folders only; a shell ``*`` does not match dot-files, and :func:`discover_shards` skips
+hidden folders. :func:`index_path` and :func:`skipped_path` name the two files. Folders written
+before this layout (``shar_index.json`` and ``skipped.tsv`` inside) are still recognised by this
+module's readers; :func:`move_side_files_out` (run by :func:`write_shar` on such a complete
+folder) moves their side files out.
 """
 
 from __future__ import annotations
@@ -49,8 +68,9 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
-INDEX_NAME = "shar_index.json"
+INDEX_NAME = "shar_index.json"  # the side files are ``.<folder name>.<NAME>`` next to the folder
 SKIPPED_NAME = "skipped.tsv"
+SHARDS_SUBDIR = "shards"  # inside the ``.<name>.partial`` work folder
 MIN_SAMPLES = 160  # one 10 ms frame at 16 kHz; shorter audio gives no fbank frame
 _MAX_LOGGED_SKIPS = 20
 
@@ -211,9 +231,62 @@ class _GroupResult:
     skipped: List[Tuple[str, str, str]] = field(default_factory=list)
 
 
+def _as_dir(out_dir: PathLike) -> Path:
+    """``out_dir`` as a path with a real last component (``.`` and ``..`` made absolute)."""
+    path = Path(out_dir)
+    return Path(os.path.abspath(path)) if path.name in ("", "..") else path
+
+
+def _beside(out_dir: PathLike, name: str) -> Path:
+    folder = _as_dir(out_dir)
+    return folder.parent / f".{folder.name}.{name}"
+
+
+def index_path(out_dir: PathLike) -> Path:
+    """Where :func:`write_shar` puts the index of ``out_dir``: ``.<name>.shar_index.json`` next
+    to it (its presence, with the folder, marks the folder complete)."""
+    return _beside(out_dir, INDEX_NAME)
+
+
+def skipped_path(out_dir: PathLike) -> Path:
+    """Where :func:`write_shar` lists the items it skipped: ``.<name>.skipped.tsv`` next to
+    ``out_dir``."""
+    return _beside(out_dir, SKIPPED_NAME)
+
+
+def _find_index(out_dir: PathLike) -> Optional[Path]:
+    """The index of a complete output: beside the folder, or inside it (older layout)."""
+    folder = _as_dir(out_dir)
+    if not folder.is_dir():
+        return None
+    for path in (index_path(folder), folder / INDEX_NAME):
+        if path.is_file():
+            return path
+    return None
+
+
+def _skip_report_of(out_dir: Path, index: Path) -> Path:
+    return out_dir / SKIPPED_NAME if index.parent == out_dir else skipped_path(out_dir)
+
+
 def is_complete(out_dir: PathLike) -> bool:
     """True when ``out_dir`` is a finished :func:`write_shar` output."""
-    return (Path(out_dir) / INDEX_NAME).is_file()
+    return _find_index(out_dir) is not None
+
+
+def move_side_files_out(out_dir: PathLike) -> bool:
+    """Move the index and skip report of a complete folder written with the older layout (both
+    inside it) to their places beside it, so that plain ``CutSet.from_shar(in_dir=...)`` reads
+    it. Returns whether anything moved. At every step the folder stays complete."""
+    folder = _as_dir(out_dir)
+    inner_index, inner_skipped = folder / INDEX_NAME, folder / SKIPPED_NAME
+    if not inner_index.is_file():
+        return False
+    if inner_skipped.is_file():
+        os.replace(inner_skipped, skipped_path(folder))
+    write_text_atomic(index_path(folder), inner_index.read_text(encoding="utf-8"))
+    inner_index.unlink()
+    return True
 
 
 def write_shar(
@@ -235,20 +308,28 @@ def write_shar(
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    out_dir = Path(out_dir)
+    out_dir = _as_dir(out_dir)
+    work = out_dir.parent / f".{out_dir.name}.partial"
     if is_complete(out_dir) and not overwrite:
+        move_side_files_out(out_dir)
+        if work.is_dir():  # left by a run interrupted just after its folder was renamed into place
+            shutil.rmtree(work)
         return _summary_from_index(out_dir)
     if out_dir.exists() and not overwrite and any(out_dir.iterdir()):
         raise FileExistsError(
-            f"{out_dir} exists but is not a complete shar output of this tool (no {INDEX_NAME}); "
-            "pass overwrite=True (--overwrite) to replace it, or choose another folder"
+            f"{out_dir} exists but is not a complete shar output of this tool (no "
+            f"{index_path(out_dir)}); pass overwrite=True (--overwrite) to replace it, or choose "
+            "another folder"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = out_dir.parent / f".{out_dir.name}.partial"
     if overwrite and work.exists():
         shutil.rmtree(work)
     work.mkdir(exist_ok=True)
     _check_params(work, {"shard_size": shard_size, "require_text": require_text})
+    shards = work / SHARDS_SUBDIR
+    shards.mkdir(exist_ok=True)
+    for path in list(work.glob("cuts.*.jsonl.gz")) + list(work.glob("recording.*.tar")):
+        os.replace(path, shards / path.name)  # a partial run of the older layout: shards on top
 
     if total is None and hasattr(items, "__len__"):
         try:
@@ -265,7 +346,7 @@ def write_shar(
             if logged[0] < _MAX_LOGGED_SKIPS:
                 logger.warning("skipped %s (%s): %s", cut_id, source, reason)
             elif logged[0] == _MAX_LOGGED_SKIPS:
-                logger.warning("more items skipped; all are listed in %s", out_dir / SKIPPED_NAME)
+                logger.warning("more items skipped; all are listed in %s", skipped_path(out_dir))
             logged[0] += 1
         if bar is not None and num_jobs > 1:
             bar.update(res.num_items)
@@ -345,6 +426,9 @@ def _write_group(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    shards = work / SHARDS_SUBDIR
+    for stale in (shards / f"cuts.{index:06d}.jsonl.gz", shards / f"recording.{index:06d}.tar"):
+        stale.unlink(missing_ok=True)  # from a run interrupted before this group's marker
     res = _GroupResult(index=index, num_items=len(records) + len(pre_skipped), written=0, duration=0.0)
     res.skipped.extend(pre_skipped)
     writer = None
@@ -374,7 +458,7 @@ def _write_group(
         if writer is not None:
             writer.close()
     for path in tmp.iterdir():
-        os.replace(path, work / path.name)
+        os.replace(path, shards / path.name)
     shutil.rmtree(tmp)
     marker = {
         "index": index,
@@ -429,20 +513,24 @@ def _check_params(work: Path, params: Dict[str, Any]) -> None:
 
 
 def _finalize(work: Path, out_dir: Path, results: List[_GroupResult], shard_size: int) -> SharSummary:
+    """Write the side files beside ``out_dir`` and rename the shard folder into place.
+
+    Order: the previous output (``overwrite``) is moved aside, the index and skip report are
+    written, ``work/shards`` becomes ``out_dir``, and only then are the work folder (markers,
+    parameters) and the previous output removed. An interruption before the rename leaves
+    ``out_dir`` absent (so not complete, whatever index lies beside it) and the markers in place,
+    so the next run only finalises again."""
     results = sorted(results, key=lambda r: r.index)
     skipped = [s for r in results for s in r.skipped]
-    with open_atomic(work / SKIPPED_NAME) as f:
-        f.write("id\tsource\treason\n")
-        for cut_id, source, reason in skipped:
-            f.write(f"{_tsv(cut_id)}\t{_tsv(source)}\t{_tsv(reason)}\n")
-    num_shards = len(list(work.glob("cuts.*.jsonl.gz")))
+    shards = work / SHARDS_SUBDIR
+    num_shards = len(list(shards.glob("cuts.*.jsonl.gz")))
     summary = SharSummary(
         out_dir=out_dir,
         written=sum(r.written for r in results),
         skipped=len(skipped),
         num_shards=num_shards,
         duration=sum(r.duration for r in results),
-        skipped_report=out_dir / SKIPPED_NAME,
+        skipped_report=skipped_path(out_dir),
     )
     index = {
         "format": "lhotse-shar",
@@ -455,21 +543,26 @@ def _finalize(work: Path, out_dir: Path, results: List[_GroupResult], shard_size
         "duration_seconds": round(summary.duration, 3),
         "duration_hours": round(summary.duration / 3600, 6),
     }
-    for path in list(work.glob("shard.*.done.json")) + [work / "params.json"]:
-        path.unlink(missing_ok=True)
-    write_text_atomic(work / INDEX_NAME, json.dumps(index, indent=1) + "\n")
+    old = None
     if out_dir.exists():
         old = out_dir.parent / f".{out_dir.name}.old.{os.getpid()}"
         os.replace(out_dir, old)
-        os.replace(work, out_dir)
+    with open_atomic(skipped_path(out_dir)) as f:
+        f.write("id\tsource\treason\n")
+        for cut_id, source, reason in skipped:
+            f.write(f"{_tsv(cut_id)}\t{_tsv(source)}\t{_tsv(reason)}\n")
+    write_text_atomic(index_path(out_dir), json.dumps(index, indent=1) + "\n")
+    os.replace(shards, out_dir)
+    shutil.rmtree(work)
+    if old is not None:
         shutil.rmtree(old)
-    else:
-        os.replace(work, out_dir)
     return summary
 
 
 def _summary_from_index(out_dir: Path) -> SharSummary:
-    index = json.loads((out_dir / INDEX_NAME).read_text(encoding="utf-8"))
+    path = _find_index(out_dir)
+    assert path is not None, out_dir
+    index = json.loads(path.read_text(encoding="utf-8"))
     return SharSummary(
         out_dir=out_dir,
         written=index["num_cuts"],
@@ -477,7 +570,7 @@ def _summary_from_index(out_dir: Path) -> SharSummary:
         num_shards=index["num_shards"],
         duration=index["duration_seconds"],
         already_complete=True,
-        skipped_report=out_dir / SKIPPED_NAME,
+        skipped_report=_skip_report_of(out_dir, path),
     )
 
 
@@ -547,6 +640,8 @@ def _find(root: Path, name: str, ext: str, recursive: bool) -> List[Tuple[Tuple[
         m = _SHARD_RE.match(p.name)
         if m is None or m.group("field") != name or m.group("ext") != ext:
             continue
+        if any(part.startswith(".") for part in p.relative_to(root).parts[:-1]):
+            continue  # hidden folders: a run in progress (.NAME.partial), an old copy
         idx = int(m.group("idx")) if m.group("idx") is not None else -1
         found.append(((str(p.parent.relative_to(root)), idx), p))
     return sorted(found)
@@ -570,8 +665,9 @@ def read_shar_dir(
 def count_cuts(in_dir: PathLike) -> int:
     """Number of cuts in a shar folder, from its index or by reading the cut manifests."""
     in_dir = Path(in_dir)
-    if is_complete(in_dir):
-        return int(json.loads((in_dir / INDEX_NAME).read_text(encoding="utf-8"))["num_cuts"])
+    index = _find_index(in_dir)
+    if index is not None:
+        return int(json.loads(index.read_text(encoding="utf-8"))["num_cuts"])
     n = 0
     for path in discover_shards(in_dir, fields=())["cuts"]:
         with gzip.open(path, "rt", encoding="utf-8") as f:
