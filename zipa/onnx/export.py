@@ -64,7 +64,7 @@ def _require_onnx():
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError as e:
-        raise ImportError(f"ONNX export needs onnx and onnxruntime ({e}): pip install 'zipa[onnx]'") from None
+        raise ImportError(f"ONNX export needs onnx and onnxruntime ({e}): pip install 'zipa-phones[onnx]'") from None
 
 
 def _too_big_for_one_file(model: nn.Module) -> bool:
@@ -396,7 +396,7 @@ def quantize_int8(in_path: PathLike, out_path: PathLike) -> Path:
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
-        raise ImportError("int8 quantisation needs onnxruntime: pip install 'zipa[onnx]'") from None
+        raise ImportError("int8 quantisation needs onnxruntime: pip install 'zipa-phones[onnx]'") from None
     out_path = Path(out_path)
     root = logging.getLogger()
     level = root.level
@@ -425,7 +425,7 @@ def convert_fp16(in_path: PathLike, out_path: PathLike) -> Path:
     try:
         from onnxruntime.transformers.float16 import convert_float_to_float16
     except ImportError:
-        raise ImportError("fp16 conversion needs onnxruntime: pip install 'zipa[onnx]'") from None
+        raise ImportError("fp16 conversion needs onnxruntime: pip install 'zipa-phones[onnx]'") from None
     proto = onnx.load(str(in_path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
