@@ -181,7 +181,8 @@ class _MutualInformationFunction(torch.autograd.Function):
         return px_grad * scale, py_grad * scale, None, None, None
 
 
-def _k2():
+def import_k2():
+    """The optional k2 package (backend="k2"), with a clear error where it is not importable."""
     try:
         import k2  # noqa: F401
     except ImportError as e:  # pragma: no cover - k2 is optional
@@ -214,7 +215,7 @@ def mutual_information_recursion(
       ``scores`` is differentiable w.r.t. px and py through a custom backward.
     """
     if backend == "k2":
-        return _k2().mutual_information_recursion(px, py, boundary=boundary, return_grad=return_grad)
+        return import_k2().mutual_information_recursion(px, py, boundary=boundary, return_grad=return_grad)
     if backend != "torch":
         raise ValueError(f"backend must be 'torch' or 'k2', got {backend!r}")
     if px.ndim != 3 or py.ndim != 3:

@@ -32,7 +32,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from zipa.losses.mutual_information import _k2, mutual_information_recursion
+from zipa.losses.mutual_information import import_k2, mutual_information_recursion
 
 __all__ = [
     "get_rnnt_logprobs",
@@ -296,7 +296,7 @@ def rnnt_loss_simple(
     occupation probabilities that :func:`get_rnnt_prune_ranges` consumes.
     """
     if _check_backend(backend):
-        return _k2().rnnt_loss_simple(
+        return import_k2().rnnt_loss_simple(
             lm=lm, am=am, symbols=symbols, termination_symbol=termination_symbol,
             **_k2_kwargs(boundary, delay_penalty, reduction, return_grad=return_grad),
         )
@@ -323,7 +323,7 @@ def rnnt_loss_smoothed(
     (``lm_only_scale = am_only_scale = 0`` gives :func:`rnnt_loss_simple`). ``return_grad``
     as in :func:`rnnt_loss_simple`."""
     if _check_backend(backend):
-        return _k2().rnnt_loss_smoothed(
+        return import_k2().rnnt_loss_smoothed(
             lm=lm, am=am, symbols=symbols, termination_symbol=termination_symbol,
             lm_only_scale=lm_only_scale, am_only_scale=am_only_scale,
             **_k2_kwargs(boundary, delay_penalty, reduction, return_grad=return_grad),
@@ -347,7 +347,7 @@ def rnnt_loss(
 ) -> Tensor:
     """Full (unpruned) RNN-T loss of joiner output ``logits`` (B, T, S+1, C)."""
     if _check_backend(backend):
-        return _k2().rnnt_loss(
+        return import_k2().rnnt_loss(
             logits=logits, symbols=symbols, termination_symbol=termination_symbol,
             **_k2_kwargs(boundary, delay_penalty, reduction),
         )
@@ -371,7 +371,7 @@ def rnnt_loss_pruned(
     given by ``ranges`` (B, T, s_range) from :func:`get_rnnt_prune_ranges`: paths leaving the
     kept positions are excluded. With ``s_range = S + 1`` it equals :func:`rnnt_loss`."""
     if _check_backend(backend):
-        return _k2().rnnt_loss_pruned(
+        return import_k2().rnnt_loss_pruned(
             logits=logits, symbols=symbols, ranges=ranges, termination_symbol=termination_symbol,
             **_k2_kwargs(boundary, delay_penalty, reduction),
         )
