@@ -101,11 +101,19 @@ def test_jsonl_with_timestamps(capsys, ctc_model, audio_dir):
             assert (p["start"] - FRAME_OFFSET) / 0.02 == pytest.approx(round((p["start"] - FRAME_OFFSET) / 0.02), abs=1e-6)
 
 
+def _api_transcript(model, path) -> str:
+    """What the Python API says for one file (the CLI's transcript, word boundaries as spaces)."""
+    return " ".join(Transcriber.from_checkpoint(model, device="cpu").transcribe([path])[0])
+
+
 def test_transcribe_jsonl_without_timestamps(capsys, ctc_model, audio_dir):
     code, out, _ = run(capsys, "transcribe", audio_dir / "a.wav", "--model", ctc_model, "-f", "jsonl", "-q")
     assert code == 0
     (obj,) = [json.loads(line) for line in out.splitlines()]
     assert set(obj) == {"path", "duration", "text"}
+    expected = _api_transcript(ctc_model, audio_dir / "a.wav")
+    assert expected, "the tiny model should say something for a.wav"
+    assert obj["text"] == expected
 
 
 def test_tsv_and_ctm(capsys, ctc_model, audio_dir):
@@ -239,17 +247,56 @@ def test_bad_files_are_reported_and_skipped(capsys, tmp_path, ctc_model, audio_d
         assert name in err
     assert "4 of 6 inputs failed" in err
     lines = out_file.read_text().splitlines()
-    assert [line.split("\t")[0] for line in lines] == [str(p) for p in good]
+    assert sorted(line.split("\t")[0] for line in lines) == [str(p) for p in good]  # in order of completion
 
 
-def test_output_file_is_replaced_atomically(capsys, tmp_path, ctc_model, audio_dir):
+def _run_with_file_size_limit(limit, *argv):
+    """`python -m zipa.cli ARGV` where the OS refuses file bytes past the first ``limit``
+    (RLIMIT_FSIZE: write(2) fails with EFBIG, "File too large", as on a full disk)."""
+    import resource
+    import signal
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "zipa.cli", *map(str, argv)], capture_output=True, text=True,
+                          cwd=REPO, timeout=300, preexec_fn=limit_file_size)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE / EFBIG as on Linux")
+def test_a_failing_write_leaves_whole_files(capsys, tmp_path, ctc_model, audio_dir):
+    """A write that fails midway fails the command without a traceback. Streamed output
+    (jsonl) then holds exactly the lines of the files written before, none cut; a TextGrid
+    (written whole, atomically) leaves the previous file untouched and no temporary file."""
     target = tmp_path / "out" / "result.jsonl"
     target.parent.mkdir()
-    target.write_text("old\n")
+    target.write_text('{"path": "earlier.wav", "duration": 1.0, "text": "a b"}\n')  # replaced: no --resume
     code, _, _ = run(capsys, "transcribe", audio_dir, "--model", ctc_model, "-f", "jsonl", "-o", target, "-q")
     assert code == 0
-    assert len(target.read_text().splitlines()) == len(_files(audio_dir))
+    lines = target.read_text().splitlines(keepends=True)
+    assert len(lines) == len(_files(audio_dir))
+    first, second = (len(line.encode()) for line in lines[:2])
+
+    target.unlink()
+    done = _run_with_file_size_limit(first + second // 2, "transcribe", audio_dir, "--model", ctc_model,
+                                     "-f", "jsonl", "-o", target, "-q")
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "File too large" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert target.read_text() == lines[0]  # the second file's line, cut by the limit, is taken back
     assert sorted(p.name for p in target.parent.iterdir()) == ["result.jsonl"]
+
+    grids = tmp_path / "grids"
+    previous = {}
+    for audio in _files(audio_dir):
+        grid = grids / audio.relative_to(audio_dir).with_suffix(".TextGrid")
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        previous[grid] = f"earlier {audio.name}\n"
+        grid.write_text(previous[grid])
+    done = _run_with_file_size_limit(64, "align", audio_dir, "--model", ctc_model, "-o", grids, "-q")
+    assert done.returncode == 1 and "File too large" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert {p: p.read_text() for p in grids.rglob("*") if p.is_file()} == previous  # no temporary file either
 
 
 def test_models_lists_the_table(capsys):
@@ -277,6 +324,9 @@ def test_runs_as_a_module(tmp_path, ctc_model, audio_dir):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(str(audio_dir / "a.wav") + "\t")
+    expected = _api_transcript(ctc_model, audio_dir / "a.wav")
+    assert expected, "the tiny model should say something for a.wav"
+    assert done.stdout == f"{audio_dir / 'a.wav'}\t{expected}\n"
 
 
 @pytest.mark.parametrize("kind", ["ctc", "transducer"])

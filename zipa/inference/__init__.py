@@ -4,6 +4,8 @@
 - :mod:`zipa.inference.long_audio`   fixed windows with overlap for long files, bounded memory
 - :mod:`zipa.inference.timestamps`   frames -> times, phone and word intervals
 - :mod:`zipa.inference.writers`      txt, tsv, jsonl, CTM and TextGrid output
+- :mod:`zipa.inference.resumable`    line outputs written file by file, read back by --resume
+- :mod:`zipa.inference.progress`     progress as a bar on a terminal, as log lines elsewhere
 - :mod:`zipa.inference.pretrained`   the released ZIPA models (Hugging Face Hub cache)
 - :mod:`zipa.inference.zipa_api`     the original ZIPA API (``initialize_model``, ``inference``)
 """

@@ -1,12 +1,13 @@
 """The one path from audio to IPA phones that every front end shares.
 
 audio (files or arrays) -> `zipa.audio.load` (16 kHz mono) -> `zipa.audio.features` (fbank, zero-padded
-batch) -> `AsrModel.forward_encoder` -> CTC or transducer head -> greedy search -> tokenizer.
+batch) -> `model.forward_encoder` -> CTC or transducer head -> greedy search -> tokenizer.
 
-Files (`Transcriber.transcribe_files`) go through `zipa.inference.long_audio`: each file becomes one
-segment, or overlapping windows when it is longer than the window; segments are sorted by
+Files (`Transcriber.iter_transcribe_files`, and `transcribe_files` on top of it) go through
+`zipa.inference.long_audio`: each file becomes one segment, or overlapping windows when it is
+longer than the window; files are taken in bounded groups, a group's segments are sorted by
 length and decoded in batches, and each file's tokens are stitched with global timestamps
-(`zipa.inference.timestamps`).
+(`zipa.inference.timestamps`) and handed out as soon as its last segment is decoded.
 
 Batching: a batch is zero-padded to its longest item, and padding reaches a shorter item's last
 frames through the feature extractor and the conv front end, so a file decoded in a batch may
@@ -17,11 +18,10 @@ Windows of a long file all have the same length, so they are never padded.
 
 from __future__ import annotations
 
-import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -39,6 +39,7 @@ from zipa.decoding.alignment import (
 from zipa.inference.long_audio import (
     DEFAULT_OVERLAP,
     DEFAULT_WINDOW,
+    AudioInfo,
     Segment,
     audio_info,
     check_window,
@@ -47,22 +48,28 @@ from zipa.inference.long_audio import (
     read_segment,
 )
 from zipa.inference.pretrained import resolve_model
+from zipa.inference.progress import Progress
 from zipa.inference.timestamps import WORD_BOUNDARY, Alignment, TimedToken, build_alignment, frame_shift, frame_time
 from zipa.model.io import default_device, load_model
+from zipa.model.protocols import EncoderModel
 from zipa.model.subsampling import MIN_FEATURE_FRAMES
 from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
 
 PathLike = Union[str, Path]
 DECODING_METHODS = ("greedy", "beam")
+# Files are decoded in groups of consecutive paths (see `Transcriber.iter_transcribe_files`).
+GROUP_FILES = 512
+GROUP_SECONDS = 3600.0
 
 
 class Transcriber:
     """A loaded ZIPA model with its tokenizer.
 
-    `model` is the AsrModel; a CTC head is used when the model has one, else the transducer.
+    `model`: an `AsrModel` or an ONNX runtime model (`zipa.model.protocols.EncoderModel`); its
+    CTC head is used when it has one, else the transducer.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, device: Optional[Union[str, torch.device]] = None):
+    def __init__(self, model: EncoderModel, tokenizer: Tokenizer, device: Optional[Union[str, torch.device]] = None):
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -90,27 +97,32 @@ class Transcriber:
         num_threads: Optional[int] = None,
         providers: Optional[Sequence[str]] = None,
         precision: str = "fp32",
+        cache_dir: Optional[PathLike] = None,
     ) -> "Transcriber":
         """The ONNX backend: an export folder from `zipa export-onnx` (its fp32, int8 or fp16
-        graphs) or a CTC `.onnx` file, run by onnxruntime behind the same features, search and
-        tokenizer (see `zipa.onnx.runtime`). The tokenizer defaults to the export's bpe.model,
-        else the packaged one."""
-        from zipa.onnx.runtime import bpe_model_for, load_onnx_model
+        graphs), a `.onnx` file, upstream ZIPA's published graphs (a folder, a file, or a model
+        name / Hub repo id fetched into the cache at `cache_dir`), run by onnxruntime behind the
+        same features, search and tokenizer (see `zipa.onnx.runtime`). The tokenizer defaults
+        to the export's bpe.model, else the packaged one (checked against tokens.txt)."""
+        from zipa.onnx.runtime import load_onnx_model, onnx_tokenizer, resolve_onnx
 
+        path = resolve_onnx(path, precision, cache_dir)
         model = load_onnx_model(path, num_threads=num_threads, providers=providers, precision=precision)
-        if bpe_model is None:
-            bpe_model = bpe_model_for(path) or default_bpe_model_path()
-        return cls(model, Tokenizer.from_file(bpe_model), device="cpu")
+        return cls(model, onnx_tokenizer(path, model, bpe_model), device="cpu")
 
     @property
     def uses_ctc(self) -> bool:
         return bool(self.model.use_ctc)
 
-    def features(self, audio: Sequence[AudioItem]) -> Tuple[Tensor, Tensor]:
-        """(feats (N, T, 80), feat_lens (N,)) of a batch of files or 16 kHz arrays."""
+    def features(self, audio: Sequence[AudioItem], sampling_rate: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+        """(feats (N, T, 80), feat_lens (N,)) of a batch of files or arrays.
+
+        `sampling_rate`: the rate of the arrays and tensors in `audio` (default 16 kHz, as the
+        original); they are resampled to 16 kHz. Files carry their own rate.
+        """
         if isinstance(audio, (str, Path)) or (hasattr(audio, "ndim") and audio.ndim == 1):
             raise TypeError("expected a list of audio items (files or 1-D arrays), got a single item")
-        feats, feat_lens = compute_fbank(load_batch(audio))
+        feats, feat_lens = compute_fbank(load_batch(audio, source_rate=sampling_rate))
         for i, n in enumerate(feat_lens.tolist()):
             if n < MIN_FEATURE_FRAMES:
                 label = f"item {i} ({audio[i]})" if isinstance(audio[i], (str, Path)) else f"item {i}"
@@ -133,9 +145,10 @@ class Transcriber:
         boundaries (what the original ZIPA returns)."""
         return [text.split() for text in self.tokenizer.decode_batch(self.token_ids(feats, feat_lens))]
 
-    def transcribe(self, audio: Sequence[AudioItem]) -> List[List[str]]:
-        """Phones of a batch of audio items, decoded together (zero-padded as one batch)."""
-        return self.predict(*self.features(audio))
+    def transcribe(self, audio: Sequence[AudioItem], sampling_rate: Optional[int] = None) -> List[List[str]]:
+        """Phones of a batch of audio items, decoded together (zero-padded as one batch);
+        `sampling_rate` as in `features`."""
+        return self.predict(*self.features(audio, sampling_rate))
 
     # ------------------------------------------------------------------------------------------
     # Token times, files and long audio
@@ -182,11 +195,22 @@ class Transcriber:
             transducer_forced_align(self.model, encoder_out[i, :n], hyp) for i, (hyp, n) in enumerate(zip(hyps, lengths))
         ]
 
-    def timed_tokens(self, audio: Sequence[AudioItem], decoding: str = "greedy", beam: int = 4) -> List[List[TimedToken]]:
-        """Tokens with times in seconds of a batch of audio items (decoded as one batch)."""
+    def timed_tokens(
+        self, audio: Sequence[AudioItem], decoding: str = "greedy", beam: int = 4, sampling_rate: Optional[int] = None
+    ) -> List[List[TimedToken]]:
+        """Tokens with times in seconds of a batch of audio items (decoded as one batch);
+        `sampling_rate` as in `features`."""
         shift = self.frame_shift
-        spans = self.token_spans(*self.features(audio), decoding=decoding, beam=beam)
+        spans = self.token_spans(*self.features(audio, sampling_rate), decoding=decoding, beam=beam)
         return [[_timed(span, 0.0, shift) for span in row] for row in spans]
+
+    def timestamps(
+        self, audio: Sequence[AudioItem], decoding: str = "greedy", beam: int = 4, sampling_rate: Optional[int] = None
+    ) -> List[Alignment]:
+        """Transcripts with times of a batch of audio items (decoded as one batch): for each,
+        an `Alignment` whose `text` is the transcript and whose `phones` and `words` are
+        intervals in seconds with confidences (what the TextGrid and CTM writers write)."""
+        return [self.alignment(tokens) for tokens in self.timed_tokens(audio, decoding, beam, sampling_rate)]
 
     def alignment(
         self,
@@ -203,58 +227,148 @@ class Transcriber:
         window: float = DEFAULT_WINDOW,
         overlap: float = DEFAULT_OVERLAP,
         batch_size: int = 8,
-        progress: Optional[bool] = False,
+        progress: Union[None, bool, str, Progress] = False,
         decoding: str = "greedy",
         beam: int = 4,
+        group_files: int = GROUP_FILES,
+        group_seconds: float = GROUP_SECONDS,
     ) -> List["FileTranscript"]:
         """Decode audio files of any length; one `FileTranscript` per path, in order.
 
+        `iter_transcribe_files` collected into a list in the order of `paths`; the arguments
+        are the same.
+        """
+        _check_file_args(window, overlap, batch_size, decoding, beam, group_files, group_seconds)
+        paths = [Path(p) for p in paths]
+        results: List[Optional[FileTranscript]] = [None] * len(paths)
+        for i, result in self._iter_indexed(paths, window, overlap, batch_size, progress, decoding, beam,
+                                            group_files, group_seconds, None):
+            results[i] = result
+        return results  # type: ignore[return-value]
+
+    def iter_transcribe_files(
+        self,
+        paths: Iterable[Union[str, Path]],
+        window: float = DEFAULT_WINDOW,
+        overlap: float = DEFAULT_OVERLAP,
+        batch_size: int = 8,
+        progress: Union[None, bool, str, Progress] = False,
+        decoding: str = "greedy",
+        beam: int = 4,
+        group_files: int = GROUP_FILES,
+        group_seconds: float = GROUP_SECONDS,
+        stop: Optional[Callable[[], bool]] = None,
+    ) -> Iterator["FileTranscript"]:
+        """Decode audio files of any length, yielding each file's `FileTranscript` as soon as
+        all its segments are decoded: NOT in the order of `paths` (see below).
+
         A file that cannot be read or decoded gets its `error` set and no tokens; the others go
         on. Files longer than `window` seconds are cut into windows overlapping by `overlap`
-        seconds (`zipa.inference.long_audio`), read piece by piece, so memory does not grow with file
-        length. `progress`: a tqdm bar on stderr (None: only when stderr is a terminal).
-        `decoding`, `beam`: as in `token_spans`.
-        """
-        from tqdm import tqdm
+        seconds (`zipa.inference.long_audio`), read piece by piece, so memory does not grow with
+        file length. `decoding`, `beam`: as in `token_spans`.
 
-        check_window(window, overlap)
-        if decoding not in DECODING_METHODS:
-            raise ValueError(f"decoding must be one of {', '.join(DECODING_METHODS)}, got {decoding!r}")
-        if beam < 1:
-            raise ValueError(f"beam must be at least 1, got {beam}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        results = [FileTranscript(Path(p)) for p in paths]
+        Files are taken in groups of consecutive paths, closed at `group_files` files or
+        `group_seconds` seconds of audio, whichever comes first; the segments of a group are
+        sorted longest first and decoded `batch_size` at a time, so files complete (and are
+        yielded) in that order within their group, and a job's memory and the time to its first
+        result stay bounded however many files it has. Batches, hence results, are those of
+        decoding each group on its own.
+
+        `progress`: a `zipa.inference.progress.Progress` (counting files, whoever made it
+        closes it), a mode ("auto", "bar", "log", "none"), True (a tqdm bar on stderr), False
+        (nothing) or None (a bar only when stderr is a terminal).
+        `stop`: asked before each batch; when it returns True, the generator ends there (the
+        files finished so far have been yielded). For a clean stop on a signal.
+        """
+        _check_file_args(window, overlap, batch_size, decoding, beam, group_files, group_seconds)
+        results = self._iter_indexed([Path(p) for p in paths], window, overlap, batch_size, progress,
+                                     decoding, beam, group_files, group_seconds, stop)
+        return (result for _, result in results)
+
+    def _iter_indexed(
+        self,
+        paths: List[Path],
+        window: float,
+        overlap: float,
+        batch_size: int,
+        progress: Union[None, bool, str, Progress],
+        decoding: str,
+        beam: int,
+        group_files: int,
+        group_seconds: float,
+        stop: Optional[Callable[[], bool]],
+    ) -> Iterator[Tuple[int, "FileTranscript"]]:
+        """`iter_transcribe_files` with each result's position in `paths` (arguments checked)."""
+        reporter = Progress.make(progress, len(paths))
+        owned = reporter is not progress
+        stop = stop or (lambda: False)
+        try:
+            group: List[Tuple[int, FileTranscript, AudioInfo]] = []
+            seconds = 0.0
+            for i, path in enumerate(paths):
+                if stop():
+                    return
+                result = FileTranscript(path)
+                try:
+                    info = audio_info(path)
+                except (ValueError, OSError) as e:
+                    result.error = str(e)
+                    reporter.file_done()
+                    yield i, result
+                    continue
+                result.duration = info.duration
+                group.append((i, result, info))
+                seconds += info.duration
+                if len(group) >= group_files or seconds >= group_seconds:
+                    yield from self._decode_group(group, window, overlap, batch_size, decoding, beam, reporter, stop)
+                    group, seconds = [], 0.0
+            if group:
+                yield from self._decode_group(group, window, overlap, batch_size, decoding, beam, reporter, stop)
+        finally:
+            if owned:
+                reporter.close()
+
+    def _decode_group(
+        self,
+        group: List[Tuple[int, "FileTranscript", AudioInfo]],
+        window: float,
+        overlap: float,
+        batch_size: int,
+        decoding: str,
+        beam: int,
+        reporter: Progress,
+        stop: Callable[[], bool],
+    ) -> Iterator[Tuple[int, "FileTranscript"]]:
+        """Decode one group's segments longest first; yield each file once all its segments
+        are decoded (or as soon as one fails)."""
+        results = [result for _, result, _ in group]
         segments: List[Segment] = []
-        for i, result in enumerate(results):
-            try:
-                info = audio_info(result.path)
-            except (ValueError, OSError) as e:
-                result.error = str(e)
-                continue
-            result.duration = info.duration
-            segments += plan_segments(i, info, window, overlap)
+        for k, (_, _, info) in enumerate(group):
+            segments += plan_segments(k, info, window, overlap)
+        left = Counter(s.file_index for s in segments)
         # Longest first: equal-length windows batch together, and memory peaks at the start.
         segments.sort(key=lambda s: (-s.length / s.sample_rate, s.file_index, s.index))
 
         pieces: Dict[int, Dict[int, List[TimedToken]]] = defaultdict(dict)
-        total = sum(r.duration for r in results if r.error is None)
-        disable = None if progress is None else not progress  # tqdm: None = off unless a terminal
-        with tqdm(total=round(total, 2), unit="s", desc="transcribing", file=sys.stderr, disable=disable, leave=False) as bar:
-            for start in range(0, len(segments), batch_size):
-                batch = [s for s in segments[start : start + batch_size] if results[s.file_index].error is None]
-                for segment, tokens in self._decode_segments(batch, results, decoding, beam):
-                    pieces[segment.file_index][segment.index] = tokens
-                for segment in batch:
-                    duration = results[segment.file_index].duration
-                    bar.update(max(0.0, min(segment.own_to, duration) - max(segment.own_from, 0.0)))
-                for segment in batch:
-                    if results[segment.file_index].error is not None:
-                        pieces.pop(segment.file_index, None)
-        for i, result in enumerate(results):
-            if result.error is None:
-                result.tokens = [t for k in sorted(pieces[i]) for t in pieces[i][k]]
-        return results
+        for start in range(0, len(segments), batch_size):
+            if stop():
+                return
+            batch = [s for s in segments[start : start + batch_size] if results[s.file_index].error is None]
+            for segment, tokens in self._decode_segments(batch, results, decoding, beam):
+                pieces[segment.file_index][segment.index] = tokens
+            finished = []
+            for segment in batch:
+                result = results[segment.file_index]
+                reporter.advance(max(0.0, min(segment.own_to, result.duration) - max(segment.own_from, 0.0)))
+                left[segment.file_index] -= 1
+                if segment.file_index not in finished and (result.error is not None or left[segment.file_index] == 0):
+                    finished.append(segment.file_index)
+            for k in finished:
+                result, got = results[k], pieces.pop(k, {})
+                if result.error is None:
+                    result.tokens = [t for index in sorted(got) for t in got[index]]
+                reporter.file_done()
+                yield group[k][0], result
 
     def _decode_segments(
         self, batch: List[Segment], results: List["FileTranscript"], decoding: str, beam: int
@@ -315,6 +429,20 @@ class FileTranscript:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def _check_file_args(
+    window: float, overlap: float, batch_size: int, decoding: str, beam: int, group_files: int, group_seconds: float
+) -> None:
+    check_window(window, overlap)
+    if decoding not in DECODING_METHODS:
+        raise ValueError(f"decoding must be one of {', '.join(DECODING_METHODS)}, got {decoding!r}")
+    if beam < 1:
+        raise ValueError(f"beam must be at least 1, got {beam}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if group_files < 1 or not group_seconds > 0:
+        raise ValueError(f"group_files must be at least 1 and group_seconds positive, got {group_files}, {group_seconds}")
 
 
 def _timed(span: TokenSpan, offset: float, shift: float) -> TimedToken:

@@ -1,0 +1,179 @@
+"""Line outputs (txt, tsv, jsonl, CTM) that grow one audio file at a time, and resume.
+
+A long job writes each file's lines as soon as the file is decoded: one ``write`` of all its
+lines, then flush and fsync, so what is on disk is a sequence of whole files' lines and an
+interrupted job keeps everything it finished. TextGrids, one file per audio file, need none of
+this: each is written atomically (`zipa.utils.atomic`).
+
+Resuming (`LineOutput.load`) reads the existing output back: the paths it names are done, and
+what a kill may have left unfinished is cut off before appending, namely a last line without
+its newline and, in the formats with one line per phone (CTM, tsv with timestamps), the whole
+last file's lines, which may be a part of them (that file is decoded again).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Set, Tuple
+
+from zipa.inference.writers import STREAM_WRITERS, Record, _clean, ctm_file_id
+
+LINE_FORMATS = tuple(STREAM_WRITERS)  # txt, tsv, jsonl, ctm
+
+
+def path_key(fmt: str, path: str) -> str:
+    """How format ``fmt`` names the audio file ``path`` at the start of its lines."""
+    if fmt == "jsonl":
+        return path
+    if fmt == "ctm":
+        return ctm_file_id(path)
+    return _clean(path)
+
+
+class LineOutput:
+    """Where a job's txt/tsv/jsonl/ctm lines go: a file (``path``) or stdout (``path`` None).
+
+    `load()` (resume) reads what an earlier run wrote, `open()` starts writing (a file is
+    truncated, unless loaded: then it is appended to), `write(record)` adds one audio file's
+    lines durably, `close()` ends.
+    """
+
+    def __init__(self, path: Optional[Path], fmt: str, timestamps: bool = False, words: bool = True):
+        if fmt not in LINE_FORMATS:
+            raise ValueError(f"not a line format: {fmt!r} (one of {', '.join(LINE_FORMATS)})")
+        self.path = None if path is None or str(path) == "-" else Path(path)
+        self.fmt = fmt
+        self.timestamps = timestamps
+        self.words = words
+        self.done: Set[str] = set()
+        self.header = STREAM_WRITERS["tsv"]([], timestamps=timestamps) if fmt == "tsv" else ""
+        self._keep: Optional[int] = None  # bytes of the existing file to keep (after `load`)
+        self._fd: Optional[int] = None
+        self._opened = False
+
+    @property
+    def multi_line(self) -> bool:
+        """Whether a file takes several lines (one per phone)."""
+        return self.fmt == "ctm" or (self.fmt == "tsv" and self.timestamps)
+
+    def is_done(self, path: str) -> bool:
+        return path_key(self.fmt, path) in self.done
+
+    # ------------------------------------------------------------------------------------------
+
+    def load(self) -> int:
+        """Read the existing output (if any) for resuming; returns how many audio files it
+        holds. ValueError when it is not what this format and these options write."""
+        if self.path is None:
+            raise ValueError("cannot resume output written to stdout")
+        self.done, self._keep = set(), 0
+        if not self.path.exists():
+            return 0
+        blocks: List[Tuple[str, int]] = []  # (key, offset of its first line)
+        offset, complete = 0, 0
+        with open(self.path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                if not raw.endswith(b"\n"):
+                    break  # cut off mid-write
+                line = raw.decode("utf-8", errors="replace")[:-1]
+                if number == 1 and self.header:
+                    if line + "\n" != self.header:
+                        raise ValueError(f"{self.path}: its header {line!r} is not this command's "
+                                         f"{self.header.strip()!r} (other --timestamps?)")
+                else:
+                    key = self._key(line, number)
+                    if not blocks or blocks[-1][0] != key or not self.multi_line:
+                        blocks.append((key, offset))
+                offset += len(raw)
+                complete = offset
+        if self.multi_line and blocks:
+            key, start = blocks.pop()  # perhaps only some of its lines: decode it again
+            complete = start
+        self.done = {key for key, _ in blocks}
+        self._keep = complete
+        return len(self.done)
+
+    def _key(self, line: str, number: int) -> str:
+        where = f"{self.path}, line {number}"
+        if self.fmt == "jsonl":
+            try:
+                obj = json.loads(line)
+                key = obj["path"]
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{where}: not a jsonl record of this command: {line[:80]!r}") from None
+            if ("phones" in obj) != self.timestamps:
+                raise ValueError(f"{where}: written {'without' if self.timestamps else 'with'} timestamps; "
+                                 "resume with the options of the first run")
+            return key
+        if self.fmt == "ctm":
+            fields = line.split()
+            if len(fields) != 6:
+                raise ValueError(f"{where}: not a CTM line (6 fields): {line[:80]!r}")
+            return fields[0]
+        fields = line.split("\t")
+        if len(fields) != (self.header.count("\t") + 1 if self.fmt == "tsv" else 2):
+            raise ValueError(f"{where}: not a {self.fmt} line of this command: {line[:80]!r}")
+        return fields[0]
+
+    def open(self) -> None:
+        """Start writing: truncate the file, or after `load` cut it to its complete part and
+        append; write the tsv header where the file starts empty."""
+        self._opened = True
+        if self.path is None:
+            self._emit(self.header)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._keep is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        else:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o666)
+            if os.fstat(self._fd).st_size != self._keep:
+                os.ftruncate(self._fd, self._keep)
+            os.lseek(self._fd, self._keep, os.SEEK_SET)
+        if self._keep in (None, 0):
+            self._emit(self.header)
+
+    def write(self, record: Record) -> None:
+        """One audio file's lines, in one write, flushed and fsynced; after a failed write the
+        file is cut back to what it held before (best effort) and the error raised."""
+        if not self._opened:
+            self.open()
+        text = STREAM_WRITERS[self.fmt]([record], timestamps=self.timestamps, words=self.words)
+        self._emit(text[len(self.header):])
+        self.done.add(path_key(self.fmt, record.path))
+
+    def _emit(self, text: str) -> None:
+        if not text:
+            return
+        if self._fd is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        data = text.encode("utf-8")
+        before = os.lseek(self._fd, 0, os.SEEK_CUR)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except BaseException:
+            try:
+                os.ftruncate(self._fd, before)
+                os.lseek(self._fd, before, os.SEEK_SET)
+            except OSError:
+                pass
+            raise
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "LineOutput":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
