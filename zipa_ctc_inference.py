@@ -1,7 +1,7 @@
 """ZIPA CR-CTC inference, as in the ZIPA README:
 
     from zipa_ctc_inference import initialize_model
-    model = initialize_model("zipa_large_crctc_500000_avg10.pth", "ipa_simplified/unigram_127.model")
+    model = initialize_model("zipa_large_crctc_500000_avg10.pth")   # tokenizer: the packaged one
     phones = model.inference([audio_16k])   # [['wɜːld', ...], ...]
 
 As a script: python zipa_ctc_inference.py --model M.pth a.wav b.flac ...

@@ -1,7 +1,7 @@
 """ZIPA transducer (Zipa-T) inference, as in the ZIPA README:
 
     from zipa_transducer_inference import initialize_model
-    model = initialize_model("zipa_large_noncausal_500000_avg10.pth", "ipa_simplified/unigram_127.model")
+    model = initialize_model("zipa_large_noncausal_500000_avg10.pth")   # tokenizer: the packaged one
     phones = model.inference([audio_16k])   # batched greedy search, [['wɜːld', ...], ...]
 
 As a script: python zipa_transducer_inference.py --model M.pth a.wav b.flac ...

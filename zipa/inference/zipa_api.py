@@ -46,7 +46,8 @@ def initialize_model(
 ) -> ZipaModel:
     """Load a ZIPA checkpoint (architecture read from its weights) and its tokenizer.
 
-    `bpe_model` defaults to the packaged ipa_simplified/unigram_127.model; `device` to cuda when
+    `model_path` may also be a model name or Hub repo id (`zipa models`); `bpe_model` defaults
+    to the packaged tokenizer (zipa/assets/ipa_simplified/unigram_127.model); `device` to cuda when
     available, else cpu. `config_overrides` (e.g. chunk_size=(16,), left_context_frames=(64,)
     for a causal model) set what the weights cannot show.
     """
@@ -56,7 +57,7 @@ def initialize_model(
 def main(argv: Optional[Sequence[str]] = None, description: str = "Transcribe audio files to IPA.") -> int:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
-    parser.add_argument("--model", required=True, help="checkpoint (.pth)")
+    parser.add_argument("--model", required=True, help="checkpoint (.pth), or a model name from `zipa models`")
     parser.add_argument("--bpe-model", default=str(default_bpe_model_path()), help="tokenizer model")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     args = parser.parse_args(argv)
