@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shar_checks import check_plain_lhotse_reads
 
 pytest.importorskip("espeakng_loader")
 
@@ -50,26 +51,6 @@ def tiny_config(texts_dir, seed=7):
 
 def load(split_dir):
     return {cut.id: cut for cut in read_shar_dir(split_dir)}
-
-
-def check_plain_lhotse_reads(folder, num_cuts):
-    """Shard files only in ``folder``, read by plain ``CutSet.from_shar(in_dir=...)``; a side
-    file put back into it (once, then removed) breaks that read."""
-    from lhotse import CutSet
-
-    names = sorted(p.name for p in folder.iterdir())
-    assert all(n.startswith(("cuts.", "recording.")) for n in names), names
-    cuts = list(CutSet.from_shar(in_dir=folder))
-    assert len(cuts) == num_cuts
-    assert cuts[0].load_audio().shape[1] > 0
-    intruder = folder / "skipped.tsv"
-    intruder.write_text("id\tsource\treason\n")
-    try:
-        # "Expected N shards available for field 'skipped'"; with one shard, a JSON error
-        with pytest.raises((AssertionError, ValueError)):
-            list(CutSet.from_shar(in_dir=folder))
-    finally:
-        intruder.unlink()
 
 
 def test_plan(texts_dir):

@@ -110,7 +110,13 @@ def textgrid_paths(files: List[Tuple[Path, Path]], output: Optional[str]) -> Lis
         if len(files) > 1:
             raise UsageError(f"--output {out} names one TextGrid file, but there are {len(files)} audio files")
         return [out]
-    paths = [out / rel.with_suffix(".TextGrid") for _, rel in files]
+    return targets_in_folder(files, out, ".TextGrid")
+
+
+def targets_in_folder(files: List[Tuple[Path, Path]], folder: Path, suffix: str) -> List[Path]:
+    """``folder/<relative path><suffix>`` for each audio file; two files that would share a
+    target (``a.wav`` and ``a.flac``) are a usage error."""
+    paths = [folder / rel.with_suffix(suffix) for _, rel in files]
     seen: Dict[Path, Path] = {}
     for (audio, _), target in zip(files, paths):
         if target in seen:
@@ -130,13 +136,7 @@ def plot_paths(files: List[Tuple[Path, Path]], output: str) -> List[Path]:
         if len(files) > 1:
             raise UsageError(f"--plot {out} names one picture, but there are {len(files)} audio files; give a folder")
         return [out] * len(files)
-    paths = [out / rel.with_suffix(".png") for _, rel in files]
-    seen: Dict[Path, Path] = {}
-    for (audio, _), target in zip(files, paths):
-        if target in seen:
-            raise UsageError(f"{seen[target]} and {audio} would both be drawn to {target}")
-        seen[target] = audio
-    return paths
+    return targets_in_folder(files, out, ".png")
 
 
 def write_plot(record, target: Path, words: bool) -> None:
