@@ -14,6 +14,7 @@ from tiny_models import speechlike, tiny_model_path, write_wav
 from zipa.audio.load import load_audio
 from zipa.cli import main
 from zipa.inference.long_audio import AudioInfo, plan_segments, plan_windows
+from zipa.inference.timestamps import FRAME_OFFSET
 from zipa.inference.transcriber import Transcriber
 
 praatio_textgrid = pytest.importorskip("praatio.textgrid")
@@ -76,9 +77,9 @@ def _one_by_one(transcriber, samples, rate, window, overlap, decoding="greedy"):
     for k, (start, length) in enumerate(windows):
         (spans,) = transcriber.token_spans(*transcriber.features([samples[start : start + length]]), decoding=decoding)
         for span in spans:
-            centre = start / rate + 0.035 + (span.start + 0.5) * shift
+            centre = start / rate + FRAME_OFFSET + (span.start + 0.5) * shift
             if bounds[k] <= centre < bounds[k + 1]:
-                kept.append((span.token, round(start / rate + 0.035 + span.start * shift, 6)))
+                kept.append((span.token, round(start / rate + FRAME_OFFSET + span.start * shift, 6)))
     return kept
 
 

@@ -166,6 +166,25 @@ def test_beam_search_and_timestamps_as_pytorch(exported):
     assert onnx_t.frame_shift == torch_t.frame_shift
 
 
+def test_inventory_and_topk_as_pytorch(exported):
+    """The inventory mask and top-k alternatives live in the shared search: the ONNX backend
+    gives what the PyTorch model gives."""
+    _, _, model, out, _, e = exported
+    onnx_t = Transcriber.from_onnx(out, num_threads=2)
+    torch_t = Transcriber(model, Tokenizer.default(), device="cpu")
+    for decoding in ("greedy", "beam"):
+        a, b = (t.token_spans(e["feats"], e["feat_lens"], decoding=decoding, beam=3, inventory="eng", topk=3)
+                for t in (onnx_t, torch_t))
+        assert [[s.token for s in row] for row in a] == [[s.token for s in row] for row in b]
+        alternatives = [(x.alternatives, y.alternatives) for row_a, row_b in zip(a, b) for x, y in zip(row_a, row_b)]
+        assert any(x for x, _ in alternatives)
+        for x, y in alternatives:
+            assert (x is None) == (y is None)
+            if x is not None:
+                assert [t for t, _ in x] == [t for t, _ in y]
+                assert [p for _, p in x] == pytest.approx([p for _, p in y], abs=1e-4)
+
+
 def _edit_distance(a, b) -> int:
     row = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):

@@ -11,7 +11,16 @@ from tiny_models import speechlike, tiny_model_path
 from zipa.audio.features import compute_fbank
 from zipa.decoding import ctc_greedy_search, transducer_greedy_search
 from zipa.decoding.alignment import ctc_forced_align, ctc_greedy_spans, transducer_forced_align
-from zipa.inference.timestamps import FRAME_OFFSET, Interval, TimedToken, build_alignment, frame_shift, frame_time
+from zipa.inference.timestamps import (
+    FRAME_OFFSET,
+    FRAME_START,
+    SPIKE_LAG,
+    Interval,
+    TimedToken,
+    build_alignment,
+    frame_shift,
+    frame_time,
+)
 from zipa.inference.writers import fill_tier, format_textgrid
 from zipa.model.io import load_model
 from zipa.text.tokenizer import Tokenizer
@@ -64,13 +73,14 @@ def test_transducer_frames_do_not_change_the_hypotheses(tmp_path_factory):
 
 def test_frame_times():
     assert frame_shift(1) == pytest.approx(0.02) and frame_shift(2) == pytest.approx(0.04)
-    assert frame_time(0, 0.02) == pytest.approx(FRAME_OFFSET)
-    assert frame_time(10, 0.04) == pytest.approx(0.435)
+    assert frame_time(0, 0.02) == pytest.approx(FRAME_OFFSET) == pytest.approx(FRAME_START - SPIKE_LAG)
+    assert FRAME_START == 0.035 and SPIKE_LAG == 0.015  # geometry; lag measured (benchmarks/timestamps.py)
+    assert frame_time(10, 0.04) == pytest.approx(0.42)
 
 
 def test_encoder_frame_j_is_centred_on_fbank_frame_2j_plus_4(tmp_path_factory):
-    """The convention in zipa.inference.timestamps: the conv front end's output j is centred on fbank
-    frame 2j + 4, i.e. (2j + 4.5) * 10 ms = FRAME_OFFSET + (j + 0.5) * 20 ms."""
+    """The geometry in zipa.inference.timestamps: the conv front end's output j is centred on fbank
+    frame 2j + 4, i.e. (2j + 4.5) * 10 ms = FRAME_START + (j + 0.5) * 20 ms."""
     model, _ = load_model(tiny_model_path(tmp_path_factory, "ctc"))
     x = torch.randn(1, 200, 80, generator=torch.Generator().manual_seed(0))
     lens = torch.tensor([200])
@@ -83,7 +93,8 @@ def test_encoder_frame_j_is_centred_on_fbank_frame_2j_plus_4(tmp_path_factory):
             changed = torch.nonzero((out - base).abs().sum(-1)[0] > 1e-6).flatten().tolist()
             centre = (changed[0] + changed[-1]) / 2
             assert centre == (k - 4) / 2
-            assert frame_time(centre + 0.5, 0.02) == pytest.approx((k + 0.5) * 0.01)
+            assert FRAME_START + (centre + 0.5) * 0.02 == pytest.approx((k + 0.5) * 0.01)
+            assert frame_time(centre + 0.5, 0.02) == pytest.approx((k + 0.5) * 0.01 - SPIKE_LAG)
 
 
 @pytest.fixture(scope="module")

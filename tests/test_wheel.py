@@ -27,7 +27,8 @@ pytest.importorskip("setuptools", minversion="77", reason="building the wheel ne
 
 DIST = "zipa-phones"
 TOP_LEVEL = {"zipa", "zipa_ctc_inference.py", "zipa_transducer_inference.py"}
-ASSETS = ["ipa_simplified/unigram_127.model", "ipa_simplified/tokens.txt"] + [
+ASSETS = ["ipa_simplified/unigram_127.model", "ipa_simplified/tokens.txt", "inventories/phoible.tsv",
+          "inventories/LICENSE-phoible.txt"] + [
     f"demo_texts/{p.name}" for p in sorted((REPO / "zipa" / "assets" / "demo_texts").glob("*.txt"))
 ]
 

@@ -1,16 +1,20 @@
-"""The `zipa` command: transcribe, align (timestamps), export to ONNX and list models.
+"""The `zipa` command: transcribe, align (timestamps), evaluate, export to ONNX and list models.
 
     zipa transcribe AUDIO_OR_DIR... --model M [--format txt|tsv|jsonl|ctm|textgrid] [--output PATH]
     zipa align AUDIO_OR_DIR... --model M [--format textgrid|ctm|jsonl|tsv|txt] [--output PATH] [--plot OUT]
+        [--transcript IPA | --text TEXT --lang CODE | --transcripts TSV | --textgrid FILE_OR_DIR [--tier NAME]]
+    zipa evaluate [AUDIO_OR_DIR...] --ref TSV|TEXTGRID_DIR|SHAR_DIR --model M --output-dir DIR [--tier NAME]
     zipa export-onnx --model M --out DIR [--int8] [--fp16]
     zipa models
+    zipa inventories [CODE...]
 
-    (transcribe, align: [--resume] [--progress auto|bar|log|none] [-q])
+    (transcribe, align: [--resume] [--progress auto|bar|log|none] [-q] [--inventory FILE | --lang CODE] [--topk K])
 
 Argument parsing and wiring only: decoding lives in `zipa.inference.transcriber`, models in
 `zipa.inference.pretrained`, times in `zipa.inference.timestamps`, formats in `zipa.inference.writers`,
 outputs that grow file by file and resume in `zipa.inference.resumable`, progress in
-`zipa.inference.progress`. Here: which files, where their results go, and signals (a first
+`zipa.inference.progress`, scoring against references (`zipa evaluate`) in `zipa.evaluation.evaluate`
+and `zipa.evaluation.references`. Here: which files, where their results go, and signals (a first
 SIGINT/SIGTERM stops decoding after the current batch, see `_StopRequest`).
 
 Exit status: 0 when every file was transcribed, 1 when some failed (each is reported on stderr
@@ -229,15 +233,84 @@ class _StopRequest:
             raise _Interrupted()
 
 
-def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
+def _load_transcriber(args: argparse.Namespace):
+    """(the Transcriber that --model, --backend, --device... name, the checkpoint or ONNX path it
+    was loaded from); UsageError when it cannot be loaded."""
+    import torch
+
     from zipa.inference.pretrained import resolve_model
+    from zipa.inference.transcriber import Transcriber
+
+    if args.num_threads is not None:
+        torch.set_num_threads(args.num_threads)
+    if args.device is not None and args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available (torch {torch.__version__}); use --device cpu")
+    try:
+        if args.backend == "onnx":
+            transcriber = Transcriber.from_onnx(
+                args.model, args.bpe_model, num_threads=args.num_threads,
+                providers=_onnx_providers(args.device), precision=args.onnx_precision,
+                cache_dir=args.cache_dir,
+            )
+            return transcriber, Path(args.model)
+        model_path = resolve_model(args.model, cache_dir=args.cache_dir)
+        return Transcriber.from_checkpoint(model_path, args.bpe_model, args.device), Path(model_path)
+    except (OSError, ValueError, ImportError) as e:
+        raise UsageError(str(e)) from None
+
+
+def _inventory(args: argparse.Namespace):
+    """The `zipa.decoding.inventory.Inventory` that --inventory FILE or --lang CODE names (the
+    file wins), or None; read before any model is loaded. With a transcript to align (zipa
+    align --text/--transcript) --lang is the G2P's language and restricts no search."""
+    from zipa.decoding.inventory import Inventory
+
+    path, lang = getattr(args, "inventory", None), getattr(args, "lang", None)
+    try:
+        if path:
+            return Inventory.from_file(path)
+        if lang and not _forced_source(args):
+            return Inventory.for_language(lang)
+    except ValueError as e:
+        raise UsageError(f"--inventory: {e}" if path else f"--lang: {e}") from None
+    return None
+
+
+def _inventory_mask(transcriber, inventory, command: str):
+    """The token mask of `inventory` for the loaded model (None for no inventory); the phones
+    with symbols its tokenizer lacks are named on stderr."""
+    if inventory is None:
+        return None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported below, once, as a command's warning
+        try:
+            mask = transcriber.inventory_mask(inventory)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    message = mask.warning()
+    if message is not None:
+        print(f"{command}: warning: {message}", file=sys.stderr)
+    return mask
+
+
+def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
     from zipa.inference.progress import Progress
     from zipa.inference.resumable import LineOutput
-    from zipa.inference.transcriber import Transcriber
-    from zipa.inference.writers import TIMED_FORMATS, Record, textgrid_for, write_text
+    from zipa.inference.writers import TIMED_FORMATS, Record, textgrid_for, textgrid_with_alignment, write_text
 
     command = f"zipa {args.command}"
     timestamps = timestamps or args.format in TIMED_FORMATS
+    forced = _forced_source(args)
+    if forced:
+        _check_forced_args(args, forced)
+    topk = getattr(args, "topk", 0) or 0
+    if topk:
+        if args.format not in ("jsonl", "tsv"):
+            raise UsageError(f"--topk is written per phone in jsonl and tsv, not in {args.format}")
+        timestamps = True
+    inventory = _inventory(args)
     try:
         check_window(args.window, args.overlap)
     except ValueError as e:
@@ -247,15 +320,21 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
     files, failures = find_audio(args.inputs)
     if not files and not failures:
         raise UsageError("no audio files found")
+    jobs = {}
+    if forced:
+        files, jobs, unmatched = _forced_jobs(args, forced, files)
+        failures += unmatched
     to_stdout = args.output is None or args.output == "-"
     lines: Optional[LineOutput] = None
     grids: Dict[str, Optional[Path]] = {}
     if args.format == "textgrid":
         grids = {str(path): target for (path, _), target in zip(files, textgrid_paths(files, args.output))}
+        _check_not_overwriting_inputs(grids, jobs)
     else:
         if not to_stdout and Path(args.output).is_dir():
             raise UsageError(f"--output {args.output} is a folder; --format {args.format} writes one file")
-        lines = LineOutput(None if to_stdout else Path(args.output), args.format, timestamps, words)
+        lines = LineOutput(None if to_stdout else Path(args.output), args.format, timestamps, words,
+                           alternatives=bool(topk))
     plot = getattr(args, "plot", None)
     plots = {str(path): target for (path, _), target in zip(files, plot_paths(files, plot))} if plot else {}
 
@@ -279,26 +358,11 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
     if not todo:
         return 1 if failures else 0
 
-    import torch
-
-    if args.num_threads is not None:
-        torch.set_num_threads(args.num_threads)
-    if args.device is not None and args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available (torch {torch.__version__}); use --device cpu")
-    try:
-        if args.backend == "onnx":
-            transcriber = Transcriber.from_onnx(
-                args.model, args.bpe_model, num_threads=args.num_threads,
-                providers=_onnx_providers(args.device), precision=args.onnx_precision,
-                cache_dir=args.cache_dir,
-            )
-        else:
-            model_path = resolve_model(args.model, cache_dir=args.cache_dir)
-            transcriber = Transcriber.from_checkpoint(model_path, args.bpe_model, args.device)
-    except (OSError, ValueError, ImportError) as e:
-        raise UsageError(str(e)) from None
+    transcriber, _ = _load_transcriber(args)
+    mask = _inventory_mask(transcriber, inventory, command)
 
     written, where = 0, "stdout" if to_stdout else args.output
+    problems = 0  # utterances of TextGrid tiers that could not be aligned (their files are written)
     stop = _StopRequest()
     mode = "none" if args.quiet else args.progress
     try:
@@ -311,11 +375,24 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
                 except OSError as e:
                     print(f"{command}: error: cannot write {where}: {e}", file=sys.stderr)
                     return 1
-            results = transcriber.iter_transcribe_files(
-                todo, window=args.window, overlap=args.overlap, batch_size=args.batch_size,
-                progress=progress, decoding=args.decoding, beam=args.beam_size, stop=stop,
-            )
+            if forced:
+                results = transcriber.align_files(
+                    [jobs[str(path)] for path in todo], lang=_g2p_lang(args, forced),
+                    remove_diacritics=args.remove_diacritics, window=args.window, overlap=args.overlap,
+                    batch_size=args.batch_size, progress=progress, stop=stop,
+                )
+            else:
+                results = transcriber.iter_transcribe_files(
+                    todo, window=args.window, overlap=args.overlap, batch_size=args.batch_size,
+                    progress=progress, decoding=args.decoding, beam=args.beam_size, stop=stop,
+                    inventory=mask, topk=topk,
+                )
             for result in results:
+                for message in getattr(result, "messages", ()):  # forced alignment: symbols dropped
+                    progress.write(f"warning: {message}")
+                for message in getattr(result, "problems", ()):  # forced alignment: utterances not aligned
+                    progress.write(f"error: {message}")
+                    problems += 1
                 if not result.ok:
                     failures.append(result.error)
                     progress.write(f"error: {result.error}")
@@ -336,7 +413,9 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
                             lines.write(record)
                         else:
                             target = grids[record.path]
-                            write_text(textgrid_for(record, words), target)
+                            grid = getattr(result, "textgrid", None)  # forced alignment of a TextGrid's tier
+                            write_text(textgrid_for(record, words) if grid is None
+                                       else textgrid_with_alignment(grid, record, words), target)
                     except BrokenPipeError:
                         raise
                     except OSError as e:
@@ -358,7 +437,10 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
         return 128 + stop.signum
     if failures:
         print(f"{len(failures)} of {len(failures) + written} inputs failed", file=sys.stderr)
-    return 1 if failures else 0
+    if problems:
+        print(f"{problems} utterance{'s' if problems > 1 else ''} could not be aligned (the rest of "
+              f"{'their files is' if problems > 1 else 'its file is'} written)", file=sys.stderr)
+    return 1 if failures or problems else 0
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -368,6 +450,187 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 def cmd_align(args: argparse.Namespace) -> int:
     _check_plot(args)
     return run_transcription(args, timestamps=True)
+
+
+# zipa align with given phones (forced alignment, zipa.inference.forced)
+FORCED_SOURCES = ("transcript", "text", "transcripts", "textgrid")
+
+
+def _forced_source(args: argparse.Namespace) -> Optional[str]:
+    """Which of --transcript, --text, --transcripts, --textgrid was given (None: none of them,
+    or a command without them)."""
+    return next((name for name in FORCED_SOURCES if getattr(args, name, None) is not None), None)
+
+
+def _g2p_lang(args: argparse.Namespace, source: str) -> Optional[str]:
+    """The G2P language when the texts are orthography (--text, or --orthographic), else None."""
+    return args.lang if source == "text" or args.orthographic else None
+
+
+def _check_forced_args(args: argparse.Namespace, source: str) -> None:
+    """Options that do not go with forced alignment, and the G2P language, before any work."""
+    if args.tier is not None and source != "textgrid":
+        raise UsageError("--tier names the utterance tier of --textgrid")
+    if args.orthographic and source not in ("transcripts", "textgrid"):
+        raise UsageError("--orthographic is for the texts of --transcripts or --textgrid (--text is orthography, "
+                         "--transcript IPA)")
+    for name, value, default in (("--decoding", args.decoding, "greedy"), ("--inventory", args.inventory, None),
+                                 ("--topk", args.topk, 0)):
+        if value != default:
+            raise UsageError(f"{name} does not apply to forced alignment: the transcript fixes the phones")
+    lang = _g2p_lang(args, source)
+    if (source == "text" or args.orthographic) and not args.lang:
+        raise UsageError(f"{'--text' if source == 'text' else '--orthographic'} needs --lang CODE: the language "
+                         "the text is converted to IPA in (en-us, fra, cmn...; epitran codes such as yor-Latn)")
+    if args.lang and lang is None:
+        raise UsageError(f"--lang with IPA transcripts (--{source}) does nothing: the transcript fixes the phones. "
+                         "For orthographic text use --text, or --orthographic with --transcripts/--textgrid")
+    if lang is not None:
+        from zipa.text.g2p import check_language
+
+        try:
+            check_language(lang)
+        except (ValueError, RuntimeError, OSError) as e:
+            raise UsageError(f"--lang {lang}: {e}") from None
+
+
+def _forced_jobs(args: argparse.Namespace, source: str, files: List[Tuple[Path, Path]]):
+    """(the audio files that have a transcript, {str(path): AlignJob}, errors for those that
+    have none): --transcript/--text for one file, a --transcripts TSV (matched as `zipa
+    evaluate --ref` matches: `zipa.evaluation.references.match_references`), or --textgrid (a
+    file for one audio file, or a folder: `zipa.inference.forced.find_textgrid`)."""
+    from zipa.inference.forced import AlignJob, find_textgrid
+    from zipa.inference.textgrid import read_textgrid
+
+    if source in ("transcript", "text"):
+        if len(files) != 1:
+            raise UsageError(f"--{source} is the transcript of one audio file, but there are {len(files)}; "
+                             "give several with --transcripts TSV")
+        return files, {str(files[0][0]): AlignJob.whole(files[0][0], getattr(args, source))}, []
+    kept, jobs, errors = [], {}, []
+    if source == "transcripts":
+        from zipa.evaluation.references import match_references, read_reference_tsv
+
+        try:
+            entries = read_reference_tsv(args.transcripts)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--transcripts {args.transcripts}: {e}") from None
+        references, _ = match_references(entries, files, args.transcripts)
+        for (path, rel), reference in zip(files, references):
+            if reference.error is not None:
+                errors.append(reference.error)
+            else:
+                kept.append((path, rel))
+                jobs[str(path)] = AlignJob.whole(path, reference.text)
+        return kept, jobs, errors
+    root = Path(args.textgrid)
+    if root.is_file() and len(files) != 1:
+        raise UsageError(f"--textgrid {root} is one TextGrid, but there are {len(files)} audio files; give a "
+                         "folder of TextGrids named as the audio files")
+    if not root.exists():
+        raise UsageError(f"--textgrid {root}: no such file or folder")
+    for path, rel in files:
+        try:
+            grid_path = root if root.is_file() else find_textgrid(root, path, rel)
+            job = AlignJob.from_textgrid(path, read_textgrid(grid_path), args.tier, grid_path)
+        except ValueError as e:
+            if root.is_file():
+                raise UsageError(str(e)) from None
+            errors.append(str(e))
+            continue
+        kept.append((path, rel))
+        jobs[str(path)] = job
+    return kept, jobs, errors
+
+
+def _check_not_overwriting_inputs(targets: Dict[str, Optional[Path]], jobs: Dict[str, object]) -> None:
+    """TextGrid outputs must not replace the TextGrids they copy."""
+    for key, target in targets.items():
+        source = getattr(jobs.get(key), "source", None)
+        if target is not None and source is not None and target.resolve() == Path(source).resolve():
+            raise UsageError(f"--output would overwrite the input TextGrid {source}; write the copies elsewhere")
+
+
+def _evaluation_references(args: argparse.Namespace):
+    """(references, their number or None, input errors, references no audio file matched) of
+    --ref and the audio inputs (see `zipa.evaluation.references`)."""
+    from zipa.evaluation import references as refs
+
+    try:
+        kind = refs.reference_kind(args.ref)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--ref: {e}") from None
+    if args.tier is not None and kind != "textgrid":
+        raise UsageError(f"--tier is for a folder of TextGrids; --ref {args.ref} is a {kind}")
+    if kind == "shar":
+        if args.inputs:
+            raise UsageError(f"--ref {args.ref} is a shar folder: the audio comes from it, give no AUDIO_OR_DIR")
+        from zipa.data.shar import count_cuts
+
+        return refs.shar_references(args.ref), count_cuts(args.ref), [], []
+    try:
+        entries = refs.read_reference_tsv(args.ref) if kind == "tsv" else refs.read_textgrid_folder(args.ref, args.tier)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--ref {args.ref}: {e}") from None
+    if not args.inputs:
+        if kind == "textgrid":
+            raise UsageError(f"--ref {args.ref} is a folder of TextGrids: give the audio files or folders too")
+        references = refs.tsv_references(entries)
+        return references, len(references), [], []
+    files, errors = find_audio(args.inputs)
+    if not files and not errors:
+        raise UsageError("no audio files found")
+    references, unused = refs.match_references(entries, files, str(args.ref))
+    return references, len(references), errors, unused
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from zipa.evaluation.evaluate import run_evaluation, save_chart, score
+    from zipa.evaluation.metrics import summarise_table
+    from zipa.inference.progress import Progress
+
+    command = "zipa evaluate"
+    try:
+        check_window(args.window, args.overlap)
+    except ValueError as e:
+        raise UsageError(f"--window/--overlap: {e}") from None
+    references, total, input_errors, unused = _evaluation_references(args)
+    ref = Path(args.ref)
+    name = args.name or (ref.stem if ref.is_file() else ref.resolve().name)
+    if not args.no_chart:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            print(f"{command}: warning: no chart: it needs matplotlib (pip install 'zipa-phones[plot]'); "
+                  "--no-chart silences this", file=sys.stderr)
+            args.no_chart = True
+    transcriber, model_path = _load_transcriber(args)
+    for message in input_errors:
+        print(f"error: {message}", file=sys.stderr)
+
+    mode = "none" if args.quiet else args.progress
+    with Progress(total or 0, mode, interval=args.progress_interval, desc=command) as progress:
+        run = run_evaluation(
+            transcriber, references, decoding=args.decoding, beam=args.beam_size, batch_size=args.batch_size,
+            remove_diacritics=args.remove_diacritics, progress=progress, total=total,
+            on_failure=lambda failure: progress.write(f"error: {failure.error}"),
+            window=args.window, overlap=args.overlap,
+        )
+    try:
+        metrics = score(run, args.output_dir, name, model_path.stem)
+        chart = None if args.no_chart or not run.results else save_chart(metrics, args.output_dir)
+    except OSError as e:
+        print(f"{command}: error: cannot write to {args.output_dir}: {e}", file=sys.stderr)
+        return 1
+    print(summarise_table({f"{name} {run.key}": metrics}), end="")
+    print(run.normalization.format())
+    if unused:
+        print(f"{len(unused)} references in {args.ref} have no audio among the inputs (not scored)")
+    print(f"results in {args.output_dir}" + (f" (chart: {chart.name})" if chart else ""))
+    failed = len(run.failures) + len(input_errors)
+    if failed:
+        print(f"{failed} of {failed + len(run.results)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _onnx_providers(device: Optional[str]) -> Optional[List[str]]:
@@ -389,6 +652,21 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     for path in written.values():
         print(path)
+    return 0
+
+
+def cmd_inventories(args: argparse.Namespace) -> int:
+    from zipa.decoding.inventory import Inventory, available_languages, resolve_language
+
+    if not args.codes:
+        for code, (name, count) in sorted(available_languages().items()):
+            print(f"{code}\t{count}\t{name}")
+        return 0
+    for code in args.codes:
+        try:
+            print(f"{resolve_language(code)}\t{' '.join(Inventory.for_language(code).phones)}")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     return 0
 
 
@@ -422,38 +700,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_decoding_args(p: argparse.ArgumentParser, default_format: str) -> None:
-    from zipa.inference.writers import FORMATS
-
-    p.add_argument("inputs", nargs="+", metavar="AUDIO_OR_DIR",
-                   help="audio files, or folders searched recursively for the audio formats soundfile reads "
-                        "(wav, flac, ogg/opus, aiff, caf, au, sph..., mp3 with libsndfile >= 1.1)")
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """What transcribe, align and evaluate share: the model, where and how it runs, progress."""
     p.add_argument("--model", "-m", required=True,
                    help="a .pth checkpoint, a folder holding one, a model name or Hub repo id (see `zipa models`)")
-    p.add_argument("--format", "-f", choices=FORMATS, default=default_format,
-                   help=f"output format (default: {default_format})")
-    p.add_argument("--output", "-o", default=None,
-                   help="output file (default: stdout); for textgrid a folder, or a .TextGrid file for one input. "
-                        "Each file's result is written as soon as it is decoded (files finish in order of "
-                        "length within groups, not in input order; each line names its file)")
-    p.add_argument("--resume", action="store_true",
-                   help="go on with an interrupted run: skip the files already in --output (for textgrid: whose "
-                        ".TextGrid exists), drop a last line cut off mid-write, append the rest. Without it an "
-                        "existing output is replaced")
-    p.add_argument("--batch-size", type=_positive_int, default=8,
-                   help="files (or windows of long files) decoded together (default 8). They are sorted by "
-                        "length to limit padding, but padding still changes a file's result slightly, as in "
-                        "the original ZIPA; 1 decodes each file alone, exactly as one-file inference")
     p.add_argument("--device", default=None, help="cuda, cpu, cuda:1... (default: cuda when available, else cpu)")
     p.add_argument("--num-threads", type=_positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--decoding", choices=DECODING_METHODS, default="greedy",
                    help="greedy (as the released ZIPA inference) or beam: CTC prefix beam search / transducer "
                         "modified beam search; times then come from the best alignment of the beam's result")
     p.add_argument("--beam-size", type=_positive_int, default=4, help="beam width for --decoding beam (default 4)")
-    p.add_argument("--remove-diacritics", action="store_true",
-                   help="strip diacritics from the output (zipa.text.ipa.normalize_ipa)")
-    p.add_argument("--no-word-boundaries", action="store_true",
-                   help="transcript = all phones joined with no spaces; no word tier/list")
     p.add_argument("--window", type=float, default=DEFAULT_WINDOW,
                    help=f"files longer than this (s) are decoded in overlapping windows (default {DEFAULT_WINDOW:g})")
     p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
@@ -493,6 +749,139 @@ already done. Exit status 141: stdout's reader went away (`| head`).
 """
 
 
+FORCED_HELP = """
+forced alignment (the phones are given, the model finds where they are):
+  zipa align a.wav -m M --transcript "həloʊ wɜːld"            IPA of one file
+  zipa align a.wav -m M --text "hello world" --lang en-us      orthography, through G2P (espeak-ng)
+  zipa align clips/ -m M --transcripts refs.tsv -f ctm         path<TAB>IPA per line (as zipa evaluate --ref)
+  zipa align long.wav -m M --textgrid long.TextGrid --tier utterances -o aligned.TextGrid
+  zipa align recordings/ -m M --textgrid grids/ --tier utt -o aligned/   grids/<name>.TextGrid per audio file
+
+Transcripts are normalised as training labels are (zipa.text.ipa): symbols outside the
+inventory are dropped and reported on stderr as warnings; spaces are word boundaries;
+--remove-diacritics strips diacritics from the transcripts too (for models without them). With a
+TextGrid, each non-empty interval of the tier is aligned with its own text, and --format
+textgrid writes a copy of that TextGrid with tiers "phones" and "words" added. A file (or an
+utterance) longer than --window is encoded in windows and aligned in one pass; above about 15
+minutes of speech (7 for transducer models) it is refused: give utterance intervals. A transcript
+too long for its audio is reported and the file skipped; a TextGrid utterance that cannot be
+aligned is reported, the others are written (exit status 1). Phone confidence: CTC models, the
+posterior of the phone's tokens averaged over the frames the alignment gives them; transducer
+models (one 40 ms frame per token), the joiner's probability where the token is emitted.
+"""
+
+
+EVALUATE_HELP = """references (--ref):
+  a TSV     path<TAB>ipa[<TAB>language[<TAB>speaker]] per line; or a header line naming the columns
+            (path, ipa, language, speaker; any order, e.g. "path<TAB>speaker<TAB>ipa"). Paths are
+            absolute or relative to the TSV's folder; with AUDIO_OR_DIR given, a TSV path may also be
+            a path below an input folder or a file name, with or without its suffix. Without
+            AUDIO_OR_DIR the files the TSV names are scored.
+  a folder  of Praat TextGrids: sub/a.TextGrid is the reference of the audio file sub/a.* (or of a
+            unique a.*): the non-empty labels of interval tier --tier NAME (without it: the
+            only interval tier), joined.
+  a shar    folder (cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar): audio, text, language and speaker
+            all come from it; give no AUDIO_OR_DIR.
+
+References are normalised to the model's inventory as training labels are (zipa.text.ipa; with
+--remove-diacritics, ZIPA's diacritic removal, applied to the hypotheses too); what that mapped,
+removed or dropped is printed and stored under "normalization" in the metrics JSON.
+
+Output (--output-dir): recogs-NAME-MODEL.txt, errs-NAME-MODEL.txt, metrics-NAME-MODEL.json and
+wer-summary-NAME-MODEL.txt as zipformer_crctc/ctc_decode.py writes them (NAME: --name, MODEL: the
+checkpoint's file name), and chart-NAME-MODEL.png (needs matplotlib). PER is over characters of
+the IPA without word boundaries, as ZIPA's; PFER as ZIPA's evaluate.py (zipa.evaluation.metrics).
+
+Exit status: 0 all scored, 1 some failed (no reference, unreadable or too short audio: each is
+reported and skipped, and listed under "failed" in the metrics JSON), 2 usage error.
+"""
+
+
+def _add_decoding_args(p: argparse.ArgumentParser, default_format: str) -> None:
+    from zipa.inference.writers import FORMATS
+
+    p.add_argument("inputs", nargs="+", metavar="AUDIO_OR_DIR",
+                   help="audio files, or folders searched recursively for the audio formats soundfile reads "
+                        "(wav, flac, ogg/opus, aiff, caf, au, sph..., mp3 with libsndfile >= 1.1)")
+    p.add_argument("--format", "-f", choices=FORMATS, default=default_format,
+                   help=f"output format (default: {default_format})")
+    p.add_argument("--output", "-o", default=None,
+                   help="output file (default: stdout); for textgrid a folder, or a .TextGrid file for one input. "
+                        "Each file's result is written as soon as it is decoded (files finish in order of "
+                        "length within groups, not in input order; each line names its file)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on with an interrupted run: skip the files already in --output (for textgrid: whose "
+                        ".TextGrid exists), drop a last line cut off mid-write, append the rest. Without it an "
+                        "existing output is replaced")
+    p.add_argument("--batch-size", type=_positive_int, default=8,
+                   help="files (or windows of long files) decoded together (default 8). They are sorted by "
+                        "length to limit padding, but padding still changes a file's result slightly, as in "
+                        "the original ZIPA; 1 decodes each file alone, exactly as one-file inference")
+    p.add_argument("--inventory", metavar="FILE", default=None,
+                   help="restrict the output to the phones in FILE (one per line or separated by spaces; # starts "
+                        "a comment): the search never emits other tokens (word boundaries stay allowed). Tokens are "
+                        "IPA characters, so a phone allows each of its characters (tʰ allows t and ʰ). Symbols "
+                        "the model's tokenizer lacks are named in a warning. Overrides the inventory of --lang")
+    p.add_argument("--lang", metavar="CODE", default=None,
+                   help="the language of the audio: an ISO 639-3 code (eng, cmn, yor...) or an espeak-ng code "
+                        "(en-us, es, fr-fr...). Restricts the output to its built-in phone inventory (from PHOIBLE; "
+                        "`zipa inventories` lists the codes). In forced alignment (zipa align --text, or "
+                        "--orthographic) it is instead the language the text is converted to IPA in (G2P: "
+                        "espeak-ng codes, or epitran codes such as yor-Latn)")
+    p.add_argument("--topk", type=_positive_int, default=0, metavar="K",
+                   help="also write each phone's K most probable tokens with their probabilities (jsonl: "
+                        "\"alternatives\": [{\"phone\", \"prob\"}...] per phone; tsv: an alternatives column "
+                        "\"a:0.7100 e:0.1200 ...\"); implies --timestamps, jsonl and tsv only. CTC: the posteriors "
+                        "averaged over the phone's frames; transducer: the joiner's distribution where the phone "
+                        "was emitted; both renormalised over the non-blank tokens")
+    p.add_argument("--remove-diacritics", action="store_true",
+                   help="strip diacritics from the output (zipa.text.ipa.normalize_ipa)")
+    p.add_argument("--no-word-boundaries", action="store_true",
+                   help="transcript = all phones joined with no spaces; no word tier/list")
+    _add_runtime_args(p)
+
+
+def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="*", metavar="AUDIO_OR_DIR",
+                   help="audio files, or folders searched recursively (as zipa transcribe); none for a shar "
+                        "--ref, or a TSV --ref whose paths name the files")
+    p.add_argument("--ref", required=True, metavar="REFS",
+                   help="references: a TSV, a folder of TextGrids or a shar folder (see below)")
+    p.add_argument("--tier", default=None, metavar="NAME", help="the TextGrid tier holding the reference")
+    p.add_argument("--output-dir", "-o", required=True, type=Path, help="folder for the result files")
+    p.add_argument("--name", default=None,
+                   help="test set name in the file names (default: the --ref file's stem or folder's name)")
+    p.add_argument("--no-chart", action="store_true", help="do not draw the PER/PFER chart")
+    p.add_argument("--remove-diacritics", action="store_true",
+                   help="score without diacritics: ZIPA's --remove-diacritics on references and hypotheses")
+    p.add_argument("--batch-size", type=_positive_int, default=8,
+                   help="files decoded together (default 8; 1 decodes each file alone, see zipa transcribe)")
+    _add_runtime_args(p)
+
+
+def _add_forced_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("forced alignment (see below)")
+    source = group.add_mutually_exclusive_group()
+    source.add_argument("--transcript", metavar="IPA", default=None,
+                        help="align these phones (IPA; spaces separate words) to the one audio file")
+    source.add_argument("--text", metavar="TEXT", default=None,
+                        help="align this orthographic text of the one audio file, converted to IPA in --lang by "
+                             "zipa.text.g2p (espeak-ng; epitran for codes such as yor-Latn)")
+    source.add_argument("--transcripts", metavar="TSV", default=None,
+                        help="path<TAB>IPA per line (the TSV of zipa evaluate --ref; a header and language/speaker "
+                             "columns are allowed): each audio file is matched by its path, its path below an input "
+                             "folder, or its file name")
+    source.add_argument("--textgrid", metavar="FILE_OR_DIR", default=None,
+                        help="a Praat TextGrid with utterance intervals (for one audio file), or a folder of them "
+                             "named as the audio files (<relative path or name>.TextGrid): each non-empty interval "
+                             "of --tier is aligned with its text; --format textgrid writes a copy with phone and "
+                             "word tiers added")
+    group.add_argument("--tier", metavar="NAME", default=None,
+                       help="the interval tier of --textgrid holding the utterances (default: the only one)")
+    group.add_argument("--orthographic", action="store_true",
+                       help="the texts of --transcripts or --textgrid are orthography: converted to IPA in --lang")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zipa", description="ZIPA multilingual IPA phone recognition.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -506,15 +895,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-phone times and confidences in jsonl/tsv (always on for ctm/textgrid)")
     p.set_defaults(func=cmd_transcribe)
 
-    p = sub.add_parser("align", help="audio -> timed phones and words (TextGrid, CTM...)", epilog=FORMATS_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = sub.add_parser("align", help="audio -> timed phones and words (TextGrid, CTM...)",
+                       epilog=FORMATS_HELP + FORCED_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Per-phone and per-word times and confidences from the model's frame "
-                                   "alignment (greedy path), written as Praat TextGrid, CTM, jsonl or tsv.")
+                                   "alignment (greedy path), or of given phones (forced alignment: --transcript, "
+                                   "--text, --transcripts, --textgrid), written as Praat TextGrid, CTM, jsonl or tsv.")
     _add_decoding_args(p, "textgrid")
     p.add_argument("--plot", metavar="OUT", default=None,
                    help="also draw each file's spectrogram with its phone and word tiers: OUT.png for one "
                         "input, else a folder OUT holding <relative path>.png (needs matplotlib)")
+    _add_forced_args(p)
     p.set_defaults(func=cmd_align)
+
+    p = sub.add_parser("evaluate", help="PER and PFER against reference IPA (TSV, TextGrids or shar)",
+                       epilog=EVALUATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Decode audio and score it against reference IPA: icefall's recogs-*, errs-* "
+                                   "and metrics-*.json (as ctc_decode.py writes them), a PER/PFER table overall "
+                                   "and per language/speaker, and a bar chart.")
+    _add_evaluate_args(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export-onnx", help="export a model to ONNX (fp32, and int8/fp16 copies)",
                        description="Export a model to ONNX for onnxruntime: model.onnx (CTC) or encoder/decoder/"
@@ -529,6 +928,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bpe-model", default=None, help="tokenizer model (default: the packaged ipa_simplified one)")
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HUB_CACHE)")
     p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser("inventories", help="list the built-in phone inventories (--lang)",
+                       description="The built-in phone inventories that --lang selects: without CODE, one line per "
+                                   "language (ISO 639-3 code, number of phones, name); with codes, each one's "
+                                   "phones (code TAB phones separated by spaces, usable as an --inventory file "
+                                   "after `cut -f2`). Derived from PHOIBLE 2.0 as extended by Allophoible (the "
+                                   "allophant package, MIT licence): each language's phonemes and allophones over "
+                                   "all its PHOIBLE inventories, mapped onto ZIPA's IPA inventory.")
+    p.add_argument("codes", nargs="*", metavar="CODE", help="ISO 639-3 or espeak-ng codes (eng, en-us, cmn...)")
+    p.set_defaults(func=cmd_inventories)
 
     p = sub.add_parser("models", help="list the released ZIPA models", description="List the released ZIPA models.")
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HUB_CACHE)")

@@ -13,30 +13,34 @@ A `TokenSpan` is counted in encoder output frames; `zipa.inference.timestamps` t
 
 Beam searches keep no frames (they sum over alignments); `ctc_forced_align` and
 `transducer_forced_align` give the best alignment of their hypothesis (Viterbi), as spans of the
-same kind.
+same kind. The same functions align a given transcript (`zipa align --transcript`,
+`zipa.inference.forced`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from zipa.decoding.ctc import BLANK_ID
+from zipa.decoding.inventory import TokenMask, mask_logits
 from zipa.model.protocols import TransducerHead
 
 
 @dataclass(frozen=True)
 class TokenSpan:
-    """One emitted token: id, frames [start, end) of the encoder output, confidence in [0, 1]."""
+    """One emitted token: id, frames [start, end) of the encoder output, confidence in [0, 1];
+    `alternatives`: top-k (token id, probability) pairs when asked for (`zipa.decoding.topk`)."""
 
     token: int
     start: int
     end: int
     confidence: float
+    alternatives: Optional[Tuple[Tuple[int, float], ...]] = None
 
 
 def ctc_greedy_spans(log_probs: Tensor, lengths: Tensor, blank_id: int = BLANK_ID) -> List[List[TokenSpan]]:
@@ -80,58 +84,98 @@ def transducer_spans(hyps: List[List[int]], frames: List[List[int]], probs: List
 # ---------------------------------------------------------------------------------------------
 
 
-def ctc_forced_align(log_probs: Tensor, tokens: List[int], blank_id: int = BLANK_ID) -> List[TokenSpan]:
-    """The best CTC path that spells `tokens` (Viterbi), as spans like `ctc_greedy_spans`.
+def ctc_min_frames(tokens: Sequence[int]) -> int:
+    """Frames a CTC path spelling `tokens` needs: one per token, plus a blank between two equal
+    tokens in a row (CTC merges repeats that no blank separates)."""
+    return len(tokens) + sum(1 for a, b in zip(tokens, tokens[1:]) if a == b)
 
-    log_probs: (T, vocab) of one utterance (valid frames only). For the greedy hypothesis this
-    is the greedy path itself, so its spans are those of `ctc_greedy_spans`.
+
+def ctc_viterbi(log_probs: Tensor, tokens: Sequence[int], blank_id: int = BLANK_ID) -> Tuple[np.ndarray, float]:
+    """The best CTC path that spells `tokens` (Viterbi over the CTC topology: blank, token 1,
+    blank, token 2, ..., blank; a state repeats or moves on by one, or by two past an optional
+    blank unless the two tokens around it are equal).
+
+    log_probs: (T, vocab) of one utterance (valid frames only). Returns (state per frame, the
+    path's total log-probability): state ``2k + 1`` is token ``k``, even states are blanks.
+    ValueError when the frames are too few (`ctc_min_frames`). Memory: one byte per frame and
+    state (the back-pointers); the scores are kept for one frame at a time.
     """
+    tokens = [int(t) for t in tokens]
     lp = log_probs.detach().float().cpu().numpy()
     num_frames, num_tokens = lp.shape[0], len(tokens)
-    if num_tokens == 0:
-        return []
+    if num_tokens and blank_id in tokens:
+        raise ValueError(f"ctc_viterbi: the blank id {blank_id} cannot be a token of the transcript")
+    need = ctc_min_frames(tokens)
+    if num_frames < max(need, 1):
+        raise ValueError(
+            f"ctc_viterbi: {num_tokens} tokens cannot be aligned to {num_frames} frames: they need at "
+            f"least {need} (one per token and a blank between repeated tokens)"
+        )
     labels = np.full(2 * num_tokens + 1, blank_id, dtype=np.int64)
     labels[1::2] = tokens
     num_states = len(labels)
-    emit = lp[:, labels]  # (T, S)
     # A token state may be entered from two states back unless that is the same token.
     skip = np.zeros(num_states, dtype=bool)
     skip[3::2] = labels[3::2] != labels[1:-2:2]
     neg_inf = -np.inf
     score = np.full(num_states, neg_inf)
-    score[:2] = emit[0, :2]
+    score[:2] = lp[0, labels[:2]]
     back = np.zeros((num_frames, num_states), dtype=np.int8)  # 0: stay, 1: from s-1, 2: from s-2
+    options = np.full((3, num_states), neg_inf)
     for t in range(1, num_frames):
-        from1 = np.concatenate(([neg_inf], score[:-1]))
-        from2 = np.where(skip, np.concatenate(([neg_inf, neg_inf], score[:-2])), neg_inf)
-        options = np.stack([score, from1, from2])
+        options[0] = score
+        options[1, 1:] = score[:-1]
+        options[2, 2:] = np.where(skip[2:], score[:-2], neg_inf)
         back[t] = options.argmax(axis=0)
-        score = options.max(axis=0) + emit[t]
-    last = num_states - 1 if score[-1] >= score[-2] else num_states - 2
+        score = options.max(axis=0) + lp[t, labels]
+    last = num_states - 1 if num_states == 1 or score[-1] >= score[-2] else num_states - 2
     if not np.isfinite(score[last]):
-        raise ValueError(f"ctc_forced_align: {num_tokens} tokens cannot be aligned to {num_frames} frames")
+        raise ValueError(f"ctc_viterbi: no path spelling the {num_tokens} tokens has a finite score")
     states = np.empty(num_frames, dtype=np.int64)
     s = last
     for t in range(num_frames - 1, -1, -1):
         states[t] = s
         s -= int(back[t, s])
-    spans = []
-    for k, token in enumerate(tokens):
-        frames = np.flatnonzero(states == 2 * k + 1)
-        start, end = int(frames[0]), int(frames[-1]) + 1
-        spans.append(TokenSpan(int(token), start, end, float(np.exp(lp[start:end, token]).mean())))
-    return spans
+    return states, float(score[last])
+
+
+def ctc_forced_align(log_probs: Tensor, tokens: List[int], blank_id: int = BLANK_ID) -> List[TokenSpan]:
+    """The best CTC path that spells `tokens` (`ctc_viterbi`), as spans like `ctc_greedy_spans`:
+    token ``k`` spans the frames the path spends in its state, and its confidence is its
+    posterior probability averaged over those frames.
+
+    log_probs: (T, vocab) of one utterance (valid frames only). For the greedy hypothesis this
+    is the greedy path itself, so its spans are those of `ctc_greedy_spans`. ValueError when
+    the transcript needs more frames than there are.
+    """
+    if len(tokens) == 0:
+        return []
+    states, _ = ctc_viterbi(log_probs, tokens, blank_id)
+    lp = log_probs.detach().float().cpu().numpy()
+    # The path visits each token state in one run of frames, in order.
+    is_token = states % 2 == 1
+    starts = np.flatnonzero(is_token & np.concatenate(([True], states[1:] != states[:-1])))
+    ends = np.flatnonzero(is_token & np.concatenate((states[1:] != states[:-1], [True]))) + 1
+    return [
+        TokenSpan(int(token), int(start), int(end), float(np.exp(lp[start:end, token]).mean()))
+        for token, start, end in zip(tokens, starts, ends)
+    ]
 
 
 @torch.no_grad()
 def transducer_forced_align(
-    model: TransducerHead, encoder_out: Tensor, tokens: List[int], frames_chunk: int = 64
+    model: TransducerHead,
+    encoder_out: Tensor,
+    tokens: List[int],
+    frames_chunk: int = 64,
+    token_mask: Optional[TokenMask] = None,
 ) -> List[TokenSpan]:
     """The best way to emit `tokens`, at most one per frame, as `modified_beam_search` and
     `transducer_greedy_search` do (Viterbi over frames x tokens emitted so far).
 
     encoder_out: (T, C) of one utterance (valid frames only). Each token's span is the frame it
-    is emitted at; its confidence the joiner's probability of it there.
+    is emitted at; its confidence the joiner's probability of it there (renormalised over
+    `token_mask`, `zipa.decoding.inventory`, when one is given, as the masked searches do).
     """
     decoder, joiner = model.decoder, model.joiner
     blank_id, context_size = decoder.blank_id, decoder.context_size
@@ -149,7 +193,7 @@ def transducer_forced_align(
     blank_lp, token_lp = [], []
     for t0 in range(0, num_frames, frames_chunk):
         logits = joiner(encoder_proj[t0 : t0 + frames_chunk].unsqueeze(1), decoder_out.unsqueeze(0), project_input=False)
-        lp = logits.float().log_softmax(dim=-1)  # (chunk, U + 1, vocab)
+        lp = mask_logits(logits, token_mask).float().log_softmax(dim=-1)  # (chunk, U + 1, vocab)
         blank_lp.append(lp[:, :, blank_id].cpu())
         token_lp.append(lp[:, :-1].gather(2, next_token.view(1, -1, 1).expand(lp.shape[0], -1, 1)).squeeze(2).cpu())
     blank_lp = torch.cat(blank_lp).double().numpy()  # (T, U + 1): stay at u

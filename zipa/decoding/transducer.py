@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from zipa.decoding.inventory import TokenMask, mask_logits
 from zipa.decoding.prefix_trie import ROOT, PrefixTrie
 from zipa.model.protocols import TransducerHead
 
 
 @torch.no_grad()
 def transducer_greedy_search(
-    model: TransducerHead, encoder_out: Tensor, encoder_out_lens: Tensor, return_frames: bool = False
+    model: TransducerHead,
+    encoder_out: Tensor,
+    encoder_out_lens: Tensor,
+    return_frames: bool = False,
+    token_mask: Optional[TokenMask] = None,
 ) -> Union[List[List[int]], Tuple[List[List[int]], List[List[int]], List[List[float]]]]:
     """Batched greedy search emitting at most one symbol per frame (icefall's
     `greedy_search_batch`).
 
     model: its `decoder` and `joiner` (`zipa.model.protocols.TransducerHead`); encoder_out: (batch, T, C).
     With `return_frames`, returns `(hyps, frames, probs)`: for each token, the encoder frame it
-    was emitted at and the joiner's probability of it there.
+    was emitted at and the joiner's probability of it there. `token_mask`
+    (`zipa.decoding.inventory.token_mask`): tokens outside it get -inf logits, so they are never
+    emitted and the probabilities are renormalised over the allowed tokens.
     """
     decoder, joiner = model.decoder, model.joiner
     blank_id, context_size = decoder.blank_id, decoder.context_size
@@ -39,6 +46,7 @@ def transducer_greedy_search(
         active = [i for i, n in enumerate(lengths) if n > t]
         rows = torch.tensor(active, device=device)
         logits = joiner(encoder_proj[rows, t : t + 1], decoder_out[rows], project_input=False).squeeze(1)
+        logits = mask_logits(logits, token_mask)
         best = logits.argmax(dim=-1).tolist()
         emitted = [i for i, token in zip(active, best) if token != blank_id]
         if not emitted:
@@ -59,7 +67,12 @@ def transducer_greedy_search(
 
 @torch.no_grad()
 def modified_beam_search(
-    model: TransducerHead, encoder_out: Tensor, encoder_out_lens: Tensor, beam: int = 4, length_norm: bool = True
+    model: TransducerHead,
+    encoder_out: Tensor,
+    encoder_out_lens: Tensor,
+    beam: int = 4,
+    length_norm: bool = True,
+    token_mask: Optional[TokenMask] = None,
 ) -> List[List[int]]:
     """icefall's `modified_beam_search`: beam search emitting at most one symbol per frame.
 
@@ -76,6 +89,7 @@ def modified_beam_search(
     Batched: hypotheses are (batch, beam) slots of tensors; one decoder and one joiner call per
     frame cover every live hypothesis of every unfinished utterance. Sequences are `PrefixTrie`
     ids, so merging compares integers. With beam=1 this is `transducer_greedy_search`.
+    `token_mask`: as in `transducer_greedy_search` (the log-softmax renormalises over it).
     """
     decoder, joiner = model.decoder, model.joiner
     blank_id, context_size = decoder.blank_id, decoder.context_size
@@ -102,7 +116,7 @@ def modified_beam_search(
         rows = ((scores > neg_inf) & active).flatten().nonzero().squeeze(1)
         decoder_out = joiner.decoder_proj(decoder(contexts.flatten(0, 1)[rows], need_pad=False))
         logits = joiner(encoder_proj[rows // beam, t].unsqueeze(1), decoder_out, project_input=False)
-        log_probs = logits.squeeze(1).float().log_softmax(dim=-1)  # (live hyps, vocab)
+        log_probs = mask_logits(logits.squeeze(1), token_mask).float().log_softmax(dim=-1)  # (live hyps, vocab)
         vocab_size = log_probs.shape[-1]
         candidates = torch.full((batch_size * beam, vocab_size), neg_inf, device=device)
         candidates[rows] = log_probs + scores.flatten()[rows].unsqueeze(1)

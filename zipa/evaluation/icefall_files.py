@@ -230,11 +230,14 @@ def save_results(
     results_by_key: Mapping[str, Sequence[ResultLike]],
     languages: Optional[Mapping[str, str]] = None,
     unit: str = "char",
+    extra: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Dict[str, Any]]:
     """What a decode script writes for one test set: for each decoding key (e.g.
     ``ctc-greedy-search``) the recogs, errs and metrics files, then the PER summary. With one
     key the names are ZIPA's (``recogs-{test_set}-{suffix}.txt``); with several the key is part
-    of each name so that they do not overwrite each other. Returns ``{key: metrics}``."""
+    of each name so that they do not overwrite each other. ``extra``: more keys for each
+    metrics file (``zipa evaluate`` adds its normalisation report and failed files). Returns
+    ``{key: metrics}``."""
     res_dir = Path(res_dir)
     several = len(results_by_key) > 1
     pers: Dict[str, float] = {}
@@ -246,7 +249,7 @@ def save_results(
         errs_path = res_dir / f"errs-{stem}.txt"
         pers[key] = write_errs(errs_path, f"{test_set_name}-{key}", results, unit)
         metrics = compute_metrics(results, languages, unit)
-        metrics = {"test_set": test_set_name, "decoding": key, "settings": suffix, **metrics}
+        metrics = {"test_set": test_set_name, "decoding": key, "settings": suffix, **metrics, **(extra or {})}
         write_metrics_json(res_dir / f"metrics-{stem}.json", metrics)
         out[key] = metrics
     write_per_summary(res_dir / f"wer-summary-{test_set_name}-{suffix}.txt", pers)

@@ -1,4 +1,4 @@
-"""Scoring of phone recognition output: PER and PFER, overall and per language.
+"""Scoring of phone recognition output: PER and PFER, overall, per language and per speaker.
 
 What ``zipformer_crctc/ctc_decode.py`` (and the transducer decoder) compute per test set, and the
 table ``run.sh`` prints at the end. Everything here is plain Python over strings; no argparse.
@@ -89,12 +89,14 @@ TIE_BARS = "\u0361\u035c"
 @dataclass(frozen=True)
 class EvaluationResult:
     """One decoded utterance. ``ref``/``hyp``: a string, or a list of words or phones (see the
-    module docstring); ``language``: its language code when known (for the per-language split)."""
+    module docstring); ``language``, ``speaker``: when known (for the per-language and
+    per-speaker splits)."""
 
     cut_id: str
     ref: Union[str, Sequence[str]]
     hyp: Union[str, Sequence[str]]
     language: Optional[str] = None
+    speaker: Optional[str] = None
 
 
 ResultLike = Union[EvaluationResult, Tuple[Any, ...]]
@@ -102,14 +104,14 @@ ResultLike = Union[EvaluationResult, Tuple[Any, ...]]
 
 def _as_result(item: ResultLike) -> EvaluationResult:
     """Accept :class:`EvaluationResult` or icefall's ``(cut_id, ref, hyp)`` tuples (optionally
-    with a fourth element, the language)."""
+    with a fourth element, the language, and a fifth, the speaker)."""
     if isinstance(item, EvaluationResult):
         return item
-    if isinstance(item, (tuple, list)) and len(item) in (3, 4):
-        return EvaluationResult(str(item[0]), item[1], item[2], item[3] if len(item) == 4 else None)
+    if isinstance(item, (tuple, list)) and len(item) in (3, 4, 5):
+        return EvaluationResult(str(item[0]), *item[1:])
     raise TypeError(
-        f"expected EvaluationResult or (cut_id, ref, hyp[, language]), got {type(item).__name__}: "
-        f"{item!r:.80}"
+        f"expected EvaluationResult or (cut_id, ref, hyp[, language[, speaker]]), got "
+        f"{type(item).__name__}: {item!r:.80}"
     )
 
 
@@ -353,25 +355,32 @@ def compute_metrics(
     """PER (corpus level, percent, 2 decimals) and PFER statistics (ZIPA's), with the counts
     behind them, over all utterances (``"overall"``) and per language (``"per_language"``,
     sorted by code). An utterance's language is ``languages[cut_id]`` when given, else its
-    result's ``language``; utterances with none count in ``"overall"`` only."""
+    result's ``language``; utterances with none count in ``"overall"`` only. When some
+    results name a speaker, ``"per_speaker"`` holds the same blocks per speaker (sorted)."""
     distance = distance if distance is not None else get_distance()
     counts: List[EditCounts] = []
     pfers: List[float] = []
     by_lang: Dict[str, List[int]] = defaultdict(list)
+    by_speaker: Dict[str, List[int]] = defaultdict(list)
     for i, r in enumerate(sorted_results(results)):
         counts.append(edit_counts(phone_units(r.ref, unit), phone_units(r.hyp, unit)))
         pfers.append(pfer(r.hyp, r.ref, distance))
         lang = languages.get(r.cut_id, r.language) if languages is not None else r.language
         if lang:
             by_lang[lang].append(i)
-    return {
-        "unit": unit,
-        "overall": _block(counts, pfers),
-        "per_language": {
-            lang: _block([counts[i] for i in idx], [pfers[i] for i in idx])
-            for lang, idx in sorted(by_lang.items())
-        },
-    }
+        if r.speaker:
+            by_speaker[r.speaker].append(i)
+
+    def blocks(groups: Dict[str, List[int]]) -> Dict[str, Dict[str, Any]]:
+        return {
+            name: _block([counts[i] for i in idx], [pfers[i] for i in idx])
+            for name, idx in sorted(groups.items())
+        }
+
+    metrics = {"unit": unit, "overall": _block(counts, pfers), "per_language": blocks(by_lang)}
+    if by_speaker:
+        metrics["per_speaker"] = blocks(by_speaker)
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,14 +393,15 @@ def _fmt(x: Optional[float], spec: str) -> str:
 
 def summarise_table(metrics_by_test_set: Mapping[str, Mapping[str, Any]]) -> str:
     """A plain-text table: one row per test set (its ``"overall"`` block) followed by indented
-    rows per language, with utterance and phone counts, PER % with ins/del/sub, and PFER mean,
-    median, IQR and std."""
+    rows per language (and per speaker, ``speaker NAME``, when the metrics have them), with
+    utterance and phone counts, PER % with ins/del/sub, and PFER mean, median, IQR and std."""
     header = ("test set", "utts", "phones", "PER%", "ins", "del", "sub",
               "PFER mean", "median", "IQR", "std")
     rows = []
     for name, metrics in metrics_by_test_set.items():
         blocks = [(name, metrics["overall"])]
         blocks += [(f"  {lang}", b) for lang, b in metrics.get("per_language", {}).items()]
+        blocks += [(f"  speaker {spk}", b) for spk, b in metrics.get("per_speaker", {}).items()]
         for label, b in blocks:
             rows.append((
                 label, str(b["num_utts"]), str(b["ref_phones"]), _fmt(b["PER"], ".2f"),

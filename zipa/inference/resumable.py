@@ -41,15 +41,20 @@ class LineOutput:
     lines durably, `close()` ends.
     """
 
-    def __init__(self, path: Optional[Path], fmt: str, timestamps: bool = False, words: bool = True):
+    def __init__(
+        self, path: Optional[Path], fmt: str, timestamps: bool = False, words: bool = True, alternatives: bool = False
+    ):
         if fmt not in LINE_FORMATS:
             raise ValueError(f"not a line format: {fmt!r} (one of {', '.join(LINE_FORMATS)})")
         self.path = None if path is None or str(path) == "-" else Path(path)
         self.fmt = fmt
         self.timestamps = timestamps
         self.words = words
+        self.alternatives = alternatives  # top-k alternatives per phone (tsv and jsonl with timestamps)
         self.done: Set[str] = set()
-        self.header = STREAM_WRITERS["tsv"]([], timestamps=timestamps) if fmt == "tsv" else ""
+        self.header = ""
+        if fmt == "tsv":
+            self.header = STREAM_WRITERS["tsv"]([], timestamps=timestamps, alternatives=alternatives)
         self._keep: Optional[int] = None  # bytes of the existing file to keep (after `load`)
         self._fd: Optional[int] = None
         self._opened = False
@@ -82,7 +87,7 @@ class LineOutput:
                 if number == 1 and self.header:
                     if line + "\n" != self.header:
                         raise ValueError(f"{self.path}: its header {line!r} is not this command's "
-                                         f"{self.header.strip()!r} (other --timestamps?)")
+                                         f"{self.header.strip()!r} (other --timestamps or --topk?)")
                 else:
                     key = self._key(line, number)
                     if not blocks or blocks[-1][0] != key or not self.multi_line:
@@ -106,6 +111,10 @@ class LineOutput:
                 raise ValueError(f"{where}: not a jsonl record of this command: {line[:80]!r}") from None
             if ("phones" in obj) != self.timestamps:
                 raise ValueError(f"{where}: written {'without' if self.timestamps else 'with'} timestamps; "
+                                 "resume with the options of the first run")
+            phones = obj.get("phones") or []
+            if self.timestamps and phones and ("alternatives" in phones[0]) != self.alternatives:
+                raise ValueError(f"{where}: written {'without' if self.alternatives else 'with'} --topk; "
                                  "resume with the options of the first run")
             return key
         if self.fmt == "ctm":
@@ -141,7 +150,8 @@ class LineOutput:
         file is cut back to what it held before (best effort) and the error raised."""
         if not self._opened:
             self.open()
-        text = STREAM_WRITERS[self.fmt]([record], timestamps=self.timestamps, words=self.words)
+        text = STREAM_WRITERS[self.fmt]([record], timestamps=self.timestamps, words=self.words,
+                                        alternatives=self.alternatives)
         self._emit(text[len(self.header):])
         self.done.add(path_key(self.fmt, record.path))
 

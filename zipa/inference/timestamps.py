@@ -9,15 +9,31 @@ convolutions, the second with stride 2), centred on fbank frame ``2j + 4``, that
 ``0.045 + 0.02 j`` seconds. CTC models (``output_downsampling_factor`` 1) emit at that rate;
 transducer models average pairs of frames (``2j', 2j' + 1``), centred at ``0.055 + 0.04 j'``.
 
-So encoder frame ``j`` is given the interval::
+So the receptive field of encoder frame ``j`` is centred at ``FRAME_START + (j + 0.5) * shift``
+with ``FRAME_START = 0.035 s`` and ``shift = 0.02 s * output_downsampling_factor`` (0.02 CTC,
+0.04 transducer): geometrically, frame ``j`` covers ``[FRAME_START + j * shift, FRAME_START +
+(j + 1) * shift)``.
 
-    [FRAME_OFFSET + j * shift, FRAME_OFFSET + (j + 1) * shift)
-    FRAME_OFFSET = 0.035 s,  shift = 0.02 s * output_downsampling_factor (0.02 CTC, 0.04 transducer)
+Tokens are not emitted where their phone starts, though: a CTC spike fires once the model has
+heard enough of the phone, at a frame whose receptive field already lies inside it. Measured on
+speech whose phone start times are known (espeak-ng's phoneme events; ``python
+benchmarks/timestamps.py --model exp/demo_ctc/averaged.pth``, 40 sentences in 8 languages, 4
+voices, about 4,000 phones; see the README), token starts on the geometric grid came late on
+average: +13.8 ms for free transcription (greedy CTC spans) and +17.5 ms for forced alignment
+(CTC Viterbi spans) with the demo model. Token times are therefore the geometric frame times
+moved earlier by that measured lag, ``SPIKE_LAG = 0.015 s``::
 
-whose centre is the centre of the frame's receptive field in the conv front end. A token
-spanning frames ``[start, end)`` (see `zipa.decoding.alignment`) gets the times of those frames.
-This is the geometry of the network, not a forced alignment: CTC spikes mark where the model
-decided on a phone and may sit a frame or two from its acoustic centre.
+    encoder frame j  ->  [FRAME_OFFSET + j * shift, FRAME_OFFSET + (j + 1) * shift)
+    FRAME_OFFSET = FRAME_START - SPIKE_LAG = 0.020 s
+
+A token spanning frames ``[start, end)`` (see `zipa.decoding.alignment`) gets the times of those
+frames. The lag was measured on CTC models (no trained transducer was at hand); transducer
+tokens get the same shift. What is left is spread, not bias: a spike sits anywhere from a frame
+before to two frames after its phone's start (with the demo model about half of the phones
+within 20 ms, four in five within 40 ms); turning blank frames between spikes into boundaries
+(the middle of the gap, the end of the previous phone's spike) and refining with spectral change
+in the fbank features were measured too and did not do better than a few percentage points
+(numbers in the README).
 
 Phones and words
 ----------------
@@ -33,9 +49,11 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
-FRAME_OFFSET = 0.035  # seconds from the start of the audio to the start of encoder frame 0
+FRAME_START = 0.035  # seconds from the start of the audio to where encoder frame 0's receptive field begins
+SPIKE_LAG = 0.015  # measured: how late tokens come on the geometric grid (see the module docstring)
+FRAME_OFFSET = FRAME_START - SPIKE_LAG  # seconds from the start of the audio to a token at frame 0
 BASE_FRAME_SHIFT = 0.02  # seconds per encoder frame before output downsampling
 WORD_BOUNDARY = "\u2581"  # ▁
 _MODIFIER_CATEGORIES = {"Lm", "Sk", "Mn"}
@@ -47,28 +65,34 @@ def frame_shift(output_downsampling_factor: int) -> float:
 
 
 def frame_time(frame: float, shift: float) -> float:
-    """Start time (s) of encoder frame ``frame`` (fractional frames give times inside it)."""
+    """Time (s) given to the start of encoder frame ``frame`` for tokens emitted there (the
+    geometric start moved earlier by `SPIKE_LAG`; fractional frames give times inside it)."""
     return FRAME_OFFSET + frame * shift
 
 
 @dataclass(frozen=True)
 class TimedToken:
-    """A token with global times in seconds."""
+    """A token with global times in seconds; `alternatives`: with top-k, on the first token of
+    each phone, the phone's most probable tokens as (token id, probability) pairs, best first
+    (`zipa.decoding.topk`); None otherwise."""
 
     token: int
     start: float
     end: float
     confidence: float
+    alternatives: Optional[Tuple[Tuple[int, float], ...]] = None
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A labelled stretch of time (a phone or a word)."""
+    """A labelled stretch of time (a phone or a word); `alternatives`: with top-k, a phone's
+    most probable tokens as (label, probability) pairs, best first; None otherwise."""
 
     label: str
     start: float
     end: float
     confidence: float
+    alternatives: Optional[Tuple[Tuple[str, float], ...]] = None
 
 
 @dataclass
@@ -83,6 +107,21 @@ class Alignment:
 def is_modifier(piece: str) -> bool:
     """True for tokens that modify the preceding phone (length, aspiration, diacritics...)."""
     return bool(piece) and all(unicodedata.category(c) in _MODIFIER_CATEGORIES for c in piece)
+
+
+def split_phones(text: str) -> List[str]:
+    """The phones of IPA text, as `build_alignment` groups tokens: each base character with the
+    modifiers after it, word by word (whitespace and ``▁`` separate words and are dropped); a
+    modifier with no phone before it in its word stands alone. ``"tʰaː kʲ"`` -> ``tʰ aː kʲ``."""
+    phones: List[str] = []
+    for word in text.replace(WORD_BOUNDARY, " ").split():
+        first = len(phones)
+        for ch in word:
+            if is_modifier(ch) and len(phones) > first:
+                phones[-1] += ch
+            else:
+                phones.append(ch)
+    return phones
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -111,8 +150,12 @@ def build_alignment(
         if pending:
             label = normalize(pending_label) if normalize is not None else pending_label
             if label:
+                alternatives = pending[0].alternatives
+                if alternatives is not None:
+                    alternatives = tuple((id_to_piece(t), p) for t, p in alternatives)
                 words_of_phones[-1].append(
-                    Interval(label, pending[0].start, pending[-1].end, _mean([t.confidence for t in pending]))
+                    Interval(label, pending[0].start, pending[-1].end, _mean([t.confidence for t in pending]),
+                             alternatives)
                 )
         pending, pending_label = [], ""
 
@@ -151,5 +194,5 @@ def _clip(intervals: List[Interval], duration: Optional[float]) -> List[Interval
         if duration is not None:
             end = min(end, duration)
         start = max(0.0, iv.start if duration is None else min(iv.start, duration))
-        out.append(Interval(iv.label, start, max(start, end), iv.confidence))
+        out.append(Interval(iv.label, start, max(start, end), iv.confidence, iv.alternatives))
     return out

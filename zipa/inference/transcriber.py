@@ -1,7 +1,8 @@
 """The one path from audio to IPA phones that every front end shares.
 
 audio (files or arrays) -> `zipa.audio.load` (16 kHz mono) -> `zipa.audio.features` (fbank, zero-padded
-batch) -> `model.forward_encoder` -> CTC or transducer head -> greedy search -> tokenizer.
+batch) -> `model.forward_encoder` -> CTC or transducer head -> optional inventory mask
+(`zipa.decoding.inventory`) -> greedy or beam search -> tokenizer (-> top-k alternatives, `zipa.decoding.topk`).
 
 Files (`Transcriber.iter_transcribe_files`, and `transcribe_files` on top of it) go through
 `zipa.inference.long_audio`: each file becomes one segment, or overlapping windows when it is
@@ -18,10 +19,12 @@ Windows of a long file all have the same length, so they are never padded.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -36,6 +39,8 @@ from zipa.decoding.alignment import (
     transducer_forced_align,
     transducer_spans,
 )
+from zipa.decoding.inventory import Inventory, TokenMask, mask_log_probs, token_mask
+from zipa.decoding.topk import ctc_alternatives, transducer_alternatives
 from zipa.inference.long_audio import (
     DEFAULT_OVERLAP,
     DEFAULT_WINDOW,
@@ -49,13 +54,27 @@ from zipa.inference.long_audio import (
 )
 from zipa.inference.pretrained import resolve_model
 from zipa.inference.progress import Progress
-from zipa.inference.timestamps import WORD_BOUNDARY, Alignment, TimedToken, build_alignment, frame_shift, frame_time
+from zipa.inference.timestamps import (
+    WORD_BOUNDARY,
+    Alignment,
+    TimedToken,
+    build_alignment,
+    frame_shift,
+    frame_time,
+    is_modifier,
+)
 from zipa.model.io import default_device, load_model
 from zipa.model.protocols import EncoderModel
 from zipa.model.subsampling import MIN_FEATURE_FRAMES
 from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
 
+if TYPE_CHECKING:
+    from zipa.inference.forced import AlignJob, FileAlignment
+
 PathLike = Union[str, Path]
+# What `inventory=` takes: None (no restriction), a built-in language code (str), an inventory
+# file (Path), an `Inventory`, a list of phones, or a `TokenMask` already built.
+InventoryLike = Union[None, str, Path, Inventory, TokenMask, Iterable[str]]
 DECODING_METHODS = ("greedy", "beam")
 # Files are decoded in groups of consecutive paths (see `Transcriber.iter_transcribe_files`).
 GROUP_FILES = 512
@@ -132,23 +151,51 @@ class Transcriber:
                 )
         return feats, feat_lens
 
+    def inventory_mask(self, inventory: InventoryLike) -> Optional[TokenMask]:
+        """The token mask of an `inventory=` argument (see `zipa.decoding.inventory`), or None.
+
+        `inventory`: None (no restriction); a language code (str) with a built-in inventory
+        (`Inventory.for_language`: ISO 639-3 such as ``"eng"``, or an espeak-ng code such as
+        ``"en-us"``); a file of phones (a `Path`, `Inventory.from_file`); an `Inventory`; a
+        list of phones (``["a", "e", "tʰ"]``); or a `TokenMask` from an earlier call. Phones
+        with symbols the tokenizer lacks are named in a `UserWarning` (what they were mapped to).
+        """
+        if inventory is None:
+            return None
+        if isinstance(inventory, TokenMask):
+            return inventory
+        if isinstance(inventory, str):
+            inventory = Inventory.for_language(inventory)
+        elif isinstance(inventory, Path):
+            inventory = Inventory.from_file(inventory)
+        mask = token_mask(inventory, self.tokenizer)
+        message = mask.warning()
+        if message is not None:
+            warnings.warn(message, stacklevel=3)
+        return dataclasses.replace(mask, allowed=mask.allowed.to(self.device))
+
     @torch.inference_mode()
-    def token_ids(self, feats: Tensor, feat_lens: Tensor) -> List[List[int]]:
-        """Greedy token ids of a feature batch."""
+    def token_ids(self, feats: Tensor, feat_lens: Tensor, inventory: InventoryLike = None) -> List[List[int]]:
+        """Greedy token ids of a feature batch; `inventory` restricts the tokens searched
+        (`inventory_mask`)."""
+        mask = self.inventory_mask(inventory)
         encoder_out, encoder_out_lens = self.model.forward_encoder(feats.to(self.device), feat_lens.to(self.device))
         if self.uses_ctc:
-            return ctc_greedy_search(self.model.ctc_output(encoder_out), encoder_out_lens)
-        return transducer_greedy_search(self.model, encoder_out, encoder_out_lens)
+            return ctc_greedy_search(mask_log_probs(self.model.ctc_output(encoder_out), mask), encoder_out_lens)
+        return transducer_greedy_search(self.model, encoder_out, encoder_out_lens, token_mask=mask)
 
-    def predict(self, feats: Tensor, feat_lens: Tensor) -> List[List[str]]:
+    def predict(self, feats: Tensor, feat_lens: Tensor, inventory: InventoryLike = None) -> List[List[str]]:
         """Phones of a feature batch: for each utterance, the decoded IPA string split at word
-        boundaries (what the original ZIPA returns)."""
-        return [text.split() for text in self.tokenizer.decode_batch(self.token_ids(feats, feat_lens))]
+        boundaries (what the original ZIPA returns); `inventory` as in `token_ids`."""
+        return [text.split() for text in self.tokenizer.decode_batch(self.token_ids(feats, feat_lens, inventory))]
 
-    def transcribe(self, audio: Sequence[AudioItem], sampling_rate: Optional[int] = None) -> List[List[str]]:
+    def transcribe(
+        self, audio: Sequence[AudioItem], sampling_rate: Optional[int] = None, inventory: InventoryLike = None
+    ) -> List[List[str]]:
         """Phones of a batch of audio items, decoded together (zero-padded as one batch);
-        `sampling_rate` as in `features`."""
-        return self.predict(*self.features(audio, sampling_rate))
+        `sampling_rate` as in `features`; `inventory` (phones the output may use) as in
+        `inventory_mask`."""
+        return self.predict(*self.features(audio, sampling_rate), inventory=inventory)
 
     # ------------------------------------------------------------------------------------------
     # Token times, files and long audio
@@ -169,7 +216,13 @@ class Transcriber:
 
     @torch.inference_mode()
     def token_spans(
-        self, feats: Tensor, feat_lens: Tensor, decoding: str = "greedy", beam: int = 4
+        self,
+        feats: Tensor,
+        feat_lens: Tensor,
+        decoding: str = "greedy",
+        beam: int = 4,
+        inventory: InventoryLike = None,
+        topk: int = 0,
     ) -> List[List[TokenSpan]]:
         """Hypotheses of a feature batch with each token's encoder frames and confidence (see
         `zipa.decoding.alignment`).
@@ -177,40 +230,122 @@ class Transcriber:
         decoding: "greedy" (the ids of `token_ids`, with the frames of the greedy path) or
         "beam" (CTC prefix beam search / transducer modified beam search of width `beam`; the
         frames are the best alignment of the hypothesis found).
+        `inventory`: restricts the tokens searched (`inventory_mask`); confidences are then
+        renormalised over the allowed tokens. `topk` > 0: the first token of each phone gets
+        `alternatives`, the phone's `topk` most probable tokens (`zipa.decoding.topk`: for CTC
+        the posteriors averaged over the phone's frames, for transducers the joiner's
+        distribution at its first token's emission; renormalised over non-blank tokens).
         """
         if decoding not in DECODING_METHODS:
             raise ValueError(f"decoding must be one of {', '.join(DECODING_METHODS)}, got {decoding!r}")
+        if topk < 0:
+            raise ValueError(f"topk must be 0 (none) or more, got {topk}")
+        mask = self.inventory_mask(inventory)
         encoder_out, encoder_out_lens = self.model.forward_encoder(feats.to(self.device), feat_lens.to(self.device))
         lengths = encoder_out_lens.tolist()
         if self.uses_ctc:
-            log_probs = self.model.ctc_output(encoder_out)
+            log_probs = mask_log_probs(self.model.ctc_output(encoder_out), mask)
             if decoding == "greedy":
-                return ctc_greedy_spans(log_probs, encoder_out_lens)
-            hyps = ctc_prefix_beam_search(log_probs, encoder_out_lens, beam=beam)
-            return [ctc_forced_align(log_probs[i, :n], hyp) for i, (hyp, n) in enumerate(zip(hyps, lengths))]
+                spans = ctc_greedy_spans(log_probs, encoder_out_lens)
+            else:
+                hyps = ctc_prefix_beam_search(log_probs, encoder_out_lens, beam=beam)
+                spans = [ctc_forced_align(log_probs[i, :n], hyp) for i, (hyp, n) in enumerate(zip(hyps, lengths))]
+            if topk:
+                spans = [self._ctc_topk(log_probs[i, :n], row, topk) for i, (row, n) in enumerate(zip(spans, lengths))]
+            return spans
         if decoding == "greedy":
-            return transducer_spans(*transducer_greedy_search(self.model, encoder_out, encoder_out_lens, return_frames=True))
-        hyps = modified_beam_search(self.model, encoder_out, encoder_out_lens, beam=beam)
-        return [
-            transducer_forced_align(self.model, encoder_out[i, :n], hyp) for i, (hyp, n) in enumerate(zip(hyps, lengths))
-        ]
+            hyps, frames, probs = transducer_greedy_search(
+                self.model, encoder_out, encoder_out_lens, return_frames=True, token_mask=mask
+            )
+            spans = transducer_spans(hyps, frames, probs)
+        else:
+            hyps = modified_beam_search(self.model, encoder_out, encoder_out_lens, beam=beam, token_mask=mask)
+            spans = [
+                transducer_forced_align(self.model, encoder_out[i, :n], hyp, token_mask=mask)
+                for i, (hyp, n) in enumerate(zip(hyps, lengths))
+            ]
+        if topk:
+            spans = [
+                self._transducer_topk(encoder_out[i, :n], row, topk, mask)
+                for i, (row, n) in enumerate(zip(spans, lengths))
+            ]
+        return spans
+
+    def _phone_groups(self, spans: Sequence[TokenSpan]) -> List[List[int]]:
+        """Indices of the spans of each phone, grouped as `build_alignment` groups tokens: a
+        base token and the modifiers after it, ``▁`` closing a phone and belonging to none."""
+        groups: List[List[int]] = []
+        open_phone = False
+        for k, span in enumerate(spans):
+            label = self.token_label(span.token)
+            if label == WORD_BOUNDARY:
+                open_phone = False
+            elif is_modifier(label) and open_phone:
+                groups[-1].append(k)
+            else:
+                groups.append([k])
+                open_phone = True
+        return groups
+
+    def _ctc_topk(self, log_probs: Tensor, spans: List[TokenSpan], k: int) -> List[TokenSpan]:
+        """`spans` with the alternatives of each phone on its first token: the posteriors
+        averaged over frames [first token's start, last token's end)."""
+        groups = self._phone_groups(spans)
+        ranges = [(spans[g[0]].start, spans[g[-1]].end) for g in groups]
+        out = list(spans)
+        for g, alternatives in zip(groups, ctc_alternatives(log_probs, ranges, k, self.tokenizer.blank_id)):
+            out[g[0]] = dataclasses.replace(out[g[0]], alternatives=alternatives)
+        return out
+
+    def _transducer_topk(
+        self, encoder_out: Tensor, spans: List[TokenSpan], k: int, mask: Optional[TokenMask]
+    ) -> List[TokenSpan]:
+        """`spans` with the alternatives of each phone on its first token: the joiner's
+        distribution where that token was emitted."""
+        groups = self._phone_groups(spans)
+        firsts = [g[0] for g in groups]
+        alternatives = transducer_alternatives(
+            self.model, encoder_out, [s.token for s in spans], [s.start for s in spans], firsts, k, mask
+        )
+        out = list(spans)
+        for i, alts in zip(firsts, alternatives):
+            out[i] = dataclasses.replace(out[i], alternatives=alts)
+        return out
 
     def timed_tokens(
-        self, audio: Sequence[AudioItem], decoding: str = "greedy", beam: int = 4, sampling_rate: Optional[int] = None
+        self,
+        audio: Sequence[AudioItem],
+        decoding: str = "greedy",
+        beam: int = 4,
+        sampling_rate: Optional[int] = None,
+        inventory: InventoryLike = None,
+        topk: int = 0,
     ) -> List[List[TimedToken]]:
         """Tokens with times in seconds of a batch of audio items (decoded as one batch);
-        `sampling_rate` as in `features`."""
+        `sampling_rate` as in `features`, `inventory` and `topk` as in `token_spans`."""
         shift = self.frame_shift
-        spans = self.token_spans(*self.features(audio, sampling_rate), decoding=decoding, beam=beam)
+        spans = self.token_spans(
+            *self.features(audio, sampling_rate), decoding=decoding, beam=beam, inventory=inventory, topk=topk
+        )
         return [[_timed(span, 0.0, shift) for span in row] for row in spans]
 
     def timestamps(
-        self, audio: Sequence[AudioItem], decoding: str = "greedy", beam: int = 4, sampling_rate: Optional[int] = None
+        self,
+        audio: Sequence[AudioItem],
+        decoding: str = "greedy",
+        beam: int = 4,
+        sampling_rate: Optional[int] = None,
+        inventory: InventoryLike = None,
+        topk: int = 0,
     ) -> List[Alignment]:
         """Transcripts with times of a batch of audio items (decoded as one batch): for each,
         an `Alignment` whose `text` is the transcript and whose `phones` and `words` are
-        intervals in seconds with confidences (what the TextGrid and CTM writers write)."""
-        return [self.alignment(tokens) for tokens in self.timed_tokens(audio, decoding, beam, sampling_rate)]
+        intervals in seconds with confidences (what the TextGrid and CTM writers write).
+        `inventory`: the phones the output may use (`inventory_mask`); `topk` > 0: each phone
+        also gets `alternatives`, its `topk` most probable tokens as (label, probability) pairs
+        (see `token_spans`)."""
+        timed = self.timed_tokens(audio, decoding, beam, sampling_rate, inventory, topk)
+        return [self.alignment(tokens) for tokens in timed]
 
     def alignment(
         self,
@@ -220,6 +355,63 @@ class Transcriber:
     ) -> Alignment:
         """Transcript, phones and words of timed tokens (see `zipa.inference.timestamps.build_alignment`)."""
         return build_alignment(tokens, self.token_label, duration, normalize)
+
+    # ------------------------------------------------------------------------------------------
+    # Forced alignment of given transcripts (zipa.inference.forced)
+    # ------------------------------------------------------------------------------------------
+
+    def align(
+        self,
+        audio: Sequence[AudioItem],
+        transcript: Union[str, Sequence[str], None] = None,
+        *,
+        text: Union[str, Sequence[str], None] = None,
+        lang: Optional[str] = None,
+        sampling_rate: Optional[int] = None,
+        remove_diacritics: bool = False,
+    ) -> List[Alignment]:
+        """Where the phones of given transcripts are in a batch of audio items (aligned as one
+        batch, as `timestamps` decodes): for each item, an `Alignment` as `timestamps` returns,
+        whose phones are exactly those of the transcript, normalised as training labels are.
+
+        `transcript`: IPA, a string for one item or a list with one per item; or `text`:
+        orthography, converted to IPA by `zipa.text.g2p` in language `lang` (``"en-us"``,
+        ``"fra"``...). Symbols outside ZIPA's inventory are dropped and named in a
+        `zipa.inference.forced.TranscriptWarning`. `remove_diacritics`: drop diacritics from
+        the transcripts too (for models trained without them). A phone's confidence is its
+        posterior probability averaged over its frames (see `zipa.inference.forced`).
+        ValueError naming the item when a transcript is too long for its audio.
+        """
+        from zipa.inference.forced import align_batch
+
+        if (transcript is None) == (text is None):
+            raise ValueError("give either transcript= (IPA) or text= (orthography, with lang=)")
+        if text is not None and lang is None:
+            raise ValueError("text= is orthography: give its language (lang=, e.g. 'en-us') for G2P")
+        return align_batch(self, audio, transcript if text is None else text, lang if text is not None else None,
+                           sampling_rate, remove_diacritics)
+
+    def align_files(
+        self,
+        jobs: Iterable["AlignJob"],
+        lang: Optional[str] = None,
+        remove_diacritics: bool = False,
+        window: float = DEFAULT_WINDOW,
+        overlap: float = DEFAULT_OVERLAP,
+        batch_size: int = 8,
+        progress: Union[None, bool, str, Progress] = False,
+        stop: Optional[Callable[[], bool]] = None,
+    ) -> Iterator["FileAlignment"]:
+        """Forced alignment of files of any length, one `zipa.inference.forced.FileAlignment`
+        per `AlignJob` (a file and its transcript, or the utterance intervals of a TextGrid
+        tier), yielded in order as each is done. Each file, or utterance, is aligned on its own;
+        a stretch longer than `window` seconds is encoded in windows overlapping by `overlap`
+        (`batch_size` windows at a time) and aligned in one pass. `lang`: the transcripts are
+        orthography in this language (G2P). `progress`, `stop`: as in `iter_transcribe_files`.
+        """
+        from zipa.inference.forced import align_files
+
+        return align_files(self, jobs, lang, remove_diacritics, window, overlap, batch_size, progress, stop)
 
     def transcribe_files(
         self,
@@ -232,19 +424,55 @@ class Transcriber:
         beam: int = 4,
         group_files: int = GROUP_FILES,
         group_seconds: float = GROUP_SECONDS,
+        inventory: InventoryLike = None,
+        topk: int = 0,
     ) -> List["FileTranscript"]:
         """Decode audio files of any length; one `FileTranscript` per path, in order.
 
         `iter_transcribe_files` collected into a list in the order of `paths`; the arguments
         are the same.
         """
-        _check_file_args(window, overlap, batch_size, decoding, beam, group_files, group_seconds)
+        _check_file_args(window, overlap, batch_size, decoding, beam, group_files, group_seconds, topk)
+        mask = self.inventory_mask(inventory)
         paths = [Path(p) for p in paths]
         results: List[Optional[FileTranscript]] = [None] * len(paths)
         for i, result in self._iter_indexed(paths, window, overlap, batch_size, progress, decoding, beam,
-                                            group_files, group_seconds, None):
+                                            group_files, group_seconds, None, mask, topk):
             results[i] = result
         return results  # type: ignore[return-value]
+
+    def evaluate(
+        self,
+        pairs: Iterable,
+        batch_size: int = 8,
+        decoding: str = "greedy",
+        beam: int = 4,
+        remove_diacritics: bool = False,
+        sampling_rate: Optional[int] = None,
+        output_dir: Optional[PathLike] = None,
+        test_set: str = "test",
+        settings: str = "evaluate",
+        progress: Union[None, bool, str, Progress] = False,
+        **file_options,
+    ) -> dict:
+        """PER and PFER against reference IPA, as `zipa evaluate` computes them.
+
+        `pairs`: ``(audio, ipa)``, ``(audio, ipa, language)`` or ``(audio, ipa, language,
+        speaker)`` items (audio: a file, or an array at `sampling_rate`, default 16 kHz).
+        References are normalised to the inventory as training labels are; the audio is decoded
+        through `transcribe_files` (`batch_size`, `decoding`, `beam`, `file_options`: window,
+        overlap...). Returns the metrics dict: ``overall``, ``per_language``, ``per_speaker``
+        (when speakers are given), ``normalization`` (what normalising the references changed
+        or dropped, per symbol) and ``failed``. With `output_dir`, also writes the icefall
+        files there (``recogs-{test_set}-{settings}.txt``, ``errs-...``, ``metrics-....json``).
+        See `zipa.evaluation.evaluate`.
+        """
+        from zipa.evaluation.evaluate import as_references, run_evaluation, score
+
+        run = run_evaluation(self, list(as_references(pairs, sampling_rate)), decoding=decoding, beam=beam,
+                             batch_size=batch_size, remove_diacritics=remove_diacritics, progress=progress,
+                             **file_options)
+        return score(run, output_dir, test_set, settings)
 
     def iter_transcribe_files(
         self,
@@ -258,6 +486,8 @@ class Transcriber:
         group_files: int = GROUP_FILES,
         group_seconds: float = GROUP_SECONDS,
         stop: Optional[Callable[[], bool]] = None,
+        inventory: InventoryLike = None,
+        topk: int = 0,
     ) -> Iterator["FileTranscript"]:
         """Decode audio files of any length, yielding each file's `FileTranscript` as soon as
         all its segments are decoded: NOT in the order of `paths` (see below).
@@ -279,10 +509,13 @@ class Transcriber:
         (nothing) or None (a bar only when stderr is a terminal).
         `stop`: asked before each batch; when it returns True, the generator ends there (the
         files finished so far have been yielded). For a clean stop on a signal.
+        `inventory`, `topk`: as in `timestamps` (the mask is built, and warns, once per call;
+        the tokens' `alternatives` carry the top-k).
         """
-        _check_file_args(window, overlap, batch_size, decoding, beam, group_files, group_seconds)
+        _check_file_args(window, overlap, batch_size, decoding, beam, group_files, group_seconds, topk)
+        mask = self.inventory_mask(inventory)
         results = self._iter_indexed([Path(p) for p in paths], window, overlap, batch_size, progress,
-                                     decoding, beam, group_files, group_seconds, stop)
+                                     decoding, beam, group_files, group_seconds, stop, mask, topk)
         return (result for _, result in results)
 
     def _iter_indexed(
@@ -297,6 +530,8 @@ class Transcriber:
         group_files: int,
         group_seconds: float,
         stop: Optional[Callable[[], bool]],
+        mask: Optional[TokenMask] = None,
+        topk: int = 0,
     ) -> Iterator[Tuple[int, "FileTranscript"]]:
         """`iter_transcribe_files` with each result's position in `paths` (arguments checked)."""
         reporter = Progress.make(progress, len(paths))
@@ -320,10 +555,12 @@ class Transcriber:
                 group.append((i, result, info))
                 seconds += info.duration
                 if len(group) >= group_files or seconds >= group_seconds:
-                    yield from self._decode_group(group, window, overlap, batch_size, decoding, beam, reporter, stop)
+                    yield from self._decode_group(group, window, overlap, batch_size, decoding, beam, reporter, stop,
+                                                  mask, topk)
                     group, seconds = [], 0.0
             if group:
-                yield from self._decode_group(group, window, overlap, batch_size, decoding, beam, reporter, stop)
+                yield from self._decode_group(group, window, overlap, batch_size, decoding, beam, reporter, stop,
+                                              mask, topk)
         finally:
             if owned:
                 reporter.close()
@@ -338,6 +575,8 @@ class Transcriber:
         beam: int,
         reporter: Progress,
         stop: Callable[[], bool],
+        mask: Optional[TokenMask] = None,
+        topk: int = 0,
     ) -> Iterator[Tuple[int, "FileTranscript"]]:
         """Decode one group's segments longest first; yield each file once all its segments
         are decoded (or as soon as one fails)."""
@@ -354,7 +593,7 @@ class Transcriber:
             if stop():
                 return
             batch = [s for s in segments[start : start + batch_size] if results[s.file_index].error is None]
-            for segment, tokens in self._decode_segments(batch, results, decoding, beam):
+            for segment, tokens in self._decode_segments(batch, results, decoding, beam, mask, topk):
                 pieces[segment.file_index][segment.index] = tokens
             finished = []
             for segment in batch:
@@ -371,7 +610,13 @@ class Transcriber:
                 yield group[k][0], result
 
     def _decode_segments(
-        self, batch: List[Segment], results: List["FileTranscript"], decoding: str, beam: int
+        self,
+        batch: List[Segment],
+        results: List["FileTranscript"],
+        decoding: str,
+        beam: int,
+        mask: Optional[TokenMask] = None,
+        topk: int = 0,
     ) -> List[Tuple[Segment, List[TimedToken]]]:
         """Read, featurize and decode one batch of segments; a segment that fails marks its
         file's error and is left out. Returns each decoded segment's kept tokens."""
@@ -406,7 +651,7 @@ class Transcriber:
             return []
         shift = self.frame_shift
         out = []
-        for segment, spans in zip(segments, self.token_spans(feats, feat_lens, decoding, beam)):
+        for segment, spans in zip(segments, self.token_spans(feats, feat_lens, decoding, beam, mask, topk)):
             offset = segment.start_time
             kept = [
                 _timed(span, offset, shift)
@@ -432,7 +677,14 @@ class FileTranscript:
 
 
 def _check_file_args(
-    window: float, overlap: float, batch_size: int, decoding: str, beam: int, group_files: int, group_seconds: float
+    window: float,
+    overlap: float,
+    batch_size: int,
+    decoding: str,
+    beam: int,
+    group_files: int,
+    group_seconds: float,
+    topk: int = 0,
 ) -> None:
     check_window(window, overlap)
     if decoding not in DECODING_METHODS:
@@ -441,6 +693,8 @@ def _check_file_args(
         raise ValueError(f"beam must be at least 1, got {beam}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if topk < 0:
+        raise ValueError(f"topk must be 0 (none) or more, got {topk}")
     if group_files < 1 or not group_seconds > 0:
         raise ValueError(f"group_files must be at least 1 and group_seconds positive, got {group_files}, {group_seconds}")
 
@@ -451,4 +705,5 @@ def _timed(span: TokenSpan, offset: float, shift: float) -> TimedToken:
         round(offset + frame_time(span.start, shift), 6),
         round(offset + frame_time(span.end, shift), 6),
         span.confidence,
+        span.alternatives,
     )

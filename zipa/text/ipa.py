@@ -60,6 +60,7 @@ __all__ = [
     "num_tokens",
     "normalize_ipa",
     "normalize_ipa_report",
+    "normalize_ipa_changes",
     "remove_diacritics",
     "phone_counts",
     "EQUIVALENTS",
@@ -181,11 +182,32 @@ def normalize_ipa_report(text: str, remove_diacritics: bool = False) -> tuple[st
     """Normalise ``text`` to the inventory; also return a ``Counter`` of the out-of-inventory
     characters that were dropped (not the marks that are removed on purpose: stress, syllable,
     tie, tone, centralisation; see the module docstring)."""
+    return _normalize(text, remove_diacritics, None)
+
+
+def normalize_ipa_changes(text: str, remove_diacritics: bool = False) -> tuple[str, Counter, Counter]:
+    """:func:`normalize_ipa_report` that also counts what the tables changed on purpose: a
+    ``Counter`` of ``(symbol, replacement)`` pairs. ``("ɡ", "g")``: an equivalence (step 2);
+    ``("'", "ʼ")``: an apostrophe read as the ejective mark (step 3); ``("ˈ", "")``: a removed
+    mark (step 4, and with ``remove_diacritics`` each diacritic it strips); ``(",", " ")``:
+    a mark that became a word boundary (step 5; whitespace itself is not counted). Symbols are
+    counted after NFD, so ``é`` shows as its acute accent ``("\u0301", "")``."""
+    changes: Counter = Counter()
+    result, dropped = _normalize(text, remove_diacritics, changes)
+    return result, dropped, changes
+
+
+def _normalize(text: str, remove_diacritics: bool, changes: "Counter | None") -> tuple[str, Counter]:
+    """Steps 1-7 (and ``remove_diacritics``); counts the changes into ``changes`` when given."""
     inv, recompose, ejective = _tables()
     s = unicodedata.normalize("NFD", text)
+    if changes is not None:
+        changes.update((ch, EQUIVALENTS[ch]) for ch in s if ch in EQUIVALENTS)
     s = "".join(EQUIVALENTS.get(ch, ch) for ch in s)
     for split, whole in recompose.items():
         s = s.replace(split, whole)
+    if changes is not None:
+        changes.update((m.group(), "\u02bc") for m in ejective.finditer(s))
     s = ejective.sub("\u02bc", s)
     dropped: Counter = Counter()
     out = []
@@ -194,12 +216,17 @@ def normalize_ipa_report(text: str, remove_diacritics: bool = False) -> tuple[st
             out.append(ch)
         elif ch.isspace() or ch in BOUNDARY_MARKS:
             out.append(" ")
+            if changes is not None and not ch.isspace():
+                changes[(ch, " ")] += 1
         elif ch in REMOVED_MARKS or ch in APOSTROPHES:
-            continue
+            if changes is not None:
+                changes[(ch, "")] += 1
         else:
             dropped[ch] += 1
     result = " ".join("".join(out).split())
     if remove_diacritics:
+        if changes is not None:
+            changes.update((ch, "") for ch in result if ch in DIACRITICS or _is_combining_diacritic(ch))
         result = _remove_diacritics(result)
     return result, dropped
 

@@ -1,0 +1,459 @@
+"""Forced alignment: where in the audio are the phones of a given transcript?
+
+transcript (IPA, or orthography through `zipa.text.g2p`) -> `zipa.text.ipa.normalize_ipa_report`
+(the normalisation of training labels; what it drops is reported) -> tokenizer ids, a ``▁`` before
+each word -> the encoder frames of the same path as transcription (`Transcriber.features`,
+``forward_encoder``, ``ctc_output``) -> Viterbi (`zipa.decoding.alignment`) -> `TokenSpan`s ->
+the `Alignment` (phones, words) that `Transcriber.timestamps` also returns.
+
+- CTC models: the best CTC path that spells the transcript (`ctc_viterbi`). A phone's interval
+  is the frames the path spends on its tokens; its score is the posterior probability of its
+  tokens averaged over those frames (the confidence of greedy timestamps). CTC posteriors are
+  peaky, so phones often take one or two 20 ms frames, blanks lying between them.
+- Transducer models: the best way to emit the transcript, one token at most per frame
+  (`transducer_forced_align`); a token occupies the one 40 ms frame it is emitted at, its score
+  being the joiner's probability of it there.
+
+Long audio. `align_files` (`zipa align --transcript/--transcripts/--textgrid`) aligns each file,
+or each utterance interval of a TextGrid tier, on its own. A stretch longer than ``window``
+seconds is encoded in overlapping windows exactly as transcription cuts files
+(`zipa.inference.long_audio`); each window keeps the encoder frames whose centre falls in the
+part of the timeline it owns, and the kept frames, in time order, make one sequence over which
+one Viterbi pass aligns the whole transcript. Memory of the Viterbi pass grows with frames times
+tokens (CTC: a byte per frame and state, two states per token; transducer: 17 bytes per frame
+and token), so a stretch above `MAX_ALIGN_BYTES` is refused with a message saying to cut the
+recording into utterances (a TextGrid with an utterance tier): at the default 1 GiB and about
+12 tokens (phone symbols and word boundaries) a second, that is some 15 minutes of speech for a
+CTC model, 7 for a transducer.
+
+`Transcriber.align` (the Python API) aligns a batch of items the way `Transcriber.timestamps`
+decodes one: zero-padded as one batch, no windows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from zipa.audio.features import MIN_SAMPLES
+from zipa.decoding.alignment import TokenSpan, ctc_forced_align, ctc_min_frames, transducer_forced_align
+from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, AudioInfo, audio_info, check_window, owns, plan_segments, read_segment
+from zipa.inference.progress import Progress
+from zipa.inference.textgrid import TextGrid
+from zipa.inference.timestamps import Alignment, TimedToken, frame_time
+from zipa.model.subsampling import MIN_FEATURE_FRAMES
+
+if TYPE_CHECKING:
+    from zipa.inference.transcriber import Transcriber
+    from zipa.text.tokenizer import Tokenizer
+
+PathLike = Union[str, Path]
+MAX_ALIGN_BYTES = 1 << 30  # the Viterbi pass's memory for one stretch of audio (see the docstring)
+# An utterance interval may end this far after the audio (rounding in annotation tools); further is an error.
+END_TOLERANCE = 0.1
+
+
+class TranscriptWarning(UserWarning):
+    """Symbols of a transcript outside ZIPA's inventory were dropped before aligning it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Transcripts
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Transcript:
+    """A transcript ready to align: ``phones`` (normalised IPA, words separated by spaces), its
+    token ids (a ``▁`` before each word), and the symbols dropped on the way (outside the
+    inventory, or unknown to the tokenizer), counted."""
+
+    given: str
+    phones: str
+    tokens: List[int]
+    dropped: Counter = field(default_factory=Counter)
+
+    def dropped_message(self) -> str:
+        """``"2 symbols outside ZIPA's inventory were dropped: ◌̞ (U+031E) ×1, X (U+0058) ×1"``, or ""."""
+        if not self.dropped:
+            return ""
+        total = sum(self.dropped.values())
+        listed = ", ".join(
+            f"{'◌' if _combining(ch) else ''}{ch} (U+{ord(ch):04X}) ×{n}" for ch, n in self.dropped.most_common()
+        )
+        return f"{total} symbol{'s' if total > 1 else ''} outside ZIPA's inventory dropped from the transcript: {listed}"
+
+
+def _combining(ch: str) -> bool:
+    import unicodedata
+
+    return unicodedata.category(ch) in ("Mn", "Me")
+
+
+def prepare_transcript(
+    text: str, tokenizer: "Tokenizer", lang: Optional[str] = None, remove_diacritics: bool = False
+) -> Transcript:
+    """Normalise ``text`` as training labels are (`zipa.text.ipa.normalize_ipa_report`) and
+    encode it; with ``lang``, ``text`` is orthography, converted by `zipa.text.g2p` first.
+    ``remove_diacritics``: also drop diacritics, as models trained without them expect."""
+    if lang is not None:
+        from zipa.text.g2p import g2p_report
+
+        phones, dropped = g2p_report(text, lang, remove_diacritics)
+    else:
+        from zipa.text.ipa import normalize_ipa_report
+
+        phones, dropped = normalize_ipa_report(text, remove_diacritics)
+    dropped = Counter(dropped)
+    # A tokenizer other than the packaged one may lack pieces for some inventory characters.
+    unknown = {ch for ch in set(phones) - {" "} if tokenizer.unk_id in tokenizer.encode(ch)}
+    if unknown:
+        dropped.update(ch for ch in phones if ch in unknown)
+        phones = " ".join("".join(ch for ch in phones if ch not in unknown).split())
+    tokens = tokenizer.encode(phones) if phones else []
+    return Transcript(text, phones, tokens, dropped)
+
+
+def find_textgrid(folder: PathLike, audio: PathLike, relative: Optional[PathLike] = None) -> Path:
+    """The TextGrid of ``audio`` in ``folder``: ``folder/<relative path>.TextGrid`` (any case of
+    the suffix), else the one file under ``folder`` named ``<audio file stem>.TextGrid``."""
+    folder, audio = Path(folder), Path(audio)
+    places = [folder / Path(relative).parent] if relative is not None else []
+    for place in places:
+        for candidate in sorted(place.glob(f"{_glob_escape(audio.stem)}.*")) if place.is_dir() else []:
+            if candidate.suffix.lower() == ".textgrid" and candidate.is_file():
+                return candidate
+    found = sorted(p for p in folder.rglob(f"{_glob_escape(audio.stem)}.*")
+                   if p.suffix.lower() == ".textgrid" and p.is_file())
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ValueError(f"{audio}: {len(found)} TextGrids named {audio.stem}.TextGrid under {folder} "
+                         f"({', '.join(map(str, found[:3]))}); put each beside its audio's relative path")
+    raise ValueError(f"{audio}: no TextGrid named {audio.stem}.TextGrid under {folder}")
+
+
+def _glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs: what to align in a file
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A stretch of a file and its text; ``end`` None: to the end of the file."""
+
+    start: float
+    end: Optional[float]
+    text: str
+
+
+@dataclass
+class AlignJob:
+    """One audio file and what to align in it: its whole transcript, or the utterances of a
+    TextGrid tier (``textgrid``: that TextGrid, to which the output adds tiers)."""
+
+    path: Path
+    utterances: List[Utterance]
+    textgrid: Optional[TextGrid] = None
+    source: Optional[Path] = None  # the file the TextGrid was read from
+
+    @classmethod
+    def whole(cls, path: PathLike, text: str) -> "AlignJob":
+        return cls(Path(path), [Utterance(0.0, None, text)])
+
+    @classmethod
+    def from_textgrid(
+        cls, path: PathLike, grid: TextGrid, tier: Optional[str], source: Optional[PathLike] = None
+    ) -> "AlignJob":
+        """The non-empty intervals of ``tier`` (None: the grid's only interval tier) of ``grid``,
+        read from ``source``; ValueError naming it when there is no such tier."""
+        chosen = grid.interval_tier(tier, str(source) if source is not None else "TextGrid")
+        utterances = [Utterance(float(a), float(b), text) for a, b, text in chosen.intervals if text.strip()]
+        return cls(Path(path), utterances, grid, Path(source) if source is not None else None)
+
+
+@dataclass
+class FileAlignment:
+    """What aligning one file gave: its tokens with global times (as `FileTranscript`), or the
+    error that stopped it; ``messages``: notes on its transcripts (symbols dropped);
+    ``problems``: utterances that could not be aligned (the others are in ``tokens``)."""
+
+    path: Path
+    duration: float = 0.0
+    tokens: List[TimedToken] = field(default_factory=list)
+    error: Optional[str] = None
+    messages: List[str] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+    textgrid: Optional[TextGrid] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class AlignmentError(ValueError):
+    """A transcript that cannot be aligned to its audio (too long for it, or too much to hold)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames -> spans
+# ---------------------------------------------------------------------------------------------
+
+
+def head_frames(transcriber: "Transcriber", encoder_out: Tensor) -> Tensor:
+    """What the Viterbi pass reads per frame: CTC log-probs, or (transducer) the encoder output."""
+    return transcriber.model.ctc_output(encoder_out) if transcriber.uses_ctc else encoder_out
+
+
+def align_frames(transcriber: "Transcriber", frames: Tensor, transcript: Transcript, where: str) -> List[TokenSpan]:
+    """The best alignment of ``transcript`` to one utterance's ``frames`` (`head_frames`, valid
+    frames only). AlignmentError naming ``where`` when the frames are too few for the
+    transcript, or the pass would need more than `MAX_ALIGN_BYTES`."""
+    tokens = transcript.tokens
+    num_frames, num_tokens, shift = frames.shape[0], len(tokens), transcriber.frame_shift
+    if not tokens:
+        return []
+    if transcriber.uses_ctc:
+        need, cells, per_cell = ctc_min_frames(tokens), num_frames * (2 * num_tokens + 1), 1
+        repeats = need - num_tokens
+        why = f"one per token{f' and a blank between the {repeats} repeated ones' if repeats else ''}"
+    else:
+        need, cells, per_cell = num_tokens, num_frames * (num_tokens + 1), 17
+        why = "one token at most per frame"
+    if num_frames < need:
+        words = transcript.phones.count(" ") + 1
+        raise AlignmentError(
+            f"{where}: the transcript is too long for the audio: its {num_tokens} tokens ({words} word "
+            f"boundaries and {num_tokens - words} phone symbols) need at least {need} frames of "
+            f"{shift * 1000:.0f} ms ({why}), {need * shift:.2f} s, but the audio gives {num_frames} "
+            f"({num_frames * shift:.2f} s). Is it this audio's transcript?"
+        )
+    if cells * per_cell > MAX_ALIGN_BYTES:
+        raise AlignmentError(
+            f"{where}: too long to align in one piece ({num_frames * shift:.0f} s, {num_tokens} tokens: "
+            f"{cells * per_cell / 2**30:.1f} GiB for the Viterbi pass, the limit is {MAX_ALIGN_BYTES / 2**30:.1f}); "
+            "cut the recording into utterances, e.g. a TextGrid with an utterance tier (--textgrid, --tier)"
+        )
+    if transcriber.uses_ctc:
+        return ctc_forced_align(frames, tokens)
+    return transducer_forced_align(transcriber.model, frames.to(transcriber.device), tokens)
+
+
+def _timed(span: TokenSpan, times: Sequence[float], shift: float, lo: float, hi: float) -> TimedToken:
+    """A span over frames starting at ``times`` -> a token with times, clipped to [lo, hi]."""
+    start = min(max(times[span.start], lo), hi)
+    end = min(max(times[span.end - 1] + shift, start), hi)
+    return TimedToken(span.token, round(start, 6), round(end, 6), span.confidence)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python API: a batch, as `Transcriber.timestamps`
+# ---------------------------------------------------------------------------------------------
+
+
+def align_batch(
+    transcriber: "Transcriber",
+    audio: Sequence,
+    transcripts: Union[str, Sequence[str]],
+    lang: Optional[str] = None,
+    sampling_rate: Optional[int] = None,
+    remove_diacritics: bool = False,
+) -> List[Alignment]:
+    """`Transcriber.align`: see there."""
+    if isinstance(transcripts, str):
+        if isinstance(audio, (str, Path)) or len(audio) != 1:
+            count = "one item" if isinstance(audio, (str, Path)) else f"{len(audio)} items"
+            raise ValueError(f"one transcript (a string) for {count}: give a list of audio items and "
+                             "a list with one transcript per item")
+        transcripts = [transcripts]
+    transcripts = list(transcripts)
+    if not isinstance(audio, (str, Path)) and len(transcripts) != len(audio):
+        raise ValueError(f"{len(audio)} audio items but {len(transcripts)} transcripts")
+    feats, feat_lens = transcriber.features(audio, sampling_rate)
+    prepared = []
+    for i, text in enumerate(transcripts):
+        transcript = prepare_transcript(text, transcriber.tokenizer, lang, remove_diacritics)
+        if transcript.dropped:
+            warnings.warn(f"item {i}: {transcript.dropped_message()}", TranscriptWarning, stacklevel=3)
+        prepared.append(transcript)
+    shift = transcriber.frame_shift
+    with torch.inference_mode():
+        encoder_out, encoder_out_lens = transcriber.model.forward_encoder(
+            feats.to(transcriber.device), feat_lens.to(transcriber.device)
+        )
+        frames = head_frames(transcriber, encoder_out)
+        out = []
+        for i, (transcript, n) in enumerate(zip(prepared, encoder_out_lens.tolist())):
+            label = f"item {i} ({audio[i]})" if isinstance(audio[i], (str, Path)) else f"item {i}"
+            spans = align_frames(transcriber, frames[i, :n], transcript, label)
+            times = [frame_time(j, shift) for j in range(n)]
+            tokens = [_timed(span, times, shift, 0.0, float("inf")) for span in spans]
+            out.append(transcriber.alignment(tokens))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: each file (or utterance) on its own, long stretches in windows
+# ---------------------------------------------------------------------------------------------
+
+
+def align_files(
+    transcriber: "Transcriber",
+    jobs: Iterable[AlignJob],
+    lang: Optional[str] = None,
+    remove_diacritics: bool = False,
+    window: float = DEFAULT_WINDOW,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    progress: Union[None, bool, str, Progress] = False,
+    stop: Optional[Callable[[], bool]] = None,
+) -> Iterator[FileAlignment]:
+    """`Transcriber.align_files`: see there."""
+    check_window(window, overlap)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    jobs = list(jobs)
+    reporter = Progress.make(progress, len(jobs))
+    owned = reporter is not progress
+    stop = stop or (lambda: False)
+    try:
+        for job in jobs:
+            if stop():
+                return
+            result = FileAlignment(job.path, textgrid=job.textgrid)
+            try:
+                info = audio_info(job.path)
+            except (ValueError, OSError) as e:
+                result.error = str(e)
+            else:
+                result.duration = info.duration
+                stopped = _align_file(transcriber, job, info, result, lang, remove_diacritics,
+                                      window, overlap, batch_size, reporter, stop)
+                if stopped:
+                    return
+            reporter.file_done()
+            yield result
+    finally:
+        if owned:
+            reporter.close()
+
+
+def _align_file(
+    transcriber: "Transcriber",
+    job: AlignJob,
+    info: AudioInfo,
+    result: FileAlignment,
+    lang: Optional[str],
+    remove_diacritics: bool,
+    window: float,
+    overlap: float,
+    batch_size: int,
+    reporter: Progress,
+    stop: Callable[[], bool],
+) -> bool:
+    """Align a job's utterances into ``result``; True when stopped on the way."""
+    whole = len(job.utterances) == 1 and job.utterances[0].end is None
+    if not job.utterances:
+        result.messages.append(f"{job.path}: no interval of the tier has text: nothing to align")
+    failed = 0
+    for utterance in job.utterances:
+        if stop():
+            return True
+        start = utterance.start
+        end = info.duration if utterance.end is None else utterance.end
+        where = str(job.path) if whole else f"{job.path} [{start:.3f}-{end:.3f} s]"
+        try:
+            if end > info.duration + END_TOLERANCE or start >= info.duration:
+                raise ValueError(f"{where}: the interval is not inside the audio (0-{info.duration:.3f} s); "
+                                 "is this the TextGrid of this file?")
+            end = min(end, info.duration)
+            transcript = prepare_transcript(utterance.text, transcriber.tokenizer, lang, remove_diacritics)
+            if transcript.dropped:
+                result.messages.append(f"{where}: {transcript.dropped_message()}")
+            if not transcript.tokens:
+                raise ValueError(f"{where}: nothing left to align in the transcript {utterance.text!r}")
+            frames, times = _encode_stretch(transcriber, job.path, info, start, end, window, overlap, batch_size, where)
+            spans = align_frames(transcriber, frames, transcript, where)
+            shift = transcriber.frame_shift
+            result.tokens += [_timed(span, times, shift, start, end) for span in spans]
+        except (ValueError, OSError, RuntimeError) as e:
+            message = str(e)
+            if whole:
+                result.error = message
+            else:
+                result.problems.append(message)
+            failed += 1
+        reporter.advance(end - start)
+    if failed and failed == len(job.utterances) and not whole:
+        result.error = f"{job.path}: none of its {failed} utterances could be aligned"
+    return False
+
+
+def _encode_stretch(
+    transcriber: "Transcriber",
+    path: Path,
+    info: AudioInfo,
+    start: float,
+    end: float,
+    window: float,
+    overlap: float,
+    batch_size: int,
+    where: str,
+) -> Tuple[Tensor, List[float]]:
+    """Encoder frames of audio [start, end) s of a file, windowed as transcription does: the
+    frames each window owns, in time order (CPU), and each frame's start time (s, global)."""
+    rate = info.sample_rate
+    first = int(round(start * rate))
+    last = min(int(round(end * rate)), info.frames)
+    offset = first / rate
+    whole_file = first == 0 and last == info.frames
+    segments = [
+        dataclasses.replace(s, start=s.start + first, own_from=s.own_from + offset, own_to=s.own_to + offset,
+                            whole_file=s.whole_file and whole_file)
+        for s in plan_segments(0, AudioInfo(max(last - first, 0), rate), window, overlap)
+    ]
+    shift = transcriber.frame_shift
+    kept: List[Tensor] = []
+    times: List[float] = []
+    for b in range(0, len(segments), batch_size):
+        batch = segments[b : b + batch_size]
+        audio = []
+        for segment in batch:
+            samples = read_segment(path, segment)
+            if samples.size < MIN_SAMPLES:
+                raise ValueError(f"{where}: audio too short to align ({samples.size} samples at 16 kHz; "
+                                 "the encoder needs about 0.1 s)")
+            audio.append(samples)
+        try:
+            feats, feat_lens = transcriber.features(audio)
+        except ValueError:
+            raise ValueError(f"{where}: audio too short to align (the encoder needs at least "
+                             f"{MIN_FEATURE_FRAMES} feature frames, about 0.1 s)") from None
+        with torch.inference_mode():
+            encoder_out, encoder_out_lens = transcriber.model.forward_encoder(
+                feats.to(transcriber.device), feat_lens.to(transcriber.device)
+            )
+            frames = head_frames(transcriber, encoder_out).float().cpu()
+        for segment, row, n in zip(batch, frames, encoder_out_lens.tolist()):
+            t0 = segment.start_time
+            mine = [j for j in range(n) if owns(segment, t0 + frame_time(j + 0.5, shift))]
+            if mine:
+                kept.append(row[mine[0] : mine[-1] + 1])
+                times += [t0 + frame_time(j, shift) for j in mine]
+    if not kept:
+        raise ValueError(f"{where}: no encoder frames")
+    return torch.cat(kept), times
+
