@@ -97,7 +97,7 @@ def test_jsonl_with_timestamps(capsys, ctc_model, audio_dir):
     for obj in objs:
         assert obj["duration"] == pytest.approx(sf.info(obj["path"]).duration)
         _check_timed(obj)
-        for p in obj["phones"]:  # CTC frames are 20 ms, starting 35 ms in
+        for p in obj["phones"]:  # CTC frames are 20 ms, starting FRAME_OFFSET in
             assert (p["start"] - FRAME_OFFSET) / 0.02 == pytest.approx(round((p["start"] - FRAME_OFFSET) / 0.02), abs=1e-6)
 
 

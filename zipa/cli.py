@@ -738,8 +738,9 @@ FORMATS_HELP = """output formats:
 
 The transcript is words (split at the model's word boundaries) joined by spaces; a phone is an
 IPA character with the length/diacritic marks that follow it. Times: encoder frame j spans
-0.035 + j*0.02 s .. +0.02 s (CTC models; 0.04 s frames for transducers); a phone spans the frames
-where the model emits it. Files that fail are reported on stderr and skipped (exit status 1).
+0.019 + j*0.02 s .. +0.02 s (CTC models; 0.04 s frames for transducers): the front end's frame
+geometry (0.035 s) less the 16 ms by which the model's spikes were measured to come late; a
+phone spans the frames where the model emits it. Files that fail are reported on stderr and skipped (exit status 1).
 
 Long jobs: each file's lines are appended to --output (flushed, fsynced) as soon as it is
 decoded, in order of completion, not input order; TextGrids are written one by one. Ctrl-C

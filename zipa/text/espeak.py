@@ -1,34 +1,49 @@
 """A small ctypes wrapper over the libespeak-ng that the ``espeakng-loader`` wheel bundles.
 
-Two services, both used by the demo corpus and by ``zipa.text.g2p``:
+Three services: the first two used by the demo corpus and by ``zipa.text.g2p``:
 
 * :func:`phonemize` — orthographic text → espeak-ng's IPA (stress marks, length, tone digits
   as espeak writes them; words separated by single spaces, clauses joined by a space). Feed the
   result to :func:`zipa.text.ipa.normalize_ipa` to reach ZIPA's inventory.
 * :func:`synthesize` — text → mono float32 samples in [-1, 1] at espeak's native rate
   (22050 Hz), for a voice such as ``"de"`` or a voice plus variant such as ``"de+f3"``.
+* :func:`synthesize_with_phones` — the same samples plus the phonemes espeak-ng spoke and the
+  sample at which each starts: speech whose phone times are known, for measuring timestamps
+  (``zipa.evaluation.timing``).
 
 libespeak-ng keeps global state (the current voice, parameters, the synthesis callback), so
 every call goes through one process-wide lock, and the library is initialised once, lazily,
 in synchronous mode (``AUDIO_OUTPUT_SYNCHRONOUS``: samples are delivered to a callback before
 ``espeak_Synth`` returns). Processes (e.g. dataloader workers) each get their own copy.
+
+The library is initialised with phoneme events on (``espeakINITIALIZE_PHONEME_EVENTS |
+espeakINITIALIZE_PHONEME_IPA``): the synthesis callback then also receives one
+``espeakEVENT_PHONEME`` per phoneme, with its IPA and its sample position. Events change no
+sample of the audio (checked: identical samples with and without them, seeded noisy variant).
 """
 
 from __future__ import annotations
 
 import ctypes
 import threading
-from typing import Optional
+from typing import List, NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["EspeakError", "phonemize", "synthesize", "list_voices", "sample_rate", "version"]
+__all__ = [
+    "EspeakError", "PhonemeEvent", "TimedSpeech", "phonemize", "synthesize",
+    "synthesize_with_phones", "list_voices", "sample_rate", "version",
+]
 
 # Constants from espeak-ng's speak_lib.h.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
 _POS_CHARACTER = 1
 _PHONEMES_IPA = 0x02  # espeak_TextToPhonemes phonememode bit 1: IPA as UTF-8
+_INITIALIZE_PHONEME_EVENTS = 0x0001  # espeak_Initialize options
+_INITIALIZE_PHONEME_IPA = 0x0002  # phoneme events carry IPA (not espeak's mnemonics)
+_EVENT_LIST_TERMINATED = 0  # espeak_EVENT_TYPE
+_EVENT_PHONEME = 7
 _PARAM_RATE = 1  # words per minute, 80..450, default 175
 _PARAM_PITCH = 3  # base pitch, 0..100, default 50
 _PARAM_RANGE = 4  # pitch range, 0..100, default 50
@@ -55,22 +70,49 @@ class _Voice(ctypes.Structure):
     ]
 
 
+class _Event(ctypes.Structure):
+    """``espeak_EVENT`` of speak_lib.h (40 bytes on 64-bit platforms)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),  # character position in the text, from 1
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),  # ms, rounded down
+        ("sample", ctypes.c_int),  # sample index in the utterance's audio
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_char * 8),  # union {int number; char *name; char string[8]}
+    ]
+
+
 _SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
 )
 
 _lock = threading.RLock()
 _lib: Optional[ctypes.CDLL] = None
 _rate: int = 0
 _chunks: list[np.ndarray] = []
+_events: Optional[list[tuple[str, int, int]]] = None  # (IPA, sample, text position) when collecting
 _current_voice: Optional[str] = None
 
 
 @_SynthCallback
-def _on_samples(wav, numsamples, _events):
-    # Called by espeak_Synth (same thread, lock held) with each chunk of 16-bit samples.
+def _on_samples(wav, numsamples, events):
+    # Called by espeak_Synth (same thread, lock held) with each chunk of 16-bit samples and the
+    # events that fall in it (an array ended by espeakEVENT_LIST_TERMINATED).
     if numsamples > 0 and wav:
         _chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
+    if _events is not None and events:
+        i = 0
+        while events[i].type != _EVENT_LIST_TERMINATED:
+            e = events[i]
+            if e.type == _EVENT_PHONEME:
+                # id.string: up to 8 bytes of UTF-8, NUL-padded; a longer phoneme name is cut
+                # at 8 bytes, possibly inside a character (that partial character is dropped).
+                name = bytes(e.id).split(b"\0", 1)[0].decode("utf-8", errors="ignore")
+                _events.append((name, int(e.sample), int(e.text_position)))
+            i += 1
     return 0  # 0 = continue synthesis
 
 
@@ -114,7 +156,8 @@ def _load() -> ctypes.CDLL:
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
 
     rate = lib.espeak_Initialize(
-        _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0
+        _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(),
+        _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_PHONEME_IPA,
     )
     if rate <= 0:
         raise EspeakError(f"espeak_Initialize failed (returned {rate})")
@@ -249,6 +292,72 @@ def synthesize(
     different samples (and lengths, by a few samples) depending on what the process
     synthesised before. Bit-exact audio therefore needs a ``seed`` and the same sequence of
     calls in a fresh process, as ``zipa.data.demo_corpus`` does."""
+    samples, sr, _ = _synth(text, voice, rate, pitch, pitch_range, seed, events=False)
+    return samples, sr
+
+
+class PhonemeEvent(NamedTuple):
+    """One phoneme that espeak-ng spoke.
+
+    ``phoneme``: espeak-ng's IPA for it, as its phoneme event names it: the stress mark of a
+    stressed vowel included (``"ˈaː"``), one event per espeak phoneme (so a diphthong ``"aɪ"``,
+    an affricate ``"tʃ"`` or a Mandarin final ``"ˈonɡ"`` is one event), at most 8 bytes of UTF-8
+    (longer names are cut), and ``""`` for pauses (and, in tonal voices, for tones). Unlike
+    :func:`phonemize`, phoneme events write no length mark that espeak adds in context (Finnish
+    ``"a"`` where ``phonemize`` writes ``"aː"``), and espeak's own conventions are not cleaned
+    (see :func:`zipa.text.g2p.clean_espeak`). ``start`` and ``end`` are in seconds: ``start`` is
+    ``sample / sample_rate``, ``end`` the next event's start (the last one ends with the audio).
+    ``text_position``: the position in ``text`` (from 1) of the word it belongs to."""
+
+    phoneme: str
+    start: float
+    end: float
+    sample: int
+    text_position: int
+
+
+class TimedSpeech(NamedTuple):
+    """What :func:`synthesize_with_phones` returns."""
+
+    samples: np.ndarray
+    sample_rate: int
+    phonemes: List[PhonemeEvent]
+
+
+def synthesize_with_phones(
+    text: str,
+    voice: str,
+    rate: Optional[int] = None,
+    pitch: Optional[int] = None,
+    pitch_range: Optional[int] = None,
+    seed: Optional[int] = None,
+) -> TimedSpeech:
+    """:func:`synthesize` (same arguments, same samples) plus each phoneme with the time at
+    which espeak-ng starts to speak it: ``TimedSpeech(samples, sample_rate, phonemes)``.
+
+    The times are espeak's phoneme events' sample positions (exact to the sample; its
+    ``audio_position`` in ms is the same, rounded down). Pauses come as events with an empty
+    phoneme, so silence between words or clauses is not counted in the previous phone."""
+    samples, sr, events = _synth(text, voice, rate, pitch, pitch_range, seed, events=True)
+    n = len(samples)
+    phonemes = []
+    for k, (name, sample, position) in enumerate(events):
+        sample = min(max(sample, 0), n)
+        end = min(max(events[k + 1][1], sample), n) if k + 1 < len(events) else n
+        phonemes.append(PhonemeEvent(name, sample / sr, end / sr, sample, position))
+    return TimedSpeech(samples, sr, phonemes)
+
+
+def _synth(
+    text: str,
+    voice: str,
+    rate: Optional[int],
+    pitch: Optional[int],
+    pitch_range: Optional[int],
+    seed: Optional[int],
+    events: bool,
+) -> tuple[np.ndarray, int, list[tuple[str, int, int]]]:
+    global _events
     with _lock:
         lib = _load()
         _set_voice(lib, voice)
@@ -262,6 +371,8 @@ def synthesize(
             _seed(lib, seed)
         data = text.encode("utf-8") + b"\0"
         _chunks.clear()
+        collected: list[tuple[str, int, int]] = []
+        _events = collected if events else None
         try:
             err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             if err != 0:
@@ -270,4 +381,5 @@ def synthesize(
             pcm = np.concatenate(_chunks) if _chunks else np.zeros(0, dtype=np.int16)
         finally:
             _chunks.clear()
-        return (pcm.astype(np.float32) / 32768.0), _rate
+            _events = None
+        return (pcm.astype(np.float32) / 32768.0), _rate, collected

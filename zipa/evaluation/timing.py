@@ -1,0 +1,212 @@
+"""How far phone start times are from the truth, on speech whose phone times are known.
+
+espeak-ng reports when it starts each phoneme of the audio it synthesises
+(:func:`zipa.text.espeak.synthesize_with_phones`), so its speech comes with exact phone start
+times. This module turns such speech into a *timed reference* and compares a model's phone
+start times with it, for the two ways the package times phones:
+
+* **free transcription** (`Transcriber.timestamps`, greedy CTC): the hypothesis phones are
+  matched to the reference phones by a Levenshtein alignment of their labels; only matched
+  pairs with *equal* labels count (a substituted or inserted phone has no reference time);
+* **forced alignment** (`Transcriber.align`, `zipa.inference.forced`): the reference transcript
+  itself is aligned to the audio, so phones correspond 1:1 and every reference phone with a
+  known start counts.
+
+The timed reference
+-------------------
+Its transcript is the training label of the demo corpus (`zipa.data.demo_corpus`):
+``normalize_ipa(clean_espeak(phonemize(text, voice), voice))``, split into phones as
+`zipa.inference.timestamps.split_phones` does (base character plus modifiers). Its times come
+from espeak's phoneme events, whose names are normalised the same way. Events and transcript
+are two renderings of the same phoneme string and mostly agree phone for phone, but not always:
+events carry no context length marks (Finnish ``a`` where the label has ``aː``), one event may
+hold several phones (diphthongs ``aɪ``, affricates ``tʃ``, Mandarin finals ``oŋ``), a
+palatalisation may be an event of its own (Russian ``n`` + ``ʲ``), and names longer than 8 bytes
+are cut. So the two are matched on *base characters* by a Levenshtein alignment, and a label
+phone gets a start time only where it meets the *first* phone of an event with the same base
+character; the others (second halves of diphthongs and affricates, unmatched phones) keep
+``start=None`` and are left out of the statistics but stay in the transcript that forced
+alignment uses.
+
+The statistics (:class:`TimingStats`) are over signed errors ``hypothesis start - reference
+start`` in seconds: median and mean of their absolute values, the bias (mean signed error:
+positive = times late), and the share within 20 and 40 ms. ``benchmarks/timestamps.py``
+measures a model this way on sentences and voices of its own.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from zipa.inference.timestamps import Interval, is_modifier, split_phones
+from zipa.text import espeak
+from zipa.text.g2p import clean_espeak
+from zipa.text.ipa import normalize_ipa
+
+__all__ = [
+    "ReferencePhone",
+    "TimedUtterance",
+    "TimingStats",
+    "espeak_reference",
+    "reference_phones",
+    "matched_indices",
+    "free_errors",
+    "forced_errors",
+    "timing_stats",
+]
+
+
+@dataclass(frozen=True)
+class ReferencePhone:
+    """A phone of the reference transcript and when it starts (seconds; None where unknown)."""
+
+    label: str
+    start: Optional[float]
+
+
+@dataclass
+class TimedUtterance:
+    """Synthesised speech with its transcript (normalised IPA, words separated by spaces) and
+    the transcript's phones with their known start times."""
+
+    text: str
+    voice: str
+    samples: np.ndarray
+    sample_rate: int
+    transcript: str
+    phones: List[ReferencePhone]
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def matched_indices(ref: Sequence[str], hyp: Sequence[str]) -> List[Tuple[int, int]]:
+    """``(i, j)`` of the pairs with ``ref[i] == hyp[j]`` in a Levenshtein alignment of ``ref``
+    and ``hyp`` (unit costs), in order. Where several alignments are optimal, the trace back from
+    the end takes a match or substitution first, then a deletion, then an insertion."""
+    M, N = len(ref), len(hyp)
+    cost = np.zeros((M + 1, N + 1), dtype=np.int64)
+    cost[:, 0] = np.arange(M + 1)
+    cost[0, :] = np.arange(N + 1)
+    for m in range(1, M + 1):
+        for n in range(1, N + 1):
+            cost[m, n] = min(cost[m - 1, n - 1] + (ref[m - 1] != hyp[n - 1]), cost[m - 1, n] + 1, cost[m, n - 1] + 1)
+    pairs = []
+    m, n = M, N
+    while m and n:
+        same = ref[m - 1] == hyp[n - 1]
+        if cost[m, n] == cost[m - 1, n - 1] + (not same):
+            if same:
+                pairs.append((m - 1, n - 1))
+            m, n = m - 1, n - 1
+        elif cost[m, n] == cost[m - 1, n] + 1:
+            m -= 1
+        else:
+            n -= 1
+    return pairs[::-1]
+
+
+def _event_phones(events: Sequence[espeak.PhonemeEvent], voice: str) -> List[Tuple[str, Optional[float]]]:
+    """Base characters of the phones in espeak's phoneme events, the first of each event with
+    the event's start time. Events that normalise to nothing (pauses, tones) or to a lone
+    modifier (a separate palatalisation, a length mark) add no phone."""
+    out: List[Tuple[str, Optional[float]]] = []
+    for event in events:
+        phones = split_phones(normalize_ipa(clean_espeak(event.phoneme, voice)))
+        phones = [p for p in phones if not is_modifier(p)]
+        out.extend((p[0], event.start if k == 0 else None) for k, p in enumerate(phones))
+    return out
+
+
+def reference_phones(transcript: str, events: Sequence[espeak.PhonemeEvent], voice: str) -> List[ReferencePhone]:
+    """The phones of ``transcript`` (normalised IPA) with the start times of the phoneme events
+    that espeak-ng spoke them with (see the module docstring for the matching)."""
+    phones = split_phones(transcript)
+    timed = _event_phones(events, voice)
+    starts: List[Optional[float]] = [None] * len(phones)
+    for i, j in matched_indices([p[0] for p in phones], [base for base, _ in timed]):
+        starts[i] = timed[j][1]
+    return [ReferencePhone(p, s) for p, s in zip(phones, starts)]
+
+
+def espeak_reference(
+    text: str,
+    voice: str,
+    rate: Optional[int] = None,
+    pitch: Optional[int] = None,
+    pitch_range: Optional[int] = None,
+    seed: Optional[int] = None,
+) -> TimedUtterance:
+    """Speak ``text`` with ``voice`` (arguments as `zipa.text.espeak.synthesize`) and return it
+    with its transcript and reference phone times. The transcript is the demo corpus's label
+    of ``text`` for the voice's language (the variant after ``+`` does not change it)."""
+    speech = espeak.synthesize_with_phones(text, voice, rate, pitch, pitch_range, seed)
+    language = voice.split("+")[0]
+    transcript = normalize_ipa(clean_espeak(espeak.phonemize(text, language), language))
+    phones = reference_phones(transcript, speech.phonemes, language)
+    return TimedUtterance(text, voice, speech.samples, speech.sample_rate, transcript, phones)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+def free_errors(reference: Sequence[ReferencePhone], hypothesis: Sequence[Interval]) -> List[float]:
+    """Signed start errors (s) of the hypothesis phones that match reference phones with a
+    known start (Levenshtein alignment of the labels; equal labels only)."""
+    pairs = matched_indices([p.label for p in reference], [h.label for h in hypothesis])
+    return [hypothesis[j].start - reference[i].start for i, j in pairs if reference[i].start is not None]
+
+
+def forced_errors(reference: Sequence[ReferencePhone], aligned: Sequence[Interval]) -> List[float]:
+    """Signed start errors (s) of a forced alignment of the reference transcript (phone k of
+    ``aligned`` is reference phone k)."""
+    if [p.label for p in reference] != [a.label for a in aligned]:
+        raise ValueError("the forced alignment's phones are not the reference phones")
+    return [a.start - r.start for r, a in zip(reference, aligned) if r.start is not None]
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Start errors summarised: ``n`` phones; ``median`` and ``mean`` of |error| and ``bias``
+    (mean signed error, positive = late) in seconds; ``within_20`` / ``within_40``: the share of
+    phones with |error| <= 20 / 40 ms."""
+
+    n: int
+    median: float
+    mean: float
+    bias: float
+    within_20: float
+    within_40: float
+
+    def row(self) -> Dict[str, float]:
+        """Milliseconds and percentages, rounded, for printing."""
+        return {
+            "phones": self.n,
+            "median_ms": round(self.median * 1000, 1),
+            "mean_ms": round(self.mean * 1000, 1),
+            "bias_ms": round(self.bias * 1000, 1),
+            "within_20ms_%": round(self.within_20 * 100, 1),
+            "within_40ms_%": round(self.within_40 * 100, 1),
+        }
+
+
+def timing_stats(errors: Sequence[float]) -> TimingStats:
+    """:class:`TimingStats` of signed start errors in seconds (tolerances include a hair for
+    rounding: |error| <= 20 ms + 1 µs counts as within 20 ms)."""
+    if not errors:
+        raise ValueError("no start errors to summarise")
+    abs_errors = [abs(e) for e in errors]
+    return TimingStats(
+        n=len(errors),
+        median=statistics.median(abs_errors),
+        mean=statistics.fmean(abs_errors),
+        bias=statistics.fmean(errors),
+        within_20=sum(e <= 0.020 + 1e-6 for e in abs_errors) / len(errors),
+        within_40=sum(e <= 0.040 + 1e-6 for e in abs_errors) / len(errors),
+    )
