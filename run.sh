@@ -70,14 +70,23 @@ fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     epoch=$(last_epoch)
-    if [ -z "$epoch" ]; then
-        echo "no epoch checkpoint in $exp_dir: train longer (--train-minutes)" >&2
-        exit 1
+    if [ -n "$epoch" ]; then
+        use_avg=$(( epoch > avg ? avg : epoch ))
+        log "Stage 2: averaging epochs $((epoch - use_avg + 1))..$epoch -> $exp_dir/averaged.pth"
+        selection=(--epoch "$epoch" --avg "$use_avg")
+    else
+        # A slow or busy machine may not finish one epoch inside --train-minutes: the time
+        # limit's checkpoint-N.pt then stands in.
+        iter=$(local/latest_checkpoint.sh "$exp_dir")
+        if [ "$iter" -eq 0 ]; then
+            echo "no checkpoint in $exp_dir: run stage 1 (training) first" >&2
+            exit 1
+        fi
+        log "Stage 2: no epoch finished; checkpoint-$iter.pt -> $exp_dir/averaged.pth"
+        selection=(--iter "$iter" --avg 1)
     fi
-    use_avg=$(( epoch > avg ? avg : epoch ))
-    log "Stage 2: averaging epochs $((epoch - use_avg + 1))..$epoch -> $exp_dir/averaged.pth"
-    "$PY" zipformer_crctc/generate_averaged_model.py --exp-dir "$exp_dir" --epoch "$epoch" \
-        --avg "$use_avg" --output "$exp_dir/averaged.pth"
+    "$PY" zipformer_crctc/generate_averaged_model.py --exp-dir "$exp_dir" "${selection[@]}" \
+        --output "$exp_dir/averaged.pth"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
