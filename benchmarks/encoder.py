@@ -2,10 +2,13 @@
 
 Measures seconds per forward (conv front end + Zipformer2, `AsrModel.forward_encoder`) and the
 real-time factor, at batch 1 and 8, in eval mode under `torch.inference_mode()`, with peak
-memory, and compares with the original ZIPA code and with a matmul-throughput floor.
+memory, and a matmul-throughput floor measured in the same run: the encoder's FLOPs
+(torch.utils.flop_counter.FlopCounterMode, matmuls and convolutions) divided by this machine's
+float32 GFLOP/s on a 2048^3 matmul with the same thread count (`--no-floor` skips both).
+For a comparison with the original ZIPA code in the same run, see benchmarks/vs_original.py.
 
     python benchmarks/encoder.py                      # small and large, batch 1 and 8, 2 threads
-    python benchmarks/encoder.py --presets small --batch-sizes 1 --baseline-matmul
+    python benchmarks/encoder.py --presets small --batch-sizes 1
 """
 
 from __future__ import annotations
@@ -24,15 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 from zipa.model.asr_model import build_model  # noqa: E402
 from zipa.model.config import preset  # noqa: E402
 
-# Seconds per forward of the original ZIPA encoder (icefall zipformer_crctc code with k2, random
-# weights) on 30 s of audio at batch 1, 2 CPU threads, measured on this machine class (2-core
-# Xeon, no GPU); the figures come from the project's performance issue.
-ORIGINAL_SECONDS = {"small": 0.97, "large": 3.65}
-# Matmul/conv work of one such forward (30 s, batch 1), in GFLOP, from the same issue ...
-MATMUL_GFLOP = {"small": 62.9, "large": 311.0}
-# ... and the 2-thread float32 matmul rate of that machine class, GFLOP/s: the floor of 0.45 s
-# (small) and 2.2 s (large) is the time those FLOPs take at this rate.
-ISSUE_GFLOPS_RATE = 140.0
 FRAMES_PER_SECOND = 100  # fbank frame rate
 FEATURE_DIM = 80
 
@@ -117,6 +111,16 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> flo
     return 2 * n**3 / best / 1e9
 
 
+def encoder_flops(model, feats: torch.Tensor, lens: torch.Tensor) -> int:
+    """FLOPs of one encoder forward as torch.utils.flop_counter.FlopCounterMode counts them
+    (matrix products and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.forward_encoder(feats, lens)
+    return counter.get_total_flops()
+
+
 def time_encoder(model, feats: torch.Tensor, lens: torch.Tensor, repeats: int, device: torch.device):
     """Seconds of each of `repeats` forwards after one warm-up, and the peak memory growth."""
     times = []
@@ -140,8 +144,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--baseline-matmul", action="store_true",
-        help="also measure this machine's float32 matmul GFLOP/s (2048^3) and compare with the floor at that rate",
+        "--no-floor", action="store_true",
+        help="skip the floor (the in-run matmul GFLOP/s measurement and the FLOP count)",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -150,10 +154,9 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     frames = int(round(args.seconds * FRAMES_PER_SECOND))
-    length_scale = args.seconds / 30.0  # the FLOP counts are for 30 s (approximately linear in T)
 
     measured_rate = None
-    if args.baseline_matmul:
+    if not args.no_floor:
         log(f"measuring 2048x2048 float32 matmul rate on {device} with {args.threads} threads ...")
         measured_rate = matmul_gflops(device)
         log(f"  {measured_rate:.1f} GFLOP/s")
@@ -169,40 +172,35 @@ def main(argv=None) -> None:
             log(f"  {name} batch {batch}: {frames} frames, 1 warm-up + {args.repeats} timed forwards ...")
             times, memory = time_encoder(model, feats, lens, args.repeats, device)
             log("    " + ", ".join(f"{t:.3f}s" for t in times))
-            gflop = MATMUL_GFLOP.get(name, float("nan")) * batch * length_scale
+            gflop = encoder_flops(model, feats, lens) / 1e9 if measured_rate else None
             rows.append(dict(
                 preset=name, batch=batch, params=params, min=min(times), median=statistics.median(times),
                 memory=memory, gflop=gflop,
-                original=ORIGINAL_SECONDS.get(name) if batch == 1 and args.seconds == 30.0 else None,
             ))
         del model
 
     print(f"\nEncoder forward, {args.seconds:g} s of audio per utterance, device {device}, "
           f"{args.threads} threads, torch {torch.__version__}, eval + inference_mode, random weights")
-    header = f"{'preset':<8}{'batch':>6}{'params':>9}{'min s':>9}{'median s':>10}{'RTF':>9}{'peak MiB':>10}" \
-             f"{'orig s':>8}{'speedup':>8}{'floor s':>9}{'x floor':>9}"
+    header = f"{'preset':<8}{'batch':>6}{'params':>9}{'min s':>9}{'median s':>10}{'RTF':>9}{'peak MiB':>10}"
     if measured_rate:
-        header += f"{'floor* s':>10}{'x floor*':>10}"
+        header += f"{'GFLOP':>9}{'floor s':>9}{'x floor':>9}"
     print(header)
     print("-" * len(header))
     for r in rows:
         rtf = r["median"] / (args.seconds * r["batch"])
-        floor = r["gflop"] / ISSUE_GFLOPS_RATE
-        orig = f"{r['original']:8.2f}{r['original'] / r['median']:8.2f}" if r["original"] else f"{'-':>8}{'-':>8}"
         mem = f"{r['memory'].mib:9.0f}" + ("" if r["memory"].exact else "~")
         line = (f"{r['preset']:<8}{r['batch']:>6}{r['params']:>8.1f}M{r['min']:9.3f}{r['median']:10.3f}"
-                f"{rtf:9.4f}{mem:>10}{orig}{floor:9.2f}{r['median'] / floor:9.2f}")
+                f"{rtf:9.4f}{mem:>10}")
         if measured_rate:
-            floor_here = r["gflop"] / measured_rate
-            line += f"{floor_here:10.2f}{r['median'] / floor_here:10.2f}"
+            floor = r["gflop"] / measured_rate
+            line += f"{r['gflop']:9.1f}{floor:9.3f}{r['median'] / floor:9.2f}"
         print(line)
     print("\nRTF = median seconds / seconds of audio in the batch (batch x length).")
-    print("orig s: original ZIPA at batch 1, 30 s, on this machine class (ORIGINAL_SECONDS); speedup = orig / median.")
-    print(f"floor s: {MATMUL_GFLOP} GFLOP per 30 s utterance (scaled by batch and length) at "
-          f"{ISSUE_GFLOPS_RATE:g} GFLOP/s, the issue's 2-thread matmul rate; x floor = median / floor.")
     if measured_rate:
-        print(f"floor* s: the same GFLOP at this run's measured matmul rate, {measured_rate:.1f} GFLOP/s "
-              f"(2048^3 float32, {args.threads} threads).")
+        print(f"GFLOP: matmul/conv work of one forward (FlopCounterMode); floor s = GFLOP at this run's "
+              f"measured matmul rate, {measured_rate:.1f} GFLOP/s (2048^3 float32, {args.threads} threads); "
+              f"x floor = median / floor.")
+    print("For a speed comparison with the original ZIPA code, run benchmarks/vs_original.py (same run, same weights).")
     if any(not r["memory"].exact for r in rows):
         print("~: lifetime peak RSS (the high-water mark could not be reset); may understate the growth.")
 

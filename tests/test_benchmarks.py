@@ -1,0 +1,103 @@
+"""The benchmarks that compare with the original ZIPA code: benchmarks/vs_original.py skips
+cleanly without a checkout, its k2 SwooshL/SwooshR stand-in follows the formulas, and
+benchmarks/encoder.py carries no hard-coded timings of the original."""
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from zipa.model.scaling import SwooshL, SwooshR
+
+BENCHMARKS = REPO / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def vs_original():
+    return _load("vs_original")
+
+
+def test_vs_original_skips_without_checkout():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "vs_original.py")], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "skipped" in result.stdout and "--zipa-dir" in result.stdout
+
+
+def test_vs_original_skips_for_missing_dir(vs_original, tmp_path, capsys):
+    assert vs_original.main(["--zipa-dir", str(tmp_path / "absent")]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "name, shift, offset", [("swoosh_l", 4.0, 0.035), ("swoosh_r", 1.0, 0.313261687)]
+)
+def test_swoosh_stand_in_matches_formula(vs_original, name, shift, offset):
+    x = torch.cat([torch.linspace(-200.0, 200.0, 40001), torch.tensor([-1e30, -1e6, 1e6, 1e30, 88.0, 89.0])])
+    x = x.float()
+    k2 = vs_original.fake_k2_module()
+    x64 = x.double()
+    # log(1 + exp(x - shift)) in float64 without overflow ...
+    expected = torch.logaddexp(torch.zeros_like(x64), x64 - shift) - 0.08 * x64 - offset
+    # ... which for moderate x is literally the formula:
+    small = x64.abs() < 30
+    assert torch.allclose(
+        expected[small], torch.log(1 + torch.exp(x64[small] - shift)) - 0.08 * x64[small] - offset, rtol=0, atol=1e-12
+    )
+    for fn in (getattr(k2, name), getattr(k2, name + "_forward")):
+        y = fn(x)
+        assert y.dtype == torch.float32 and torch.isfinite(y).all()
+        tol = 1e-6 * (1 + expected.abs())
+        assert ((y.double() - expected).abs() <= tol).all()
+    ours = (SwooshL if name == "swoosh_l" else SwooshR)()(x)
+    assert ((ours.double() - expected).abs() <= 1e-6 * (1 + expected.abs())).all()
+
+
+def test_fake_k2_has_only_what_it_implements(vs_original):
+    k2 = vs_original.fake_k2_module()
+    with pytest.raises(AttributeError):
+        _ = k2.rnnt_loss_pruned
+    with pytest.raises(NotImplementedError):
+        k2.swoosh_l_forward_and_deriv(torch.zeros(2))
+
+
+def test_encoder_benchmark_has_no_hard_coded_original_timings():
+    source = (BENCHMARKS / "encoder.py").read_text()
+    for stale in ("ORIGINAL_SECONDS", "MATMUL_GFLOP", "ISSUE_GFLOPS_RATE", "0.97", "3.65", "140.0"):
+        assert stale not in source, stale
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "encoder.py"), "--help"], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--no-floor" in result.stdout and "--baseline-matmul" not in result.stdout
+
+
+def test_encoder_benchmark_floor_is_measured(monkeypatch):
+    encoder = _load("encoder")
+    assert encoder.matmul_gflops(torch.device("cpu"), n=128, repeats=2) > 0
+    from zipa.model.asr_model import build_model
+    from zipa.model.config import preset
+
+    model = build_model(preset("tiny")).eval()
+    feats = torch.randn(1, 100, 80)
+    assert encoder.encoder_flops(model, feats, torch.tensor([100])) > 0
+
+
+def test_vs_original_help_flags():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "vs_original.py"), "--help"], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    for flag in ("--zipa-dir", "--icefall-dir", "--presets", "--batch-sizes", "--seconds", "--rounds"):
+        assert flag in result.stdout
