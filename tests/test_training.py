@@ -54,6 +54,44 @@ def test_resume_from_a_batch_checkpoint_is_exact(corpus, tmp_path):
     assert any(not torch.equal(moved[k], a[k]) for k in a if a[k].is_floating_point())
 
 
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_with_the_unsupervised_stream_is_exact(corpus, tmp_path_factory, tmp_path):
+    """Noisy-student training (--use-unsup-cr-ctc): the pseudo-labelled stream's sampler
+    position is in each checkpoint, so a resumed run reads the same unlabelled batches as the
+    run that never stopped, across an epoch boundary too (the stream is not restarted per
+    epoch, and epoch checkpoints hold its position as well)."""
+    unsup = make_tiny_corpus(tmp_path_factory.mktemp("unsup"), num_train=12, num_dev=1, seed=1)["train"]
+    flags = ("--num-epochs", "2", "--save-every-n", "3", "--use-unsup-cr-ctc", "True",
+             "--unsup-shar-dirs", str(unsup))
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _train(training_flags(corpus, straight, *flags))
+    checkpoint = load_training_checkpoint(straight / "checkpoint-3.pt")
+    assert checkpoint["unsup_sampler"] is not None and checkpoint["sampler"] is not None
+    assert load_training_checkpoint(straight / "epoch-1.pt")["unsup_sampler"] is not None
+
+    resumed.mkdir()
+    (resumed / "checkpoint-3.pt").write_bytes((straight / "checkpoint-3.pt").read_bytes())
+    _train(training_flags(corpus, resumed, *flags, "--start-batch", "3"))
+    _assert_same_weights(_weights(straight / "epoch-2.pt"), _weights(resumed / "epoch-2.pt"))
+
+    # Without the unsupervised position (a checkpoint from before it was saved) the run still
+    # resumes, with a warning, but the stream restarts and the weights come out different.
+    old = tmp_path / "old"
+    old.mkdir()
+    checkpoint["unsup_sampler"] = None
+    torch.save(checkpoint, old / "checkpoint-3.pt")
+    _train(training_flags(corpus, old, *flags, "--start-batch", "3"))
+    logs = "".join(p.read_text() for p in (old / "log").iterdir())
+    assert "holds no position of the unsupervised" in logs
+    a, b = _weights(straight / "epoch-2.pt"), _weights(old / "epoch-2.pt")
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+
 def test_non_finite_loss_is_skipped_and_counted(corpus, tmp_path, monkeypatch):
     import zipa.train.loop as loop
 

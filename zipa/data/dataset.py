@@ -182,8 +182,14 @@ class BatchLoader:
         self.dataloader = dataloader
 
     def __iter__(self):
+        # The DataLoader's iterator is made here, not at the first batch: it draws its base seed
+        # from torch's global generator, and a training loop that restores that generator's
+        # state (a resumed run) must know when the draw happens.
+        return self._batches(iter(self.dataloader))
+
+    def _batches(self, batches):
         sampler = self.dataloader.sampler
-        for batch in self.dataloader:
+        for batch in batches:
             state = batch.pop("sampler_state", None)
             if state is not None and hasattr(sampler, "mark_consumed"):
                 sampler.mark_consumed(state)

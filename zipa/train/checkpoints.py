@@ -2,7 +2,8 @@
 
 A checkpoint (`checkpoint-{batch}.pt`, `epoch-{n}.pt`) is a dict with `model`, `model_avg`
 (the running average of the weights, float64), `optimizer`, `scheduler`, `grad_scaler`,
-`sampler`, `rng` and the training counters (`batch_idx_train`, `cur_epoch`, ...). Writes are
+`sampler` (where the supervised stream's sampler stood), `unsup_sampler` (the same for the
+pseudo-labelled stream of noisy-student training, or None), `rng` and the training counters (`batch_idx_train`, `cur_epoch`, ...). Writes are
 atomic: a crash never leaves a half-written file under a checkpoint's name.
 """
 
@@ -51,6 +52,7 @@ def save_training_checkpoint(
     scaler: Any = None,
     sampler_state: Optional[Mapping[str, Any]] = None,
     counters: Optional[Mapping[str, Any]] = None,
+    unsup_sampler_state: Optional[Mapping[str, Any]] = None,
 ) -> None:
     """Write everything needed to resume exactly (call on rank 0 only)."""
     checkpoint = {
@@ -60,6 +62,7 @@ def save_training_checkpoint(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "grad_scaler": scaler.state_dict() if scaler is not None else None,
         "sampler": sampler_state,
+        "unsup_sampler": unsup_sampler_state,
         "rng": rng_state(),
     }
     checkpoint.update(counters or {})

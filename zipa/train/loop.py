@@ -3,8 +3,9 @@
 One call per rank: `train(args, dist_info, data_module_class)`. What it does per batch is
 ZIPA's: losses from `AsrModel.forward`, ScaledAdam + Eden, optional AMP, gradient
 accumulation, `model_avg` on rank 0, checkpoints every `--save-every-n` batches. Checkpoints
-hold every piece of state (weights, optimiser, scheduler, grad scaler, sampler position, RNG),
-so a run resumed from `checkpoint-N.pt` continues exactly as if never stopped.
+hold every piece of state (weights, optimiser, scheduler, grad scaler, the positions of the
+supervised and the pseudo-labelled samplers, RNG), so a run resumed from `checkpoint-N.pt`
+continues exactly as if never stopped.
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ class Trainer:
         use_scaler = args.use_fp16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
         self.sampler_state = None
+        self.unsup_sampler_state = None
         self.pending_rng = None
         if checkpoint is not None:
             self._restore(checkpoint, model)
@@ -213,18 +215,29 @@ class Trainer:
             # Mid-epoch: continue the same epoch where its sampler stopped.
             self.cur_epoch = checkpoint["cur_epoch"]
             self.sampler_state = checkpoint.get("sampler")
+        # The pseudo-labelled stream is endless and runs across epochs: its position is in
+        # batch and epoch checkpoints alike.
+        self.unsup_sampler_state = checkpoint.get("unsup_sampler")
+        if self.args.use_unsup_cr_ctc and self.unsup_sampler_state is None:
+            self.log.warning(
+                "the checkpoint holds no position of the unsupervised (pseudo-labelled) sampler "
+                "(written before it was saved, or without --use-unsup-cr-ctc): that stream starts "
+                "from its beginning, so this resume is not exact"
+            )
         set_whiten_probs(model, checkpoint.get("whiten_probs"))
         self.pending_rng = checkpoint["rng"]
 
     def save(self, path: Path, sampler_state: Optional[Dict[str, Any]]) -> None:
         """Write a checkpoint (rank 0 only); `sampler_state` is where the sampler stood after
-        the last batch trained on."""
+        the last batch trained on (the unsupervised stream's position is added here)."""
         if not self.dist.is_main:
             return
+        unsup_dl = getattr(self, "unsup_dl", None)
         save_training_checkpoint(
             path, self.raw_model, self.model_avg, self.optimizer, self.scheduler, self.scaler, sampler_state,
             counters={"batch_idx_train": self.batch_idx_train, "cur_epoch": self.cur_epoch, "best": self.best,
                       "whiten_probs": whiten_probs(self.raw_model)},
+            unsup_sampler_state=unsup_dl.sampler.state_dict() if unsup_dl is not None else None,
         )
 
     # -- the loop ------------------------------------------------------------------------------
@@ -242,6 +255,13 @@ class Trainer:
         unsup_cuts = self.data.unsup_cuts() if args.use_unsup_cr_ctc else None
         dev_cuts = self.data.dev_cuts()
         valid_dl = self.data.valid_dataloaders(dev_cuts) if dev_cuts else None
+        # One endless pseudo-labelled stream for the whole run (not restarted each epoch).
+        self.unsup_dl = None
+        unsup_batches = None
+        if unsup_cuts is not None:
+            self.unsup_dl = self.data.train_dataloaders(unsup_cuts, sampler_state_dict=self.unsup_sampler_state)
+            self.unsup_sampler_state = None
+            unsup_batches = _forever(self.unsup_dl)
         for epoch in range(self.cur_epoch, args.num_epochs + 1):
             self.cur_epoch = epoch
             self.scheduler.step_epoch(epoch - 1)
@@ -249,8 +269,7 @@ class Trainer:
             if self.sampler_state is None:
                 train_dl.sampler.set_epoch(epoch - 1)
             self.sampler_state = None
-            unsup_dl = self.data.train_dataloaders(unsup_cuts) if unsup_cuts is not None else None
-            finished = self.train_one_epoch(train_dl, unsup_dl, valid_dl, deadline)
+            finished = self.train_one_epoch(train_dl, unsup_batches, valid_dl, deadline)
             if not finished:
                 self.log.info(f"time limit reached at batch {self.batch_idx_train}: saved checkpoint-{self.batch_idx_train}.pt")
                 break
@@ -259,11 +278,13 @@ class Trainer:
         dump_rank_params(self.raw_model, self.dist.rank)
         self.log.close()
 
-    def train_one_epoch(self, train_dl: Iterable, unsup_dl: Optional[Iterable], valid_dl, deadline: float) -> bool:
-        """Returns False when the time limit stopped the epoch early."""
+    def train_one_epoch(
+        self, train_dl: Iterable, unsup_batches: Optional[Iterator], valid_dl, deadline: float
+    ) -> bool:
+        """Returns False when the time limit stopped the epoch early. `unsup_batches`: the
+        endless pseudo-labelled stream (one batch per supervised batch), or None."""
         args = self.args
         self.model.train()
-        unsup_batches = _forever(unsup_dl) if unsup_dl is not None else None
         progress = self.log.progress(desc=f"epoch {self.cur_epoch}")
         for batch in train_dl:
             if self.pending_rng is not None:
@@ -376,9 +397,19 @@ def past_deadline(deadline: float, device: torch.device) -> bool:
 
 
 def _forever(loader: Iterable) -> Iterator:
-    """Batches of `loader`, starting over whenever it is exhausted."""
-    while True:
-        yield from loader
+    """Batches of `loader`, starting over whenever it is exhausted. The first pass's iterator
+    is made now: a DataLoader draws from torch's generator when it starts a pass, and this
+    draw must come before a resumed run restores the generator's state, as it does in the run
+    that never stopped."""
+    batches = iter(loader)
+
+    def endless():
+        nonlocal batches
+        while True:
+            yield from batches
+            batches = iter(loader)
+
+    return endless()
 
 
 def register_inf_check_hooks(model: nn.Module) -> None:
