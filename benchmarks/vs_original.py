@@ -181,6 +181,8 @@ def import_original(zipa_dir: Path, icefall_dir: Path | None = None) -> dict:
 
 def build_original(modules: dict, config) -> torch.nn.Module:
     """The original AsrModel, as zipformer_crctc/train.py get_model builds it for a CTC model."""
+    from zipa.model.asr_model import zipformer2_kwargs
+
     scaling, subsampling, zipformer, model = (modules[k] for k in ("scaling", "subsampling", "zipformer", "model"))
     ScheduledFloat = scaling.ScheduledFloat
     encoder_embed = subsampling.Conv2dSubsampling(
@@ -188,25 +190,7 @@ def build_original(modules: dict, config) -> torch.nn.Module:
         out_channels=config.encoder_dim[0],
         dropout=ScheduledFloat((0.0, 0.3), (20000.0, 0.1)),
     )
-    encoder = zipformer.Zipformer2(
-        output_downsampling_factor=config.output_downsampling_factor,
-        downsampling_factor=config.downsampling_factor,
-        num_encoder_layers=config.num_encoder_layers,
-        encoder_dim=config.encoder_dim,
-        encoder_unmasked_dim=config.encoder_unmasked_dim,
-        query_head_dim=config.query_head_dim,
-        pos_head_dim=config.pos_head_dim,
-        value_head_dim=config.value_head_dim,
-        pos_dim=config.pos_dim,
-        num_heads=config.num_heads,
-        feedforward_dim=config.feedforward_dim,
-        cnn_module_kernel=config.cnn_module_kernel,
-        dropout=ScheduledFloat((0.0, 0.3), (20000.0, 0.1)),
-        warmup_batches=4000.0,
-        causal=config.causal,
-        chunk_size=config.chunk_size,
-        left_context_frames=config.left_context_frames,
-    )
+    encoder = zipformer.Zipformer2(**zipformer2_kwargs(config, ScheduledFloat))
     return model.AsrModel(
         encoder_embed=encoder_embed,
         encoder=encoder,

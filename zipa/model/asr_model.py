@@ -6,7 +6,7 @@ Attribute names, and so state_dict keys, are icefall's: `encoder_embed`, `encode
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -243,13 +243,11 @@ def ctc_loss_sum(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_len
     )
 
 
-def build_model(config: ModelConfig) -> AsrModel:
-    """An AsrModel with the architecture described by `config` (random weights)."""
-    dropout = ScheduledFloat((0.0, 0.3), (20000.0, 0.1))
-    encoder_embed = Conv2dSubsampling(
-        in_channels=config.feature_dim, out_channels=config.encoder_dim[0], dropout=dropout
-    )
-    encoder = Zipformer2(
+def zipformer2_kwargs(config: ModelConfig, scheduled_float=ScheduledFloat) -> Dict[str, Any]:
+    """The Zipformer2 constructor arguments of `config`, as the recipes' get_encoder_model passes
+    them (also used to build the original's Zipformer2, with its own ScheduledFloat, in
+    benchmarks/vs_original.py)."""
+    return dict(
         output_downsampling_factor=config.output_downsampling_factor,
         downsampling_factor=config.downsampling_factor,
         num_encoder_layers=config.num_encoder_layers,
@@ -262,12 +260,21 @@ def build_model(config: ModelConfig) -> AsrModel:
         num_heads=config.num_heads,
         feedforward_dim=config.feedforward_dim,
         cnn_module_kernel=config.cnn_module_kernel,
-        dropout=ScheduledFloat((0.0, 0.3), (20000.0, 0.1)),
+        dropout=scheduled_float((0.0, 0.3), (20000.0, 0.1)),
         warmup_batches=4000.0,
         causal=config.causal,
         chunk_size=config.chunk_size,
         left_context_frames=config.left_context_frames,
     )
+
+
+def build_model(config: ModelConfig) -> AsrModel:
+    """An AsrModel with the architecture described by `config` (random weights)."""
+    dropout = ScheduledFloat((0.0, 0.3), (20000.0, 0.1))
+    encoder_embed = Conv2dSubsampling(
+        in_channels=config.feature_dim, out_channels=config.encoder_dim[0], dropout=dropout
+    )
+    encoder = Zipformer2(**zipformer2_kwargs(config))
     decoder = joiner = attention_decoder = None
     if config.use_transducer:
         decoder = Decoder(config.vocab_size, config.decoder_dim, config.blank_id, config.context_size)
