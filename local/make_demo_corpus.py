@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the embedded demo corpus: espeak-ng speech in 8 training languages + 1 held-out one.
 
-Writes OUT_DIR/{train,dev,test,heldout}/ (lhotse shar: cuts.NNNNNN.jsonl.gz +
+Writes OUT_DIR/{train,dev,test,heldout,unlabeled}/ (lhotse shar: cuts.NNNNNN.jsonl.gz +
 recording.NNNNNN.tar, 16 kHz flac), OUT_DIR/demo_corpus.json (configuration and statistics)
 and OUT_DIR/README.txt (sizes). Texts come from zipa/assets/demo_texts/<language>.txt; labels are
 espeak-ng's phonemisation of the same text normalised to ZIPA's inventory. The output is a
@@ -12,6 +12,9 @@ resumes where it stopped; other options for an existing corpus need --overwrite.
 
 Example (the default corpus, as ./prepare.sh builds it):
   local/make_demo_corpus.py --out-dir data/demo --num-jobs 2
+Example (the German corpus of ./run.sh's fine-tuning and pseudo-labelling stages):
+  local/make_demo_corpus.py --out-dir data/demo_de --languages de --heldout "" \
+      --num-dev 10 --num-test 20 --num-unlabeled 50
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ def get_parser() -> argparse.ArgumentParser:
                         % ",".join(x.code for x in HELDOUT_LANGUAGES))
     p.add_argument("--num-dev", type=int, default=d.num_dev, help="dev sentences per language")
     p.add_argument("--num-test", type=int, default=d.num_test, help="test sentences per language")
+    p.add_argument("--num-unlabeled", type=int, default=d.num_unlabeled,
+                   help="train sentences per language put instead into unlabeled/ (speech for "
+                        "pseudo-labelling), spoken as often as train sentences")
     p.add_argument("--max-sentences", type=int, default=None,
                    help="use only the first N sentences of each text file (tiny corpora)")
     p.add_argument("--train-renderings", type=int, default=d.train_renderings,
@@ -93,6 +99,7 @@ def main() -> None:
         heldout=args.heldout,
         num_dev=args.num_dev,
         num_test=args.num_test,
+        num_unlabeled=args.num_unlabeled,
         max_sentences=args.max_sentences,
         train_renderings=args.train_renderings,
         rate=args.rate,

@@ -12,6 +12,7 @@ from shar_checks import check_plain_lhotse_reads
 pytest.importorskip("espeakng_loader")
 
 from zipa.data.demo_corpus import (  # noqa: E402
+    ADAPTATION_LANGUAGES,
     HELDOUT_LANGUAGES,
     TRAIN_LANGUAGES,
     DemoCorpusConfig,
@@ -55,7 +56,7 @@ def load(split_dir):
 
 def test_plan(texts_dir):
     plan = plan_corpus(tiny_config(texts_dir))
-    assert {s: len(u) for s, u in plan.items()} == {"train": 4, "dev": 2, "test": 2, "heldout": 2}
+    assert {s: len(u) for s, u in plan.items()} == {"train": 4, "dev": 2, "test": 2, "heldout": 2, "unlabeled": 0}
     # The two renderings of a train sentence use different voice variants.
     by_sentence = {}
     for u in plan["train"]:
@@ -65,6 +66,24 @@ def test_plan(texts_dir):
         assert 130 <= u.rate <= 190 and 30 <= u.pitch <= 70
     assert plan_corpus(tiny_config(texts_dir)) == plan  # a function of the config
     assert plan_corpus(tiny_config(texts_dir, seed=8)) != plan
+
+
+def test_unlabeled_split_takes_train_sentences_and_leaves_the_default_plan_alone(texts_dir):
+    base_cfg = tiny_config(texts_dir)
+    base_cfg.num_dev = 0
+    base = plan_corpus(base_cfg)
+    cfg = tiny_config(texts_dir)
+    cfg.num_dev, cfg.num_unlabeled = 0, 1
+    plan = plan_corpus(cfg)
+    sentences = {s: {(u.language, u.sentence) for u in plan[s]} for s in plan}
+    # One of each language's three sentences moves from train to unlabeled, spoken as often.
+    assert len(sentences["unlabeled"]) == 2 and len(plan["unlabeled"]) == 4
+    assert not sentences["unlabeled"] & (sentences["train"] | sentences["dev"] | sentences["test"])
+    assert sentences["unlabeled"] | sentences["train"] == {(u.language, u.sentence) for u in base["train"]}
+    assert [u.id for u in plan["test"]] == [u.id for u in base["test"]]  # same test sentences
+    # A corpus built before num_unlabeled existed has the same stored configuration.
+    assert "num_unlabeled" not in tiny_config(texts_dir).to_json()
+    assert cfg.to_json()["num_unlabeled"] == 1
 
 
 def test_tiny_corpus(tmp_path, texts_dir):
@@ -169,6 +188,10 @@ def test_repository_texts():
     for lang in TRAIN_LANGUAGES + HELDOUT_LANGUAGES:
         sentences = read_texts(REPO / "zipa" / "assets" / "demo_texts" / f"{lang.code}.txt")
         assert 60 <= len(sentences) <= 120, lang.code
+    # The fine-tuning language: enough sentences for train, dev, test and unlabeled splits.
+    for lang in ADAPTATION_LANGUAGES:
+        assert lang.code not in {x.code for x in TRAIN_LANGUAGES + HELDOUT_LANGUAGES}
+        assert len(read_texts(REPO / "zipa" / "assets" / "demo_texts" / f"{lang.code}.txt")) >= 120
     assert len(TRAIN_LANGUAGES) >= 8
     assert len({lang.family for lang in TRAIN_LANGUAGES}) == len(TRAIN_LANGUAGES)
 

@@ -8,6 +8,11 @@ clone without downloading anything. What it holds:
   a fixed list of everyday sentences kept in the repository (``zipa/assets/demo_texts/<code>.txt``);
 * per language, the sentences are shuffled (seeded) and split into dev / test / train, so that
   no sentence is shared across splits; the held-out language goes whole into ``heldout``;
+* optionally (``num_unlabeled``, 0 by default) some of each language's train sentences go
+  instead into ``unlabeled``, spoken like train sentences: speech for pseudo-labelling (noisy student);
+  their cuts keep espeak's label, which a pseudo-labeller replaces and a scorer may use;
+* :data:`ADAPTATION_LANGUAGES` (German) are for ``./run.sh``'s fine-tuning stages: the default
+  corpus never contains them, a second corpus built with ``languages=("de",)`` does;
 * each train sentence is spoken ``train_renderings`` times, each time with a different espeak-ng
   voice variant (:data:`VOICE_VARIANTS`) and a random speaking rate, pitch and pitch range;
   dev, test and held-out sentences are spoken once; an utterance whose label would need more
@@ -70,6 +75,7 @@ __all__ = [
     "DemoUtterance",
     "TRAIN_LANGUAGES",
     "HELDOUT_LANGUAGES",
+    "ADAPTATION_LANGUAGES",
     "VOICE_VARIANTS",
     "SPLITS",
     "default_texts_dir",
@@ -79,7 +85,7 @@ __all__ = [
     "build_demo_corpus",
 ]
 
-SPLITS = ("train", "dev", "test", "heldout")
+SPLITS = ("train", "dev", "test", "heldout", "unlabeled")
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,10 @@ TRAIN_LANGUAGES: tuple[DemoLanguage, ...] = (
 HELDOUT_LANGUAGES: tuple[DemoLanguage, ...] = (
     DemoLanguage("id", "id", "Austronesian"),
 )
+# A language the demo model never hears, with its own sentences: fine-tuning shows what it adds.
+ADAPTATION_LANGUAGES: tuple[DemoLanguage, ...] = (
+    DemoLanguage("de", "de", "Indo-European, Germanic"),
+)
 # espeak-ng voice variants ("" = the language's default voice): male, female, one Klatt voice.
 VOICE_VARIANTS: tuple[str, ...] = (
     "", "m1", "m2", "m3", "m5", "m7", "f1", "f2", "f3", "f4", "klatt4",
@@ -121,6 +131,7 @@ class DemoCorpusConfig:
     heldout: tuple[str, ...] = tuple(lang.code for lang in HELDOUT_LANGUAGES)
     num_dev: int = 10  # sentences per training language
     num_test: int = 10
+    num_unlabeled: int = 0  # train sentences per language moved to the `unlabeled` split
     max_sentences: Optional[int] = None  # use only the first N lines of each text file
     train_renderings: int = 4  # voice variants per train sentence
     rate: tuple[int, int] = (130, 190)  # words per minute (espeak default 175)
@@ -139,6 +150,8 @@ class DemoCorpusConfig:
         """The configuration plus a digest of the text files it reads (so that edited texts
         count as another configuration), in JSON types for comparison with a stored copy."""
         d = json.loads(json.dumps(asdict(self)))  # tuples -> lists
+        if not self.num_unlabeled:
+            del d["num_unlabeled"]  # corpora built before the field existed stay complete
         digest = hashlib.sha256()
         for code in (*self.languages, *self.heldout):
             path = self.texts_path() / f"{code}.txt"
@@ -162,7 +175,7 @@ class DemoUtterance:
     seed: int  # espeak-ng's noise generator (breathy voice variants)
 
 
-_LANGS = {lang.code: lang for lang in TRAIN_LANGUAGES + HELDOUT_LANGUAGES}
+_LANGS = {lang.code: lang for lang in TRAIN_LANGUAGES + HELDOUT_LANGUAGES + ADAPTATION_LANGUAGES}
 
 
 def language(code: str) -> DemoLanguage:
@@ -193,19 +206,23 @@ def read_texts(path: Path, max_sentences: Optional[int] = None) -> list[tuple[in
 
 
 def split_sentences(
-    sentences: Sequence[tuple[int, str]], num_dev: int, num_test: int, rng: random.Random
+    sentences: Sequence[tuple[int, str]], num_dev: int, num_test: int, rng: random.Random,
+    num_unlabeled: int = 0,
 ) -> dict[str, list[tuple[int, str]]]:
-    """Shuffle and cut into dev / test / train (train keeps at least one sentence)."""
+    """Shuffle and cut into dev / test / unlabeled / train (train keeps at least one sentence)."""
     order = list(sentences)
     rng.shuffle(order)
-    if num_dev + num_test >= len(order):
+    held = num_dev + num_test + num_unlabeled
+    if held >= len(order):
         raise ValueError(
-            f"{len(order)} sentences cannot give {num_dev} dev + {num_test} test + some train"
+            f"{len(order)} sentences cannot give {num_dev} dev + {num_test} test + "
+            f"{num_unlabeled} unlabeled + some train"
         )
     return {
         "dev": sorted(order[:num_dev]),
         "test": sorted(order[num_dev:num_dev + num_test]),
-        "train": sorted(order[num_dev + num_test:]),
+        "unlabeled": sorted(order[num_dev + num_test:held]),
+        "train": sorted(order[held:]),
     }
 
 
@@ -236,9 +253,9 @@ def plan_corpus(cfg: DemoCorpusConfig) -> dict[str, list[DemoUtterance]]:
         lang = language(code)
         rng = random.Random(f"{cfg.seed}:{code}")
         sents = read_texts(texts / f"{code}.txt", cfg.max_sentences)
-        parts = split_sentences(sents, cfg.num_dev, cfg.num_test, rng)
-        for split in ("train", "dev", "test"):
-            renderings = cfg.train_renderings if split == "train" else 1
+        parts = split_sentences(sents, cfg.num_dev, cfg.num_test, rng, cfg.num_unlabeled)
+        for split in ("train", "dev", "test", "unlabeled"):
+            renderings = cfg.train_renderings if split in ("train", "unlabeled") else 1
             for n, text in parts[split]:
                 variants = rng.sample(list(cfg.variants), renderings)
                 for k, variant in enumerate(variants):
@@ -470,7 +487,8 @@ def readme_text(cfg: DemoCorpusConfig, summary: DemoCorpusSummary) -> str:
         "ZIPA demo corpus: multilingual speech synthesised with espeak-ng "
         f"{espeak.version()} (zipa/data/demo_corpus.py, local/make_demo_corpus.py).",
         "",
-        "Folders: train/ dev/ test/ (training languages) and heldout/ (never trained on), each "
+        "Folders: train/ dev/ test/ (training languages), unlabeled/ (for pseudo-labelling, when "
+        "asked for) and heldout/ (never trained on), each "
         "lhotse shar: cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar (16 kHz mono flac) and nothing "
         "else; the hidden .<split>.shar_index.json here holds each split's counts.",
         "Labels: espeak-ng's IPA of the same text, normalised to ZIPA's inventory "
