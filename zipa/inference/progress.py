@@ -24,7 +24,8 @@ DEFAULT_INTERVAL = 30.0
 
 
 class Progress:
-    """Files done out of ``total`` files, shown as ``mode`` says (see the module docstring).
+    """Files done out of ``total`` files, shown as ``mode`` says (see the module docstring);
+    ``unit`` names what is counted when it is not files (``"shard"``).
 
     `advance(seconds)` counts decoded audio, `file_done()` a finished file (whatever its
     outcome); `write(message)` prints a line without breaking the bar. Use it as a context
@@ -39,6 +40,7 @@ class Progress:
         desc: str = "transcribing",
         stream: Optional[IO[str]] = None,
         clock: Callable[[], float] = time.monotonic,
+        unit: str = "file",
     ):
         if mode not in PROGRESS_MODES:
             raise ValueError(f"progress mode must be one of {', '.join(PROGRESS_MODES)}, got {mode!r}")
@@ -51,6 +53,7 @@ class Progress:
         self.total = int(total)
         self.interval = float(interval)
         self.desc = desc
+        self.unit = unit
         self.files = 0
         self.seconds = 0.0
         self._clock = clock
@@ -61,10 +64,10 @@ class Progress:
         if mode == "bar":
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, unit="file", desc=desc, file=self.stream, leave=False,
+            self._bar = tqdm(total=self.total, unit=unit, desc=desc, file=self.stream, leave=False,
                              dynamic_ncols=True)
         elif mode == "log":
-            self._log(f"{self.total} files to do")
+            self._log(f"{self.total} {unit}s to do")
 
     @classmethod
     def make(cls, progress: Union[None, bool, str, "Progress"], total: int, **kwargs) -> "Progress":
@@ -108,7 +111,7 @@ class Progress:
         eta = "?"
         if self.files:
             eta = _hms(elapsed / self.files * max(0, self.total - self.files))
-        return (f"{self.files}/{self.total} files{share}, {_audio(self.seconds)} of audio, "
+        return (f"{self.files}/{self.total} {self.unit}s{share}, {_audio(self.seconds)} of audio, "
                 f"elapsed {_hms(elapsed)}, ETA {eta}")
 
     def close(self) -> None:

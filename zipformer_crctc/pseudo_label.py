@@ -1,0 +1,27 @@
+#!/usr/bin/env python3
+"""Pseudo-label unlabelled audio with a ZIPA model: lhotse shar for noisy-student training.
+
+    python zipformer_crctc/pseudo_label.py --shar-dirs data/unlabeled \\
+        --model-path exp/crctc/averaged.pth --out-dir data/pseudo
+    python zipformer_crctc/pseudo_label.py --audio-dirs recordings/ --model-path zipa-cr-large-500k \\
+        --out-dir data/pseudo --world-size 4 --max-duration 1200 --min-confidence 0.6
+    python zipformer_crctc/train.py ... --use-unsup-cr-ctc True --unsup-shar-dirs data/pseudo
+
+Decodes --shar-dirs (cuts with recordings) and --audio-dirs (searched recursively) with the model
+of --model-path (a file, a name from `zipa models`) or --exp-dir with --iter/--epoch and --avg;
+writes the kept utterances to --out-dir as shar (16 kHz flac, the hypothesis as the supervision
+text, its confidence in supervision.custom). Killed, the same command resumes where it stopped.
+The summary is printed and written beside --out-dir (.NAME.summary.json). See
+zipa/data/pseudo_label.py.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zipa.cli import find_audio  # noqa: E402
+from zipa.data.pseudo_label import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(__doc__.splitlines()[0], find_audio=find_audio)
