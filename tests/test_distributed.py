@@ -8,14 +8,14 @@ the ZIPA_DUMP_RANK_PARAMS test hook (zipa.train.distributed.dump_rank_params).
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from training_utils import make_tiny_corpus, training_flags
+from training_utils import free_port, kill_tree, make_tiny_corpus, run_to_end, start, training_flags
 
 from zipa.train.checkpoints import load_training_checkpoint
 from zipa.train.distributed import DUMP_RANK_PARAMS_ENV, DistInfo
@@ -33,33 +33,34 @@ def corpus(tmp_path_factory):
 
 
 def _run(command, dump_dir: Path, timeout: float = 600, **env_extra: str) -> None:
-    """Run `command` to the end; on `timeout` its whole process group (the ranks too) is killed
-    and the test fails instead of hanging (ranks that disagree wait on each other forever)."""
-    env = {**os.environ, DUMP_RANK_PARAMS_ENV: str(dump_dir), "OMP_NUM_THREADS": "1", **env_extra}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"{' '.join(map(str, command))} still running after {timeout} s (ranks waiting on each other?)"
-                    f"\n{stdout[-4000:]}\n{stderr[-4000:]}")
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 0, f"{' '.join(map(str, command))}\n{stdout[-4000:]}\n{stderr[-4000:]}"
+    """Run `command` to the end, each rank dumping its final weights to `dump_dir`."""
+    run_to_end(command, timeout, **{DUMP_RANK_PARAMS_ENV: str(dump_dir), **env_extra})
 
 
 def _torchrun(*flags: str) -> list:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", str(TRAIN), *flags]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+def _kill_when(command, path: Path, timeout: float = 300) -> None:
+    """Start `command` and SIGKILL it, ranks included, as soon as `path` exists: a machine
+    that goes down, with no chance to clean up."""
+    process = start(command)
+    deadline = time.monotonic() + timeout
+    try:
+        while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        kill_tree(process.pid)
+        _, stderr = process.communicate()
+    assert process.returncode == -signal.SIGKILL, f"ended before it was killed:\n{stderr[-4000:]}"
+    assert path.exists(), f"killed after {timeout} s without writing {path.name}:\n{stderr[-4000:]}"
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    wa, wb = load_training_checkpoint(a)["model"], load_training_checkpoint(b)["model"]
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), f"{a} and {b} differ in {key}"
 
 
 def _rank_params(dump_dir: Path):
@@ -71,26 +72,34 @@ def _rank_params(dump_dir: Path):
 
 
 def _logs(exp_dir: Path) -> dict:
-    """Text of the per-rank log files, by rank."""
-    return {int(p.name.rsplit("-", 1)[1]): p.read_text() for p in (exp_dir / "log").iterdir()}
+    """Text of each rank's newest log file (one per run), by rank."""
+    return {int(p.name.rsplit("-", 1)[1]): p.read_text() for p in sorted((exp_dir / "log").iterdir())}
 
 
-def test_torchrun_two_ranks_stay_identical_and_resume(corpus, tmp_path):
+def test_torchrun_two_ranks_stay_identical_and_resume_exactly(corpus, tmp_path):
+    """2 ranks under torchrun keep identical weights; a run killed (SIGKILL, ranks included)
+    after checkpoint-2.pt and resumed with --start-batch 2, and a run resumed from epoch-1.pt
+    with --start-epoch 2, end with the weights of the run that never stopped, bit for bit.
+    Bitwise, not to a tolerance: the resumed runs make the same operations on the same numbers
+    in the same order (CPU kernels, and gloo's sum of two ranks, are deterministic), because
+    every checkpoint holds each rank's own random generators and Whiten probabilities, which
+    differ between ranks (each draws its dropout masks in the shape of its own batch)."""
+    def flags(exp: Path, *extra: str) -> list:
+        return training_flags(corpus, exp, "--num-epochs", "2", "--save-every-n", "2", *extra)
+
     exp = tmp_path / "exp"
-    flags = training_flags(corpus, exp, "--num-epochs", "1", "--save-every-n", "2", "--tensorboard", "True")
-    _run(_torchrun(*flags), tmp_path / "params")
-
-    final = load_training_checkpoint(exp / "epoch-1.pt")
-    batches = final["batch_idx_train"]
-    assert batches >= 4, "each rank should train on several batches"
+    _run(_torchrun(*flags(exp, "--tensorboard", "True")), tmp_path / "params")
+    batches = load_training_checkpoint(exp / "epoch-2.pt")["batch_idx_train"]
+    first_epoch = load_training_checkpoint(exp / "epoch-1.pt")["batch_idx_train"]
+    assert first_epoch >= 4, "each rank should train on several batches"
     params = _rank_params(tmp_path / "params")
-    for key, value in final["model"].items():
+    final = load_training_checkpoint(exp / "epoch-2.pt")["model"]
+    for key, value in final.items():
         assert torch.equal(value, params[key]), key
-    start = load_training_checkpoint(exp / "checkpoint-2.pt")["model"]
-    assert any(not torch.equal(start[k], params[k]) for k in params if params[k].is_floating_point())
 
     # Checkpoints and TensorBoard come from rank 0 alone; every rank keeps its own log file.
-    expected = {f"checkpoint-{n}.pt" for n in range(2, batches + 1, 2)} | {"epoch-1.pt", "config.json", "log", "tensorboard"}
+    expected = {f"checkpoint-{n}.pt" for n in range(2, batches + 1, 2)} | {
+        "epoch-1.pt", "epoch-2.pt", "config.json", "log", "tensorboard"}
     assert {p.name for p in exp.iterdir()} == expected
     assert len([p for p in (exp / "tensorboard").iterdir() if "tfevents" in p.name]) == 1
     assert sorted(_logs(exp)) == [0, 1]
@@ -98,15 +107,23 @@ def test_torchrun_two_ranks_stay_identical_and_resume(corpus, tmp_path):
         batches - batches % 2
     )
 
-    # The checkpoint written by rank 0 resumes on both ranks.
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copy(exp / "checkpoint-2.pt", resumed / "checkpoint-2.pt")
-    flags = training_flags(corpus, resumed, "--num-epochs", "1", "--save-every-n", "2", "--start-batch", "2")
-    _run(_torchrun(*flags), tmp_path / "params-resumed")
+    # Killed once checkpoint-2.pt is there; resumed from it in the same folder, on both ranks.
+    killed = tmp_path / "killed"
+    _kill_when(_torchrun(*flags(killed)), killed / "checkpoint-2.pt")
+    assert not (killed / "epoch-2.pt").exists()
+    moved = load_training_checkpoint(killed / "checkpoint-2.pt")["model"]
+    assert any(not torch.equal(moved[k], final[k]) for k in final if final[k].is_floating_point())
+    _run(_torchrun(*flags(killed, "--start-batch", "2")), tmp_path / "params-resumed")
     _rank_params(tmp_path / "params-resumed")
-    assert load_training_checkpoint(resumed / "epoch-1.pt")["batch_idx_train"] == batches
-    assert all("resuming from" in text and "checkpoint-2.pt" in text for text in _logs(resumed).values())
+    _same_weights(exp / "epoch-2.pt", killed / "epoch-2.pt")
+    assert all("resuming from" in text and "checkpoint-2.pt" in text for text in _logs(killed).values())
+
+    # From the end of the first epoch.
+    from_epoch = tmp_path / "from-epoch"
+    from_epoch.mkdir()
+    shutil.copy(exp / "epoch-1.pt", from_epoch / "epoch-1.pt")
+    _run(_torchrun(*flags(from_epoch, "--start-epoch", "2")), tmp_path / "params-from-epoch")
+    _same_weights(exp / "epoch-2.pt", from_epoch / "epoch-2.pt")
 
 
 # Installed (via PYTHONPATH) in every process of a run: zipa.train.loop's clock, as seen by rank 1,
@@ -164,7 +181,7 @@ def test_world_size_spawn_two_ranks_stop_together_at_the_time_limit(corpus, tmp_
     (hook / "sitecustomize.py").write_text(_RANK1_CLOCK_STANDS_STILL)
     pythonpath = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
     exp = tmp_path / "exp"
-    flags = training_flags(corpus, exp, "--num-epochs", "1", "--world-size", "2", "--master-port", str(_free_port()),
+    flags = training_flags(corpus, exp, "--num-epochs", "1", "--world-size", "2", "--master-port", str(free_port()),
                            "--max-minutes", "0.0001")
     _run([sys.executable, str(TRAIN), *flags], tmp_path / "params", timeout=120, PYTHONPATH=pythonpath)
     assert (hook / "rank1-clock-stood-still").exists(), "the clock hook was not installed in rank 1"
@@ -199,8 +216,9 @@ def test_ranks_get_disjoint_cuts(corpus):
 
 
 def test_only_rank_0_writes_checkpoints(tmp_path):
-    trainer = Trainer.__new__(Trainer)  # save() only looks at the rank before writing
+    trainer = Trainer.__new__(Trainer)  # save() gathers every rank's state, then looks at the rank
     trainer.dist = DistInfo(rank=1, local_rank=1, world_size=2)
+    trainer.raw_model = torch.nn.Linear(1, 1)
     trainer.save(tmp_path / "checkpoint-1.pt", sampler_state=None)
     assert not (tmp_path / "checkpoint-1.pt").exists()
 

@@ -18,8 +18,11 @@ Folders: every ``--*-shar-dirs`` entry is a folder of ``cuts.NNNNNN.jsonl.gz`` +
 are mixed with ``CutSet.mux`` (weights ``--train-weights``, default equal); each is read with
 shuffled shards (``shuffle_shards=True, stateful_shuffle=True, seed=--seed + i``).
 ``--train-repeat true`` repeats each source forever, as ZIPA did (the loop then ends by its
-own step limit); the pseudo-labelled ``--unsup-shar-dirs`` source is always repeated, since the
-CR-CTC loop zips it with the supervised one.
+own step limit). ``--use-mux`` (fine-tuning, as ZIPA's finetune.py) mixes the training data
+with the original training data ``--mux-shar-dirs``, a share ``--mux-weight`` of the cuts from
+the former; the original data repeats, an epoch ends with the new data. The pseudo-labelled
+``--unsup-shar-dirs`` source is always repeated, since the CR-CTC loop zips it with the
+supervised one.
 
 Resuming (``--start-batch``): save ``train_dl.sampler.state_dict()`` (and the unsupervised
 loader's) in each checkpoint; on resume pass it as ``sampler_state_dict``. The samplers of
@@ -109,6 +112,15 @@ class AsrDataModule:
         group.add_argument("--train-repeat", type=str2bool, default=False,
                            help="Repeat each training source forever, as ZIPA did; the loop "
                            "then stops by its own step limit instead of at epoch ends.")
+        group.add_argument("--use-mux", type=str2bool, default=False,
+                           help="Mix the training data with the original training data "
+                           "(--mux-shar-dirs), as ZIPA's finetune.py: an epoch is one pass over "
+                           "--train-shar-dirs; the original data is repeated as needed.")
+        group.add_argument("--mux-shar-dirs", type=str, nargs="+", default=[],
+                           help="The original training data's shar folders (for --use-mux).")
+        group.add_argument("--mux-weight", type=float, default=0.5,
+                           help="With --use-mux: the share of cuts drawn from --train-shar-dirs; "
+                           "the rest come from --mux-shar-dirs.")
         group.add_argument("--unsup-shar-dirs", type=str, nargs="+", default=[],
                            help="Pseudo-labelled shar folders for unsupervised CR-CTC "
                            "(repeated forever).")
@@ -165,10 +177,12 @@ class AsrDataModule:
         fields = ("recording",) if self.args.on_the_fly_feats else ("features",)
         return read_shar_dir(path, fields=fields, **kwargs)
 
-    def _mixed(self, dirs: Sequence[str], weights: Optional[Sequence[float]], repeat: bool) -> CutSet:
+    def _mixed(
+        self, dirs: Sequence[str], weights: Optional[Sequence[float]], repeat: bool, first_seed: int = 0
+    ) -> CutSet:
         seed = self.args.seed
         sources = [
-            self._read(d, shuffle_shards=True, stateful_shuffle=True, seed=seed + i)
+            self._read(d, shuffle_shards=True, stateful_shuffle=True, seed=seed + first_seed + i)
             for i, d in enumerate(dirs)
         ]
         if repeat:
@@ -184,7 +198,22 @@ class AsrDataModule:
         if not self.args.train_shar_dirs:
             raise ValueError("no training data: pass --train-shar-dirs DIR [DIR ...]")
         logging.info("Training shar folders: %s", ", ".join(self.args.train_shar_dirs))
-        return self._mixed(self.args.train_shar_dirs, self.args.train_weights, self.args.train_repeat)
+        cuts = self._mixed(self.args.train_shar_dirs, self.args.train_weights, self.args.train_repeat)
+        return self._with_original_data(cuts) if getattr(self.args, "use_mux", False) else cuts
+
+    def _with_original_data(self, new: CutSet) -> CutSet:
+        """--use-mux: each cut comes from the new data with probability --mux-weight, else from
+        the original data (repeated forever, with shard seeds of its own); the mix ends with the
+        new data."""
+        a = self.args
+        if not a.mux_shar_dirs:
+            raise ValueError("--use-mux needs the original training data: --mux-shar-dirs DIR [DIR ...]")
+        if not 0.0 < a.mux_weight < 1.0:
+            raise ValueError(f"--mux-weight is the new data's share, between 0 and 1 (exclusive); got {a.mux_weight}")
+        logging.info("Mixing in the original training data (share %.3g): %s",
+                     1 - a.mux_weight, ", ".join(a.mux_shar_dirs))
+        original = self._mixed(a.mux_shar_dirs, None, repeat=True, first_seed=len(a.train_shar_dirs))
+        return CutSet.mux(new, original, weights=[a.mux_weight, 1.0 - a.mux_weight], stop_early=True, seed=a.seed)
 
     def unsup_cuts(self) -> CutSet:
         """The pseudo-labelled sources for unsupervised CR-CTC, repeated forever (lazy)."""

@@ -136,6 +136,11 @@ def load_config_for(path: PathLike, use_averaged: bool = False, **overrides: Any
     return _config_from(read_state_dict(path, use_averaged=use_averaged), path, overrides)
 
 
+def config_for_state_dict(state_dict: Mapping[str, Any], path: PathLike, **overrides: Any) -> ModelConfig:
+    """`load_config_for` for weights already read from `path` (e.g. a training checkpoint's)."""
+    return _config_from(state_dict, Path(path), overrides)
+
+
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: PathLike = "<state_dict>") -> None:
     """`model.load_state_dict(state_dict, strict=True)`, after a check whose `CheckpointError`
     names the file and the first missing keys, unexpected keys and shape mismatches."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 from zipa.model.config import ModelConfig, preset
 from zipa.model.io import default_device
@@ -64,9 +64,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--start-batch", type=int, default=0, help="resume from checkpoint-N.pt when > 0 (wins over --start-epoch)")
     add("--exp-dir", type=Path, default=Path("exp"))
     add("--bpe-model", type=str, default=None, help="tokenizer (default: the packaged ipa_simplified model)")
-    add("--base-lr", type=float, default=0.045)
-    add("--lr-batches", type=float, default=7500)
-    add("--lr-epochs", type=float, default=3.5)
+    add("--base-lr", type=float, default=0.045, help="with --do-finetune: 0.0045 unless given")
+    add("--lr-batches", type=float, default=7500, help="with --do-finetune: 100000 unless given")
+    add("--lr-epochs", type=float, default=3.5, help="with --do-finetune: 100 unless given")
     add("--ref-duration", type=float, default=600, help="reference batch duration (s) for the model's schedules")
     add("--warmup-batches", type=float, default=500.0, help="Eden's learning-rate warm-up")
     add("--grad-accumulation", type=int, default=1)
@@ -99,6 +99,38 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--am-scale", type=float, default=0.1)
     add("--simple-loss-scale", type=float, default=0.5)
     add("--warm-step", type=int, default=2000, help="batches over which the transducer loss scales warm up")
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    """ZIPA's finetune.py flags (see zipa.train.finetune). With --do-finetune, --base-lr,
+    --lr-batches and --lr-epochs default to finetune.py's 0.0045, 100000 and 100."""
+    group = parser.add_argument_group("fine-tuning")
+    add = group.add_argument
+    add("--do-finetune", type=str2bool, default=False,
+        help="start from the weights of --finetune-ckpt (fresh optimiser and schedule); the architecture "
+        "is the checkpoint's unless model flags say otherwise")
+    add("--finetune-ckpt", type=str, default=None,
+        help="a .pth (released or averaged), a training checkpoint (checkpoint-N.pt, epoch-N.pt: its model "
+        "weights), a folder holding one, or a model name from `zipa models` / a Hub repo id")
+    add("--init-modules", type=str, default=None,
+        help="comma-separated parameter-name prefixes to load (e.g. encoder_embed,encoder); the others keep "
+        "their fresh initialisation; not given: load all")
+    add("--freeze-modules", type=str, default=None,
+        help="comma-separated parameter-name prefixes not to train (left out of the optimiser)")
+
+
+_NOT_GIVEN = object()
+
+
+def parse_noting_given(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, with `args.given_flags`: the names of the flags the command line
+    set (as opposed to defaults). argparse puts a default only where the namespace has no value
+    yet, so a second parse into a namespace of placeholders shows which ones the command line set."""
+    args = parser.parse_args(argv)
+    probe = argparse.Namespace(**{name: _NOT_GIVEN for name in vars(args)})
+    parser.parse_args(argv, namespace=probe)
+    args.given_flags = frozenset(name for name, value in vars(probe).items() if value is not _NOT_GIVEN)
+    return args
 
 
 def add_checkpoint_selection_arguments(parser: argparse.ArgumentParser) -> None:

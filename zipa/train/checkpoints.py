@@ -4,7 +4,8 @@ A checkpoint (`checkpoint-{batch}.pt`, `epoch-{n}.pt`) is a dict with `model`, `
 (the running average of the weights, float64), `optimizer`, `scheduler`, `grad_scaler`,
 `sampler` (where the supervised stream's sampler stood), `unsup_sampler` (the same for the
 pseudo-labelled stream of noisy-student training, or None), `rng` and the training counters (`batch_idx_train`, `cur_epoch`, ...). Writes are
-atomic: a crash never leaves a half-written file under a checkpoint's name.
+atomic: a crash never leaves a half-written file under a checkpoint's name. The training loop
+adds `per_rank`: every rank's `rng` and Whiten probabilities, which differ between ranks.
 """
 
 from __future__ import annotations

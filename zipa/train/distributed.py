@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, List
 
 import torch
 import torch.distributed as dist
@@ -70,6 +70,28 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def sum_gradients(state, bucket):  # no annotations: DDP checks them, and this module's are strings
+    """DDP communication hook: the ranks' gradients summed (DDP's own hook averages them).
+
+    A batch's loss is summed over its utterances, so a step's gradient is then the gradient of
+    the loss summed over the utterances of every rank's batch: the gradient one process computes
+    on all of them, so N ranks train as one process given the N batches together (averaged,
+    the gradient would be N times smaller, and ScaledAdam is invariant to that scale only up to
+    its eps)."""
+    work = dist.all_reduce(bucket.buffer(), op=dist.ReduceOp.SUM, async_op=True)
+    return work.get_future().then(lambda done: done.value()[0])
+
+
+def gather_objects(obj: Any) -> List[Any]:
+    """Every rank's `obj` (picklable), in rank order; `[obj]` without a process group. All
+    ranks must call it together."""
+    if dist.is_available() and dist.is_initialized():
+        gathered: List[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, obj)
+        return gathered
+    return [obj]
 
 
 def dump_rank_params(model: torch.nn.Module, rank: int) -> None:

@@ -4,8 +4,10 @@ One call per rank: `train(args, dist_info, data_module_class)`. What it does per
 ZIPA's: losses from `AsrModel.forward`, ScaledAdam + Eden, optional AMP, gradient
 accumulation, `model_avg` on rank 0, checkpoints every `--save-every-n` batches. Checkpoints
 hold every piece of state (weights, optimiser, scheduler, grad scaler, the positions of the
-supervised and the pseudo-labelled samplers, RNG), so a run resumed from `checkpoint-N.pt`
-continues exactly as if never stopped.
+supervised and the pseudo-labelled samplers, each rank's RNG), so a run resumed from
+`checkpoint-N.pt` or `epoch-N.pt` continues exactly as if never stopped. Under DDP the ranks'
+gradients are summed (`zipa.train.distributed.sum_gradients`), so N ranks train as one process
+given their N batches together.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ from zipa.train.checkpoints import (
     AveragedModel,
     load_training_checkpoint,
     remove_old_checkpoints,
+    rng_state,
     save_training_checkpoint,
     set_rng_state,
     unwrap,
 )
-from zipa.train.distributed import DistInfo, all_reduce_sum, dump_rank_params
+from zipa.train.distributed import DistInfo, all_reduce_sum, dump_rank_params, gather_objects, sum_gradients
+from zipa.train.finetune import FinetuneInit, freeze, frozen_prefixes, trainable_groups
 from zipa.train.logs import TrainLogger
 from zipa.train.optim import Eden, ScaledAdam, adjusted_batch_count, get_parameter_groups_with_lrs
 
@@ -144,7 +148,8 @@ class Trainer:
         # Denormal floats (tiny gradients, regulariser terms) make CPU arithmetic several times
         # slower; flushing them to zero changes nothing measurable in training.
         torch.set_flush_denormal(True)
-        self.config = model_config_from_args(args, output_downsampling_factor)
+        finetune = FinetuneInit.from_args(args, output_downsampling_factor) if args.do_finetune else None
+        self.config = finetune.config if finetune else model_config_from_args(args, output_downsampling_factor)
         if args.use_cr_ctc and getattr(args, "enable_spec_aug", False):
             raise ValueError("--use-cr-ctc applies SpecAugment inside the model: set --enable-spec-aug False")
         model = build_model(self.config)
@@ -159,10 +164,16 @@ class Trainer:
         checkpoint = self._checkpoint_to_resume()
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"], strict=True)
+        elif finetune is not None:  # a fresh fine-tuning run; a resumed one has its weights above
+            self.log.info(finetune.load_into(model))
+        del finetune
+        self.frozen = frozen_prefixes(args.freeze_modules, checkpoint)
+        if self.frozen:
+            self.log.info(freeze(model, self.frozen))
         model.to(self.device)
         self.model_avg = AveragedModel(model) if dist.is_main else None
         self.optimizer = ScaledAdam(
-            get_parameter_groups_with_lrs(model, lr=args.base_lr, include_names=True),
+            trainable_groups(get_parameter_groups_with_lrs(model, lr=args.base_lr, include_names=True)),
             lr=args.base_lr, clipping_scale=2.0,
         )
         self.scheduler = Eden(self.optimizer, args.lr_batches, args.lr_epochs, warmup_batches=args.warmup_batches)
@@ -180,6 +191,7 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
+            self.model.register_comm_hook(None, sum_gradients)
         if args.inf_check:
             register_inf_check_hooks(model)
         self.data = data_module
@@ -224,19 +236,28 @@ class Trainer:
                 "(written before it was saved, or without --use-unsup-cr-ctc): that stream starts "
                 "from its beginning, so this resume is not exact"
             )
-        set_whiten_probs(model, checkpoint.get("whiten_probs"))
-        self.pending_rng = checkpoint["rng"]
+        own = rank_state(checkpoint, self.dist)
+        set_whiten_probs(model, own["whiten_probs"])
+        self.pending_rng = own["rng"]
+
+    def _restore_pending_rng(self) -> None:
+        if self.pending_rng is not None:
+            set_rng_state(self.pending_rng)
+            self.pending_rng = None
 
     def save(self, path: Path, sampler_state: Optional[Dict[str, Any]]) -> None:
         """Write a checkpoint (rank 0 only); `sampler_state` is where the sampler stood after
         the last batch trained on (the unsupervised stream's position is added here)."""
+        # Each rank's random generators and Whiten probabilities differ (dropout masks are drawn
+        # per rank, in the shape of its batch): all of them are saved, each rank resumes its own.
+        per_rank = gather_objects({"rng": rng_state(), "whiten_probs": whiten_probs(self.raw_model)})
         if not self.dist.is_main:
             return
         unsup_dl = getattr(self, "unsup_dl", None)
         save_training_checkpoint(
             path, self.raw_model, self.model_avg, self.optimizer, self.scheduler, self.scaler, sampler_state,
             counters={"batch_idx_train": self.batch_idx_train, "cur_epoch": self.cur_epoch, "best": self.best,
-                      "whiten_probs": whiten_probs(self.raw_model)},
+                      "whiten_probs": per_rank[0]["whiten_probs"], "per_rank": per_rank, "freeze_modules": self.frozen},
             unsup_sampler_state=unsup_dl.sampler.state_dict() if unsup_dl is not None else None,
         )
 
@@ -265,6 +286,10 @@ class Trainer:
         for epoch in range(self.cur_epoch, args.num_epochs + 1):
             self.cur_epoch = epoch
             self.scheduler.step_epoch(epoch - 1)
+            if args.start_batch <= 0:
+                # Resumed from epoch-(N-1).pt: the run that saved it went on to make this epoch's
+                # loader, which draws from the generators, so they are restored before it is made.
+                self._restore_pending_rng()
             train_dl = self.data.train_dataloaders(train_cuts, sampler_state_dict=self.sampler_state)
             if self.sampler_state is None:
                 train_dl.sampler.set_epoch(epoch - 1)
@@ -287,11 +312,9 @@ class Trainer:
         self.model.train()
         progress = self.log.progress(desc=f"epoch {self.cur_epoch}")
         for batch in train_dl:
-            if self.pending_rng is not None:
-                # Restored here, after the loader has drawn its seeds and fast-forwarded its
-                # sampler, so the model sees the random numbers the saving run saw.
-                set_rng_state(self.pending_rng)
-                self.pending_rng = None
+            # Resumed from checkpoint-N.pt: restored here, after the loader has drawn its seeds
+            # and fast-forwarded its sampler, so the model sees the random numbers the saving run saw.
+            self._restore_pending_rng()
             self.batch_idx_train += 1
             set_batch_count(
                 self.model,
@@ -381,6 +404,16 @@ def whiten_probs(model: nn.Module) -> Dict[str, float]:
     return {name: m.prob for name, m in model.named_modules() if isinstance(m, Whiten)}
 
 
+def rank_state(checkpoint: Dict[str, Any], dist: DistInfo) -> Dict[str, Any]:
+    """This rank's random generators and Whiten probabilities in `checkpoint`: its own when the
+    checkpoint was written by as many ranks, else rank 0's (also in checkpoints that predate
+    per-rank state)."""
+    per_rank = checkpoint.get("per_rank")
+    if per_rank and len(per_rank) == dist.world_size:
+        return per_rank[dist.rank]
+    return {"rng": checkpoint["rng"], "whiten_probs": checkpoint.get("whiten_probs")}
+
+
 def set_whiten_probs(model: nn.Module, probs: Optional[Dict[str, float]]) -> None:
     for name, module in model.named_modules():
         if probs and name in probs and isinstance(module, Whiten):
@@ -432,9 +465,9 @@ def train(
     args: argparse.Namespace, dist: DistInfo, data_module_class: Type[DataModule], output_downsampling_factor: int
 ) -> None:
     """Entry point for one rank."""
-    config = model_config_from_args(args, output_downsampling_factor)
-    data = data_module_class(
+    trainer = Trainer(args, dist, None, output_downsampling_factor)
+    trainer.data = data_module_class(
         args, world_size=dist.world_size, rank=dist.rank,
-        output_downsampling_factor=output_downsampling_factor, ctc=config.use_ctc,
+        output_downsampling_factor=output_downsampling_factor, ctc=trainer.config.use_ctc,
     )
-    Trainer(args, dist, data, output_downsampling_factor).run()
+    trainer.run()
