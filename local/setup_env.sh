@@ -1,4 +1,5 @@
-# Sourced by test.sh and run.sh: make sure .venv exists and holds this project, editable.
+# Sourced by test.sh and run.sh: make sure .venv exists and holds this project, editable, with
+# the extras the tests use (dev; web for `zipa serve`).
 # Torch goes in first (the CPU wheel), so that no other package pulls a CUDA build.
 # The editable install is skipped while .venv/.zipa-installed is newer than pyproject.toml.
 
@@ -15,6 +16,6 @@ if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
 fi
 
 if [ ! "$VENV/.zipa-installed" -nt "$ZIPA_ROOT/pyproject.toml" ]; then
-    "$PY" -m pip install -q -e "$ZIPA_ROOT[dev]"
+    "$PY" -m pip install -q -e "$ZIPA_ROOT[dev,web]"
     touch "$VENV/.zipa-installed"
 fi

@@ -7,6 +7,7 @@
     zipa export-onnx --model M --out DIR [--int8] [--fp16]
     zipa models
     zipa inventories [CODE...]
+    zipa serve --model M [--host 127.0.0.1] [--port 8000] [--max-upload-mb MB]   (a local web page)
 
     (transcribe, align: [--resume] [--progress auto|bar|log|none] [-q] [--inventory FILE | --lang CODE] [--topk K])
 
@@ -14,7 +15,7 @@ Argument parsing and wiring only: decoding lives in `zipa.inference.transcriber`
 `zipa.inference.pretrained`, times in `zipa.inference.timestamps`, formats in `zipa.inference.writers`,
 outputs that grow file by file and resume in `zipa.inference.resumable`, progress in
 `zipa.inference.progress`, scoring against references (`zipa evaluate`) in `zipa.evaluation.evaluate`
-and `zipa.evaluation.references`. Here: which files, where their results go, and signals (a first
+and `zipa.evaluation.references`, the web page (`zipa serve`) in `zipa.web`. Here: which files, where their results go, and signals (a first
 SIGINT/SIGTERM stops decoding after the current batch, see `_StopRequest`).
 
 Exit status: 0 when every file was transcribed, 1 when some failed (each is reported on stderr
@@ -670,6 +671,36 @@ def cmd_inventories(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The web page (`zipa.web`): bind the address, load the model, print where to go, serve
+    until Ctrl-C."""
+    try:
+        check_window(args.window, args.overlap)
+    except ValueError as e:
+        raise UsageError(f"--window/--overlap: {e}") from None
+    try:
+        from zipa.web import create_app
+        from zipa.web.server import address, is_loopback, listen, run
+    except ImportError as e:
+        raise UsageError(f"zipa serve needs the web extra: pip install 'zipa-phones[web]' ({e})") from None
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {e}") from None
+    with sock:
+        transcriber, model_path = _load_transcriber(args)
+        app = create_app(transcriber, model_name=model_path.name, max_upload_mb=args.max_upload_mb,
+                         window=args.window, overlap=args.overlap, batch_size=args.batch_size,
+                         decoding=args.decoding, beam=args.beam_size)
+        if not is_loopback(args.host):
+            print(f"zipa serve: warning: listening on {args.host}: whoever reaches this address can use the model "
+                  "and upload files; browsers allow the microphone only at localhost or over https", file=sys.stderr)
+        print(f"zipa serve: {address(sock)} (model {model_path.name}, device {transcriber.device}); Ctrl-C stops",
+              flush=True)
+        run(app, sock)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from zipa.inference.pretrained import format_table
 
@@ -700,8 +731,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_runtime_args(p: argparse.ArgumentParser) -> None:
-    """What transcribe, align and evaluate share: the model, where and how it runs, progress."""
+def _add_runtime_args(p: argparse.ArgumentParser, progress: bool = True) -> None:
+    """What transcribe, align, evaluate and serve share: the model, where and how it runs, and
+    (``progress``) how progress is shown."""
     p.add_argument("--model", "-m", required=True,
                    help="a .pth checkpoint, a folder holding one, a model name or Hub repo id (see `zipa models`)")
     p.add_argument("--device", default=None, help="cuda, cpu, cuda:1... (default: cuda when available, else cpu)")
@@ -716,17 +748,22 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
                    help=f"overlap of neighbouring windows in seconds (default {DEFAULT_OVERLAP:g})")
     p.add_argument("--bpe-model", default=None, help="tokenizer model (default: the packaged ipa_simplified one)")
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HUB_CACHE)")
+    if progress:
+        _add_progress_args(p)
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch (a checkpoint) or onnx (--model: a folder from `zipa export-onnx`, a .onnx file, or "
+                        "upstream ZIPA's published graphs: their folder, or a model name / Hub repo id)")
+    p.add_argument("--onnx-precision", choices=("fp32", "int8", "fp16"), default="fp32",
+                   help="which graphs of an ONNX export to run (default fp32)")
+
+
+def _add_progress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
                    help="auto (default: a bar on a terminal, else log lines), bar, log (a line on stderr every "
                         "--progress-interval seconds: files done, audio decoded, elapsed, ETA) or none")
     p.add_argument("--progress-interval", type=_positive_float, default=30.0, metavar="SECONDS",
                    help="seconds between --progress log lines (default 30)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress: the same as --progress none")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="torch (a checkpoint) or onnx (--model: a folder from `zipa export-onnx`, a .onnx file, or "
-                        "upstream ZIPA's published graphs: their folder, or a model name / Hub repo id)")
-    p.add_argument("--onnx-precision", choices=("fp32", "int8", "fp16"), default="fp32",
-                   help="which graphs of an ONNX export to run (default fp32)")
 
 
 FORMATS_HELP = """output formats:
@@ -795,6 +832,21 @@ the IPA without word boundaries, as ZIPA's; PFER as ZIPA's evaluate.py (zipa.eva
 
 Exit status: 0 all scored, 1 some failed (no reference, unreadable or too short audio: each is
 reported and skipped, and listed under "failed" in the metrics JSON), 2 usage error.
+"""
+
+
+SERVE_HELP = """the page:
+  Drop audio files (any format soundfile reads) or record from the microphone; each file is
+  decoded as `zipa align FILE` decodes it and shown as a spectrogram with its phone and word
+  tiers, phones shaded by confidence. Click a phone or a word to hear it; zoom with the buttons
+  or Ctrl + wheel. A transcript typed in "Align a known transcript" is force-aligned instead
+  (as --transcript, or --text with a language). Downloads: TextGrid, CTM, JSON lines and TSV,
+  the bytes `zipa align FILE -f FORMAT` writes.
+
+Files are decoded one at a time in the order they arrive (the model never runs two at once);
+the page shows each file's place in the queue and how far its decoding is. Uploads are kept in
+a temporary folder while decoded, then deleted; results stay in memory for the last 50 files.
+Nothing is fetched from the internet: the page works offline.
 """
 
 
@@ -939,6 +991,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "all its PHOIBLE inventories, mapped onto ZIPA's IPA inventory.")
     p.add_argument("codes", nargs="*", metavar="CODE", help="ISO 639-3 or espeak-ng codes (eng, en-us, cmn...)")
     p.set_defaults(func=cmd_inventories)
+
+    p = sub.add_parser("serve", help="a local web page: drop audio, see and hear phones, download TextGrids",
+                       epilog=SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Serve a web page for transcribing and aligning audio in the browser (needs "
+                                   "pip install 'zipa-phones[web]'). Prints the page's address.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    p.add_argument("--max-upload-mb", type=_positive_float, default=200.0, metavar="MB",
+                   help="largest upload accepted, in MB (default 200); larger ones are refused with HTTP 413")
+    p.add_argument("--batch-size", type=_positive_int, default=8,
+                   help="windows of a long file decoded together (default 8)")
+    _add_runtime_args(p, progress=False)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("models", help="list the released ZIPA models", description="List the released ZIPA models.")
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HUB_CACHE)")

@@ -1,0 +1,545 @@
+"""`zipa serve` (zipa.web): the API through starlette's TestClient on a tiny model (results equal
+the Transcriber's, downloads equal `zipa align`'s bytes, bad and oversized uploads answered with
+a message naming the file, one decoding at a time, progress, no temporary files left), the page
+(offline, shipped in the wheel), the command, and the page in a headless chromium end to end."""
+
+import fnmatch
+import os
+import queue
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import REPO
+from tiny_models import speechlike, tiny_model_path, write_wav
+
+pytest.importorskip("starlette", reason="zipa.web needs the web extra: pip install 'zipa-phones[web]'")
+pytest.importorskip("multipart", reason="zipa.web needs the web extra: pip install 'zipa-phones[web]'")
+pytest.importorskip("httpx", reason="starlette's TestClient needs httpx (the dev extra)")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from zipa.cli import main  # noqa: E402
+from zipa.inference.forced import AlignJob  # noqa: E402
+from zipa.inference.long_audio import plan_windows  # noqa: E402
+from zipa.inference.transcriber import Transcriber  # noqa: E402
+from zipa.web import create_app  # noqa: E402
+from zipa.web.spectrogram import TILE_SECONDS, spectrogram_tiles  # noqa: E402
+
+STATIC = REPO / "zipa" / "web" / "static"
+TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def ctc_model(tmp_path_factory):
+    return tiny_model_path(tmp_path_factory, "ctc")
+
+
+@pytest.fixture(scope="module")
+def transcriber(ctc_model):
+    return Transcriber.from_checkpoint(ctc_model, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    """speech.wav (2.5 s), long.flac (3.5 s), short.wav (20 ms), silent.wav (0 samples)."""
+    root = tmp_path_factory.mktemp("web_audio")
+    write_wav(root / "speech.wav", speechlike(2.5, 31))
+    sf.write(str(root / "long.flac"), speechlike(3.5, 32), 16000, subtype="PCM_16")
+    write_wav(root / "short.wav", speechlike(0.02, 33))
+    sf.write(str(root / "silent.wav"), np.zeros(0, np.float32), 16000)
+    return root
+
+
+@pytest.fixture
+def uploads(tmp_path):
+    """The server's temporary folder; every test ends with it empty."""
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    yield folder
+    assert list(folder.iterdir()) == [], "an upload was left behind"
+
+
+def client_for(transcriber, uploads, **options) -> TestClient:
+    return TestClient(create_app(transcriber, model_name="tiny.pth", tmp_dir=uploads, **options))
+
+
+@pytest.fixture
+def client(transcriber, uploads):
+    with client_for(transcriber, uploads) as c:  # `with`: the app's lifespan, which stops the worker
+        yield c
+
+
+def upload(client, name, data, **fields):
+    if isinstance(data, Path):
+        data = data.read_bytes()
+    return client.post("/api/jobs", files={"file": (name, data, "application/octet-stream")}, data=fields)
+
+
+def wait(client, job_id):
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["state"] in ("done", "error"):
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish in {TIMEOUT} s: {job}")
+
+
+def submitted(client, name, data, **fields):
+    response = upload(client, name, data, **fields)
+    assert response.status_code == 202, response.text
+    return wait(client, response.json()["id"])
+
+
+def rounded(intervals):
+    return [(iv.label, round(iv.start, 3), round(iv.end, 3)) for iv in intervals]
+
+
+def shown(items, key):
+    return [(item[key], item["start"], item["end"]) for item in items]
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def test_a_file_gives_the_transcribers_phones_and_words(client, transcriber, audio):
+    job = submitted(client, "speech.wav", audio / "speech.wav")
+    assert job["state"] == "done" and job["error"] is None and job["mode"] == "transcribe"
+    (expected,) = transcriber.transcribe_files([audio / "speech.wav"])
+    alignment = transcriber.alignment(expected.tokens, expected.duration)
+    result = job["result"]
+    assert len(alignment.phones) >= 3, "the tiny model should emit phones on speech-like audio"
+    assert shown(result["phones"], "phone") == rounded(alignment.phones)
+    assert shown(result["words"], "word") == rounded(alignment.words)
+    assert result["text"] == alignment.text and result["path"] == "speech.wav"
+    assert job["duration"] == pytest.approx(2.5) and job["seconds_done"] == pytest.approx(2.5)
+
+
+def test_downloads_are_the_bytes_zipa_align_writes(client, ctc_model, audio, tmp_path, monkeypatch, capsys):
+    job = submitted(client, "speech.wav", audio / "speech.wav")
+    monkeypatch.chdir(audio)  # so that the command names the file as the page does: speech.wav
+    suffixes = {"textgrid": ".TextGrid", "ctm": ".ctm", "jsonl": ".jsonl", "tsv": ".tsv"}
+    for fmt, suffix in suffixes.items():
+        out = tmp_path / f"cli{suffix}"
+        assert main(["align", "speech.wav", "-m", str(ctc_model), "--device", "cpu", "-f", fmt, "-o", str(out),
+                     "-q"]) == 0, capsys.readouterr().err
+        response = client.get(f"/api/jobs/{job['id']}/download/{fmt}")
+        assert response.status_code == 200
+        assert response.content == out.read_bytes(), fmt
+        assert response.headers["content-disposition"] == f"attachment; filename*=UTF-8''speech{suffix}"
+    assert client.get(f"/api/jobs/{job['id']}/download/pdf").status_code == 404
+
+
+def test_a_transcript_is_force_aligned(client, transcriber, audio):
+    job = submitted(client, "speech.wav", audio / "speech.wav", transcript="həloʊ wɜːld X")
+    assert job["state"] == "done" and job["mode"] == "align"
+    (expected,) = transcriber.align_files([AlignJob.whole(audio / "speech.wav", "həloʊ wɜːld X")])
+    alignment = transcriber.alignment(expected.tokens, expected.duration)
+    assert shown(job["result"]["phones"], "phone") == rounded(alignment.phones)
+    assert job["result"]["text"] == "həloʊ wɜːld"
+    (message,) = job["messages"]  # the dropped symbol, named with the file's name
+    assert message.startswith("speech.wav: ") and "X (U+0058)" in message
+    # Orthography with a language: through the G2P, as zipa align --text --lang.
+    job = submitted(client, "speech.wav", audio / "speech.wav", transcript="hello world", lang="en-us")
+    (expected,) = transcriber.align_files([AlignJob.whole(audio / "speech.wav", "hello world")], lang="en-us")
+    alignment = transcriber.alignment(expected.tokens, expected.duration)
+    assert job["state"] == "done" and job["result"]["text"] == alignment.text and len(alignment.words) == 2
+    assert shown(job["result"]["phones"], "phone") == rounded(alignment.phones)
+
+
+def test_a_transcript_too_long_for_the_audio_is_the_jobs_error(client, audio):
+    job = submitted(client, "speech.wav", audio / "speech.wav", transcript="a " * 200)
+    assert job["state"] == "error"
+    assert job["error"].startswith("speech.wav: the transcript is too long for the audio")
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_files_are_answered_with_a_message_naming_them(client, audio, uploads):
+    cases = [
+        ("empty.wav", b"", "empty.wav: the file is empty (0 bytes)"),
+        ("notes.wav", b"this is not audio at all", "notes.wav: cannot read audio file"),
+        ("silent.wav", audio / "silent.wav", "silent.wav: empty audio (0 samples)"),
+    ]
+    for name, data, message in cases:
+        response = upload(client, name, data)
+        assert response.status_code == 400
+        assert response.json()["error"].startswith(message)
+        assert str(uploads) not in response.json()["error"]
+    assert client.post("/api/jobs", data={"transcript": "a"}).status_code == 400  # no file at all
+    short = submitted(client, "short.wav", audio / "short.wav")  # readable, but too short to decode
+    assert short["state"] == "error" and short["error"].startswith("short.wav: audio too short")
+    assert str(uploads) not in short["error"]
+    assert submitted(client, "speech.wav", audio / "speech.wav")["state"] == "done"  # still serving
+    assert client.get("/api/jobs/nonesuch").status_code == 404
+
+
+def test_uploads_over_the_limit_get_413(transcriber, audio, uploads):
+    data = (audio / "speech.wav").read_bytes()  # 160 kB (float32)
+    with client_for(transcriber, uploads, max_upload_mb=0.1) as client:
+        response = upload(client, "speech.wav", data)  # with a Content-Length
+        assert response.status_code == 413
+        assert response.json()["error"] == (
+            f"the upload ({int(response.request.headers['content-length']) / 2**20:.1f} MB) is larger than this server's limit "
+            "of 0.1 MB (zipa serve --max-upload-mb)")
+        # Streamed without a Content-Length: counted as it arrives.
+        body = (b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="speech.wav"\r\n'
+                b"Content-Type: audio/wav\r\n\r\n" + data + b"\r\n--XyZ--\r\n")
+        response = client.post("/api/jobs", content=iter([body[i:i + 8192] for i in range(0, len(body), 8192)]),
+                               headers={"content-type": "multipart/form-data; boundary=XyZ"})
+        assert "content-length" not in response.request.headers
+        assert response.status_code == 413
+        assert response.json()["error"].startswith("the upload is larger than this server's limit of 0.1 MB")
+        path = uploads.parent / "small.flac"  # a file under the limit still goes through
+        sf.write(str(path), speechlike(1.0, 34), 16000, subtype="PCM_16")
+        assert submitted(client, "small.flac", path)["state"] == "done"
+
+
+# ----------------------------------------------------------------------------- the queue
+
+
+def _instrumented(transcriber, gate=None):
+    """Count the calls inside the model's encoder at once (each one lingers a little), or hold
+    each call until ``gate`` lets it through."""
+    encoder = transcriber.model.forward_encoder
+    seen = {"active": 0, "most": 0, "calls": 0}
+    lock = threading.Lock()
+
+    def forward_encoder(*args, **kwargs):
+        with lock:
+            seen["active"] += 1
+            seen["calls"] += 1
+            seen["most"] = max(seen["most"], seen["active"])
+        try:
+            if gate is not None:
+                assert gate.acquire(timeout=TIMEOUT)
+            else:
+                time.sleep(0.05)
+            return encoder(*args, **kwargs)
+        finally:
+            with lock:
+                seen["active"] -= 1
+
+    transcriber.model.forward_encoder = forward_encoder
+    return seen
+
+
+def test_concurrent_requests_are_decoded_one_at_a_time(ctc_model, audio, uploads):
+    transcriber = Transcriber.from_checkpoint(ctc_model, device="cpu")
+    names = ["speech.wav", "long.flac", "speech.wav", "long.flac", "speech.wav", "long.flac"]
+    expected = {name: transcriber.transcribe_files([audio / name])[0] for name in set(names)}
+    seen = _instrumented(transcriber)
+    results, errors = [None] * len(names), []
+    with client_for(transcriber, uploads) as client:
+        def one(i):
+            try:
+                results[i] = submitted(client, names[i], audio / names[i])
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(names))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert seen["calls"] >= len(names) and seen["most"] == 1
+    for name, job in zip(names, results):
+        ft = expected[name]
+        assert job["state"] == "done"
+        assert shown(job["result"]["phones"], "phone") == rounded(transcriber.alignment(ft.tokens, ft.duration).phones)
+
+
+def test_progress_counts_the_windows_of_a_long_file(ctc_model, audio, uploads):
+    transcriber = Transcriber.from_checkpoint(ctc_model, device="cpu")
+    gate = threading.Semaphore(0)
+    seen = _instrumented(transcriber, gate)
+    with client_for(transcriber, uploads, window=1.0, overlap=0.2, batch_size=1) as client:
+        job = upload(client, "long.flac", audio / "long.flac").json()
+        windows = len(plan_windows(int(3.5 * 16000), 16000, 1.0, 0.2))
+        assert job["windows"] == windows == 5 and job["duration"] == pytest.approx(3.5)
+        queued = upload(client, "speech.wav", audio / "speech.wav").json()
+        assert client.get(f"/api/jobs/{queued['id']}").json()["position"] == 1  # behind the long file
+        done = [0.0]
+        for _ in range(windows):
+            gate.release()
+            deadline = time.monotonic() + TIMEOUT
+            while (now := client.get(f"/api/jobs/{job['id']}").json())["seconds_done"] <= done[-1]:
+                assert time.monotonic() < deadline, now
+                time.sleep(0.01)
+            assert now["state"] in ("running", "done")
+            done.append(now["seconds_done"])
+        assert done[-1] == pytest.approx(3.5) and len(set(done)) == windows + 1
+        gate.release(queued["windows"])  # the queued file's windows
+        assert wait(client, job["id"])["state"] == "done" and wait(client, queued["id"])["state"] == "done"
+        assert seen["calls"] == windows + queued["windows"] and seen["most"] == 1
+
+
+def test_stopping_the_server_leaves_no_upload_behind(ctc_model, audio, uploads, monkeypatch):
+    transcriber = Transcriber.from_checkpoint(ctc_model, device="cpu")
+    gate = threading.Semaphore(0)
+    _instrumented(transcriber, gate)  # the first file's decoding hangs until the server has stopped
+    monkeypatch.setattr("zipa.web.app.STOP_WAIT", 0.2)
+    with client_for(transcriber, uploads) as client:
+        running = upload(client, "speech.wav", audio / "speech.wav").json()
+        queued = upload(client, "long.flac", audio / "long.flac").json()
+        jobs = client.app.state.jobs
+        assert len(list(uploads.iterdir())) == 2
+    assert list(uploads.iterdir()) == []
+    assert jobs.get(queued["id"]).error == "long.flac: the server stopped before decoding it"
+    gate.release(10)  # let the abandoned worker end: its file is gone, so its job fails
+    deadline = time.monotonic() + TIMEOUT
+    while jobs.get(running["id"]).state == "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert jobs.get(running["id"]).state == "error"
+
+
+# ----------------------------------------------------------------------------- the spectrogram
+
+
+def _png_pixels(png: bytes) -> np.ndarray:
+    """Decode the 8-bit grey PNGs zipa.web.spectrogram writes (one IDAT, filter 0 on each row)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height, depth, colour = struct.unpack(">IIBB", png[16:26])
+    assert (depth, colour) == (8, 0)
+    start = png.index(b"IDAT") + 4
+    (length,) = struct.unpack(">I", png[start - 8:start - 4])
+    rows = np.frombuffer(zlib.decompress(png[start:start + length]), np.uint8).reshape(height, width + 1)
+    assert (rows[:, 0] == 0).all()
+    return rows[:, 1:]
+
+
+def test_spectrogram_tiles_cover_the_file_on_one_grey_scale():
+    rate = 16000
+    tone = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(20 * rate) / rate).astype(np.float32)
+    tone[8 * rate:16 * rate] *= 0.01  # a quiet middle tile: 40 dB down, so lighter, not rescaled
+    tiles = spectrogram_tiles(tone)
+    assert [t.start for t in tiles] == [0.0, TILE_SECONDS, 2 * TILE_SECONDS]
+    for tile in tiles:
+        assert tile.columns * tile.hop == pytest.approx(min(TILE_SECONDS, 20 - tile.start), abs=2 * tile.hop)
+    pixels = [_png_pixels(t.png) for t in tiles]
+    assert pixels[0].shape == (161, tiles[0].columns)  # 0-5 kHz in 31.25 Hz bins
+    row = 160 - 32  # 1 kHz, counted from the top (high frequencies first)
+    loud, quiet = pixels[0][row].mean(), pixels[1][row].mean()
+    assert loud < 10 and 150 < quiet < 220 and pixels[0][0].mean() > 245  # dark tone, white at 5 kHz
+    assert (_png_pixels(spectrogram_tiles(np.zeros(rate, np.float32))[0].png) == 255).all()  # silence: white
+
+
+def test_the_page_gets_its_tiles(client, audio):
+    job = submitted(client, "speech.wav", audio / "speech.wav")
+    (tile,) = job["spectrogram"]
+    response = client.get(f"/api/jobs/{job['id']}/spectrogram/0")
+    assert response.headers["content-type"] == "image/png"
+    assert _png_pixels(response.content).shape[1] == tile["columns"]
+    assert client.get(f"/api/jobs/{job['id']}/spectrogram/1").status_code == 404
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+def test_the_page_is_served_whole_and_offline(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    files = sorted(p.name for p in STATIC.iterdir())
+    assert files == ["app.js", "index.html", "recorder-worklet.js", "style.css"]
+    for name in files:
+        text = client.get(f"/static/{name}").text
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
+    referenced = {"index.html": page.text, "app.js": client.get("/static/app.js").text}
+    for source, text in referenced.items():
+        for url in re.findall(r"""["'](/static/[^"']+)["']""", text):
+            assert client.get(url).status_code == 200, f"{source} refers to {url}"
+    assert client.get("/api/info").json()["model"] == "tiny.pth"
+
+
+def test_the_static_files_are_package_data():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["zipa.web"]
+    for path in STATIC.iterdir():
+        relative = path.relative_to(REPO / "zipa" / "web").as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
+    assert set(config["project"]["optional-dependencies"]["web"]) >= {"uvicorn", "python-multipart"}
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_serve_without_the_web_extra_says_what_to_install(ctc_model, monkeypatch, capsys):
+    for name in [m for m in sys.modules if m == "zipa.web" or m.startswith(("zipa.web.", "starlette"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "starlette", None)
+    assert main(["serve", "--model", str(ctc_model), "--device", "cpu"]) == 2
+    assert "zipa serve needs the web extra: pip install 'zipa-phones[web]'" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_port_in_use(ctc_model, capsys):
+    from zipa.web.server import listen
+
+    with listen("127.0.0.1", 0) as taken:
+        port = taken.getsockname()[1]
+        taken.listen()
+        assert main(["serve", "--model", str(ctc_model), "--device", "cpu", "--port", str(port)]) == 2
+    assert f"zipa serve: error: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_serve_defaults_to_this_machine_only():
+    from zipa.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "m.pth"])
+    assert (args.host, args.port, args.max_upload_mb, args.device) == ("127.0.0.1", 8000, 200.0, None)
+
+
+# ----------------------------------------------------------------------------- in a browser
+
+
+def _browser():
+    """A headless chromium driven by selenium, downloading into a folder; skips without one."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (the dev extra)")
+    from selenium.webdriver.chrome.service import Service
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.skip("no headless browser: apt-get install chromium chromium-driver (.ci/run does)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900",
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver, options, Service(driver)
+
+
+@pytest.fixture
+def served(ctc_model, tmp_path):
+    """`zipa serve --port 0` in a subprocess: (its address, the process)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))  # uploads go to TMPDIR
+    errors = tmp_path / "serve.err"
+    with open(errors, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "zipa", "serve", "--model", str(ctc_model), "--device", "cpu", "--port", "0"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=tmp_path,
+        )
+    try:
+        lines: "queue.Queue[str]" = queue.Queue()  # printed once the port is bound and the model loaded
+        threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()
+        line = lines.get(timeout=TIMEOUT)
+        assert line.startswith("zipa serve: http://127.0.0.1:"), (line, errors.read_text())
+        yield line.split()[2], process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        process.stdout.close()
+
+
+@pytest.mark.slow
+def test_the_page_in_a_browser(served, transcriber, audio, tmp_path):
+    webdriver, options, service = _browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    praatio_textgrid = pytest.importorskip("praatio.textgrid")
+    url, process = served
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    browser = webdriver.Chrome(options=options, service=service)
+    try:
+        browser.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        until = WebDriverWait(browser, TIMEOUT, poll_frequency=0.1).until
+        browser.get(url)
+        until(lambda b: b.find_element(By.ID, "model").text == "model: model.pth")
+
+        def finished(name):
+            def card(b):
+                for job in b.find_elements(By.CSS_SELECTOR, "article.job"):
+                    if job.find_element(By.CSS_SELECTOR, ".name").text == name and \
+                            job.get_attribute("data-state") in ("done", "error"):
+                        return job
+                return None
+            return until(card)
+
+        browser.find_element(By.ID, "files").send_keys(str(audio / "speech.wav"))
+        job = finished("speech.wav")
+        assert job.get_attribute("data-state") == "done", job.find_element(By.CSS_SELECTOR, ".error").text
+        (expected,) = transcriber.transcribe_files([audio / "speech.wav"])
+        alignment = transcriber.alignment(expected.tokens, expected.duration)
+
+        def tier(name):
+            return [(s.get_attribute("data-label"), float(s.get_attribute("data-start")),
+                     float(s.get_attribute("data-end")))
+                    for s in job.find_elements(By.CSS_SELECTOR, f".tier.{name} .segment")]
+
+        assert tier("phones") == rounded(alignment.phones)
+        assert tier("words") == rounded(alignment.words)
+        assert job.find_element(By.CSS_SELECTOR, ".transcript").text == alignment.text
+        shading = job.find_element(By.CSS_SELECTOR, ".tier.phones .segment").value_of_css_property("background-color")
+        assert shading not in ("rgba(0, 0, 0, 0)", "rgb(255, 255, 255)")  # shaded by confidence
+        assert until(lambda b: b.execute_script(
+            "return [...arguments[0].querySelectorAll('.spectrogram img')].every(i => i.complete && i.naturalWidth > 0)",
+            job))
+
+        track = job.find_element(By.CSS_SELECTOR, ".track")
+        width = track.size["width"]
+        job.find_element(By.CSS_SELECTOR, ".zoom-in").click()
+        assert track.size["width"] > 1.5 * width  # zoomed in: the view scrolls
+        job.find_element(By.CSS_SELECTOR, ".zoom-fit").click()
+        assert track.size["width"] == width
+
+        phone = job.find_element(By.CSS_SELECTOR, ".tier.phones .segment")
+        phone.click()
+        until(lambda b: "playing" in phone.get_attribute("class"))
+
+        job.find_element(By.CSS_SELECTOR, "a.download[data-format='textgrid']").click()
+        grid_path = downloads / "speech.TextGrid"
+        until(lambda b: grid_path.exists() and not list(downloads.glob("*.crdownload")))
+        grid = praatio_textgrid.openTextgrid(str(grid_path), includeEmptyIntervals=False)
+        assert grid.tierNames == ("phones", "words")
+        assert [e.label for e in grid.getTier("phones").entries] == [p.label for p in alignment.phones]
+        assert [e.label for e in grid.getTier("words").entries] == [w.label for w in alignment.words]
+
+        empty = tmp_path / "empty.wav"
+        empty.write_bytes(b"")
+        browser.find_element(By.ID, "files").send_keys(str(empty))
+        failed = finished("empty.wav")
+        assert failed.get_attribute("data-state") == "error"
+        assert failed.find_element(By.CSS_SELECTOR, ".error").text == "empty.wav: the file is empty (0 bytes)"
+
+        record = browser.find_element(By.ID, "record")  # chromium's fake microphone: beeps
+        record.click()
+        until(lambda b: record.text == "■ Stop")
+        time.sleep(1.0)
+        record.click()
+        recorded = until(lambda b: [j for j in b.find_elements(By.CSS_SELECTOR, "article.job")
+                                    if j.find_element(By.CSS_SELECTOR, ".name").text.startswith("recording-")
+                                    and j.get_attribute("data-state") in ("done", "error")])
+        assert recorded[0].get_attribute("data-state") == "done", recorded[0].text
+        assert float(recorded[0].find_element(By.CSS_SELECTOR, ".status").text.split()[-2]) > 0.5  # seconds
+
+        refused = "/api/jobs - Failed to load resource: the server responded with a status of 400"  # empty.wav
+        problems = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and refused not in e["message"]]
+        assert problems == []  # no script errors, nothing missing
+    finally:
+        browser.quit()
+    process.send_signal(signal.SIGINT)  # Ctrl-C: requests finish, the worker stops, exit status 130 as elsewhere
+    assert process.wait(timeout=20) == 128 + signal.SIGINT
+    assert list(Path(tmp_path).glob("zipa-web-*")) == []  # the uploads' folders (TMPDIR) are gone

@@ -1,0 +1,181 @@
+"""The web application (Starlette): the page, its static files and a small JSON API.
+
+    GET  /                                 the page (zipa/web/static/index.html)
+    GET  /static/...                       its script, style sheet and recorder worklet
+    GET  /api/info                         the model's name, the upload limit, the window
+    POST /api/jobs                         multipart: ``file`` (one audio file), optional
+                                           ``transcript`` (IPA, or orthography with ``lang``)
+                                           -> 202 {"id", ...}; 400 {"error"} for an empty or
+                                           unreadable file, 413 {"error"} above the limit
+    GET  /api/jobs/{id}                    state (queued, running, done, error), queue position,
+                                           seconds decoded of the duration, the result when done
+    GET  /api/jobs/{id}/spectrogram/{k}    tile k of the spectrogram (PNG)
+    GET  /api/jobs/{id}/download/{format}  textgrid, ctm, jsonl or tsv: `zipa align -f FORMAT`'s bytes
+
+Nothing is fetched from elsewhere: the page works offline. Errors are JSON objects with an
+``error`` message naming the file, and never stop the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Union
+from urllib.parse import quote
+
+try:
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+except ImportError as e:  # pragma: no cover - depends on the installation
+    raise ImportError(f"zipa.web needs the web extra: pip install 'zipa-phones[web]' ({e})") from e
+
+from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW
+from zipa.web.jobs import DONE, DOWNLOADS, JobQueue, UploadError
+
+if TYPE_CHECKING:
+    from zipa.inference.transcriber import Transcriber
+
+STATIC = Path(__file__).resolve().parent / "static"
+STOP_WAIT = 5.0  # seconds that stopping the server waits for the file being decoded
+DEFAULT_MAX_UPLOAD_MB = 200.0
+MB = 1024 * 1024
+
+
+class UploadTooLarge(Exception):
+    """The request body went past the upload limit."""
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _limited(request: Request, limit: int) -> Request:
+    """``request`` whose body may not exceed ``limit`` bytes: reading past it raises
+    UploadTooLarge (for bodies sent without a Content-Length, or with a wrong one)."""
+    received = 0
+
+    async def receive():
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise UploadTooLarge()
+        return message
+
+    return Request(request.scope, receive)
+
+
+def create_app(
+    transcriber: "Transcriber",
+    *,
+    model_name: str = "",
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    tmp_dir: Union[None, str, Path] = None,
+    window: float = DEFAULT_WINDOW,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    decoding: str = "greedy",
+    beam: int = 4,
+) -> Starlette:
+    """The application serving ``transcriber`` (a `zipa.inference.transcriber.Transcriber`).
+
+    ``model_name``: shown on the page. ``max_upload_mb``: larger uploads are refused (413).
+    ``tmp_dir``: where uploads are kept while their job runs (default: the system's temporary
+    folder). ``window`` ... ``beam``: as the options of `zipa align`. The job queue is
+    ``app.state.jobs`` (`zipa.web.jobs.JobQueue`); its worker stops when the application shuts down.
+    """
+    jobs = JobQueue(transcriber, tmp_dir, window, overlap, batch_size, decoding, beam)
+    limit = int(max_upload_mb * MB)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    async def info(request: Request) -> Response:
+        return JSONResponse({"model": model_name, "max_upload_mb": max_upload_mb,
+                             "window": window, "overlap": overlap, "ctc": bool(transcriber.uses_ctc)})
+
+    async def submit(request: Request) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return _too_large(int(declared))
+        try:
+            async with _limited(request, limit).form(max_files=1, max_fields=4) as form:
+                upload = form.get("file")
+                if not isinstance(upload, UploadFile):
+                    return _error(400, "no audio file in the upload (a multipart form with a 'file' field)")
+                transcript, lang = _text(form.get("transcript")), _text(form.get("lang"))
+                job = await run_in_threadpool(jobs.submit, upload.filename or "audio", upload.file, transcript, lang)
+        except UploadTooLarge:
+            return _too_large(None)
+        except UploadError as e:
+            return _error(400, str(e))
+        return JSONResponse(job.to_json(jobs.position(job)), status_code=202)
+
+    def _too_large(size: Optional[int]) -> JSONResponse:
+        what = f"the upload ({size / MB:.1f} MB)" if size is not None else "the upload"
+        return _error(413, f"{what} is larger than this server's limit of {max_upload_mb:g} MB "
+                           "(zipa serve --max-upload-mb)")
+
+    def _job(request: Request):
+        job = jobs.get(request.path_params["job_id"])
+        if job is None:
+            return None, _error(404, f"no job {request.path_params['job_id']} (jobs are kept while the server runs, "
+                                     "the last ones only)")
+        return job, None
+
+    async def status(request: Request) -> Response:
+        job, missing = _job(request)
+        return missing or JSONResponse(job.to_json(jobs.position(job)))
+
+    async def tile(request: Request) -> Response:
+        job, missing = _job(request)
+        if missing:
+            return missing
+        k = request.path_params["tile"]
+        if job.state != DONE or not 0 <= k < len(job.tiles):
+            return _error(404, f"{job.name}: no spectrogram tile {k}")
+        return Response(job.tiles[k].png, media_type="image/png")
+
+    async def download(request: Request) -> Response:
+        job, missing = _job(request)
+        if missing:
+            return missing
+        fmt = request.path_params["fmt"]
+        if fmt not in DOWNLOADS:
+            return _error(404, f"no format {fmt!r} (there are {', '.join(DOWNLOADS)})")
+        if job.state != DONE:
+            return _error(409, f"{job.name}: not transcribed ({job.state})")
+        filename, media_type, text = job.download(fmt)
+        disposition = f"attachment; filename*=UTF-8''{quote(filename)}"
+        return Response(text.encode("utf-8"), media_type=f"{media_type}; charset=utf-8",
+                        headers={"Content-Disposition": disposition})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        await run_in_threadpool(jobs.close, STOP_WAIT)
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            Route("/api/info", info),
+            Route("/api/jobs", submit, methods=["POST"]),
+            Route("/api/jobs/{job_id}", status),
+            Route("/api/jobs/{job_id}/spectrogram/{tile:int}", tile),
+            Route("/api/jobs/{job_id}/download/{fmt}", download),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.jobs = jobs
+    return app
+
+
+def _text(value) -> Optional[str]:
+    """A form field's text, None when absent or blank."""
+    return value.strip() or None if isinstance(value, str) else None

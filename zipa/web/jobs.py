@@ -1,0 +1,260 @@
+"""The page's work: one job per uploaded file, decoded one at a time by a single worker thread.
+
+An upload is stored in a temporary folder of its own (under ``tmp_dir``, default the system's),
+checked (`zipa.inference.long_audio.audio_info`: readable, not empty) and queued. The worker
+takes jobs in order and runs each through the path the command line runs:
+`Transcriber.iter_transcribe_files` (what `zipa align FILE` runs) or, with a transcript,
+`Transcriber.align_files` (`zipa align FILE --transcript/--text`), then `Transcriber.alignment`;
+the outputs are the writers' (`zipa.inference.writers`), so the page's downloads are the bytes
+`zipa align FILE -f FORMAT` writes for a file of that name. The model is used by that one
+thread only: requests never decode in parallel, they wait in the queue. The job's folder is
+removed as soon as the job is done or fails; what stays in memory is the result (phones,
+words, spectrogram tiles), for the last `KEEP_JOBS` jobs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import queue
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Dict, List, Optional, Union
+
+from zipa.audio.load import load_audio
+from zipa.inference.forced import AlignJob
+from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, audio_info, check_window, plan_windows
+from zipa.inference.progress import Progress
+from zipa.inference.writers import Record, format_ctm, format_jsonl, format_tsv, textgrid_for
+from zipa.utils.atomic import open_atomic
+from zipa.web.spectrogram import Tile, spectrogram_tiles
+
+if TYPE_CHECKING:
+    from zipa.inference.transcriber import Transcriber
+
+KEEP_JOBS = 50
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "error"
+
+# What the page's download buttons give: {format: (file suffix, media type, writer)}; each the
+# output of `zipa align FILE --format FORMAT` (word tier on, timestamps on).
+DOWNLOADS: Dict[str, tuple] = {
+    "textgrid": (".TextGrid", "text/plain", lambda record: textgrid_for(record, words=True)),
+    "ctm": (".ctm", "text/plain", lambda record: format_ctm([record])),
+    "jsonl": (".jsonl", "application/json", lambda record: format_jsonl([record], timestamps=True)),
+    "tsv": (".tsv", "text/tab-separated-values", lambda record: format_tsv([record], timestamps=True)),
+}
+
+
+class UploadError(ValueError):
+    """An upload that cannot be a job (empty, unreadable): its message names the file."""
+
+
+@dataclass
+class Job:
+    """One uploaded file: its state, progress and, when done, its `Record` and spectrogram."""
+
+    id: str
+    name: str  # the file's name as uploaded: what messages and outputs call it
+    folder: Path  # the temporary folder holding the upload (removed when the job ends)
+    path: Path
+    duration: float
+    windows: int  # how many windows the file is decoded in (zipa.inference.long_audio)
+    transcript: Optional[str] = None  # forced alignment of this text instead of recognition
+    lang: Optional[str] = None  # the transcript is orthography in this language (G2P)
+    state: str = QUEUED
+    seconds_done: float = 0.0
+    error: Optional[str] = None
+    messages: List[str] = field(default_factory=list)
+    record: Optional[Record] = None
+    tiles: List[Tile] = field(default_factory=list)
+
+    def public(self, message: str) -> str:
+        return _public(message, self.path, self.name)
+
+    def to_json(self, position: int = 0) -> dict:
+        """What the page polls: state, progress and, once done, the result as `zipa align -f
+        jsonl` writes it (``path`` being the file's name) plus the spectrogram tiles."""
+        out = {
+            "id": self.id, "name": self.name, "state": self.state, "position": position,
+            "mode": "transcribe" if self.transcript is None else "align",
+            "duration": self.duration, "windows": self.windows, "seconds_done": self.seconds_done,
+            "error": self.error, "messages": self.messages,
+        }
+        if self.record is not None:
+            out["result"] = json.loads(format_jsonl([self.record], timestamps=True))
+            out["spectrogram"] = [tile.to_json() for tile in self.tiles]
+        return out
+
+    def download(self, fmt: str) -> tuple:
+        """(file name, media type, text) of the result in ``fmt`` (a key of `DOWNLOADS`)."""
+        suffix, media_type, write = DOWNLOADS[fmt]
+        return Path(self.name).stem + suffix, media_type, write(self.record)
+
+
+class _JobProgress(Progress):
+    """Progress that the page polls: the seconds of audio decoded so far, on the job."""
+
+    def __init__(self, job: Job):
+        super().__init__(1, "none")
+        self.job = job
+
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        self.job.seconds_done = min(self.seconds, self.job.duration)
+
+
+def _public(message: str, path: Path, name: str) -> str:
+    """``message`` with the upload's temporary path replaced by the file's name."""
+    return message.replace(str(path), name)
+
+
+def _suffix(name: str) -> str:
+    """The upload's suffix, kept (lower case, letters and digits only) for formats that need it."""
+    suffix = Path(name).suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,10}", suffix) else ""
+
+
+class JobQueue:
+    """The jobs of one server and the one worker thread that decodes them (started with the
+    first job; `close` stops it). ``window``, ``overlap``, ``batch_size``, ``decoding``, ``beam``:
+    as for `zipa align` (`Transcriber.iter_transcribe_files`, `Transcriber.align_files`)."""
+
+    def __init__(
+        self,
+        transcriber: "Transcriber",
+        tmp_dir: Union[None, str, Path] = None,
+        window: float = DEFAULT_WINDOW,
+        overlap: float = DEFAULT_OVERLAP,
+        batch_size: int = 8,
+        decoding: str = "greedy",
+        beam: int = 4,
+        keep: int = KEEP_JOBS,
+    ):
+        check_window(window, overlap)
+        self.transcriber = transcriber
+        self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else None
+        self.window, self.overlap, self.batch_size = window, overlap, batch_size
+        self.decoding, self.beam, self.keep = decoding, beam, keep
+        self._jobs: "OrderedDict[str, Job]" = OrderedDict()
+        self._lock = threading.Lock()
+        self._queue: "queue.Queue[Optional[Job]]" = queue.Queue()
+        self._worker: Optional[threading.Thread] = None
+        self._running: Optional[Job] = None  # the job the worker is on
+        self._ids = itertools.count(1)
+
+    # ------------------------------------------------------------------------------------------
+    # Requests
+
+    def submit(self, name: str, data: IO[bytes], transcript: Optional[str] = None, lang: Optional[str] = None) -> Job:
+        """Store an upload (``name``: its file name, ``data``: its bytes) and queue it; UploadError
+        naming the file when it is empty or not audio soundfile can read (nothing is kept then)."""
+        name = Path(name.replace("\\", "/")).name or "audio"
+        folder = Path(tempfile.mkdtemp(prefix="zipa-web-", dir=self.tmp_dir))
+        path = folder / f"upload{_suffix(name)}"
+        try:
+            with open_atomic(path, "wb") as f:  # the project's one way to write a file
+                shutil.copyfileobj(data, f)
+            if path.stat().st_size == 0:
+                raise UploadError(f"{name}: the file is empty (0 bytes)")
+            try:
+                info = audio_info(path)
+            except ValueError as e:
+                raise UploadError(_public(str(e), path, name)) from None
+            windows = len(plan_windows(info.frames, info.sample_rate, self.window, self.overlap))
+            job = Job(f"{next(self._ids)}-{secrets.token_hex(4)}", name, folder, path, info.duration, windows,
+                      (transcript or "").strip() or None, (lang or "").strip() or None)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        with self._lock:
+            self._jobs[job.id] = job
+            self._forget_old()
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="zipa-web-worker", daemon=True)
+                self._worker.start()
+        self._queue.put(job)
+        return job
+
+    def get(self, job_id: str) -> Optional[Job]:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def position(self, job: Job) -> int:
+        """How many jobs are queued or running before ``job`` (0 once it runs)."""
+        if job.state != QUEUED:
+            return 0
+        with self._lock:
+            ahead = itertools.takewhile(lambda other: other is not job, self._jobs.values())
+            return sum(other.state in (QUEUED, RUNNING) for other in ahead)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Stop the worker: queued jobs are dropped, the running one is waited for (at most
+        ``timeout`` seconds; after that its folder is removed under it and the worker, a daemon
+        thread, ends with the process). No upload is left behind either way."""
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.state, job.error = FAILED, f"{job.name}: the server stopped before decoding it"
+                shutil.rmtree(job.folder, ignore_errors=True)
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join(timeout)
+            running = self._running
+            if self._worker.is_alive() and running is not None:
+                shutil.rmtree(running.folder, ignore_errors=True)
+            self._worker = None
+
+    def _forget_old(self) -> None:
+        finished = [job_id for job_id, job in self._jobs.items() if job.state in (DONE, FAILED)]
+        for job_id in finished[: max(0, len(self._jobs) - self.keep)]:
+            del self._jobs[job_id]
+
+    # ------------------------------------------------------------------------------------------
+    # The worker
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            self._running = job
+            self.run(job)
+            self._running = None
+
+    def run(self, job: Job) -> None:
+        """Decode one job (in the worker thread): its state ends DONE or FAILED, and its folder
+        is removed whatever happens."""
+        job.state = RUNNING
+        try:
+            job.record = self._decode(job)
+            job.tiles = spectrogram_tiles(load_audio(job.path, name=job.name))
+            job.state = DONE
+        except Exception as e:  # a bad file must not stop the server: the job reports it
+            job.error = job.public(str(e)) or type(e).__name__
+            job.state = FAILED
+        finally:
+            shutil.rmtree(job.folder, ignore_errors=True)
+
+    def _decode(self, job: Job) -> Record:
+        transcriber, progress = self.transcriber, _JobProgress(job)
+        common: Dict[str, object] = dict(window=self.window, overlap=self.overlap, batch_size=self.batch_size,
+                                         progress=progress)
+        if job.transcript is None:
+            results = transcriber.iter_transcribe_files([job.path], decoding=self.decoding, beam=self.beam, **common)
+        else:
+            results = transcriber.align_files([AlignJob.whole(job.path, job.transcript)], lang=job.lang, **common)
+        (result,) = list(results)
+        job.messages = [job.public(m) for m in getattr(result, "messages", ())]
+        if not result.ok:
+            raise ValueError(result.error)
+        return Record(job.name, result.duration, transcriber.alignment(result.tokens, result.duration))
+
