@@ -7,6 +7,14 @@
 #   stage 3: decode dev, test and the held-out language: recogs/errs/metrics + a PER/PFER table
 #   stage 4: transcribe a few test files with zipa_ctc_inference.py
 #   stage 5: encoder speed of the released small and large architectures (benchmarks/encoder.py)
+#   stage 6: German, a language the model never heard: its own corpus ($de_dir: train, dev, test
+#            and unlabeled speech), and the model's zero-shot PER on it
+#   stage 7: fine-tune the model on German (train.py --do-finetune, mixed with the original
+#            training data), average, and print German and original-test PER before and after
+#   stage 8: pseudo-label the unlabeled German speech with the fine-tuned model
+#            (zipformer_crctc/pseudo_label.py; their PER against the labels espeak-ng knows is
+#            printed), continue training on labelled + pseudo-labelled German, print PER before
+#            and after
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--train-minutes 15] [--num-epochs 4] ...
 # Train longer: ./run.sh --train-minutes 60 --num-epochs 15. Everything goes under $exp_dir.
@@ -16,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=0
-stop_stage=5
+stop_stage=8
 demo_dir=data/demo
 exp_dir=exp/demo_ctc
 train_minutes=15
@@ -24,6 +32,9 @@ num_epochs=4
 avg=2
 device=cpu
 num_workers=1
+de_dir=data/demo_de
+finetune_epochs=3       # passes over the German train split (stage 7)
+ns_epochs=2             # passes over labelled + pseudo-labelled German (stage 8)
 
 . local/parse_options.sh
 
@@ -38,14 +49,43 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     ./prepare.sh --demo-dir "$demo_dir"
 fi
 
-last_epoch() {  # the highest N of $exp_dir/epoch-N.pt, or nothing
+last_epoch() {  # the highest N of DIR/epoch-N.pt (default DIR: $exp_dir), or nothing
     local f n=""
-    for f in "$exp_dir"/epoch-*.pt; do
+    for f in "${1:-$exp_dir}"/epoch-*.pt; do
         [ -e "$f" ] || continue
         f=${f##*/epoch-}; f=${f%.pt}
         if [ -z "$n" ] || [ "$f" -gt "$n" ]; then n=$f; fi
     done
     echo "$n"
+}
+
+decode() {  # decode MODEL into RES_DIR: decode MODEL RES_DIR name=shar_dir...
+    local model=$1 res_dir=$2
+    shift 2
+    "$PY" zipformer_crctc/ctc_decode.py --model-path "$model" --decoding-method ctc-greedy-search \
+        --device "$device" --num-workers "$num_workers" --max-duration 120 --res-dir "$res_dir" \
+        --test-shar-dirs "$@"
+}
+
+# Fine-tuning and pseudo-labelling both continue from a model with the demo's training settings.
+finetune() {  # finetune CKPT EXP_DIR EPOCHS train-shar-dir...
+    local ckpt=$1 dir=$2 epochs=$3
+    shift 3
+    local done_epochs
+    done_epochs=$(last_epoch "$dir")
+    if [ "${done_epochs:-0}" -ge "$epochs" ]; then
+        log "  $epochs epochs already trained in $dir, skipping"
+    else
+        "$PY" zipformer_crctc/train.py --do-finetune True --finetune-ckpt "$ckpt" \
+            --use-cr-ctc False --base-lr 0.01 --max-duration 16 --ref-duration 16 \
+            --schedule-speedup 10 --num-epochs "$epochs" --start-epoch $(( ${done_epochs:-0} + 1 )) \
+            --device "$device" --num-workers "$num_workers" --train-shar-dirs "$@" \
+            --use-mux True --mux-shar-dirs "$demo_dir/train" --mux-weight 0.5 \
+            --dev-shar-dirs "dev=$de_dir/dev" --exp-dir "$dir" --valid-interval 100000 \
+            --save-every-n 200 --keep-last-k 2
+    fi
+    "$PY" zipformer_crctc/generate_averaged_model.py --exp-dir "$dir" --epoch "$epochs" --avg 1 \
+        --output "$dir/averaged.pth"
 }
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
@@ -91,10 +131,8 @@ fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     log "Stage 3: decoding dev, test and the held-out language"
-    "$PY" zipformer_crctc/ctc_decode.py --model-path "$exp_dir/averaged.pth" \
-        --decoding-method ctc-greedy-search --device "$device" --num-workers "$num_workers" \
-        --max-duration 120 --res-dir "$exp_dir/ctc-greedy-search" \
-        --test-shar-dirs "dev=$demo_dir/dev" "test=$demo_dir/test" "heldout=$demo_dir/heldout"
+    decode "$exp_dir/averaged.pth" "$exp_dir/ctc-greedy-search" \
+        "dev=$demo_dir/dev" "test=$demo_dir/test" "heldout=$demo_dir/heldout"
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
@@ -108,6 +146,39 @@ fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     log "Stage 5: encoder speed of the released architectures"
     "$PY" benchmarks/encoder.py --device "$device" --batch-sizes 1
+fi
+
+ft_dir=${exp_dir}_de
+ns_dir=${exp_dir}_de_ns
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+    log "Stage 6: German corpus in $de_dir and the model's zero-shot PER on it"
+    "$PY" local/make_demo_corpus.py --out-dir "$de_dir" --languages de --heldout "" \
+        --num-dev 10 --num-test 20 --num-unlabeled 50 --seed 42 | tail -n 9
+    decode "$exp_dir/averaged.pth" "$exp_dir/german" "test=$de_dir/test"
+fi
+
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+    log "Stage 7: fine-tuning on German ($finetune_epochs epochs, half the batches from $demo_dir/train) in $ft_dir"
+    finetune "$exp_dir/averaged.pth" "$ft_dir" "$finetune_epochs" "$de_dir/train"
+    decode "$ft_dir/averaged.pth" "$ft_dir/ctc-greedy-search" "test=$de_dir/test" "original-test=$demo_dir/test"
+    log "  PER before and after fine-tuning:"
+    local/per_change.py \
+        "German test" "$exp_dir/german/metrics-test-averaged.json" "$ft_dir/ctc-greedy-search/metrics-test-averaged.json" \
+        "original test (8 langs)" "$exp_dir/ctc-greedy-search/metrics-test-averaged.json" \
+        "$ft_dir/ctc-greedy-search/metrics-original-test-averaged.json"
+fi
+
+if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
+    log "Stage 8: pseudo-labelling $de_dir/unlabeled, then a noisy student in $ns_dir"
+    "$PY" zipformer_crctc/pseudo_label.py --model-path "$ft_dir/averaged.pth" --device "$device" \
+        --shar-dirs "$de_dir/unlabeled" --out-dir "$de_dir/pseudo"
+    decode "$ft_dir/averaged.pth" "$ft_dir/pseudo-label-quality" "unlabeled=$de_dir/unlabeled"
+    finetune "$ft_dir/averaged.pth" "$ns_dir" "$ns_epochs" "$de_dir/train" "$de_dir/pseudo"
+    decode "$ns_dir/averaged.pth" "$ns_dir/ctc-greedy-search" "test=$de_dir/test"
+    log "  PER before and after the noisy student:"
+    local/per_change.py \
+        "German test" "$ft_dir/ctc-greedy-search/metrics-test-averaged.json" "$ns_dir/ctc-greedy-search/metrics-test-averaged.json"
 fi
 
 log "Done."
