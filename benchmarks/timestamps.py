@@ -4,18 +4,22 @@ espeak-ng reports the sample at which it starts each phoneme (`zipa.text.espeak.
 synthesize_with_phones`); `zipa.evaluation.timing` turns that into a timed reference and compares
 a CTC model's phone starts with it, for free transcription (greedy CTC, `Transcriber.timestamps`;
 hypothesis phones matched to the reference by a Levenshtein alignment, equal labels only) and
-for forced alignment of the reference transcript (`Transcriber.align`).
+for forced alignment of the reference transcript (`Transcriber.align`), each timed by CTC spikes
+and, when the model has a frame aligner (`zipa.model.aligner`; ``--aligner``, by default the
+``<model stem>.aligner.pt`` beside the model), by the aligner: four rows, free (CTC), forced
+(CTC), forced (aligner) and free refined (aligner): the greedy CTC phones, placed by the aligner.
 
     python benchmarks/timestamps.py --model exp/demo_ctc/averaged.pth
     python benchmarks/timestamps.py --model M --voices m4 f5 --num 20 --json out.json
     python benchmarks/timestamps.py --model M --sentences my.tsv   # lines: <espeak voice> TAB <sentence>
+    python benchmarks/timestamps.py --model M --aligner none       # CTC rows only
 
 The built-in sentences (below) are in the demo corpus's eight training languages but are none
 of its sentences (``zipa/assets/demo_texts``), and the default voice variants are none of the
 corpus's (`zipa.data.demo_corpus.VOICE_VARIANTS`). Each sentence is spoken once per variant,
 at a speaking rate, pitch and pitch range drawn (seeded) from the corpus's ranges.
 
-Prints, for free and forced: phones measured, median and mean |start error| (ms), bias (mean
+Prints, for each row: phones measured, median and mean |start error| (ms), bias (mean
 signed error, ms; positive = late) and the share of phones within 20 and 40 ms.
 """
 
@@ -99,6 +103,9 @@ def main(argv=None) -> int:
     p.add_argument("--num", type=int, help="use only the first N sentences")
     p.add_argument("--seed", type=int, default=0, help="rate, pitch and noise seeds")
     p.add_argument("--default-prosody", action="store_true", help="espeak's default rate, pitch and range")
+    p.add_argument("--aligner", default="auto",
+                   help="frame aligner file for the aligner rows; auto (default): <model stem>.aligner.pt beside "
+                        "the model, when there is one; none: CTC rows only")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, help="also write the table and settings here")
@@ -113,9 +120,12 @@ def main(argv=None) -> int:
     sentences = read_sentences(args.sentences) if args.sentences else SENTENCES
     if args.num is not None:
         sentences = sentences[: args.num]
-    model = zipa.load_model(args.model, device=args.device)
+    model = zipa.load_model(args.model, device=args.device, aligner=None if args.aligner == "none" else args.aligner)
+    aligner = model.aligner
     rng = random.Random(args.seed)
-    errors = {"free": [], "forced": []}
+    errors = {"free (CTC)": [], "forced (CTC)": []}
+    if aligner is not None:
+        errors.update({"forced (aligner)": [], "free refined (aligner)": []})
     timed = total = utterances = 0
     t0 = time.time()
     for variant in args.voices:
@@ -128,15 +138,19 @@ def main(argv=None) -> int:
             utterances += 1
             total += len(utt.phones)
             timed += sum(r.start is not None for r in utt.phones)
-            (free,) = model.timestamps([utt.samples], sampling_rate=utt.sample_rate)
-            errors["free"] += free_errors(utt.phones, free.phones)
-            (forced,) = model.align([utt.samples], utt.transcript, sampling_rate=utt.sample_rate)
-            errors["forced"] += forced_errors(utt.phones, forced.phones)
+            for timing in [None, aligner] if aligner is not None else [None]:
+                model.aligner = timing
+                kind = "CTC" if timing is None else "aligner"
+                (free,) = model.timestamps([utt.samples], sampling_rate=utt.sample_rate)
+                errors["free (CTC)" if timing is None else "free refined (aligner)"] += free_errors(utt.phones, free.phones)
+                (forced,) = model.align([utt.samples], utt.transcript, sampling_rate=utt.sample_rate)
+                errors[f"forced ({kind})"] += forced_errors(utt.phones, forced.phones)
     rows = {name: timing_stats(e).row() for name, e in errors.items()}
+    aligner_name = "none" if aligner is None else "beside the model" if args.aligner == "auto" else args.aligner
     languages = sorted({language for language, _ in sentences})
     print(f"{utterances} utterances ({len(sentences)} sentences x {len(args.voices)} voice variants "
           f"{' '.join(args.voices)}; languages {' '.join(languages)}); reference phones {total}, "
-          f"with a known start {timed}; {time.time() - t0:.0f} s")
+          f"with a known start {timed}; aligner {aligner_name}; {time.time() - t0:.0f} s")
     header = ["", "phones", "median_ms", "mean_ms", "bias_ms", "within_20ms_%", "within_40ms_%"]
     print("\t".join(header))
     for name, row in rows.items():

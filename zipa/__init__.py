@@ -27,6 +27,7 @@ def load_model(
     device: Optional[Union[str, "torch.device"]] = None,
     *,
     bpe_model: Optional[Union[str, "os.PathLike"]] = None,
+    aligner: Any = "auto",
     **overrides: Any,
 ) -> "ZipaModel":
     """Load a ZIPA model: a name from :func:`available_models` (fetched from the Hugging Face
@@ -36,12 +37,15 @@ def load_model(
     The architecture is read from the weights; ``overrides`` set what weights cannot show
     (e.g. ``chunk_size=(16,), left_context_frames=(64,)`` for a causal model). ``device``
     defaults to cuda when available, else cpu; ``bpe_model`` to the packaged tokenizer.
+    ``aligner``: the frame aligner that times phones (``zipformer_crctc/train_aligner.py``
+    trains one): "auto" (default) uses ``<model stem>.aligner.pt`` beside the model file when
+    there is one, a path names one, None uses none (CTC spike times).
     Returns the object ``zipa_ctc_inference.initialize_model`` returns: ``transcribe``,
-    ``transcribe_files``, ``alignment`` (timestamps) and the original's ``inference``.
+    ``transcribe_files``, ``timestamps``, ``align`` and the original's ``inference``.
     """
     from zipa.inference.zipa_api import initialize_model
 
-    return initialize_model(name_or_path, bpe_model, device, **overrides)
+    return initialize_model(name_or_path, bpe_model, device, aligner=aligner, **overrides)
 
 
 def available_models() -> List[str]:

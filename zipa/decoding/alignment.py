@@ -15,6 +15,10 @@ Beam searches keep no frames (they sum over alignments); `ctc_forced_align` and
 `transducer_forced_align` give the best alignment of their hypothesis (Viterbi), as spans of the
 same kind. The same functions align a given transcript (`zipa align --transcript`,
 `zipa.inference.forced`).
+
+`phone_forced_align` places phones on the frames of a frame classifier
+(`zipa.model.aligner.FrameAligner`) rather than on CTC spikes: the same Viterbi pass, with the
+blank standing for silence.
 """
 
 from __future__ import annotations
@@ -90,36 +94,55 @@ def ctc_min_frames(tokens: Sequence[int]) -> int:
     return len(tokens) + sum(1 for a, b in zip(tokens, tokens[1:]) if a == b)
 
 
-def ctc_viterbi(log_probs: Tensor, tokens: Sequence[int], blank_id: int = BLANK_ID) -> Tuple[np.ndarray, float]:
+def ctc_viterbi(
+    log_probs: Tensor,
+    tokens: Sequence[int],
+    blank_id: int = BLANK_ID,
+    repeats_need_blank: bool = True,
+    not_before: Optional[Sequence[int]] = None,
+) -> Tuple[np.ndarray, float]:
     """The best CTC path that spells `tokens` (Viterbi over the CTC topology: blank, token 1,
     blank, token 2, ..., blank; a state repeats or moves on by one, or by two past an optional
     blank unless the two tokens around it are equal).
 
-    log_probs: (T, vocab) of one utterance (valid frames only). Returns (state per frame, the
-    path's total log-probability): state ``2k + 1`` is token ``k``, even states are blanks.
-    ValueError when the frames are too few (`ctc_min_frames`). Memory: one byte per frame and
-    state (the back-pointers); the scores are kept for one frame at a time.
+    ``repeats_need_blank=False``: the same pass for segment labels (`phone_forced_align`), where
+    the blank is silence and two equal labels in a row may touch (two phones of the same class).
+    ``not_before``: for each token, the first frame it may occupy (None: any).
+
+    log_probs: (T, vocab) of one utterance (valid frames only; float64 is kept, anything else is
+    read as float32). Returns (state per frame, the path's total log-probability): state
+    ``2k + 1`` is token ``k``, even states are blanks. ValueError when the frames are too few
+    (`ctc_min_frames`). Memory: one byte per frame and state (the back-pointers); the scores
+    are kept for one frame at a time.
     """
     tokens = [int(t) for t in tokens]
-    lp = log_probs.detach().float().cpu().numpy()
+    lp = _numpy(log_probs)
     num_frames, num_tokens = lp.shape[0], len(tokens)
     if num_tokens and blank_id in tokens:
         raise ValueError(f"ctc_viterbi: the blank id {blank_id} cannot be a token of the transcript")
-    need = ctc_min_frames(tokens)
+    need = ctc_min_frames(tokens) if repeats_need_blank else num_tokens
     if num_frames < max(need, 1):
+        why = "one per token and a blank between repeated tokens" if repeats_need_blank else "one per token"
         raise ValueError(
-            f"ctc_viterbi: {num_tokens} tokens cannot be aligned to {num_frames} frames: they need at "
-            f"least {need} (one per token and a blank between repeated tokens)"
+            f"ctc_viterbi: {num_tokens} tokens cannot be aligned to {num_frames} frames: they need at least {need} ({why})"
         )
     labels = np.full(2 * num_tokens + 1, blank_id, dtype=np.int64)
     labels[1::2] = tokens
     num_states = len(labels)
     # A token state may be entered from two states back unless that is the same token.
     skip = np.zeros(num_states, dtype=bool)
-    skip[3::2] = labels[3::2] != labels[1:-2:2]
+    skip[3::2] = labels[3::2] != labels[1:-2:2] if repeats_need_blank else True
     neg_inf = -np.inf
+    first = np.zeros(num_states, dtype=np.int64)  # the first frame each state may occupy
+    if not_before is not None:
+        first[1::2] = np.asarray(not_before, dtype=np.int64)
+
+    def emit(t: int) -> np.ndarray:
+        out = lp[t, labels]
+        return out if not_before is None else np.where(first <= t, out, neg_inf)
+
     score = np.full(num_states, neg_inf)
-    score[:2] = lp[0, labels[:2]]
+    score[:2] = emit(0)[:2]
     back = np.zeros((num_frames, num_states), dtype=np.int8)  # 0: stay, 1: from s-1, 2: from s-2
     options = np.full((3, num_states), neg_inf)
     for t in range(1, num_frames):
@@ -127,7 +150,7 @@ def ctc_viterbi(log_probs: Tensor, tokens: Sequence[int], blank_id: int = BLANK_
         options[1, 1:] = score[:-1]
         options[2, 2:] = np.where(skip[2:], score[:-2], neg_inf)
         back[t] = options.argmax(axis=0)
-        score = options.max(axis=0) + lp[t, labels]
+        score = options.max(axis=0) + emit(t)
     last = num_states - 1 if num_states == 1 or score[-1] >= score[-2] else num_states - 2
     if not np.isfinite(score[last]):
         raise ValueError(f"ctc_viterbi: no path spelling the {num_tokens} tokens has a finite score")
@@ -139,7 +162,19 @@ def ctc_viterbi(log_probs: Tensor, tokens: Sequence[int], blank_id: int = BLANK_
     return states, float(score[last])
 
 
-def ctc_forced_align(log_probs: Tensor, tokens: List[int], blank_id: int = BLANK_ID) -> List[TokenSpan]:
+def _numpy(log_probs: Tensor) -> np.ndarray:
+    """(T, vocab) log-probabilities as numpy: float64 stays float64, the rest becomes float32."""
+    lp = log_probs.detach().cpu()
+    return (lp if lp.dtype == torch.float64 else lp.float()).numpy()
+
+
+def ctc_forced_align(
+    log_probs: Tensor,
+    tokens: List[int],
+    blank_id: int = BLANK_ID,
+    repeats_need_blank: bool = True,
+    not_before: Optional[Sequence[int]] = None,
+) -> List[TokenSpan]:
     """The best CTC path that spells `tokens` (`ctc_viterbi`), as spans like `ctc_greedy_spans`:
     token ``k`` spans the frames the path spends in its state, and its confidence is its
     posterior probability averaged over those frames.
@@ -150,8 +185,8 @@ def ctc_forced_align(log_probs: Tensor, tokens: List[int], blank_id: int = BLANK
     """
     if len(tokens) == 0:
         return []
-    states, _ = ctc_viterbi(log_probs, tokens, blank_id)
-    lp = log_probs.detach().float().cpu().numpy()
+    states, _ = ctc_viterbi(log_probs, tokens, blank_id, repeats_need_blank, not_before)
+    lp = _numpy(log_probs)
     # The path visits each token state in one run of frames, in order.
     is_token = states % 2 == 1
     starts = np.flatnonzero(is_token & np.concatenate(([True], states[1:] != states[:-1])))
@@ -160,6 +195,23 @@ def ctc_forced_align(log_probs: Tensor, tokens: List[int], blank_id: int = BLANK
         TokenSpan(int(token), int(start), int(end), float(np.exp(lp[start:end, token]).mean()))
         for token, start, end in zip(tokens, starts, ends)
     ]
+
+
+def phone_forced_align(
+    log_probs: Tensor, classes: Sequence[int], silence: int = BLANK_ID, not_before: Optional[Sequence[int]] = None
+) -> List[TokenSpan]:
+    """Where each phone sounds, from a frame classifier's log-probabilities
+    (`zipa.model.aligner.FrameAligner`: per frame, the class of the phone sounding, ``silence``
+    where none is): the best path through ``[silence] p1 [silence] p2 ... pN [silence]``, each
+    phone at least one frame, each silence optional. That is CTC's topology with the blank as
+    silence, except that two phones of the same class in a row may touch, so `ctc_viterbi`
+    does it (``repeats_need_blank=False``; O(frames x phones), vectorised per frame).
+
+    log_probs: (T, classes) of one utterance; ``not_before``: for each phone, the first frame it
+    may start at (None: any). Returns one span per phone: its class, frames [start, end) and its
+    posterior averaged over them. ValueError when T < len(classes), or when ``not_before``
+    leaves no way through."""
+    return ctc_forced_align(log_probs, list(classes), silence, repeats_need_blank=False, not_before=not_before)
 
 
 @torch.no_grad()

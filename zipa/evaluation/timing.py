@@ -37,7 +37,7 @@ measures a model this way on sentences and voices of its own.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -70,8 +70,9 @@ class ReferencePhone:
 
 @dataclass
 class TimedUtterance:
-    """Synthesised speech with its transcript (normalised IPA, words separated by spaces) and
-    the transcript's phones with their known start times."""
+    """Synthesised speech with its transcript (normalised IPA, words separated by spaces), the
+    transcript's phones with their known start times, and espeak's phoneme events (pauses
+    included: empty names)."""
 
     text: str
     voice: str
@@ -79,6 +80,7 @@ class TimedUtterance:
     sample_rate: int
     transcript: str
     phones: List[ReferencePhone]
+    events: List[espeak.PhonemeEvent] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -149,7 +151,7 @@ def espeak_reference(
     language = voice.split("+")[0]
     transcript = normalize_ipa(clean_espeak(espeak.phonemize(text, language), language))
     phones = reference_phones(transcript, speech.phonemes, language)
-    return TimedUtterance(text, voice, speech.samples, speech.sample_rate, transcript, phones)
+    return TimedUtterance(text, voice, speech.samples, speech.sample_rate, transcript, phones, list(speech.phonemes))
 
 
 # ---------------------------------------------------------------------------------------------

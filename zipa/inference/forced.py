@@ -13,6 +13,12 @@ the `Alignment` (phones, words) that `Transcriber.timestamps` also returns.
 - Transducer models: the best way to emit the transcript, one token at most per frame
   (`transducer_forced_align`); a token occupies the one 40 ms frame it is emitted at, its score
   being the joiner's probability of it there.
+- With a frame aligner (`Transcriber.aligner`, `zipa.model.aligner`): the phones of the
+  transcript (`Transcriber.phone_groups`) are placed on the aligner's 10 ms sub-frames by
+  `phone_forced_align` (each phone as the class of its first token, silence optional between
+  them); every token of a phone gets the phone's sub-frames, and its score is the posterior of
+  the phone's class averaged over them. This is what `aligner_spans` does; free transcription
+  uses it too, to time the decoded phones (`Transcriber.timed_tokens`).
 
 Long audio. `align_files` (`zipa align --transcript/--transcripts/--textgrid`) aligns each file,
 or each utterance interval of a TextGrid tier, on its own. A stretch longer than ``window``
@@ -21,10 +27,11 @@ seconds is encoded in overlapping windows exactly as transcription cuts files
 part of the timeline it owns, and the kept frames, in time order, make one sequence over which
 one Viterbi pass aligns the whole transcript. Memory of the Viterbi pass grows with frames times
 tokens (CTC: a byte per frame and state, two states per token; transducer: 17 bytes per frame
-and token), so a stretch above `MAX_ALIGN_BYTES` is refused with a message saying to cut the
-recording into utterances (a TextGrid with an utterance tier): at the default 1 GiB and about
-12 tokens (phone symbols and word boundaries) a second, that is some 15 minutes of speech for a
-CTC model, 7 for a transducer.
+and token; aligner: a byte per 10 ms sub-frame and state, two states per phone), so a stretch
+above `MAX_ALIGN_BYTES` is refused with a message saying to cut the recording into utterances
+(a TextGrid with an utterance tier): at the default 1 GiB and about 12 tokens (phone symbols
+and word boundaries, some 9 phones) a second, that is some 15 minutes of speech for a CTC
+model, 13 with an aligner, 7 for a transducer.
 
 `Transcriber.align` (the Python API) aligns a batch of items the way `Transcriber.timestamps`
 decodes one: zero-padded as one batch, no windows.
@@ -43,7 +50,13 @@ import torch
 from torch import Tensor
 
 from zipa.audio.features import MIN_SAMPLES
-from zipa.decoding.alignment import TokenSpan, ctc_forced_align, ctc_min_frames, transducer_forced_align
+from zipa.decoding.alignment import (
+    TokenSpan,
+    ctc_forced_align,
+    ctc_min_frames,
+    phone_forced_align,
+    transducer_forced_align,
+)
 from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, AudioInfo, audio_info, check_window, owns, plan_segments, read_segment
 from zipa.inference.progress import Progress
 from zipa.inference.textgrid import TextGrid
@@ -213,9 +226,41 @@ class AlignmentError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def head_frames(transcriber: "Transcriber", encoder_out: Tensor) -> Tensor:
-    """What the Viterbi pass reads per frame: CTC log-probs, or (transducer) the encoder output."""
+def head_frames(transcriber: "Transcriber", encoder_out: Tensor, encoder_out_lens: Tensor) -> Tensor:
+    """What the Viterbi pass reads per frame of `Transcriber.time_grid`: the aligner's
+    log-probs (``per_encoder_frame`` sub-frames per encoder frame) when the transcriber has an
+    aligner, else CTC log-probs, or (transducer) the encoder output."""
+    if transcriber.aligner is not None:
+        return transcriber.aligner(encoder_out, encoder_out_lens)
     return transcriber.model.ctc_output(encoder_out) if transcriber.uses_ctc else encoder_out
+
+
+def aligner_spans(
+    transcriber: "Transcriber", log_probs: Tensor, tokens: Sequence[int], not_before: Optional[Sequence[int]] = None
+) -> List[TokenSpan]:
+    """One span per token of ``tokens`` on the aligner's sub-frames (``log_probs``: (T, vocab)
+    of one utterance, `head_frames`): the phones (`Transcriber.phone_groups`) placed by
+    `phone_forced_align`, each token of a phone with the phone's frames and score;
+    ``not_before``: per token, the first sub-frame its phone may start at (read on each phone's
+    first token). A word boundary ``▁``, which has no time of its own (`build_alignment` skips
+    it), gets the first frame of the phone after it, or the last of the phone before it."""
+    tokens = [int(t) for t in tokens]
+    groups = transcriber.phone_groups(tokens)
+    earliest = None if not_before is None else [int(not_before[g[0]]) for g in groups]
+    phones = phone_forced_align(log_probs, [tokens[g[0]] for g in groups], not_before=earliest) if groups else []
+    spans: List[Optional[TokenSpan]] = [None] * len(tokens)
+    for group, phone in zip(groups, phones):
+        for k in group:
+            spans[k] = TokenSpan(tokens[k], phone.start, phone.end, phone.confidence)
+    after = None  # the frame of the next phone
+    for k in range(len(tokens) - 1, -1, -1):
+        if spans[k] is not None:
+            after = spans[k].start
+        else:
+            before = next((s.end - 1 for s in reversed(spans[:k]) if s is not None), 0)
+            frame = after if after is not None else before
+            spans[k] = TokenSpan(tokens[k], frame, frame + 1, 0.0)
+    return spans  # type: ignore[return-value]
 
 
 def align_frames(transcriber: "Transcriber", frames: Tensor, transcript: Transcript, where: str) -> List[TokenSpan]:
@@ -223,10 +268,13 @@ def align_frames(transcriber: "Transcriber", frames: Tensor, transcript: Transcr
     frames only). AlignmentError naming ``where`` when the frames are too few for the
     transcript, or the pass would need more than `MAX_ALIGN_BYTES`."""
     tokens = transcript.tokens
-    num_frames, num_tokens, shift = frames.shape[0], len(tokens), transcriber.frame_shift
+    num_frames, num_tokens, shift = frames.shape[0], len(tokens), transcriber.time_grid.shift
     if not tokens:
         return []
-    if transcriber.uses_ctc:
+    if transcriber.aligner is not None:
+        need = len(transcriber.phone_groups(tokens))
+        cells, per_cell, why = num_frames * (2 * need + 1), 1, "one per phone"
+    elif transcriber.uses_ctc:
         need, cells, per_cell = ctc_min_frames(tokens), num_frames * (2 * num_tokens + 1), 1
         repeats = need - num_tokens
         why = f"one per token{f' and a blank between the {repeats} repeated ones' if repeats else ''}"
@@ -247,6 +295,8 @@ def align_frames(transcriber: "Transcriber", frames: Tensor, transcript: Transcr
             f"{cells * per_cell / 2**30:.1f} GiB for the Viterbi pass, the limit is {MAX_ALIGN_BYTES / 2**30:.1f}); "
             "cut the recording into utterances, e.g. a TextGrid with an utterance tier (--textgrid, --tier)"
         )
+    if transcriber.aligner is not None:
+        return aligner_spans(transcriber, frames, tokens)
     if transcriber.uses_ctc:
         return ctc_forced_align(frames, tokens)
     return transducer_forced_align(transcriber.model, frames.to(transcriber.device), tokens)
@@ -289,18 +339,19 @@ def align_batch(
         if transcript.dropped:
             warnings.warn(f"item {i}: {transcript.dropped_message()}", TranscriptWarning, stacklevel=3)
         prepared.append(transcript)
-    shift = transcriber.frame_shift
+    grid = transcriber.time_grid
     with torch.inference_mode():
         encoder_out, encoder_out_lens = transcriber.model.forward_encoder(
             feats.to(transcriber.device), feat_lens.to(transcriber.device)
         )
-        frames = head_frames(transcriber, encoder_out)
+        frames = head_frames(transcriber, encoder_out, encoder_out_lens)
         out = []
         for i, (transcript, n) in enumerate(zip(prepared, encoder_out_lens.tolist())):
             label = f"item {i} ({audio[i]})" if isinstance(audio[i], (str, Path)) else f"item {i}"
+            n *= grid.per_encoder_frame
             spans = align_frames(transcriber, frames[i, :n], transcript, label)
-            times = [frame_time(j, shift) for j in range(n)]
-            tokens = [_timed(span, times, shift, 0.0, float("inf")) for span in spans]
+            times = [grid.time(j) for j in range(n)]
+            tokens = [_timed(span, times, grid.shift, 0.0, float("inf")) for span in spans]
             out.append(transcriber.alignment(tokens))
     return out
 
@@ -387,7 +438,7 @@ def _align_file(
                 raise ValueError(f"{where}: nothing left to align in the transcript {utterance.text!r}")
             frames, times = _encode_stretch(transcriber, job.path, info, start, end, window, overlap, batch_size, where)
             spans = align_frames(transcriber, frames, transcript, where)
-            shift = transcriber.frame_shift
+            shift = transcriber.time_grid.shift
             result.tokens += [_timed(span, times, shift, start, end) for span in spans]
         except (ValueError, OSError, RuntimeError) as e:
             message = str(e)
@@ -413,8 +464,9 @@ def _encode_stretch(
     batch_size: int,
     where: str,
 ) -> Tuple[Tensor, List[float]]:
-    """Encoder frames of audio [start, end) s of a file, windowed as transcription does: the
-    frames each window owns, in time order (CPU), and each frame's start time (s, global)."""
+    """The Viterbi pass's frames (`head_frames`) of audio [start, end) s of a file, windowed as
+    transcription does: those of the encoder frames each window owns, in time order (CPU), and
+    each one's start time (s, global; `Transcriber.time_grid`)."""
     rate = info.sample_rate
     first = int(round(start * rate))
     last = min(int(round(end * rate)), info.frames)
@@ -425,7 +477,8 @@ def _encode_stretch(
                             whole_file=s.whole_file and whole_file)
         for s in plan_segments(0, AudioInfo(max(last - first, 0), rate), window, overlap)
     ]
-    shift = transcriber.frame_shift
+    shift, grid = transcriber.frame_shift, transcriber.time_grid
+    per = grid.per_encoder_frame
     kept: List[Tensor] = []
     times: List[float] = []
     for b in range(0, len(segments), batch_size):
@@ -446,13 +499,13 @@ def _encode_stretch(
             encoder_out, encoder_out_lens = transcriber.model.forward_encoder(
                 feats.to(transcriber.device), feat_lens.to(transcriber.device)
             )
-            frames = head_frames(transcriber, encoder_out).float().cpu()
+            frames = head_frames(transcriber, encoder_out, encoder_out_lens).float().cpu()
         for segment, row, n in zip(batch, frames, encoder_out_lens.tolist()):
             t0 = segment.start_time
             mine = [j for j in range(n) if owns(segment, t0 + frame_time(j + 0.5, shift))]
             if mine:
-                kept.append(row[mine[0] : mine[-1] + 1])
-                times += [t0 + frame_time(j, shift) for j in mine]
+                kept.append(row[mine[0] * per : (mine[-1] + 1) * per])
+                times += [t0 + grid.time(j * per + q) for j in mine for q in range(per)]
     if not kept:
         raise ValueError(f"{where}: no encoder frames")
     return torch.cat(kept), times

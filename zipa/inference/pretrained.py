@@ -114,7 +114,8 @@ def checkpoint_in_folder(folder: PathLike) -> Path:
     """The checkpoint in a folder: its only .pth (or .pt) file, or the one named *avg*."""
     folder = Path(folder)
     for suffix in CHECKPOINT_SUFFIXES:
-        found = sorted(p for p in folder.rglob(f"*{suffix}") if p.is_file())
+        # <model>.aligner.pt beside a model is its frame aligner (zipa.model.aligner), not a model.
+        found = sorted(p for p in folder.rglob(f"*{suffix}") if p.is_file() and not p.name.endswith(".aligner.pt"))
         if not found:
             continue
         if len(found) == 1:

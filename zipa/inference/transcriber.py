@@ -55,9 +55,11 @@ from zipa.inference.long_audio import (
 from zipa.inference.pretrained import resolve_model
 from zipa.inference.progress import Progress
 from zipa.inference.timestamps import (
+    FRAME_OFFSET,
     WORD_BOUNDARY,
     Alignment,
     TimedToken,
+    TimeGrid,
     build_alignment,
     frame_shift,
     frame_time,
@@ -70,8 +72,12 @@ from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
 
 if TYPE_CHECKING:
     from zipa.inference.forced import AlignJob, FileAlignment
+    from zipa.model.aligner import FrameAligner
 
 PathLike = Union[str, Path]
+# What `aligner=` takes: "auto" (the model's <stem>.aligner.pt when there is one), None (none:
+# CTC / transducer times), an aligner file, or a `zipa.model.aligner.FrameAligner`.
+AlignerLike = Union[None, str, Path, "FrameAligner"]
 # What `inventory=` takes: None (no restriction), a built-in language code (str), an inventory
 # file (Path), an `Inventory`, a list of phones, or a `TokenMask` already built.
 InventoryLike = Union[None, str, Path, Inventory, TokenMask, Iterable[str]]
@@ -79,6 +85,9 @@ DECODING_METHODS = ("greedy", "beam")
 # Files are decoded in groups of consecutive paths (see `Transcriber.iter_transcribe_files`).
 GROUP_FILES = 512
 GROUP_SECONDS = 3600.0
+# Free transcription with an aligner: a decoded phone starts at most this long (s) before the
+# frame its first token was decoded at (measured: benchmarks/timestamps.py, README).
+REFINE_SLACK = 0.02
 
 
 class Transcriber:
@@ -86,12 +95,64 @@ class Transcriber:
 
     `model`: an `AsrModel` or an ONNX runtime model (`zipa.model.protocols.EncoderModel`); its
     CTC head is used when it has one, else the transducer.
+
+    `aligner`: a `zipa.model.aligner.FrameAligner` trained on this model's encoder, or None.
+    With one, phone times come from it (`time_grid`): forced alignment (`align`) places the
+    transcript's phones on its frame posteriors, and free transcription (`timestamps`,
+    `transcribe_files`...) decodes as without it, then places the decoded phones the same way
+    (tokens and confidences unchanged, only times). Set or clear it at any time
+    (``transcriber.aligner = None`` times tokens by CTC spikes again).
     """
 
-    def __init__(self, model: EncoderModel, tokenizer: Tokenizer, device: Optional[Union[str, torch.device]] = None):
+    def __init__(
+        self,
+        model: EncoderModel,
+        tokenizer: Tokenizer,
+        device: Optional[Union[str, torch.device]] = None,
+        aligner: Optional["FrameAligner"] = None,
+    ):
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
+        self.aligner = aligner
+
+    @property
+    def aligner(self) -> Optional["FrameAligner"]:
+        return self._aligner
+
+    @aligner.setter
+    def aligner(self, aligner: Optional["FrameAligner"]) -> None:
+        """AlignerMismatchError when ``aligner`` was not trained on this model."""
+        if aligner is not None:
+            from zipa.model.aligner import check_aligner
+
+            check_aligner(aligner, self.model, self.tokenizer.vocab_size, self.frame_shift)
+            aligner = aligner.to(self.device).eval()
+        self._aligner = aligner
+
+    def load_aligner(self, aligner: AlignerLike, model_path: Optional[PathLike] = None) -> Optional["FrameAligner"]:
+        """Attach (and return) the aligner that ``aligner`` names: a file or a `FrameAligner`
+        (AlignerMismatchError when it was trained on another encoder); None: none; "auto": the
+        file `zipa.model.aligner.aligner_path_for(model_path)` (``<model stem>.aligner.pt``
+        beside the model) when it exists, else none; one there that does not fit the model is
+        skipped with a warning."""
+        from zipa.model.aligner import AlignerMismatchError, FrameAligner, aligner_path_for, load_aligner
+
+        if isinstance(aligner, str) and aligner == "auto":
+            path = aligner_path_for(model_path) if model_path is not None else None
+            if path is None or not path.is_file():
+                self.aligner = None
+                return None
+            try:
+                self.aligner = load_aligner(path, self.model, self.tokenizer.vocab_size, self.frame_shift)
+            except (AlignerMismatchError, ValueError) as e:
+                warnings.warn(f"not using the aligner beside the model: {e}", stacklevel=2)
+                self.aligner = None
+        elif aligner is None or isinstance(aligner, FrameAligner):
+            self.aligner = aligner
+        else:
+            self.aligner = load_aligner(aligner, self.model, self.tokenizer.vocab_size, self.frame_shift)
+        return self.aligner
 
     @classmethod
     def from_checkpoint(
@@ -99,14 +160,20 @@ class Transcriber:
         model_path: PathLike,
         bpe_model: Optional[PathLike] = None,
         device: Optional[Union[str, torch.device]] = None,
+        aligner: AlignerLike = "auto",
         **config_overrides,
     ) -> "Transcriber":
         """Load a released `.pth` (or an icefall checkpoint, or a model name that
         `zipa.inference.pretrained.resolve_model` knows); the architecture is read from the
-        weights, settings they cannot show from `config_overrides` or a config.json beside it."""
-        model, _ = load_model(resolve_model(model_path), **config_overrides)
+        weights, settings they cannot show from `config_overrides` or a config.json beside it.
+        `aligner`: see `load_aligner` (default "auto": ``<model stem>.aligner.pt`` beside the
+        model file is used when it is there)."""
+        path = resolve_model(model_path)
+        model, _ = load_model(path, **config_overrides)
         tokenizer = Tokenizer.from_file(bpe_model if bpe_model is not None else default_bpe_model_path())
-        return cls(model, tokenizer, device)
+        transcriber = cls(model, tokenizer, device)
+        transcriber.load_aligner(aligner, path)
+        return transcriber
 
     @classmethod
     def from_onnx(
@@ -206,6 +273,15 @@ class Transcriber:
         """Seconds per encoder output frame (0.02 for CTC models, 0.04 for transducer models)."""
         return frame_shift(int(self.model.encoder.output_downsampling_factor))
 
+    @property
+    def time_grid(self) -> TimeGrid:
+        """The frames token times are read on: the aligner's sub-frames when there is one, else
+        the encoder frames (CTC spike or transducer emission times, `frame_time`)."""
+        if self.aligner is None:
+            return TimeGrid(FRAME_OFFSET, self.frame_shift)
+        config = self.aligner.config
+        return TimeGrid(config.time_offset, config.step, config.subframes)
+
     def token_label(self, token: int) -> str:
         """What a token stands for in a transcript: its IPA character, ``▁`` for a word
         boundary, or what sentencepiece decodes a special token to (``<unk>`` -> ``⁇``)."""
@@ -236,12 +312,16 @@ class Transcriber:
         the posteriors averaged over the phone's frames, for transducers the joiner's
         distribution at its first token's emission; renormalised over non-blank tokens).
         """
-        if decoding not in DECODING_METHODS:
-            raise ValueError(f"decoding must be one of {', '.join(DECODING_METHODS)}, got {decoding!r}")
-        if topk < 0:
-            raise ValueError(f"topk must be 0 (none) or more, got {topk}")
+        _check_search_args(decoding, topk)
         mask = self.inventory_mask(inventory)
         encoder_out, encoder_out_lens = self.model.forward_encoder(feats.to(self.device), feat_lens.to(self.device))
+        return self._search(encoder_out, encoder_out_lens, decoding, beam, mask, topk)
+
+    def _search(
+        self, encoder_out: Tensor, encoder_out_lens: Tensor, decoding: str, beam: int, mask: Optional[TokenMask],
+        topk: int,
+    ) -> List[List[TokenSpan]]:
+        """`token_spans` of an encoded batch (arguments checked)."""
         lengths = encoder_out_lens.tolist()
         if self.uses_ctc:
             log_probs = mask_log_probs(self.model.ctc_output(encoder_out), mask)
@@ -271,13 +351,13 @@ class Transcriber:
             ]
         return spans
 
-    def _phone_groups(self, spans: Sequence[TokenSpan]) -> List[List[int]]:
-        """Indices of the spans of each phone, grouped as `build_alignment` groups tokens: a
+    def phone_groups(self, tokens: Sequence[int]) -> List[List[int]]:
+        """Indices of the tokens of each phone, grouped as `build_alignment` groups tokens: a
         base token and the modifiers after it, ``▁`` closing a phone and belonging to none."""
         groups: List[List[int]] = []
         open_phone = False
-        for k, span in enumerate(spans):
-            label = self.token_label(span.token)
+        for k, token in enumerate(tokens):
+            label = self.token_label(token)
             if label == WORD_BOUNDARY:
                 open_phone = False
             elif is_modifier(label) and open_phone:
@@ -290,7 +370,7 @@ class Transcriber:
     def _ctc_topk(self, log_probs: Tensor, spans: List[TokenSpan], k: int) -> List[TokenSpan]:
         """`spans` with the alternatives of each phone on its first token: the posteriors
         averaged over frames [first token's start, last token's end)."""
-        groups = self._phone_groups(spans)
+        groups = self.phone_groups([s.token for s in spans])
         ranges = [(spans[g[0]].start, spans[g[-1]].end) for g in groups]
         out = list(spans)
         for g, alternatives in zip(groups, ctc_alternatives(log_probs, ranges, k, self.tokenizer.blank_id)):
@@ -302,7 +382,7 @@ class Transcriber:
     ) -> List[TokenSpan]:
         """`spans` with the alternatives of each phone on its first token: the joiner's
         distribution where that token was emitted."""
-        groups = self._phone_groups(spans)
+        groups = self.phone_groups([s.token for s in spans])
         firsts = [g[0] for g in groups]
         alternatives = transducer_alternatives(
             self.model, encoder_out, [s.token for s in spans], [s.start for s in spans], firsts, k, mask
@@ -322,12 +402,41 @@ class Transcriber:
         topk: int = 0,
     ) -> List[List[TimedToken]]:
         """Tokens with times in seconds of a batch of audio items (decoded as one batch);
-        `sampling_rate` as in `features`, `inventory` and `topk` as in `token_spans`."""
-        shift = self.frame_shift
-        spans = self.token_spans(
-            *self.features(audio, sampling_rate), decoding=decoding, beam=beam, inventory=inventory, topk=topk
-        )
-        return [[_timed(span, 0.0, shift) for span in row] for row in spans]
+        `sampling_rate` as in `features`, `inventory` and `topk` as in `token_spans`. The times
+        are those of the aligner when there is one (see the class docstring)."""
+        grid = self.time_grid
+        rows = self._timed_spans(*self.features(audio, sampling_rate), decoding, beam, self.inventory_mask(inventory), topk)
+        return [[_timed(span, 0.0, grid) for span in timing] for _, timing in rows]
+
+    @torch.inference_mode()
+    def _timed_spans(
+        self, feats: Tensor, feat_lens: Tensor, decoding: str, beam: int, mask: Optional[TokenMask], topk: int
+    ) -> List[Tuple[List[TokenSpan], List[TokenSpan]]]:
+        """For each item of a feature batch: its `token_spans` (encoder frames), and the spans
+        its times come from (frames of `time_grid`): the same spans, or, with an aligner, the
+        decoded phones placed on its sub-frames (`zipa.inference.forced.aligner_spans`), each
+        token keeping its confidence and alternatives. A decoded phone may not start more than
+        `REFINE_SLACK` before its token's frame: where the hypothesis lacks a phone, the aligner
+        would otherwise stretch the next phone back over it."""
+        _check_search_args(decoding, topk)
+        encoder_out, encoder_out_lens = self.model.forward_encoder(feats.to(self.device), feat_lens.to(self.device))
+        rows = self._search(encoder_out, encoder_out_lens, decoding, beam, mask, topk)
+        if self.aligner is None:
+            return [(row, row) for row in rows]
+        from zipa.inference.forced import aligner_spans
+
+        per = self.aligner.config.subframes
+        slack = int(round(REFINE_SLACK / self.aligner.config.step))
+        log_probs = self.aligner(encoder_out, encoder_out_lens).float().cpu()
+        out = []
+        for row, lp, n in zip(rows, log_probs, encoder_out_lens.tolist()):
+            tokens, earliest = [s.token for s in row], [max(0, s.start * per - slack) for s in row]
+            try:
+                placed = aligner_spans(self, lp[: n * per], tokens, earliest)
+            except ValueError:  # the bound leaves no way through (many tokens at the last frames)
+                placed = aligner_spans(self, lp[: n * per], tokens)
+            out.append((row, [dataclasses.replace(s, start=p.start, end=p.end) for s, p in zip(row, placed)]))
+        return out
 
     def timestamps(
         self,
@@ -649,15 +758,17 @@ class Transcriber:
             audio = [a for i, a in enumerate(audio) if i not in short]
         if not segments:
             return []
-        shift = self.frame_shift
+        shift, grid = self.frame_shift, self.time_grid
         out = []
-        for segment, spans in zip(segments, self.token_spans(feats, feat_lens, decoding, beam, mask, topk)):
+        for segment, (spans, timing) in zip(segments, self._timed_spans(feats, feat_lens, decoding, beam, mask, topk)):
             offset = segment.start_time
             kept = [
-                _timed(span, offset, shift)
-                for span in spans
+                _timed(timed, offset, grid)
+                for span, timed in zip(spans, timing)
                 if owns(segment, offset + frame_time(span.start + 0.5, shift))
             ]
+            if self.aligner is not None:  # keep aligner times in the window's part, so windows stay in order
+                kept = [_clamped(token, segment.own_from, segment.own_to) for token in kept]
             out.append((segment, kept))
         return out
 
@@ -674,6 +785,13 @@ class FileTranscript:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def _check_search_args(decoding: str, topk: int) -> None:
+    if decoding not in DECODING_METHODS:
+        raise ValueError(f"decoding must be one of {', '.join(DECODING_METHODS)}, got {decoding!r}")
+    if topk < 0:
+        raise ValueError(f"topk must be 0 (none) or more, got {topk}")
 
 
 def _check_file_args(
@@ -699,11 +817,17 @@ def _check_file_args(
         raise ValueError(f"group_files must be at least 1 and group_seconds positive, got {group_files}, {group_seconds}")
 
 
-def _timed(span: TokenSpan, offset: float, shift: float) -> TimedToken:
+def _clamped(token: TimedToken, lo: float, hi: float) -> TimedToken:
+    """``token`` with its start moved into [lo, hi] (and its end not before its start)."""
+    start = min(max(token.start, lo), hi)
+    return dataclasses.replace(token, start=start, end=max(token.end, start))
+
+
+def _timed(span: TokenSpan, offset: float, grid: TimeGrid) -> TimedToken:
     return TimedToken(
         span.token,
-        round(offset + frame_time(span.start, shift), 6),
-        round(offset + frame_time(span.end, shift), 6),
+        round(offset + grid.time(span.start), 6),
+        round(offset + grid.time(span.end), 6),
         span.confidence,
         span.alternatives,
     )

@@ -42,6 +42,7 @@ def initialize_model(
     model_path: PathLike,
     bpe_model: Optional[PathLike] = None,
     device: Optional[Union[str, torch.device]] = None,
+    aligner="auto",
     **config_overrides,
 ) -> ZipaModel:
     """Load a ZIPA checkpoint (architecture read from its weights) and its tokenizer.
@@ -49,9 +50,11 @@ def initialize_model(
     `model_path` may also be a model name or Hub repo id (`zipa models`); `bpe_model` defaults
     to the packaged tokenizer (zipa/assets/ipa_simplified/unigram_127.model); `device` to cuda when
     available, else cpu. `config_overrides` (e.g. chunk_size=(16,), left_context_frames=(64,)
-    for a causal model) set what the weights cannot show.
+    for a causal model) set what the weights cannot show. `aligner`: the frame aligner that
+    times phones ("auto": ``<model stem>.aligner.pt`` beside the model when there is one; a
+    path; None), see `Transcriber.load_aligner`.
     """
-    return ZipaModel.from_checkpoint(model_path, bpe_model, device, **config_overrides)
+    return ZipaModel.from_checkpoint(model_path, bpe_model, device, aligner=aligner, **config_overrides)
 
 
 def main(argv: Optional[Sequence[str]] = None, description: str = "Transcribe audio files to IPA.") -> int:

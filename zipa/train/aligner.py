@@ -43,7 +43,7 @@ import torch
 from zipa.data.demo_corpus import DemoCorpusConfig, TRAIN_LANGUAGES, plan_corpus
 from zipa.decoding.alignment import phone_forced_align
 from zipa.evaluation.timing import TimedUtterance, espeak_reference, timing_stats
-from zipa.inference.timestamps import FRAME_START
+from zipa.inference.timestamps import FRAME_OFFSET
 from zipa.model.aligner import SILENCE, AlignerConfig, FrameAligner, aligner_path_for, encoder_fingerprint, save_aligner
 
 Log = Callable[[str], None]
@@ -54,15 +54,18 @@ class AlignerTrainingConfig:
     """What `train_aligner` does; the defaults are those measured in the README."""
 
     languages: Tuple[str, ...] = tuple(lang.code for lang in TRAIN_LANGUAGES)  # demo corpus codes
-    sentences_per_language: int = 30
-    renderings: int = 1  # voice variants per sentence
+    sentences_per_language: int = 60  # all the train sentences of the default corpus
+    renderings: int = 2  # voice variants per sentence
     heldout_fraction: float = 0.1  # of the sentences of each language
-    epochs: int = 30
+    epochs: int = 20
     lr: float = 2e-3
     channels: int = 256
     kernel_size: int = 5
     subframes: int = 0  # per encoder frame; 0: as many as make 10 ms
-    time_offset: float = FRAME_START  # sub-frames of encoder frame j centred on its receptive field
+    # Sub-frames of encoder frame j cover the 20 ms that CTC tokens at frame j are given
+    # (`frame_time`: the receptive field's centre moved back by the spike lag): measured better
+    # than centring them on the receptive field (FRAME_START; README).
+    time_offset: float = FRAME_OFFSET
     min_pause: float = 0.02  # espeak pauses longer than this (s) are silence
     seed: int = 0
     corpus_seed: int = DemoCorpusConfig.seed  # the corpus whose train split the sentences come from
@@ -305,19 +308,20 @@ def train_aligner(transcriber, cfg: AlignerTrainingConfig, log: Log = print) -> 
 def build_parser(description: str) -> argparse.ArgumentParser:
     d = AlignerTrainingConfig()
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model-path", required=True,
+    p.add_argument("--model-path", required=True, default=argparse.SUPPRESS,
                    help="the model to time phones for: a .pth (e.g. exp/demo_ctc/averaged.pth), a folder holding "
                         "one, or a model name (zipa.load_model)")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=Path, default=argparse.SUPPRESS,
                    help="where to write the aligner (default: <model stem>.aligner.pt beside the model, where "
                         "zipa align and zipa.load_model find it)")
     p.add_argument("--languages", nargs="+", default=list(d.languages),
                    help="demo corpus languages whose train sentences are spoken (zipa/assets/demo_texts/<code>.txt)")
-    p.add_argument("--sentences-per-language", type=int, default=d.sentences_per_language)
+    p.add_argument("--sentences-per-language", type=int, default=d.sentences_per_language,
+                   help="train sentences spoken per language (the default corpus has 60)")
     p.add_argument("--renderings", type=int, default=d.renderings, help="voice variants per sentence")
     p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction,
                    help="share of each language's sentences kept out of training, to report on")
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training utterances")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--channels", type=int, default=d.channels, help="channels of the aligner's convolution")
     p.add_argument("--kernel-size", type=int, default=d.kernel_size, help="its width in encoder frames (odd)")
@@ -325,7 +329,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--corpus-seed", type=int, default=d.corpus_seed,
                    help="seed of the demo corpus whose train split the sentences come from")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--num-threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--num-threads", type=int, default=argparse.SUPPRESS, help="CPU threads for torch")
     return p
 
 
@@ -334,12 +338,12 @@ def main(argv: Optional[Sequence[str]] = None, description: str = "Train a frame
     from zipa.inference.pretrained import resolve_model
     from zipa.inference.transcriber import Transcriber
 
-    if args.num_threads:
+    if getattr(args, "num_threads", None):
         torch.set_num_threads(args.num_threads)
     if not 0 <= args.heldout_fraction < 1:
         raise SystemExit("--heldout-fraction must be in [0, 1)")
     model_path = resolve_model(args.model_path)
-    out = args.out or aligner_path_for(model_path)
+    out = getattr(args, "out", None) or aligner_path_for(model_path)
     cfg = AlignerTrainingConfig(
         languages=tuple(args.languages), sentences_per_language=args.sentences_per_language,
         renderings=args.renderings, heldout_fraction=args.heldout_fraction, epochs=args.epochs, lr=args.lr,
