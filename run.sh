@@ -15,6 +15,9 @@
 #            (zipformer_crctc/pseudo_label.py; their PER against the labels espeak-ng knows is
 #            printed), continue training on labelled + pseudo-labelled German, print PER before
 #            and after
+#   stage 9: the demo model's frame aligner (zipformer_crctc/train_aligner.py, written beside
+#            it as averaged.aligner.pt), then how close its phone start times come to those
+#            espeak-ng knows (benchmarks/timestamps.py)
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--train-minutes 15] [--num-epochs 4] ...
 # Train longer: ./run.sh --train-minutes 60 --num-epochs 15. Everything goes under $exp_dir.
@@ -24,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=0
-stop_stage=8
+stop_stage=9
 demo_dir=data/demo
 exp_dir=exp/demo_ctc
 train_minutes=15
@@ -179,6 +182,13 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
     log "  PER before and after the noisy student:"
     local/per_change.py \
         "German test" "$ft_dir/ctc-greedy-search/metrics-test-averaged.json" "$ns_dir/ctc-greedy-search/metrics-test-averaged.json"
+fi
+
+if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
+    log "Stage 9: frame aligner for $exp_dir/averaged.pth, and timestamp accuracy"
+    "$PY" zipformer_crctc/train_aligner.py --model-path "$exp_dir/averaged.pth" --device "$device"
+    "$PY" benchmarks/timestamps.py --model "$exp_dir/averaged.pth" --device "$device" \
+        --json "$exp_dir/timestamps.json"
 fi
 
 log "Done."

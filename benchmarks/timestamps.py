@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     p.add_argument("--aligner", default="auto",
                    help="frame aligner file for the aligner rows; auto (default): <model stem>.aligner.pt beside "
                         "the model, when there is one; none: CTC rows only")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, help="also write the table and settings here")
     args = p.parse_args(argv)

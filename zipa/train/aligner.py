@@ -45,6 +45,7 @@ from zipa.decoding.alignment import phone_forced_align
 from zipa.evaluation.timing import TimedUtterance, espeak_reference, timing_stats
 from zipa.inference.timestamps import FRAME_OFFSET
 from zipa.model.aligner import SILENCE, AlignerConfig, FrameAligner, aligner_path_for, encoder_fingerprint, save_aligner
+from zipa.model.io import default_device
 
 Log = Callable[[str], None]
 
@@ -328,7 +329,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="sentences, voices, prosody, initialisation and order")
     p.add_argument("--corpus-seed", type=int, default=d.corpus_seed,
                    help="seed of the demo corpus whose train split the sentences come from")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default=str(default_device()), help="cuda or cpu (default: cuda when available)")
     p.add_argument("--num-threads", type=int, default=argparse.SUPPRESS, help="CPU threads for torch")
     return p
 
