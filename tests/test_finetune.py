@@ -20,7 +20,8 @@ from zipa.model.io import read_state_dict, save_model
 from zipa.train.checkpoints import load_training_checkpoint, save_training_checkpoint
 from zipa.train.distributed import DistInfo
 from zipa.train.finetune import matches
-from zipa.train.loop import Trainer
+from zipa.model.scaling import ScheduledFloat, set_batch_count
+from zipa.train.loop import Trainer, schedule_batch_count
 from zipa.train.recipe import parse_training_args, run_training, training_parser
 
 # (model defaults, training defaults, output_downsampling_factor) of the two recipes' train.py
@@ -173,6 +174,25 @@ def test_learning_rate_defaults_of_finetune_unless_given(corpus, sources, tmp_pa
     assert (plain.base_lr, plain.lr_batches, plain.lr_epochs) == (0.045, 7500, 3.5)
     with pytest.raises(ValueError, match="--finetune-ckpt needs --do-finetune True"):
         _args(CTC, training_flags(corpus, tmp_path / "c", "--finetune-ckpt", str(sources["ctc"])))
+
+
+def test_fine_tuning_starts_the_model_schedules_at_their_end(corpus, sources, tmp_path):
+    # finetune.py adds 100000 to the schedules' batch count: a trained model keeps its final
+    # dropout, skip rates and balancer settings instead of a fresh model's warm-up values.
+    tuned = _args(CTC, _flags(corpus, tmp_path / "a", *_finetune(sources["ctc"]), "--max-duration", "8",
+                              "--ref-duration", "16", "--schedule-speedup", "3"))
+    plain = _args(CTC, training_flags(corpus, tmp_path / "b", "--max-duration", "8", "--ref-duration", "16",
+                                      "--schedule-speedup", "3"))
+    # 10 batches of 8 s on 2 ranks = 10 batches of 16 s, advanced 3 times faster.
+    assert schedule_batch_count(plain, 10, world_size=2) == pytest.approx(30.0)
+    assert schedule_batch_count(tuned, 10, world_size=2) == pytest.approx(100030.0)
+    # At that count every schedule of the model has reached its last point; a plain run's has not.
+    model = build_model(preset("tiny")).train()
+    schedules = [m for m in model.modules() if isinstance(m, ScheduledFloat)]
+    set_batch_count(model, schedule_batch_count(tuned, 1, world_size=1))
+    assert schedules and all(float(m) == m.schedule.points[-1][1] for m in schedules)
+    set_batch_count(model, schedule_batch_count(plain, 1, world_size=1))
+    assert any(float(m) != m.schedule.points[-1][1] for m in schedules)
 
 
 # -- training ------------------------------------------------------------------------------------

@@ -25,6 +25,12 @@ from zipa.model.io import config_for_state_dict, read_state_dict
 # The learning-rate schedule of ZIPA's finetune.py: a tenth of the base rate, decaying slowly.
 FINETUNE_LR_DEFAULTS = {"base_lr": 0.0045, "lr_batches": 100000.0, "lr_epochs": 100.0}
 
+# Added to the model's batch count when fine-tuning, as ZIPA's finetune.py does: the loaded
+# model was trained past its warm-up, so its schedules (dropout, layer skipping, balancer and
+# whitening probabilities, bypass limits) start at their final values, not at the heavy
+# regularisation meant for a model trained from scratch.
+FINETUNE_BATCH_COUNT_OFFSET = 100000
+
 _RECIPE_OF_FACTOR = {1: "zipformer_crctc/train.py", 2: "zipformer_transducer/train.py"}
 
 

@@ -42,7 +42,7 @@ from zipa.train.checkpoints import (
     unwrap,
 )
 from zipa.train.distributed import DistInfo, all_reduce_sum, dump_rank_params, gather_objects, sum_gradients
-from zipa.train.finetune import FinetuneInit, freeze, frozen_prefixes, trainable_groups
+from zipa.train.finetune import FINETUNE_BATCH_COUNT_OFFSET, FinetuneInit, freeze, frozen_prefixes, trainable_groups
 from zipa.train.logs import TrainLogger
 from zipa.train.optim import Eden, ScaledAdam, adjusted_batch_count, get_parameter_groups_with_lrs
 
@@ -51,6 +51,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def schedule_batch_count(args: argparse.Namespace, batch_idx_train: int, world_size: int) -> float:
+    """The batch count the model's schedules see: batches of --ref-duration seconds so far, times
+    --schedule-speedup, plus FINETUNE_BATCH_COUNT_OFFSET when fine-tuning (schedules at their end)."""
+    count = args.schedule_speedup * adjusted_batch_count(batch_idx_train, args.max_duration, world_size, args.ref_duration)
+    return count + (FINETUNE_BATCH_COUNT_OFFSET if getattr(args, "do_finetune", False) else 0)
 
 
 def cr_ctc_spec_augment(time_mask_ratio: float) -> SpecAugment:
@@ -316,12 +323,7 @@ class Trainer:
             # and fast-forwarded its sampler, so the model sees the random numbers the saving run saw.
             self._restore_pending_rng()
             self.batch_idx_train += 1
-            set_batch_count(
-                self.model,
-                args.schedule_speedup * adjusted_batch_count(
-                    self.batch_idx_train, args.max_duration, self.dist.world_size, args.ref_duration
-                ),
-            )
+            set_batch_count(self.model, schedule_batch_count(args, self.batch_idx_train, self.dist.world_size))
             info = self.train_step(batch, next(unsup_batches) if unsup_batches is not None else None)
             progress.update(1)
             self.log.batch(self.batch_idx_train, info, lr=max(self.scheduler.get_last_lr()),
