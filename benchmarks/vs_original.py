@@ -27,6 +27,7 @@ in training only) are stubbed unless `--icefall-dir` provides an importable icef
 
     python benchmarks/vs_original.py --zipa-dir /path/to/zipa            # small+large, batch 1+8
     python benchmarks/vs_original.py --zipa-dir /path/to/zipa --presets small --batch-sizes 1 --rounds 3
+    python benchmarks/vs_original.py --zipa-dir /path/to/zipa --bf16   # + a bfloat16 copy of ours (not exact)
 
 Without --zipa-dir it prints why it cannot run and exits 0.
 """
@@ -250,6 +251,21 @@ def compare(ours, orig, feats, lens) -> dict:
     )
 
 
+class Bfloat16Copy(torch.nn.Module):
+    """A bfloat16 copy of a model behind the float32 `forward_encoder` interface (--bf16): an
+    opt-in fast mode, not exact (see benchmarks/fast_modes.py for its accuracy cost)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        import copy
+
+        self.inner = copy.deepcopy(model).to(torch.bfloat16)
+
+    def forward_encoder(self, feats, lens):
+        out, out_lens = self.inner.forward_encoder(feats.to(torch.bfloat16), lens)
+        return out.float(), out_lens
+
+
 def time_alternately(models: dict, feats, lens, rounds: int, warmup: int) -> dict:
     """Seconds per forward of each model, one forward of each per round, order alternating."""
     names = list(models)
@@ -292,6 +308,8 @@ def main(argv=None) -> int:
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n float32 matmul of the floor")
     parser.add_argument("--no-pin-malloc", action="store_true", help="do not re-execute with pinned glibc malloc settings")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time a bfloat16 copy of this project's encoder (not exact; same rounds)")
     raw_argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(raw_argv)
 
@@ -343,7 +361,14 @@ def main(argv=None) -> int:
             log(f"  {name} batch {batch}: rel L2 {agreement['rel_l2']:.2e}, greedy CTC ids equal: "
                 f"{agreement['ids_equal']} ({agreement['id_agreement']:.4f} of frames)")
             log(f"  timing: {args.warmup} warm-up + {args.rounds} rounds, alternating order ...")
-            times = time_alternately({"ours": ours, "orig": orig}, feats, lens, args.rounds, args.warmup)
+            models = {"ours": ours, "orig": orig}
+            if args.bf16:
+                models["ours-bf16"] = Bfloat16Copy(ours)
+                with torch.inference_mode():
+                    bf16_out, _ = models["ours-bf16"].forward_encoder(feats, lens)
+                    fp32_out, out_lens = ours.forward_encoder(feats, lens)
+                agreement["bf16_rel_l2"] = max(rel_l2(bf16_out[i, :n], fp32_out[i, :n]) for i, n in enumerate(out_lens.tolist()))
+            times = time_alternately(models, feats, lens, args.rounds, args.warmup)
             rows.append(dict(preset=name, batch=batch, params=params, flops=flops, times=times, **agreement))
         del ours, orig
         gc.collect()
@@ -365,6 +390,10 @@ def main(argv=None) -> int:
         print(f"{r['preset']:<8}{r['batch']:>6}{r['params']:>8.1f}M{orig_s:9.3f}{ours_s:9.3f}{orig_s / ours_s:9.2f}x"
               f"{gflop:9.1f}{floor:9.3f}{ours_s / floor:11.2f}{orig_s / floor:11.2f}{r['rel_l2']:10.1e}"
               f"{str(r['ids_equal']):>8}")
+        if "ours-bf16" in r["times"]:
+            bf16_s = statistics.median(r["times"]["ours-bf16"])
+            print(f"{'  bf16':<8}{r['batch']:>6}{'':>9}{orig_s:9.3f}{bf16_s:9.3f}{orig_s / bf16_s:9.2f}x"
+                  f"   (bfloat16 copy of ours, not exact: rel L2 to ours {r['bf16_rel_l2']:.1e})")
     print("\nspeed-up = orig s / ours s (medians). GFLOP: matmul/conv work of this project's encoder "
           "(FlopCounterMode at batch 1 x batch); the original's count:")
     for name in dict.fromkeys(r["preset"] for r in rows):
