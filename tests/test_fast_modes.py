@@ -136,3 +136,27 @@ def test_low_precision_model_behind_the_transcriber(tmp_path_factory):
     assert transcriber.frame_shift > 0
     with pytest.raises(ValueError, match="CTC"):
         LowPrecisionModel(torch.nn.Linear(2, 2))
+
+
+def test_precision_flag_runs_the_model_in_bfloat16(tmp_path_factory, tmp_path, capsys):
+    from zipa.cli import main
+
+    model = tiny_model_path(tmp_path_factory, "ctc")
+    audio, rate = _speech()
+    wav = tmp_path / "speech.wav"
+    import soundfile as sf
+
+    sf.write(wav, audio[0], rate)
+    # What `zipa transcribe --precision bf16` prints is the bf16 model's greedy output.
+    reference = Transcriber.from_checkpoint(model, device="cpu", aligner=None)
+    reference.model = LowPrecisionModel(reference.model)
+    expected = " ".join(reference.transcribe([wav])[0])
+    assert main(["transcribe", str(wav), "--model", str(model), "--device", "cpu", "--precision", "bf16", "-q"]) == 0
+    assert capsys.readouterr().out.split("\t")[1].strip() == expected
+    # float16 is for CUDA only; transducer models have no reduced-precision path.
+    assert main(["transcribe", str(wav), "--model", str(model), "--device", "cpu", "--precision", "fp16", "-q"]) == 2
+    assert "--precision fp16 needs --device cuda" in capsys.readouterr().err
+    transducer = tiny_model_path(tmp_path_factory, "transducer")
+    assert main(["transcribe", str(wav), "--model", str(transducer), "--device", "cpu", "--precision", "bf16",
+                 "-q"]) == 2
+    assert "only CTC models" in capsys.readouterr().err
