@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the embedded demo corpus, end to end on a CPU in about 20 minutes:
+# The main job on the embedded demo corpus, end to end on a 2-core CPU in about 15 minutes:
 #
 #   stage 0: ./prepare.sh: espeak-ng speech in 8 training languages + 1 held out, as lhotse shar
 #   stage 1: train a small (7.6M-parameter) Zipformer CTC model, time-boxed to $train_minutes
