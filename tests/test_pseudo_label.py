@@ -75,10 +75,17 @@ def unlabeled(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base(unlabeled, transcriber, model, tmp_path_factory):
-    """One uninterrupted in-process run without confidence or rate filters: (out_dir, summary)."""
+    """One uninterrupted in-process run without confidence or rate filters: (out_dir, summary).
+    On one thread, as `run_script`'s subprocesses: the confidences written must be equal to the
+    last digit, and another thread count sums the matrix products in another order."""
     out = tmp_path_factory.mktemp("base") / "pseudo"
     settings = Settings(out, max_duration=MAX_DURATION, filters=NO_FILTERS, progress="none")
-    return out, pseudo_label(plan_jobs([unlabeled]), transcriber, settings, model=str(model))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return out, pseudo_label(plan_jobs([unlabeled]), transcriber, settings, model=str(model))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cuts_by_id(folder: Path) -> dict:
