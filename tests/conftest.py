@@ -1,5 +1,6 @@
 """Shared test helpers: where the reference data lives, and a skip marker for its absence."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,25 @@ def rel_l2(actual, expected) -> float:
     """Relative L2 distance ||actual - expected|| / ||expected||."""
     actual, expected = actual.double(), expected.double()
     return float((actual - expected).norm() / expected.norm())
+
+
+def edit_distance(a, b) -> int:
+    """Levenshtein distance of two sequences (unit costs), written independently of the
+    project's scorer so that tests can check it."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        diagonal, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
+    return row[-1]
+
+
+def load_benchmark(name: str):
+    """The module benchmarks/NAME.py (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_collection_modifyitems(config, items):

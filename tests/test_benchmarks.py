@@ -2,29 +2,21 @@
 cleanly without a checkout, its k2 SwooshL/SwooshR stand-in follows the formulas, and
 benchmarks/encoder.py carries no hard-coded timings of the original."""
 
-import importlib.util
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, load_benchmark
 
 from zipa.model.scaling import SwooshL, SwooshR
 
 BENCHMARKS = REPO / "benchmarks"
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def vs_original():
-    return _load("vs_original")
+    return load_benchmark("vs_original")
 
 
 def test_vs_original_skips_without_checkout():
@@ -84,7 +76,7 @@ def test_encoder_benchmark_has_no_hard_coded_original_timings():
 
 
 def test_encoder_benchmark_floor_is_measured(monkeypatch):
-    encoder = _load("encoder")
+    encoder = load_benchmark("encoder")
     assert encoder.matmul_gflops(torch.device("cpu"), n=128, repeats=2) > 0
     from zipa.model.asr_model import build_model
     from zipa.model.config import preset

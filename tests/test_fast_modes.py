@@ -20,6 +20,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import edit_distance
 from tiny_models import tiny_model_path
 
 pytest.importorskip("espeakng_loader")
@@ -43,15 +44,6 @@ MAX_TOKEN_ERROR_RATE = {
     "tiny": {"onnx-int8": 1.6, "bf16": 0.8},  # untrained: loose (see the module docstring)
     "trained": {"onnx-int8": 0.05, "bf16": 0.05},
 }
-
-
-def _edit_distance(a, b) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        diagonal, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
-    return row[-1]
 
 
 def _speech():
@@ -111,7 +103,7 @@ def test_reduced_precision_token_disagreement_is_bounded(decoded, mode):
         # enough tokens to say something: the tiny model is calibrated to emit on speech
         assert sum(map(len, reference)) >= 40, (name, reference)
         assert all(hyp for hyp in hyps[mode]), (name, mode, hyps[mode])
-        errors = sum(_edit_distance(h, r) for h, r in zip(hyps[mode], reference))
+        errors = sum(edit_distance(h, r) for h, r in zip(hyps[mode], reference))
         rate = errors / sum(map(len, reference))
         assert rate <= MAX_TOKEN_ERROR_RATE[name][mode], (name, mode, rate, hyps[mode], reference)
 

@@ -18,7 +18,7 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from conftest import PARITY, needs_parity, rel_l2  # noqa: E402
+from conftest import PARITY, edit_distance, needs_parity, rel_l2  # noqa: E402
 
 from zipa.inference.transcriber import Transcriber  # noqa: E402
 from zipa.model import scaling, zipformer  # noqa: E402
@@ -185,15 +185,6 @@ def test_inventory_and_topk_as_pytorch(exported):
                 assert [p for _, p in x] == pytest.approx([p for _, p in y], abs=1e-4)
 
 
-def _edit_distance(a, b) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        diagonal, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
-    return row[-1]
-
-
 # Most token errors (edits / fp32 tokens, over the fixture batch) a reduced precision may make.
 MAX_TOKEN_ERROR_RATE = {"fp16": 0.5}
 
@@ -219,7 +210,7 @@ def test_int8_and_fp16_run_with_the_right_shapes_and_give_hypotheses(exported, p
     vocab = Tokenizer.default().vocab_size
     assert all(hyp and all(0 < t < vocab for t in hyp) for hyp in hyps), f"{precision} hypotheses: {hyps}"
     if precision in MAX_TOKEN_ERROR_RATE:
-        errors = sum(_edit_distance(hyp, ref) for hyp, ref in zip(hyps, reference))
+        errors = sum(edit_distance(hyp, ref) for hyp, ref in zip(hyps, reference))
         assert errors / sum(map(len, reference)) <= MAX_TOKEN_ERROR_RATE[precision], (hyps, reference)
 
 

@@ -2,22 +2,12 @@
 (benchmarks/profile_encoder.py, gpu_throughput.py, fast_modes.py) run end to end on a tiny
 configuration (no timings are asserted)."""
 
-import importlib.util
 
 import pytest
 import torch
-from conftest import REPO, rel_l2
+from conftest import load_benchmark, rel_l2
 
 from zipa.model.zipformer import ConvolutionModule
-
-BENCHMARKS = REPO / "benchmarks"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("batch, kernel", [(1, 31), (3, 15)])
@@ -39,7 +29,7 @@ def test_conv_module_channels_last_eval_path_matches_training_path(batch, kernel
 
 
 def test_profile_encoder_runs(capsys):
-    profile = _load("profile_encoder")
+    profile = load_benchmark("profile_encoder")
     assert profile.main(["--presets", "tiny", "--seconds", "2", "--rounds", "1", "--top", "3"]) == 0
     out = capsys.readouterr().out
     for bucket in ("matmul", "conv", "softmax", "elementwise", "copy"):
@@ -48,7 +38,7 @@ def test_profile_encoder_runs(capsys):
 
 
 def test_gpu_throughput_smoke_on_cpu(capsys):
-    bench = _load("gpu_throughput")
+    bench = load_benchmark("gpu_throughput")
     assert bench.main(["--preset", "tiny", "--device", "cpu", "--num-utts", "5", "--min-seconds", "1",
                        "--max-seconds", "3", "--max-batch-seconds", "7", "--threads", "1"]) == 0
     out = capsys.readouterr().out
@@ -56,7 +46,7 @@ def test_gpu_throughput_smoke_on_cpu(capsys):
 
 
 def test_sorted_batches_pack_by_padded_seconds():
-    bench = _load("gpu_throughput")
+    bench = load_benchmark("gpu_throughput")
     audio = [torch.zeros(int(s * bench.RATE)).numpy() for s in (1, 5, 2, 4, 3)]
     batches = bench.sorted_batches(audio, max_batch_seconds=8, max_batch_size=10)
     assert sorted(i for b in batches for i in b) == list(range(5))
