@@ -5,8 +5,8 @@ float32 interface the inference code uses (`forward_encoder`, `ctc_output`, `use
 `encoder`): features go in as float32, encoder outputs and log-probs come out as float32. On a
 CPU with AVX512-BF16 (or AMX) the encoder runs about 2.5-3x faster than float32 at 30 s
 (benchmarks/vs_original.py --bf16); the cost on the demo model is a PER change within
-±0.4 points and 79-88 % of hypotheses identical to float32's (benchmarks/fast_modes.py,
-README "Performance"). Use it as
+±0.1 points and 90-91 % of hypotheses identical to float32's (benchmarks/fast_modes.py,
+README "Performance"). `zipa transcribe|align|evaluate|serve --precision bf16` uses it. Use it as
 
     from zipa.model.precision import LowPrecisionModel
     transcriber = Transcriber.from_checkpoint(path, aligner=None)
