@@ -5,8 +5,8 @@ Random weights (a zipa.model.config preset), random fbank features, eval mode,
 `--rounds` forwards run under `torch.profiler.profile(activities=[CPU])`; every aten operator's
 *self* CPU time is put in one of these buckets:
 
-* matmul      - addmm, mm, bmm, matmul, linear (the dense products, incl. attention's q.k and
-                weights.v products);
+* matmul      - addmm, mm, bmm, matmul, linear, oneDNN's _linear_pointwise (the dense products,
+                incl. attention's q.k and weights.v products);
 * conv        - convolutions (the conv front end and the depthwise convs);
 * softmax     - attention softmax;
 * elementwise - add/mul/sub/softplus/sigmoid/tanh/exp/masked_fill/pow/mean ... (activations,
@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a source checkout
 
+from zipa.model import kernels  # noqa: E402
 from zipa.model.asr_model import build_model  # noqa: E402
 from zipa.model.config import preset  # noqa: E402
 
@@ -36,7 +37,8 @@ FRAMES_PER_SECOND = 100
 FEATURE_DIM = 80
 
 BUCKETS = {
-    "matmul": ("addmm", "mm", "bmm", "matmul", "linear", "baddbmm", "_mkl_linear", "mkldnn_linear"),
+    "matmul": ("addmm", "mm", "bmm", "matmul", "linear", "baddbmm", "_mkl_linear", "mkldnn_linear",
+               "_linear_pointwise"),
     "conv": ("conv", "convolution", "_convolution", "mkldnn_convolution", "_slow_conv2d", "thnn_conv"),
     "softmax": ("softmax", "_softmax", "log_softmax", "_log_softmax"),
     "copy": ("copy_", "contiguous", "clone", "cat", "pad", "constant_pad_nd", "index_select", "index",
@@ -75,13 +77,13 @@ def summarise(events, rounds: int, top: int) -> str:
     by_bucket = defaultdict(float)
     rows = []
     for e in events:
-        if not e.key.startswith("aten::"):
+        if not e.key.startswith(("aten::", "mkldnn::")):
             continue
         self_us = e.self_cpu_time_total / rounds
         by_bucket[bucket_of(e.key)] += self_us
         rows.append((self_us, e.key, e.count // rounds))
     total = sum(by_bucket.values())
-    lines = [f"  total aten self CPU time per forward: {total / 1e3:.1f} ms"]
+    lines = [f"  total operator self CPU time per forward: {total / 1e3:.1f} ms"]
     for bucket in ("matmul", "conv", "softmax", "elementwise", "copy", "other"):
         lines.append(f"    {bucket:<12}{by_bucket[bucket] / 1e3:9.1f} ms {100 * by_bucket[bucket] / total:6.1f} %")
     lines.append(f"  top {top} operators (self CPU per forward, calls per forward):")
@@ -99,11 +101,15 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="profiled forwards")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--default-kernels", action="store_true",
+                        help="PyTorch's default kernels only (no oneDNN products, see zipa/model/kernels.py)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="bfloat16: the model converted with .to(torch.bfloat16)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    if args.default_kernels:
+        kernels.set_onednn(False)
     frames = int(round(args.seconds * FRAMES_PER_SECOND))
     dtype = getattr(torch, args.dtype)
     for name in args.presets:
@@ -113,6 +119,7 @@ def main(argv=None) -> int:
         lens = torch.full((args.batch_size,), frames, dtype=torch.int64)
         events = profile(model, feats, lens, args.rounds, args.warmup)
         print(f"{name}, batch {args.batch_size}, {args.seconds:g} s, {args.threads} thread(s), {args.dtype}, "
+              f"{'default kernels' if args.default_kernels else 'oneDNN products where available'}, "
               f"torch {torch.__version__}")
         print(summarise(events, args.rounds, args.top))
         del model

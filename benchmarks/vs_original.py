@@ -16,8 +16,11 @@ greedy CTC ids), and their forward passes are timed alternately in one process:
   keeps the environment as it is).
 
 The matmul floor is measured in the same run: the float32 GFLOP/s of a large square matmul with
-the same thread count, and each encoder's FLOPs from torch.utils.flop_counter.FlopCounterMode
-(matmuls and convolutions; batch 1, scaled by the batch size); floor = FLOPs / rate.
+the same thread count, through PyTorch's default CPU GEMM (MKL) and through oneDNN (which this
+project's inference uses on x86, see zipa/model/kernels.py); the faster of the two is the rate.
+Each encoder's FLOPs come from torch.utils.flop_counter.FlopCounterMode (matmuls and
+convolutions; batch 1, scaled by the batch size; ours counted on the default kernels, as the
+counter does not see oneDNN's op); floor = FLOPs / rate.
 
 The original code is imported at run time from a checkout you provide; nothing of it is part of
 this repository. Its only k2 functions used by an inference forward pass are SwooshL/SwooshR,
@@ -28,6 +31,7 @@ in training only) are stubbed unless `--icefall-dir` provides an importable icef
     python benchmarks/vs_original.py --zipa-dir /path/to/zipa            # small+large, batch 1+8
     python benchmarks/vs_original.py --zipa-dir /path/to/zipa --presets small --batch-sizes 1 --rounds 3
     python benchmarks/vs_original.py --zipa-dir /path/to/zipa --bf16   # + a bfloat16 copy of ours (not exact)
+    python benchmarks/vs_original.py --zipa-dir /path/to/zipa --default-kernels  # + ours without oneDNN
 
 Without --zipa-dir it prints why it cannot run and exits 0.
 """
@@ -35,6 +39,7 @@ Without --zipa-dir it prints why it cannot run and exits 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import statistics
@@ -208,26 +213,50 @@ def build_original(modules: dict, config) -> torch.nn.Module:
 
 
 # --- measurements -----------------------------------------------------------------------------
-def matmul_gflops(n: int = 2048, seconds: float = 1.0, repeats: int = 10) -> float:
-    """float32 GFLOP/s of an n x n @ n x n product with the current thread setting: the median of
-    `repeats` products after `seconds` of warm-up (threads and clocks ramped up)."""
+def matmul_gflops(n: int = 2048, seconds: float = 1.0, repeats: int = 10) -> dict:
+    """float32 GFLOP/s of an n x n @ n x n product with the current thread setting, through
+    PyTorch's default GEMM ("default", torch.mm) and through oneDNN ("onednn", where
+    zipa.model.kernels can use it): the median of `repeats` products after `seconds` of warm-up
+    (threads and clocks ramped up)."""
+    from zipa.model import kernels
+
     a, b = torch.randn(n, n), torch.randn(n, n)
+    b_t = b.t().contiguous()
+    products = {"default": lambda: torch.mm(a, b)}
+    if kernels.set_onednn(True):
+        products["onednn"] = lambda: kernels.linear(a, b_t)
+    rates = {}
     with torch.inference_mode():
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            torch.mm(a, b)
-        times = []
-        for _ in range(repeats):
+        for name, product in products.items():
             start = time.perf_counter()
-            torch.mm(a, b)
-            times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
+            while time.perf_counter() - start < seconds:
+                product()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                product()
+                times.append(time.perf_counter() - start)
+            rates[name] = 2 * n**3 / statistics.median(times) / 1e9
+    return rates
+
+
+@contextlib.contextmanager
+def default_kernels():
+    """This project's encoder on PyTorch's default kernels (no oneDNN products) inside; oneDNN
+    back on after (where available)."""
+    from zipa.model import kernels
+
+    kernels.set_onednn(False)
+    try:
+        yield
+    finally:
+        kernels.set_onednn(True)
 
 
 def encoder_flops(model, feats: torch.Tensor, lens: torch.Tensor) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), default_kernels(), FlopCounterMode(display=False) as counter:
         model.forward_encoder(feats, lens)
     return counter.get_total_flops()
 
@@ -249,6 +278,19 @@ def compare(ours, orig, feats, lens) -> dict:
         ids_equal=all(torch.equal(ids_a[i, :n], ids_b[i, :n]) for i, n in enumerate(lens_a.tolist())),
         id_agreement=float((ids_a == ids_b).double().mean()),
     )
+
+
+class OnDefaultKernels(torch.nn.Module):
+    """This project's model with oneDNN's products turned off for its forward (--default-kernels):
+    separates what the kernel choice gives from the rest of the speed-up."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.inner = model
+
+    def forward_encoder(self, feats, lens):
+        with default_kernels():
+            return self.inner.forward_encoder(feats, lens)
 
 
 class Bfloat16Copy(torch.nn.Module):
@@ -308,6 +350,8 @@ def main(argv=None) -> int:
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n float32 matmul of the floor")
     parser.add_argument("--no-pin-malloc", action="store_true", help="do not re-execute with pinned glibc malloc settings")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--default-kernels", action="store_true",
+                        help="also time this project's encoder on PyTorch's default kernels (MKL, no oneDNN)")
     parser.add_argument("--bf16", action="store_true",
                         help="also time a bfloat16 copy of this project's encoder (not exact; same rounds)")
     raw_argv = sys.argv[1:] if argv is None else list(argv)
@@ -331,8 +375,10 @@ def main(argv=None) -> int:
     frames = int(round(args.seconds * FRAMES_PER_SECOND))
 
     log(f"measuring the {args.matmul_size}^3 float32 matmul rate with {args.threads} threads ...")
-    rate = matmul_gflops(args.matmul_size)
-    log(f"  {rate:.1f} GFLOP/s")
+    rates = matmul_gflops(args.matmul_size)
+    rate = max(rates.values())
+    rates_text = ", ".join(f"{name} {value:.1f}" for name, value in rates.items())
+    log(f"  GFLOP/s: {rates_text}")
 
     rows = []
     for name in args.presets:
@@ -362,6 +408,8 @@ def main(argv=None) -> int:
                 f"{agreement['ids_equal']} ({agreement['id_agreement']:.4f} of frames)")
             log(f"  timing: {args.warmup} warm-up + {args.rounds} rounds, alternating order ...")
             models = {"ours": ours, "orig": orig}
+            if args.default_kernels:
+                models["ours-default"] = OnDefaultKernels(ours)
             if args.bf16:
                 models["ours-bf16"] = Bfloat16Copy(ours)
                 with torch.inference_mode():
@@ -377,8 +425,8 @@ def main(argv=None) -> int:
     print(f"\nEncoder forward, this project vs the original ZIPA code, same process, same weights; "
           f"{args.seconds:g} s of audio per utterance, CPU, {args.threads} threads, torch {torch.__version__}, "
           f"eval + inference_mode; medians of {args.rounds} alternating rounds after {args.warmup} warm-up")
-    print(f"malloc: {pinned or 'environment as given'}; matmul rate {rate:.1f} GFLOP/s "
-          f"({args.matmul_size}^3 float32, measured in this run)")
+    print(f"malloc: {pinned or 'environment as given'}; matmul rate {rate:.1f} GFLOP/s, the faster of "
+          f"{rates_text} ({args.matmul_size}^3 float32, measured in this run)")
     header = (f"{'preset':<8}{'batch':>6}{'params':>9}{'orig s':>9}{'ours s':>9}{'speed-up':>10}"
               f"{'GFLOP':>9}{'floor s':>9}{'ours/floor':>11}{'orig/floor':>11}{'rel L2':>10}{'ids eq':>8}")
     print(header)
@@ -390,6 +438,10 @@ def main(argv=None) -> int:
         print(f"{r['preset']:<8}{r['batch']:>6}{r['params']:>8.1f}M{orig_s:9.3f}{ours_s:9.3f}{orig_s / ours_s:9.2f}x"
               f"{gflop:9.1f}{floor:9.3f}{ours_s / floor:11.2f}{orig_s / floor:11.2f}{r['rel_l2']:10.1e}"
               f"{str(r['ids_equal']):>8}")
+        if "ours-default" in r["times"]:
+            default_s = statistics.median(r["times"]["ours-default"])
+            print(f"{'  dflt':<8}{r['batch']:>6}{'':>9}{orig_s:9.3f}{default_s:9.3f}{orig_s / default_s:9.2f}x"
+                  f"   (ours on PyTorch's default kernels, no oneDNN)")
         if "ours-bf16" in r["times"]:
             bf16_s = statistics.median(r["times"]["ours-bf16"])
             print(f"{'  bf16':<8}{r['batch']:>6}{'':>9}{orig_s:9.3f}{bf16_s:9.3f}{orig_s / bf16_s:9.2f}x"

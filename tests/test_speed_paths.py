@@ -1,13 +1,97 @@
-"""The inference-only fast paths compute what the training path computes, and the speed scripts
-(benchmarks/profile_encoder.py, gpu_throughput.py, fast_modes.py) run end to end on a tiny
-configuration (no timings are asserted)."""
+"""The inference-only fast paths compute what the training path (or a float64 formula) computes,
+and the speed scripts (benchmarks/profile_encoder.py, gpu_throughput.py, fast_modes.py) run end
+to end on a tiny configuration (no timings are asserted)."""
 
 
 import pytest
 import torch
 from conftest import load_benchmark, rel_l2
 
-from zipa.model.zipformer import ConvolutionModule
+from zipa.model import kernels
+from zipa.model import zipformer as zipformer_module
+from zipa.model.zipformer import MASKED_SCORE, ConvolutionModule, RelPositionMultiheadAttentionWeights
+
+needs_onednn = pytest.mark.skipif(not kernels.set_onednn(True), reason="oneDNN products unavailable here")
+
+
+@needs_onednn
+def test_linear_takes_onednn_only_without_gradients_and_matches_float64():
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(300, 7, 96), torch.randn(130, 96), torch.randn(130)
+    expected = torch.nn.functional.linear(x.double(), weight.double(), bias.double())
+    with torch.inference_mode():
+        assert kernels._takes_onednn(x, weight)
+        assert rel_l2(kernels.linear(x, weight, bias), expected) < 1e-6
+        assert rel_l2(kernels.linear(x.transpose(0, 1), weight), expected.transpose(0, 1) - bias.double()) < 1e-6
+    weight.requires_grad_(True)
+    assert not kernels._takes_onednn(x, weight)  # training: PyTorch's op, which has a backward
+    kernels.linear(x, weight, bias).sum().backward()
+    assert torch.allclose(weight.grad, x.reshape(-1, 96).sum(0).expand(130, 96), rtol=1e-4, atol=1e-3)
+
+
+def test_batched_matmul_matches_float64():
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 3, 50, 61), torch.randn(4, 3, 61, 12)
+    with torch.inference_mode():
+        actual = kernels.batched_matmul(a, b.transpose(-1, -2).contiguous().transpose(-1, -2))
+    assert actual.shape == (4, 3, 50, 12)
+    assert rel_l2(actual, torch.matmul(a.double(), b.double())) < 1e-6
+
+
+def _attention_weights_float64(module, x, pos_emb, key_padding_mask):
+    """softmax over j of q_i . k_j + p_i . pos[j - i + T - 1], written out index by index."""
+    T, B, _ = x.shape
+    H, dq, dp = module.num_heads, module.query_head_dim, module.pos_head_dim
+    proj = torch.nn.functional.linear(x.double(), module.in_proj.weight.double(), module.in_proj.bias.double())
+    q = proj[..., : H * dq].reshape(T, B, H, dq)
+    k = proj[..., H * dq : 2 * H * dq].reshape(T, B, H, dq)
+    p = proj[..., 2 * H * dq :].reshape(T, B, H, dp)
+    pos = (pos_emb[0].double() @ module.linear_pos.weight.double().t()).reshape(2 * T - 1, H, dp)
+    offsets = torch.arange(T).unsqueeze(0) - torch.arange(T).unsqueeze(1) + T - 1  # [i, j] = j - i + T - 1
+    scores = torch.einsum("ibhd,jbhd->hbij", q, k) + torch.einsum("ibhd,ijhd->hbij", p, pos[offsets])
+    scores = scores.masked_fill(key_padding_mask[None, :, None, :], MASKED_SCORE)
+    return scores.softmax(dim=-1)
+
+
+@pytest.mark.parametrize("band_bytes", [1 << 40, 2000])  # one band / bands of 8 rows, the last shorter
+def test_attention_weights_by_bands_match_float64_formula(monkeypatch, band_bytes):
+    monkeypatch.setattr(zipformer_module, "_BAND_BYTES", band_bytes)
+    torch.manual_seed(0)
+    T, B = 37, 3
+    module = RelPositionMultiheadAttentionWeights(48, pos_dim=16, num_heads=3, query_head_dim=8, pos_head_dim=4).eval()
+    x, pos_emb = torch.randn(T, B, 48), torch.randn(1, 2 * T - 1, 16)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[1, 30:] = True
+    mask[2, 20:] = True
+    with torch.inference_mode():
+        actual = module(x, pos_emb, key_padding_mask=mask)
+    assert actual.shape == (3, B, T, T)
+    assert rel_l2(actual, _attention_weights_float64(module, x, pos_emb, mask)) < 1e-5
+
+
+@needs_onednn
+def test_encoder_with_and_without_onednn_products_agree(tmp_path_factory):
+    from tiny_models import speechlike, tiny_model_path
+
+    from zipa.audio.features import compute_fbank
+    from zipa.model.io import load_model
+
+    model, _ = load_model(tiny_model_path(tmp_path_factory, "ctc"))
+    feats, lens = compute_fbank([speechlike(6, seed=11), speechlike(4, seed=12)])
+    outputs = {}
+    try:
+        for onednn in (True, False):
+            kernels.set_onednn(onednn)
+            with torch.inference_mode():
+                out, out_lens = model.forward_encoder(feats, lens)
+                outputs[onednn] = (out, model.ctc_output(out).argmax(-1), out_lens)
+    finally:
+        kernels.set_onednn(True)
+    (out_a, ids_a, lens_a), (out_b, ids_b, lens_b) = outputs[True], outputs[False]
+    assert torch.equal(lens_a, lens_b)
+    for i, n in enumerate(lens_a.tolist()):
+        assert rel_l2(out_a[i, :n], out_b[i, :n]) < 1e-5
+        assert torch.equal(ids_a[i, :n], ids_b[i, :n])
 
 
 @pytest.mark.parametrize("batch, kernel", [(1, 31), (3, 15)])

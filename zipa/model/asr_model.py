@@ -15,6 +15,7 @@ from torch import Tensor
 
 from zipa.model.config import ModelConfig
 from zipa.model.decoder import Decoder, Joiner
+from zipa.model.kernels import Linear
 from zipa.model.scaling import ScheduledFloat, scaled_linear
 from zipa.model.spec_augment import SpecAugment, downsample_time_mask
 from zipa.model.subsampling import Conv2dSubsampling
@@ -61,7 +62,7 @@ class AsrModel(nn.Module):
         self.use_ctc = use_ctc
         if use_ctc:
             self.ctc_output = nn.Sequential(
-                nn.Dropout(p=0.1), nn.Linear(encoder_dim, vocab_size), nn.LogSoftmax(dim=-1)
+                nn.Dropout(p=0.1), Linear(encoder_dim, vocab_size), nn.LogSoftmax(dim=-1)
             )
         self.use_attention_decoder = use_attention_decoder
         if use_attention_decoder:

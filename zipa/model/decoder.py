@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from zipa.model.kernels import Linear
 from zipa.model.scaling import Balancer, scaled_linear
 
 
@@ -58,7 +59,7 @@ class Joiner(nn.Module):
         super().__init__()
         self.encoder_proj = scaled_linear(encoder_dim, joiner_dim, initial_scale=0.25)
         self.decoder_proj = scaled_linear(decoder_dim, joiner_dim, initial_scale=0.25)
-        self.output_linear = nn.Linear(joiner_dim, vocab_size)
+        self.output_linear = Linear(joiner_dim, vocab_size)
 
     def forward(self, encoder_out: Tensor, decoder_out: Tensor, project_input: bool = True) -> Tensor:
         """Inputs broadcast against each other, e.g. (N, T, s_range, C) each; the projections

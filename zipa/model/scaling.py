@@ -19,6 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from zipa.model.kernels import Linear, is_exporting, linear
+
 
 # --------------------------------------------------------------------------------------------
 # Schedules
@@ -113,12 +115,6 @@ SWOOSH_SHIFT = {"SwooshL": 4.0, "SwooshR": 1.0}
 _SWOOSH_CONSTANT = {"SwooshL": 0.08 * 4.0 + 0.035, "SwooshR": 0.08 * 1.0 + 0.313261687}
 
 
-def is_exporting() -> bool:
-    """True while the model is traced for ONNX (either exporter) or torch.export: a few eval
-    steps then take a path that traces well (see `zipa.onnx.export`)."""
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
-
-
 def _softplus_for_export(x: Tensor) -> Tensor:
     """softplus as relu(x) + log(1 + exp(-|x|)): onnxruntime's Softplus kernel is scalar code,
     about twice as slow as these vectorised ops (it was a third of the encoder's time); the
@@ -147,7 +143,7 @@ def linear_after_swoosh(shifted: Tensor, activation: str, weight: Tensor, bias: 
     `weight` may be a 1x1 convolution's."""
     y = swoosh_from_shifted(shifted, activation, add_constant=False)
     bias = bias_absorbing_constant(weight, bias, _SWOOSH_CONSTANT[activation])
-    return F.linear(y, weight.flatten(1), bias)
+    return linear(y, weight.flatten(1), bias)
 
 
 def conv_after_swoosh(shifted: Tensor, activation: str, conv: nn.Conv2d, output_shift: float = 0.0) -> Tensor:
@@ -166,14 +162,14 @@ def shifted_bias(bias: Tensor, activation: str) -> Tensor:
 
 def scaled_linear(
     in_features: int, out_features: int, bias: bool = True, initial_scale: float = 1.0
-) -> nn.Linear:
+) -> Linear:
     """An nn.Linear whose initial weights (and bias range) are scaled by `initial_scale`."""
-    linear = nn.Linear(in_features, out_features, bias=bias)
+    layer = Linear(in_features, out_features, bias=bias)
     with torch.no_grad():
-        linear.weight.mul_(initial_scale)
+        layer.weight.mul_(initial_scale)
         if bias:
-            nn.init.uniform_(linear.bias, -0.1 * initial_scale, 0.1 * initial_scale)
-    return linear
+            nn.init.uniform_(layer.bias, -0.1 * initial_scale, 0.1 * initial_scale)
+    return layer
 
 
 class ActivationDropoutAndLinear(nn.Module):
@@ -193,9 +189,9 @@ class ActivationDropoutAndLinear(nn.Module):
         initial_scale: float = 1.0,
     ):
         super().__init__()
-        linear = scaled_linear(in_channels, out_channels, bias=bias, initial_scale=initial_scale)
-        self.weight = linear.weight
-        self.register_parameter("bias", linear.bias)
+        layer = scaled_linear(in_channels, out_channels, bias=bias, initial_scale=initial_scale)
+        self.weight = layer.weight
+        self.register_parameter("bias", layer.bias)
         self.activation = activation
         self.activation_fn = _ACTIVATIONS[activation]
         self.dropout_p = dropout_p
@@ -205,7 +201,7 @@ class ActivationDropoutAndLinear(nn.Module):
         x = self.activation_fn(x)
         if self.training:
             x = shared_dropout(x, float(self.dropout_p), self.dropout_shared_dim)
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
 
     def forward_shifted(self, shifted: Tensor) -> Tensor:
         """Inference: the same output from `shifted` = x - SWOOSH_SHIFT[activation]."""

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from zipa.model.kernels import Linear, linear
 from zipa.model.scaling import (
     SWOOSH_SHIFT,
     Balancer,
@@ -78,7 +79,7 @@ class ConvNeXt(nn.Module):
         # The 1x1 convolutions run as matrix products over channels-last data.
         h = self.depthwise_conv(x).permute(0, 2, 3, 1)
         conv1, conv2 = self.pointwise_conv1, self.pointwise_conv2
-        shifted = F.linear(h, conv1.weight.flatten(1), shifted_bias(conv1.bias, "SwooshL"))
+        shifted = linear(h, conv1.weight.flatten(1), shifted_bias(conv1.bias, "SwooshL"))
         h = linear_after_swoosh(shifted, "SwooshL", conv2.weight, conv2.bias)
         return x + h.permute(0, 3, 1, 2)
 
@@ -117,7 +118,7 @@ class Conv2dSubsampling(nn.Module):
         self.convnext = ConvNeXt(layer3_channels, kernel_size=(7, 7))
         self.out_width = (((in_channels - 1) // 2) - 1) // 2
         self.layer3_channels = layer3_channels
-        self.out = nn.Linear(self.out_width * layer3_channels, out_channels)
+        self.out = Linear(self.out_width * layer3_channels, out_channels)
         self.out_whiten = Whiten(
             num_groups=1,
             whitening_limit=ScheduledFloat((0.0, 4.0), (20000.0, 8.0), default=4.0),
