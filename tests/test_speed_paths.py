@@ -29,7 +29,9 @@ def test_linear_takes_onednn_only_without_gradients_and_matches_float64():
     assert torch.allclose(weight.grad, x.reshape(-1, 96).sum(0).expand(130, 96), rtol=1e-4, atol=1e-3)
 
 
-def test_batched_matmul_matches_float64():
+@pytest.mark.parametrize("min_macs", [1 << 40, 0])  # one batched product / a loop of oneDNN products
+def test_batched_matmul_matches_float64(monkeypatch, min_macs):
+    monkeypatch.setattr(kernels, "_MIN_MACS_PER_LOOPED_PRODUCT", min_macs)
     torch.manual_seed(0)
     a, b = torch.randn(4, 3, 50, 61), torch.randn(4, 3, 61, 12)
     with torch.inference_mode():
@@ -53,7 +55,8 @@ def _attention_weights_float64(module, x, pos_emb, key_padding_mask):
     return scores.softmax(dim=-1)
 
 
-@pytest.mark.parametrize("band_bytes", [1 << 40, 2000])  # one band / bands of 8 rows, the last shorter
+# the whole batch at once / one utterance at a time in bands of 8 rows (the last one shorter)
+@pytest.mark.parametrize("band_bytes", [1 << 40, 2000])
 def test_attention_weights_by_bands_match_float64_formula(monkeypatch, band_bytes):
     monkeypatch.setattr(zipformer_module, "_BAND_BYTES", band_bytes)
     torch.manual_seed(0)

@@ -67,13 +67,19 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     return F.linear(x, weight, bias)
 
 
+# Below this many multiply-adds per product, one batched MKL call beats a loop of oneDNN calls
+# (each costs ~15 us to set up): attention over fewer than ~300 frames.
+_MIN_MACS_PER_LOOPED_PRODUCT = 1 << 20
+
+
 def batched_matmul(a: Tensor, b: Tensor) -> Tensor:
     """`torch.matmul(a, b)` for a (..., M, K) and b (..., K, N) of the same leading shape.
 
     On the oneDNN path each (M, K) @ (K, N) product is a `linear` against b's transpose: for
     attention weights times values (K = time, N = a head's few channels) this ran 2-4x faster
-    than MKL's batched product."""
-    if not _takes_onednn(a, b):
+    than MKL's batched product at 30 s, and slower below `_MIN_MACS_PER_LOOPED_PRODUCT`."""
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    if m * k * n < _MIN_MACS_PER_LOOPED_PRODUCT or not _takes_onednn(a, b):
         return torch.matmul(a, b)
     lead = a.shape[:-2]
     a_flat = a.reshape((-1,) + a.shape[-2:])
