@@ -4,7 +4,8 @@ Measures seconds per forward (conv front end + Zipformer2, `AsrModel.forward_enc
 real-time factor, at batch 1 and 8, in eval mode under `torch.inference_mode()`, with peak
 memory, and a matmul-throughput floor measured in the same run: the encoder's FLOPs
 (torch.utils.flop_counter.FlopCounterMode, matmuls and convolutions) divided by this machine's
-float32 GFLOP/s on a 2048^3 matmul with the same thread count (`--no-floor` skips both).
+float32 GFLOP/s on a 2048^3 matmul with the same thread count, through the faster of PyTorch's
+default GEMM and oneDNN (benchmarks/floor.py; `--no-floor` skips both).
 For a comparison with the original ZIPA code in the same run, see benchmarks/vs_original.py.
 
     python benchmarks/encoder.py                      # small and large, batch 1 and 8, 2 threads
@@ -24,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a source checkout
 
+from benchmarks.floor import encoder_flops, matmul_rates  # noqa: E402
 from zipa.model.asr_model import build_model  # noqa: E402
 from zipa.model.config import preset  # noqa: E402
 
@@ -92,35 +94,6 @@ class PeakMemory:
 
 
 # --- measurements -----------------------------------------------------------------------------
-def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    """float32 GFLOP/s of an n x n @ n x n product with the current thread setting (best of
-    `repeats`, after half a second of warm-up so that threads and clocks have ramped up)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    with torch.inference_mode():
-        start = time.perf_counter()
-        while time.perf_counter() - start < 0.5:
-            torch.mm(a, b)
-            sync(device)
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            torch.mm(a, b)
-            sync(device)
-            best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
-
-
-def encoder_flops(model, feats: torch.Tensor, lens: torch.Tensor) -> int:
-    """FLOPs of one encoder forward as torch.utils.flop_counter.FlopCounterMode counts them
-    (matrix products and convolutions)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.forward_encoder(feats, lens)
-    return counter.get_total_flops()
-
-
 def time_encoder(model, feats: torch.Tensor, lens: torch.Tensor, repeats: int, device: torch.device):
     """Seconds of each of `repeats` forwards after one warm-up, and the peak memory growth."""
     times = []
@@ -155,11 +128,13 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     frames = int(round(args.seconds * FRAMES_PER_SECOND))
 
-    measured_rate = None
+    measured_rate, rates_text = None, ""
     if not args.no_floor:
-        log(f"measuring 2048x2048 float32 matmul rate on {device} with {args.threads} threads ...")
-        measured_rate = matmul_gflops(device)
-        log(f"  {measured_rate:.1f} GFLOP/s")
+        log(f"measuring 2048x2048 float32 matmul rates on {device} with {args.threads} threads ...")
+        rates = matmul_rates(device)
+        measured_rate = max(rates.values())
+        rates_text = ", ".join(f"{kernel} {rate:.1f}" for kernel, rate in rates.items())
+        log(f"  GFLOP/s: {rates_text}")
 
     rows = []
     for name in args.presets:
@@ -198,7 +173,8 @@ def main(argv=None) -> None:
     print("\nRTF = median seconds / seconds of audio in the batch (batch x length).")
     if measured_rate:
         print(f"GFLOP: matmul/conv work of one forward (FlopCounterMode); floor s = GFLOP at this run's "
-              f"measured matmul rate, {measured_rate:.1f} GFLOP/s (2048^3 float32, {args.threads} threads); "
+              f"measured matmul rate, {measured_rate:.1f} GFLOP/s, the faster of {rates_text} "
+              f"(2048^3 float32, {args.threads} threads); "
               f"x floor = median / floor.")
     print("For a speed comparison with the original ZIPA code, run benchmarks/vs_original.py (same run, same weights).")
     if any(not r["memory"].exact for r in rows):

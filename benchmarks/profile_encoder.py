@@ -21,6 +21,7 @@ Random weights (a zipa.model.config preset), random fbank features, eval mode,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -108,8 +109,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    if args.default_kernels:
-        kernels.set_onednn(False)
     frames = int(round(args.seconds * FRAMES_PER_SECOND))
     dtype = getattr(torch, args.dtype)
     for name in args.presets:
@@ -117,7 +116,8 @@ def main(argv=None) -> int:
         model = build_model(preset(name)).eval().to(dtype)
         feats = torch.randn(args.batch_size, frames, FEATURE_DIM, dtype=dtype)
         lens = torch.full((args.batch_size,), frames, dtype=torch.int64)
-        events = profile(model, feats, lens, args.rounds, args.warmup)
+        with kernels.default_kernels() if args.default_kernels else contextlib.nullcontext():
+            events = profile(model, feats, lens, args.rounds, args.warmup)
         print(f"{name}, batch {args.batch_size}, {args.seconds:g} s, {args.threads} thread(s), {args.dtype}, "
               f"{'default kernels' if args.default_kernels else 'oneDNN products where available'}, "
               f"torch {torch.__version__}")

@@ -39,7 +39,6 @@ Without --zipa-dir it prints why it cannot run and exits 0.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import os
 import statistics
@@ -51,6 +50,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a source checkout
+
+from benchmarks.floor import encoder_flops, matmul_rates  # noqa: E402
+from zipa.model import kernels  # noqa: E402
+from zipa.model.asr_model import build_model  # noqa: E402
+from zipa.model.config import preset  # noqa: E402
 
 FRAMES_PER_SECOND = 100  # fbank frame rate
 FEATURE_DIM = 80
@@ -213,54 +217,6 @@ def build_original(modules: dict, config) -> torch.nn.Module:
 
 
 # --- measurements -----------------------------------------------------------------------------
-def matmul_gflops(n: int = 2048, seconds: float = 1.0, repeats: int = 10) -> dict:
-    """float32 GFLOP/s of an n x n @ n x n product with the current thread setting, through
-    PyTorch's default GEMM ("default", torch.mm) and through oneDNN ("onednn", where
-    zipa.model.kernels can use it): the median of `repeats` products after `seconds` of warm-up
-    (threads and clocks ramped up)."""
-    from zipa.model import kernels
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    b_t = b.t().contiguous()
-    products = {"default": lambda: torch.mm(a, b)}
-    if kernels.set_onednn(True):
-        products["onednn"] = lambda: kernels.linear(a, b_t)
-    rates = {}
-    with torch.inference_mode():
-        for name, product in products.items():
-            start = time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                product()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                product()
-                times.append(time.perf_counter() - start)
-            rates[name] = 2 * n**3 / statistics.median(times) / 1e9
-    return rates
-
-
-@contextlib.contextmanager
-def default_kernels():
-    """This project's encoder on PyTorch's default kernels (no oneDNN products) inside; oneDNN
-    back on after (where available)."""
-    from zipa.model import kernels
-
-    kernels.set_onednn(False)
-    try:
-        yield
-    finally:
-        kernels.set_onednn(True)
-
-
-def encoder_flops(model, feats: torch.Tensor, lens: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.inference_mode(), default_kernels(), FlopCounterMode(display=False) as counter:
-        model.forward_encoder(feats, lens)
-    return counter.get_total_flops()
-
-
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
@@ -289,7 +245,7 @@ class OnDefaultKernels(torch.nn.Module):
         self.inner = model
 
     def forward_encoder(self, feats, lens):
-        with default_kernels():
+        with kernels.default_kernels():
             return self.inner.forward_encoder(feats, lens)
 
 
@@ -367,15 +323,12 @@ def main(argv=None) -> int:
     if argv is None and not args.no_pin_malloc:
         _pin_malloc(raw_argv)
 
-    from zipa.model.asr_model import build_model
-    from zipa.model.config import preset
-
     torch.set_num_threads(args.threads)
     modules = import_original(args.zipa_dir, args.icefall_dir)
     frames = int(round(args.seconds * FRAMES_PER_SECOND))
 
     log(f"measuring the {args.matmul_size}^3 float32 matmul rate with {args.threads} threads ...")
-    rates = matmul_gflops(args.matmul_size)
+    rates = matmul_rates(torch.device("cpu"), args.matmul_size)
     rate = max(rates.values())
     rates_text = ", ".join(f"{name} {value:.1f}" for name, value in rates.items())
     log(f"  GFLOP/s: {rates_text}")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import REPO, load_benchmark
 
+from zipa.model import kernels
 from zipa.model.scaling import SwooshL, SwooshR
 
 BENCHMARKS = REPO / "benchmarks"
@@ -75,15 +76,20 @@ def test_encoder_benchmark_has_no_hard_coded_original_timings():
     assert "--no-floor" in result.stdout and "--baseline-matmul" not in result.stdout
 
 
-def test_encoder_benchmark_floor_is_measured(monkeypatch):
-    encoder = load_benchmark("encoder")
-    assert encoder.matmul_gflops(torch.device("cpu"), n=128, repeats=2) > 0
-    from zipa.model.asr_model import build_model
-    from zipa.model.config import preset
+def test_floor_rates_are_measured_and_flops_counted_through_onednn_products():
+    floor = load_benchmark("floor")
+    rates = floor.matmul_rates(torch.device("cpu"), n=128, warmup_seconds=0.01, repeats=2)
+    assert set(rates) == ({"default", "onednn"} if kernels.onednn_in_use() else {"default"})
+    assert all(rate > 0 for rate in rates.values())
 
-    model = build_model(preset("tiny")).eval()
-    feats = torch.randn(1, 100, 80)
-    assert encoder.encoder_flops(model, feats, torch.tensor([100])) > 0
+    class OneProduct:
+        """forward_encoder = one product that inference sends to oneDNN where it can."""
+
+        def forward_encoder(self, feats, lens):
+            return kernels.linear(feats, torch.ones(48, 80)), lens
+
+    # 2 x (7 * 100) rows x 80 inputs x 48 outputs, though FlopCounterMode cannot see oneDNN's op
+    assert floor.encoder_flops(OneProduct(), torch.randn(7, 100, 80), torch.tensor([100])) == 2 * 700 * 80 * 48
 
 
 def test_vs_original_help_flags():

@@ -3,6 +3,8 @@ and the speed scripts (benchmarks/profile_encoder.py, gpu_throughput.py, fast_mo
 to end on a tiny configuration (no timings are asserted)."""
 
 
+import contextlib
+
 import pytest
 import torch
 from conftest import load_benchmark, rel_l2
@@ -11,7 +13,7 @@ from zipa.model import kernels
 from zipa.model import zipformer as zipformer_module
 from zipa.model.zipformer import MASKED_SCORE, ConvolutionModule, RelPositionMultiheadAttentionWeights
 
-needs_onednn = pytest.mark.skipif(not kernels.set_onednn(True), reason="oneDNN products unavailable here")
+needs_onednn = pytest.mark.skipif(not kernels.onednn_in_use(), reason="oneDNN products unavailable here")
 
 
 @needs_onednn
@@ -82,14 +84,11 @@ def test_encoder_with_and_without_onednn_products_agree(tmp_path_factory):
     model, _ = load_model(tiny_model_path(tmp_path_factory, "ctc"))
     feats, lens = compute_fbank([speechlike(6, seed=11), speechlike(4, seed=12)])
     outputs = {}
-    try:
-        for onednn in (True, False):
-            kernels.set_onednn(onednn)
-            with torch.inference_mode():
-                out, out_lens = model.forward_encoder(feats, lens)
-                outputs[onednn] = (out, model.ctc_output(out).argmax(-1), out_lens)
-    finally:
-        kernels.set_onednn(True)
+    for onednn in (True, False):
+        with torch.inference_mode(), contextlib.nullcontext() if onednn else kernels.default_kernels():
+            out, out_lens = model.forward_encoder(feats, lens)
+            outputs[onednn] = (out, model.ctc_output(out).argmax(-1), out_lens)
+    assert kernels.onednn_in_use()  # back on after the block
     (out_a, ids_a, lens_a), (out_b, ids_b, lens_b) = outputs[True], outputs[False]
     assert torch.equal(lens_a, lens_b)
     for i, n in enumerate(lens_a.tolist()):

@@ -16,6 +16,7 @@ float32 tensors of an x86-64 build with oneDNN, and never while exporting. Every
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from typing import Optional
@@ -37,12 +38,21 @@ def _onednn_available() -> bool:
 _use_onednn = _onednn_available()
 
 
-def set_onednn(enabled: bool) -> bool:
-    """Turn the oneDNN path on or off for this process (off where it is unavailable); returns
-    whether it is now on. Benchmarks use it to time both paths in one run."""
-    global _use_onednn
-    _use_onednn = enabled and _onednn_available()
+def onednn_in_use() -> bool:
+    """Whether float32 CPU inference products go to oneDNN in this process now."""
     return _use_onednn
+
+
+@contextlib.contextmanager
+def default_kernels():
+    """PyTorch's default kernels only, inside the block (benchmarks time and count the encoder
+    both ways; FlopCounterMode does not see oneDNN's op)."""
+    global _use_onednn
+    previous, _use_onednn = _use_onednn, False
+    try:
+        yield
+    finally:
+        _use_onednn = previous
 
 
 def is_exporting() -> bool:

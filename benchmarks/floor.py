@@ -1,0 +1,60 @@
+"""The matmul floor a speed benchmark reports next to its timings, measured in the same run.
+
+`matmul_rates` times an n x n @ n x n float32 product through each kernel this project's
+inference can use on the device (PyTorch's default GEMM; on CPU also oneDNN where
+zipa.model.kernels routes products to it) and `encoder_flops` counts one encoder forward's matrix
+and convolution work; floor seconds = FLOPs / the faster rate. A benchmark never divides by a
+rate measured on another day.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from zipa.model import kernels
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rates(device: torch.device, n: int = 2048, warmup_seconds: float = 1.0, repeats: int = 10) -> dict:
+    """float32 GFLOP/s by kernel ("default": torch.mm; "onednn": zipa.model.kernels.linear, CPU
+    only, where in use) with the current thread setting: the median of `repeats` products after
+    `warmup_seconds` (threads and clocks ramped up)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    b_t = b.t().contiguous()
+    products = {"default": lambda: torch.mm(a, b)}
+    if device.type == "cpu" and kernels.onednn_in_use():
+        products["onednn"] = lambda: kernels.linear(a, b_t)
+    rates = {}
+    with torch.inference_mode():
+        for name, product in products.items():
+            start = time.perf_counter()
+            while time.perf_counter() - start < warmup_seconds:
+                product()
+                _sync(device)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                product()
+                _sync(device)
+                times.append(time.perf_counter() - start)
+            rates[name] = 2 * n**3 / statistics.median(times) / 1e9
+    return rates
+
+
+def encoder_flops(model, feats: torch.Tensor, lens: torch.Tensor) -> int:
+    """FLOPs of one `forward_encoder` as torch.utils.flop_counter.FlopCounterMode counts them
+    (matrix products and convolutions), on PyTorch's default kernels (the counter does not see
+    oneDNN's op; the products are the same)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), kernels.default_kernels(), FlopCounterMode(display=False) as counter:
+        model.forward_encoder(feats, lens)
+    return counter.get_total_flops()
