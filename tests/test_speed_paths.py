@@ -25,6 +25,8 @@ def test_linear_takes_onednn_only_without_gradients_and_matches_float64():
         assert kernels._takes_onednn(x, weight)
         assert rel_l2(kernels.linear(x, weight, bias), expected) < 1e-6
         assert rel_l2(kernels.linear(x.transpose(0, 1), weight), expected.transpose(0, 1) - bias.double()) < 1e-6
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.linear(x, weight, bias).dtype == torch.bfloat16  # autocast sees the product
     weight.requires_grad_(True)
     assert not kernels._takes_onednn(x, weight)  # training: PyTorch's op, which has a backward
     kernels.linear(x, weight, bias).sum().backward()

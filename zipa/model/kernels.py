@@ -10,7 +10,8 @@ so this is exact inference in the sense of the parity tests.
 
 oneDNN's `mkldnn::_linear_pointwise` has no autograd formula, so it is used only where no
 gradient is recorded (`torch.no_grad()` / `torch.inference_mode()`, i.e. decoding), on CPU
-float32 tensors of an x86-64 build with oneDNN, and never while exporting. Everything else, and
+float32 tensors of an x86-64 build with oneDNN, outside CPU autocast (which must see the
+product to cast it), and never while exporting. Everything else, and
 `ZIPA_ONEDNN_MATMUL=0` in the environment, takes PyTorch's default path.
 """
 
@@ -65,6 +66,7 @@ def _takes_onednn(*tensors: Tensor) -> bool:
     return (
         _use_onednn
         and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
         and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
         and not is_exporting()
     )
