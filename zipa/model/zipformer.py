@@ -620,7 +620,7 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         if use_pos:
             pos = self.linear_pos(pos_emb)
             pos = pos.reshape(-1, 2 * seq_len - 1, num_heads, pos_head_dim).permute(2, 0, 3, 1)
-        if not (self.training or is_exporting()):
+        if not (self.training or is_exporting()) and x.device.type == "cpu":
             return _attention_weights_by_bands(q, k, p, pos, key_padding_mask, attn_mask)
 
         attn_scores = torch.matmul(q, k)  # (head, batch, time1, time2)
@@ -650,8 +650,9 @@ _BAND_BYTES = 2 << 20
 def _attention_weights_by_bands(
     q: Tensor, k: Tensor, p: Tensor, pos: Tensor, key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor]
 ) -> Tensor:
-    """Inference path of RelPositionMultiheadAttentionWeights: the same scores and softmax,
-    computed one utterance and one band of query rows at a time.
+    """CPU inference path of RelPositionMultiheadAttentionWeights: the same scores and softmax,
+    computed one utterance and one band of query rows at a time (on a GPU, where each product
+    is a kernel launch, the whole batch stays one product).
 
     q: (head, batch, T, query_head_dim); k: (head, batch, query_head_dim, T);
     p: (head, batch, T, pos_head_dim); pos: (head, 1, pos_head_dim, 2T - 1).
@@ -830,7 +831,7 @@ class ConvolutionModule(nn.Module):
         (stored as (batch, time, channels)), which oneDNN computes several times faster than a
         channels-first conv1d (the same products and sums, in another order: outputs within
         ~1e-6); SwooshR's shift and constant folded into the neighbouring biases. Time is the
-        conv's width at batch > 1 and its height at batch 1, where oneDNN's kernel for a
+        conv's width at batch > 1 and its height at batch 1 on CPU, where oneDNN's kernel for a
         (1, C, 1, T) input ran 7x slower (1.9 against 0.26 ms for 256 channels x 748 frames).
         (Exporting takes the conv1d path of `forward`.)"""
         x, s = self.in_proj(x).chunk(2, dim=2)
@@ -839,7 +840,7 @@ class ConvolutionModule(nn.Module):
             x.masked_fill_(src_key_padding_mask.t().unsqueeze(-1), 0.0)
         conv = self.depthwise_conv
         x = x.transpose(0, 1).contiguous()  # (batch, time, channels)
-        if x.shape[0] == 1:  # channels-last (batch, channels, time, 1)
+        if x.shape[0] == 1 and x.device.type == "cpu":  # channels-last (batch, channels, time, 1)
             x, weight, padding, unit_dim = x.unsqueeze(2), conv.weight.unsqueeze(3), (conv.padding[0], 0), 3
         else:  # channels-last (batch, channels, 1, time)
             x, weight, padding, unit_dim = x.unsqueeze(1), conv.weight.unsqueeze(2), (0, conv.padding[0]), 2
