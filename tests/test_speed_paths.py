@@ -44,7 +44,7 @@ def test_batched_matmul_matches_float64(monkeypatch, min_macs):
     assert rel_l2(actual, torch.matmul(a.double(), b.double())) < 1e-6
 
 
-def _attention_weights_float64(module, x, pos_emb, key_padding_mask):
+def _attention_weights_float64(module, x, pos_emb, key_padding_mask, attn_mask):
     """softmax over j of q_i . k_j + p_i . pos[j - i + T - 1], written out index by index."""
     T, B, _ = x.shape
     H, dq, dp = module.num_heads, module.query_head_dim, module.pos_head_dim
@@ -56,6 +56,7 @@ def _attention_weights_float64(module, x, pos_emb, key_padding_mask):
     offsets = torch.arange(T).unsqueeze(0) - torch.arange(T).unsqueeze(1) + T - 1  # [i, j] = j - i + T - 1
     scores = torch.einsum("ibhd,jbhd->hbij", q, k) + torch.einsum("ibhd,ijhd->hbij", p, pos[offsets])
     scores = scores.masked_fill(key_padding_mask[None, :, None, :], MASKED_SCORE)
+    scores = scores.masked_fill(attn_mask, MASKED_SCORE)
     return scores.softmax(dim=-1)
 
 
@@ -70,10 +71,12 @@ def test_attention_weights_by_bands_match_float64_formula(monkeypatch, band_byte
     mask = torch.zeros(B, T, dtype=torch.bool)
     mask[1, 30:] = True
     mask[2, 20:] = True
+    chunks = torch.arange(T) // 10  # streaming-style: each frame sees its own chunk and the one before
+    attn_mask = (chunks.unsqueeze(0) > chunks.unsqueeze(1)) | (chunks.unsqueeze(0) < chunks.unsqueeze(1) - 1)
     with torch.inference_mode():
-        actual = module(x, pos_emb, key_padding_mask=mask)
+        actual = module(x, pos_emb, key_padding_mask=mask, attn_mask=attn_mask)
     assert actual.shape == (3, B, T, T)
-    assert rel_l2(actual, _attention_weights_float64(module, x, pos_emb, mask)) < 1e-5
+    assert rel_l2(actual, _attention_weights_float64(module, x, pos_emb, mask, attn_mask)) < 1e-5
 
 
 @needs_onednn
