@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a source checkout
 
-from benchmarks.floor import encoder_flops, matmul_rates  # noqa: E402
+from benchmarks.floor import encoder_flops, matmul_rates, sync  # noqa: E402
 from zipa.model.asr_model import build_model  # noqa: E402
 from zipa.model.config import preset  # noqa: E402
 
@@ -35,11 +35,6 @@ FEATURE_DIM = 80
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # --- peak memory ------------------------------------------------------------------------------

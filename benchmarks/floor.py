@@ -17,7 +17,8 @@ import torch
 from zipa.model import kernels
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -38,12 +39,12 @@ def matmul_rates(device: torch.device, n: int = 2048, warmup_seconds: float = 1.
             start = time.perf_counter()
             while time.perf_counter() - start < warmup_seconds:
                 product()
-                _sync(device)
+                sync(device)
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()
                 product()
-                _sync(device)
+                sync(device)
                 times.append(time.perf_counter() - start)
             rates[name] = 2 * n**3 / statistics.median(times) / 1e9
     return rates
