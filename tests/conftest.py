@@ -1,4 +1,6 @@
-"""Shared test helpers: where the reference data lives, and a skip marker for its absence."""
+"""Shared test helpers: where the reference data lives, and a skip marker for its absence; the
+tiny CTC model (`ctc_model`, its .pth path) and a `transcriber` on it, for the modules that
+decode files (a module's own fixture of the same name takes precedence)."""
 
 import importlib.util
 from pathlib import Path
@@ -10,6 +12,20 @@ REFERENCE = REPO.parent / "shared" / "reference"
 PARITY = REFERENCE / "parity"
 
 needs_parity = pytest.mark.skipif(not PARITY.is_dir(), reason="../shared/reference/parity is absent")
+
+
+@pytest.fixture(scope="module")
+def ctc_model(tmp_path_factory):
+    from tiny_models import tiny_model_path
+
+    return tiny_model_path(tmp_path_factory, "ctc")
+
+
+@pytest.fixture(scope="module")
+def transcriber(ctc_model):
+    from zipa.inference.transcriber import Transcriber
+
+    return Transcriber.from_checkpoint(ctc_model, device="cpu")
 
 
 def rel_l2(actual, expected) -> float:

@@ -12,26 +12,15 @@ import time
 import pytest
 import soundfile as sf
 from conftest import REPO
-from tiny_models import speechlike, tiny_model_path, write_wav
+from tiny_models import speechlike, write_wav
 
 from zipa.cli import _Interrupted, _StopRequest, audio_suffixes, find_audio, main
 from zipa.inference.progress import Progress
 from zipa.inference.resumable import LineOutput
 from zipa.inference.timestamps import Alignment, Interval
-from zipa.inference.transcriber import Transcriber
 from zipa.inference.writers import Record
 
 NUM_FILES = 240
-
-
-@pytest.fixture(scope="module")
-def ctc_model(tmp_path_factory):
-    return tiny_model_path(tmp_path_factory, "ctc")
-
-
-@pytest.fixture(scope="module")
-def transcriber(ctc_model):
-    return Transcriber.from_checkpoint(ctc_model, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,6 @@ praatio_textgrid = pytest.importorskip("praatio.textgrid")
 
 
 @pytest.fixture(scope="module")
-def ctc_model(tmp_path_factory):
-    return tiny_model_path(tmp_path_factory, "ctc")
-
-
-@pytest.fixture(scope="module")
 def transducer_model(tmp_path_factory):
     return tiny_model_path(tmp_path_factory, "transducer")
 

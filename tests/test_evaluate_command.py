@@ -28,11 +28,6 @@ STEM = "refs-model"  # recogs-{test set}-{model file stem}
 
 
 @pytest.fixture(scope="module")
-def ctc_model(tmp_path_factory):
-    return tiny_model_path(tmp_path_factory, "ctc")
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory, ctc_model):
     """audio/u0.wav ... and refs.tsv (with a header)."""
     root = tmp_path_factory.mktemp("eval")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import REPO
 from test_pretrained import make_hub_cache
-from tiny_models import speechlike, tiny_model_path
+from tiny_models import speechlike
 
 import zipa
 from zipa.inference.pretrained import MODELS, find_model, format_table
@@ -23,11 +23,6 @@ from zipa.utils import atomic
 from zipa.utils.atomic import open_atomic, write_text_atomic
 
 PACKAGE = REPO / "zipa"
-
-
-@pytest.fixture(scope="module")
-def ctc_model(tmp_path_factory):
-    return tiny_model_path(tmp_path_factory, "ctc")
 
 
 @pytest.fixture(scope="module")

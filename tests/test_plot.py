@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO
-from tiny_models import speechlike, tiny_model_path, write_wav
+from tiny_models import speechlike, write_wav
 
 pytest.importorskip("matplotlib")
 
@@ -18,11 +18,6 @@ from zipa.inference.timestamps import Alignment, Interval  # noqa: E402
 
 NOTEBOOK = REPO / "examples" / "quickstart.ipynb"
 RATE = 16000
-
-
-@pytest.fixture(scope="module")
-def ctc_model(tmp_path_factory):
-    return tiny_model_path(tmp_path_factory, "ctc")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import REPO
-from tiny_models import speechlike, tiny_model_path, write_wav
+from tiny_models import speechlike, write_wav
 
 pytest.importorskip("starlette", reason="zipa.web needs the web extra: pip install 'zipa-phones[web]'")
 pytest.importorskip("multipart", reason="zipa.web needs the web extra: pip install 'zipa-phones[web]'")
@@ -38,16 +38,6 @@ from zipa.web.spectrogram import TILE_SECONDS, spectrogram_tiles  # noqa: E402
 
 STATIC = REPO / "zipa" / "web" / "static"
 TIMEOUT = 60.0
-
-
-@pytest.fixture(scope="module")
-def ctc_model(tmp_path_factory):
-    return tiny_model_path(tmp_path_factory, "ctc")
-
-
-@pytest.fixture(scope="module")
-def transcriber(ctc_model):
-    return Transcriber.from_checkpoint(ctc_model, device="cpu")
 
 
 @pytest.fixture(scope="module")
