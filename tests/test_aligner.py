@@ -19,11 +19,11 @@ from conftest import REPO
 from tiny_models import speechlike, tiny_model_path, write_wav
 
 from zipa.cli import main as zipa_main
-from zipa.decoding.alignment import phone_forced_align
+from zipa.decoding.alignment import aligner_spans, phone_forced_align
 from zipa.evaluation.timing import ReferencePhone, TimedUtterance, forced_errors, timing_stats
 from zipa.inference import forced
 from zipa.inference import transcriber as transcriber_module
-from zipa.inference.timestamps import FRAME_OFFSET, split_phones
+from zipa.decoding.timestamps import FRAME_OFFSET, split_phones
 from zipa.inference.transcriber import Transcriber
 from zipa.model.aligner import (
     AlignerConfig,
@@ -290,7 +290,7 @@ def test_aligner_spans_give_each_token_its_phone(ctc):
     lp = torch.full((len(planted), ctc.tokenizer.vocab_size), -10.0)
     for t, label in enumerate(planted):
         lp[t, 0 if label == 0 else ctc.tokenizer.piece_to_id(label)] = 0.0
-    spans = forced.aligner_spans(ctc, lp.log_softmax(-1), tokens)
+    spans = aligner_spans(lp.log_softmax(-1), tokens, ctc.phone_groups(tokens))
     assert [(s.start, s.end) for s in spans] == [(2, 3), (2, 5), (5, 7), (8, 9), (8, 10), (8, 10), (10, 12)]
     assert spans[4].confidence == spans[5].confidence > 0.99 and spans[0].confidence == 0.0  # tʰ; ▁
 

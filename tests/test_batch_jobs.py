@@ -14,10 +14,11 @@ import soundfile as sf
 from conftest import REPO
 from tiny_models import speechlike, write_wav
 
-from zipa.cli import _Interrupted, _StopRequest, audio_suffixes, find_audio, main
-from zipa.inference.progress import Progress
+from zipa.audio.files import audio_suffixes, find_audio
+from zipa.cli import _Interrupted, _StopRequest, main
+from zipa.utils.progress import Progress
 from zipa.inference.resumable import LineOutput
-from zipa.inference.timestamps import Alignment, Interval
+from zipa.decoding.timestamps import Alignment, Interval
 from zipa.inference.writers import Record
 
 NUM_FILES = 240

@@ -13,7 +13,7 @@ from conftest import REPO
 from tiny_models import speechlike, tiny_model_path, write_wav
 
 from zipa.cli import main
-from zipa.inference.timestamps import FRAME_OFFSET
+from zipa.decoding.timestamps import FRAME_OFFSET
 from zipa.inference.transcriber import Transcriber
 
 praatio_textgrid = pytest.importorskip("praatio.textgrid")

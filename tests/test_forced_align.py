@@ -14,8 +14,8 @@ from tiny_models import speechlike, tiny_model_path, write_wav
 from zipa.cli import main
 from zipa.decoding.alignment import ctc_forced_align, ctc_min_frames, ctc_viterbi
 from zipa.inference import forced
-from zipa.inference.textgrid import IntervalTier, PointTier, TextGrid, parse_textgrid, read_textgrid
-from zipa.inference.timestamps import FRAME_OFFSET, split_phones
+from zipa.data.textgrid import IntervalTier, PointTier, TextGrid, parse_textgrid, read_textgrid
+from zipa.decoding.timestamps import FRAME_OFFSET, split_phones
 from zipa.inference.zipa_api import initialize_model
 from zipa.text.ipa import normalize_ipa
 

@@ -16,7 +16,7 @@ from test_pretrained import make_hub_cache
 from tiny_models import speechlike
 
 import zipa
-from zipa.inference.pretrained import MODELS, find_model, format_table
+from zipa.hub.pretrained import MODELS, find_model, format_table
 from zipa.inference.zipa_api import ZipaModel, initialize_model
 from zipa.model.config import ModelConfig
 from zipa.utils import atomic
@@ -36,7 +36,7 @@ def clips():
 def test_import_zipa_loads_neither_torch_nor_the_model_code():
     code = "import sys, zipa; zipa.available_models(); print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('zipa.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
-    assert out.strip() == "['zipa.inference', 'zipa.inference.pretrained']"
+    assert out.strip() == "['zipa.hub', 'zipa.hub.pretrained']"
 
 
 def test_available_models_are_the_released_twelve():
@@ -106,41 +106,98 @@ def test_root_inference_scripts_are_the_package_api():
 
 def test_package_top_holds_only_the_front_door():
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert modules == ["__init__.py", "__main__.py", "cli.py"]
+    assert modules == ["__init__.py", "__main__.py"]
+    assert (PACKAGE / "cli" / "__init__.py").is_file()
 
 
-# Layers of the design, bottom up; a module may import its own layer and those below.
+# Layers of the design, bottom up; a module may import its own subpackage and those of lower
+# layers (never one beside it), at the top of the file, inside a function (lazily) or for type
+# checking alike.
 LAYERS = {
-    "audio": 0, "text": 0, "assets": 0, "utils": 0,
-    "model": 1, "losses": 1, "decoding": 1,
-    "inference": 2, "evaluation": 2, "train": 2, "data": 2, "onnx": 2, "web": 2, "plot": 2,
+    "utils": 0, "assets": 0, "hub": 0,         # foundations: no zipa import between them
+    "audio": 1, "text": 1, "losses": 1,
+    "model": 2,
+    "decoding": 3,                             # searches and alignments over a model's outputs
+    "data": 4, "onnx": 4,
+    "evaluation": 5,
+    "inference": 6,                            # the one audio -> phones path
+    "plot": 7, "train": 7,
+    "web": 8,
 }
 
 
 def _zipa_imports(path: Path):
+    """(imported module, the names imported from it) for every zipa import of ``path``,
+    wherever it stands in the file."""
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "zipa":
             if node.module == "zipa":
-                yield from (f"zipa.{alias.name}" for alias in node.names)
+                yield from ((f"zipa.{alias.name}", []) for alias in node.names)
             else:
-                yield node.module
+                yield node.module, [alias.name for alias in node.names]
         elif isinstance(node, ast.Import):
-            yield from (a.name for a in node.names if a.name.split(".")[0] == "zipa")
+            yield from ((a.name, []) for a in node.names if a.name.split(".")[0] == "zipa")
+
+
+def _package_modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        yield path, ".".join(("zipa",) + tuple(p for p in parts if p != "__init__"))
 
 
 def test_imports_point_down_the_layers():
     subpackages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
-    assert set(subpackages) <= set(LAYERS), f"new subpackage without a layer: {set(subpackages) - set(LAYERS)}"
+    assert set(subpackages) <= set(LAYERS) | {"cli"}, f"new subpackage without a layer: {set(subpackages) - set(LAYERS)}"
     upward = []
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE).parts
-        if len(parts) == 1:
-            continue  # the front door may import anything
-        for target in _zipa_imports(path):
+    for path, module in _package_modules():
+        own = module.split(".")[1] if module.count(".") else None
+        if own not in LAYERS:
+            continue  # the front door (zipa/__init__.py, __main__.py, zipa/cli/) may import anything
+        for target, _ in _zipa_imports(path):
             target_package = target.split(".")[1] if "." in target else None
-            if target_package not in LAYERS or LAYERS[target_package] > LAYERS[parts[0]]:
-                upward.append(f"{'/'.join(parts)} imports {target}")
+            if target_package not in LAYERS or LAYERS[target_package] > LAYERS[own] or (
+                    LAYERS[target_package] == LAYERS[own] and target_package != own):
+                upward.append(f"{module} imports {target}")
     assert upward == []
+
+
+def test_no_module_imports_a_private_name_of_another_subpackage():
+    private = []
+    for path, module in _package_modules():
+        own = module.split(".")[:2]
+        for target, names in _zipa_imports(path):
+            if target.split(".")[:2] != own:
+                private += [f"{module} imports {target}.{name}" for name in names if name.startswith("_")]
+    assert private == []
+
+
+def test_modules_do_not_import_each_other_in_a_circle():
+    modules = dict(_package_modules())
+    known = set(modules.values())
+    graph = {module: set() for module in known}
+    for path, module in modules.items():
+        for target, names in _zipa_imports(path):
+            # ``from zipa.a import b`` imports module zipa.a.b when there is one
+            found = [f"{target}.{name}" for name in names if f"{target}.{name}" in known] or [target]
+            graph[module] |= {t for t in found if t in known and t != module and not module.startswith(t + ".")
+                              and not t == "zipa"}
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert cycles == []
 
 
 # ----------------------------------------------------------------------------- the atomic writer

@@ -23,7 +23,7 @@ from zipa.decoding.inventory import (
     token_mask,
 )
 from zipa.decoding.topk import ctc_alternatives, top_alternatives
-from zipa.inference.timestamps import WORD_BOUNDARY, Alignment, Interval, is_modifier
+from zipa.decoding.timestamps import WORD_BOUNDARY, Alignment, Interval, is_modifier
 from zipa.inference.transcriber import Transcriber
 from zipa.inference.writers import Record, format_jsonl, format_tsv
 from zipa.text.tokenizer import Tokenizer

@@ -14,7 +14,7 @@ from tiny_models import speechlike, tiny_model_path, write_wav
 from zipa.audio.load import load_audio
 from zipa.cli import main
 from zipa.inference.long_audio import AudioInfo, plan_segments, plan_windows
-from zipa.inference.timestamps import FRAME_OFFSET
+from zipa.decoding.timestamps import FRAME_OFFSET
 from zipa.inference.transcriber import Transcriber
 
 praatio_textgrid = pytest.importorskip("praatio.textgrid")

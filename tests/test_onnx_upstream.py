@@ -25,7 +25,7 @@ from test_protocols import CTC_ONLY, TRANSDUCER_ONLY, conformance_problems  # no
 from tiny_models import speechlike, tiny_model_path, write_wav  # noqa: E402
 
 from zipa.audio.features import compute_fbank  # noqa: E402
-from zipa.inference.pretrained import ModelNotFoundError  # noqa: E402
+from zipa.hub.pretrained import ModelNotFoundError  # noqa: E402
 from zipa.inference.transcriber import Transcriber  # noqa: E402
 from zipa.model.io import load_model  # noqa: E402
 from zipa.model.protocols import EncoderModel  # noqa: E402

@@ -14,7 +14,7 @@ pytest.importorskip("matplotlib")
 
 import zipa.plot  # noqa: E402
 from zipa.cli import main  # noqa: E402
-from zipa.inference.timestamps import Alignment, Interval  # noqa: E402
+from zipa.decoding.timestamps import Alignment, Interval  # noqa: E402
 
 NOTEBOOK = REPO / "examples" / "quickstart.ipynb"
 RATE = 16000

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 from tiny_models import speechlike, tiny_model_path, write_wav
 
-from zipa.inference.pretrained import MODELS, ModelNotFoundError, find_model, format_table, is_cached, resolve_model
+from zipa.hub.pretrained import MODELS, ModelNotFoundError, find_model, format_table, is_cached, resolve_model
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

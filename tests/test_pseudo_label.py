@@ -1,4 +1,4 @@
-"""Pseudo-labelling (zipa/data/pseudo_label.py, zipformer_*/pseudo_label.py): shar out that plain
+"""Pseudo-labelling (zipa/train/pseudo_label.py, zipformer_*/pseudo_label.py): shar out that plain
 lhotse and the training recipes read, the Transcriber's hypotheses with their confidences,
 filters counted per reason, flac audio, resuming after a kill, and ranks splitting the shards."""
 
@@ -22,11 +22,11 @@ from tiny_models import speechlike, tiny_model_path
 from training_utils import make_tiny_corpus, training_flags
 
 from zipa.audio.load import load_audio
-from zipa.cli import find_audio
+from zipa.audio.files import find_audio
 from zipa.data import module as data_module
 from zipa.data.filters import CutFilter
 from zipa.data.labels import LabelEncoder
-from zipa.data.pseudo_label import (
+from zipa.train.pseudo_label import (
     CRASH_ENV,
     Filters,
     PseudoLabelError,

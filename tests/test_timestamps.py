@@ -11,7 +11,7 @@ from tiny_models import speechlike, tiny_model_path
 from zipa.audio.features import compute_fbank
 from zipa.decoding import ctc_greedy_search, transducer_greedy_search
 from zipa.decoding.alignment import ctc_forced_align, ctc_greedy_spans, transducer_forced_align
-from zipa.inference.timestamps import (
+from zipa.decoding.timestamps import (
     FRAME_OFFSET,
     FRAME_START,
     SPIKE_LAG,
@@ -79,7 +79,7 @@ def test_frame_times():
 
 
 def test_encoder_frame_j_is_centred_on_fbank_frame_2j_plus_4(tmp_path_factory):
-    """The geometry in zipa.inference.timestamps: the conv front end's output j is centred on fbank
+    """The geometry in zipa.decoding.timestamps: the conv front end's output j is centred on fbank
     frame 2j + 4, i.e. (2j + 4.5) * 10 ms = FRAME_START + (j + 0.5) * 20 ms."""
     model, _ = load_model(tiny_model_path(tmp_path_factory, "ctc"))
     x = torch.randn(1, 200, 80, generator=torch.Generator().manual_seed(0))

@@ -22,7 +22,7 @@ from zipa.evaluation.timing import (  # noqa: E402
     reference_phones,
     timing_stats,
 )
-from zipa.inference.timestamps import Interval, TimedToken, build_alignment, split_phones  # noqa: E402
+from zipa.decoding.timestamps import Interval, TimedToken, build_alignment, split_phones  # noqa: E402
 from zipa.text import espeak  # noqa: E402
 from zipa.text.g2p import clean_espeak  # noqa: E402
 from zipa.text.ipa import inventory, normalize_ipa  # noqa: E402

@@ -18,7 +18,7 @@ from conftest import REPO
 from tiny_models import speechlike, tiny_model_path, write_wav
 
 import zipa
-from zipa.inference.pretrained import MODELS
+from zipa.hub.pretrained import MODELS
 
 pytestmark = pytest.mark.slow
 # The wheel is built offline (--no-build-isolation) with this environment's setuptools; the

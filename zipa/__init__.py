@@ -50,6 +50,6 @@ def load_model(
 
 def available_models() -> List[str]:
     """Names of the released ZIPA models that :func:`load_model` accepts (``zipa models``)."""
-    from zipa.inference.pretrained import MODELS
+    from zipa.hub.pretrained import MODELS
 
     return [model.name for model in MODELS]

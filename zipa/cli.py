@@ -12,9 +12,9 @@
     (transcribe, align: [--resume] [--progress auto|bar|log|none] [-q] [--inventory FILE | --lang CODE] [--topk K])
 
 Argument parsing and wiring only: decoding lives in `zipa.inference.transcriber`, models in
-`zipa.inference.pretrained`, times in `zipa.inference.timestamps`, formats in `zipa.inference.writers`,
+`zipa.hub.pretrained`, times in `zipa.decoding.timestamps`, formats in `zipa.inference.writers`,
 outputs that grow file by file and resume in `zipa.inference.resumable`, progress in
-`zipa.inference.progress`, scoring against references (`zipa evaluate`) in `zipa.evaluation.evaluate`
+`zipa.utils.progress`, scoring against references (`zipa evaluate`) in `zipa.evaluation.evaluate`
 and `zipa.evaluation.references`, the web page (`zipa serve`) in `zipa.web`. Here: which files, where their results go, and signals (a first
 SIGINT/SIGTERM stops decoding after the current batch, see `_StopRequest`).
 
@@ -37,21 +37,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from zipa import __version__
+from zipa.audio.files import find_audio
 from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_window
 
-# What folder searches look for: the formats libsndfile reads (`soundfile.available_formats()`)
-# under the names their files go by. RAW (no header: its rate cannot be known) and MAT4/MAT5
-# (.mat files are mostly not audio) are left out; .opus needs Opus in OGG, .mp3 libsndfile >= 1.1.
-_FORMAT_SUFFIXES = {
-    "WAV": (".wav",), "WAVEX": (".wav",), "RF64": (".rf64",), "W64": (".w64",), "FLAC": (".flac",),
-    "OGG": (".ogg", ".oga"), "MP3": (".mp3",), "AIFF": (".aiff", ".aif", ".aifc"), "AU": (".au", ".snd"),
-    "CAF": (".caf",), "NIST": (".sph", ".nist"), "IRCAM": (".sf",), "VOC": (".voc",), "SVX": (".8svx", ".svx"),
-    "PVF": (".pvf",), "AVR": (".avr",), "SD2": (".sd2",), "PAF": (".paf",), "HTK": (".htk",), "WVE": (".wve",),
-    "SDS": (".sds",), "XI": (".xi",), "MPC2K": (".snd",),
-}
-_NOT_SEARCHED = ("RAW", "MAT4", "MAT5")
 DECODING_METHODS = ("greedy", "beam")  # as zipa.inference.transcriber.DECODING_METHODS (not imported: keeps --help fast)
-PROGRESS_MODES = ("auto", "bar", "log", "none")  # as zipa.inference.progress.PROGRESS_MODES
+PROGRESS_MODES = ("auto", "bar", "log", "none")  # as zipa.utils.progress.PROGRESS_MODES
 
 
 class UsageError(Exception):
@@ -61,46 +51,6 @@ class UsageError(Exception):
 # ---------------------------------------------------------------------------------------------
 # Inputs and outputs
 # ---------------------------------------------------------------------------------------------
-
-
-def find_audio(inputs: Sequence[str]) -> Tuple[List[Tuple[Path, Path]], List[str]]:
-    """(audio files as (path, path relative to its input), errors for inputs that do not exist).
-
-    Folders are searched recursively, in sorted order, for files with the suffixes of the
-    formats soundfile can read (`audio_suffixes`, any case); files named on the command line
-    are taken whatever their suffix.
-    """
-    files, errors = [], []
-    suffixes = audio_suffixes()
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-            if not found:
-                print(f"warning: {path}: no audio files in this folder (looked for {', '.join(suffixes)})",
-                      file=sys.stderr)
-            files += [(p, p.relative_to(path)) for p in found]
-        elif path.exists():
-            files.append((path, Path(path.name)))
-        else:
-            errors.append(f"{path}: no such file or folder")
-    return files, errors
-
-
-@functools.lru_cache(maxsize=None)
-def audio_suffixes() -> Tuple[str, ...]:
-    """The suffixes (lower case, sorted) of the audio formats this soundfile (libsndfile) reads:
-    .wav .flac .ogg .oga .opus .aiff .aif .caf .au .w64 .sph ..., .mp3 where it reads MP3."""
-    import soundfile as sf
-
-    formats = sf.available_formats()
-    found = set()
-    for name in formats:
-        if name not in _NOT_SEARCHED:
-            found.update(_FORMAT_SUFFIXES.get(name, ("." + name.lower(),)))
-    if "OGG" in formats and "OPUS" in sf.available_subtypes("OGG"):
-        found.add(".opus")
-    return tuple(sorted(found))
 
 
 def textgrid_paths(files: List[Tuple[Path, Path]], output: Optional[str]) -> List[Optional[Path]]:
@@ -174,7 +124,7 @@ def _normalizer(remove_diacritics: bool) -> Optional[Callable[[str], str]]:
 
 def _without_boundaries(alignment):
     """--no-word-boundaries: the transcript is every phone joined with nothing between."""
-    from zipa.inference.timestamps import Alignment
+    from zipa.decoding.timestamps import Alignment
 
     return Alignment("".join(p.label for p in alignment.phones), alignment.phones, [])
 
@@ -241,7 +191,7 @@ def _load_transcriber(args: argparse.Namespace, use_aligner: bool = True):
     write times; otherwise none is loaded."""
     import torch
 
-    from zipa.inference.pretrained import resolve_model
+    from zipa.hub.pretrained import resolve_model
     from zipa.inference.transcriber import Transcriber
 
     if args.num_threads is not None:
@@ -312,7 +262,7 @@ def _inventory_mask(transcriber, inventory, command: str):
 
 
 def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
-    from zipa.inference.progress import Progress
+    from zipa.utils.progress import Progress
     from zipa.inference.resumable import LineOutput
     from zipa.inference.writers import TIMED_FORMATS, Record, textgrid_for, textgrid_with_alignment, write_text
 
@@ -516,7 +466,7 @@ def _forced_jobs(args: argparse.Namespace, source: str, files: List[Tuple[Path, 
     evaluate --ref` matches: `zipa.evaluation.references.match_references`), or --textgrid (a
     file for one audio file, or a folder: `zipa.inference.forced.find_textgrid`)."""
     from zipa.inference.forced import AlignJob, find_textgrid
-    from zipa.inference.textgrid import read_textgrid
+    from zipa.data.textgrid import read_textgrid
 
     if source in ("transcript", "text"):
         if len(files) != 1:
@@ -603,7 +553,7 @@ def _evaluation_references(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from zipa.evaluation.evaluate import run_evaluation, save_chart, score
     from zipa.evaluation.metrics import summarise_table
-    from zipa.inference.progress import Progress
+    from zipa.utils.progress import Progress
 
     command = "zipa evaluate"
     try:
@@ -657,7 +607,7 @@ def _onnx_providers(device: Optional[str]) -> Optional[List[str]]:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from zipa.inference.pretrained import resolve_model
+    from zipa.hub.pretrained import resolve_model
     from zipa.model.io import load_model
     from zipa.onnx.export import export_model
 
@@ -717,7 +667,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from zipa.inference.pretrained import format_table
+    from zipa.hub.pretrained import format_table
 
     sys.stdout.write(format_table(args.cache_dir))
     print(

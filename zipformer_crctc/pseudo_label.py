@@ -12,7 +12,7 @@ of --model-path (a file, a name from `zipa models`) or --exp-dir with --iter/--e
 writes the kept utterances to --out-dir as shar (16 kHz flac, the hypothesis as the supervision
 text, its confidence in supervision.custom). Killed, the same command resumes where it stopped.
 The summary is printed and written beside --out-dir (.NAME.summary.json). See
-zipa/data/pseudo_label.py.
+zipa/train/pseudo_label.py.
 """
 
 import sys
@@ -20,8 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zipa.cli import find_audio  # noqa: E402
-from zipa.data.pseudo_label import main  # noqa: E402
+from zipa.train.pseudo_label import main  # noqa: E402
 
 if __name__ == "__main__":
-    main(__doc__.splitlines()[0], find_audio=find_audio)
+    main(__doc__.splitlines()[0])

@@ -4,7 +4,7 @@
     python zipformer_transducer/pseudo_label.py --shar-dirs data/unlabeled \\
         --model-path exp/transducer/averaged.pth --out-dir data/pseudo --decoding beam --beam-size 4
 
-The same command as zipformer_crctc/pseudo_label.py (see there and zipa/data/pseudo_label.py):
+The same command as zipformer_crctc/pseudo_label.py (see there and zipa/train/pseudo_label.py):
 with a transducer model the transducer head decodes (greedy_search, or modified_beam_search
 with --decoding beam), and a token's confidence is the joiner's probability where it was emitted.
 """
@@ -14,8 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zipa.cli import find_audio  # noqa: E402
-from zipa.data.pseudo_label import main  # noqa: E402
+from zipa.train.pseudo_label import main  # noqa: E402
 
 if __name__ == "__main__":
-    main(__doc__.splitlines()[0], find_audio=find_audio)
+    main(__doc__.splitlines()[0])

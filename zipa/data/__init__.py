@@ -9,7 +9,7 @@
 - :mod:`zipa.data.module`      the data module: command-line flags -> cut sets and DataLoaders
 - :mod:`zipa.data.protocols`   what training and test-set decoding use of a data module (``DataModule``)
 - :mod:`zipa.data.demo_corpus` the embedded multilingual espeak-ng demo corpus
-- :mod:`zipa.data.pseudo_label` unlabelled audio -> shar labelled by a model (noisy student), resumable, by rank
+- :mod:`zipa.train.pseudo_label` unlabelled audio -> shar labelled by a model (noisy student), resumable, by rank
 - :mod:`zipa.data.text_stats`  inventory and coverage statistics of labelled text
 
 ``data_module.py`` at the repository root re-exports :mod:`zipa.data.module` for the icefall layout.

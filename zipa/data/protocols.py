@@ -2,7 +2,7 @@
 
 A recipe passes its data module *class* (`zipa.data.module.AsrDataModule`, re-exported by the
 root ``data_module.py``) to `zipa.train.recipe.run_training` and
-`zipa.evaluation.test_sets.main`, which call the members below and nothing else; another class
+`zipa.train.test_sets.main`, which call the members below and nothing else; another class
 with these members (say, for another corpus format) can take its place without inheriting from
 anything. tests/test_protocols.py checks that `AsrDataModule` conforms.
 

@@ -237,21 +237,74 @@ def _as_dir(out_dir: PathLike) -> Path:
     return Path(os.path.abspath(path)) if path.name in ("", "..") else path
 
 
-def _beside(out_dir: PathLike, name: str) -> Path:
+def beside(out_dir: PathLike, name: str) -> Path:
+    """A side file of the shar folder ``out_dir``: ``.<folder name>.<name>`` next to it, where
+    plain ``CutSet.from_shar(in_dir=...)`` does not see it."""
     folder = _as_dir(out_dir)
     return folder.parent / f".{folder.name}.{name}"
+
+
+def shard_names(index: int) -> Tuple[str, str]:
+    """The files of shard ``index``, the recording first (publishing renames it first)."""
+    return f"recording.{index:06d}.tar", f"cuts.{index:06d}.jsonl.gz"
+
+
+def write_shard(index: int, items: Sequence[Any], to_cut: Callable[[Any], Any], folder: Path,
+                on_item: Optional[Callable[[], None]] = None) -> Tuple[Dict[int, float], Dict[int, str]]:
+    """Write the cuts ``to_cut`` makes of ``items`` (in order) as shard ``index`` into ``folder``
+    (emptied first): 16 kHz flac recordings and the cuts. An item whose ``to_cut`` raises
+    :class:`SkipItem` is left out. Returns ({position: seconds} of the cuts written, {position:
+    why skipped}); no file is written when no cut is. ``on_item`` is called after each item."""
+    from lhotse.shar import SharWriter
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    written: Dict[int, float] = {}
+    skipped: Dict[int, str] = {}
+    writer = None
+    try:
+        for position, item in enumerate(items):
+            try:
+                cut = to_cut(item)
+            except SkipItem as e:
+                skipped[position] = str(e)
+            else:
+                if writer is None:
+                    writer = SharWriter(str(folder), fields={"recording": "flac"}, shard_size=max(len(items), 1),
+                                        shard_offset=index)
+                    writer.__enter__()
+                writer.write(cut)
+                written[position] = cut.duration
+            if on_item is not None:
+                on_item()
+    finally:
+        if writer is not None:
+            writer.close()
+    return written, skipped
+
+
+def publish_shard(index: int, folder: Path, out_dir: Path, after_each: Optional[Callable[[], None]] = None) -> None:
+    """Rename the files of shard ``index`` that :func:`write_shard` left in ``folder`` into
+    ``out_dir``, in the order of :func:`shard_names`, then remove ``folder``. ``after_each``
+    runs after each rename (a test's crash point)."""
+    for name in shard_names(index):
+        if (folder / name).exists():
+            os.replace(folder / name, out_dir / name)
+            if after_each is not None:
+                after_each()
+    shutil.rmtree(folder)
 
 
 def index_path(out_dir: PathLike) -> Path:
     """Where :func:`write_shar` puts the index of ``out_dir``: ``.<name>.shar_index.json`` next
     to it (its presence, with the folder, marks the folder complete)."""
-    return _beside(out_dir, INDEX_NAME)
+    return beside(out_dir, INDEX_NAME)
 
 
 def skipped_path(out_dir: PathLike) -> Path:
     """Where :func:`write_shar` lists the items it skipped: ``.<name>.skipped.tsv`` next to
     ``out_dir``."""
-    return _beside(out_dir, SKIPPED_NAME)
+    return beside(out_dir, SKIPPED_NAME)
 
 
 def _find_index(out_dir: PathLike) -> Optional[Path]:
@@ -420,46 +473,22 @@ def _write_group(
     bar: Any,
 ) -> _GroupResult:
     """Write shard ``index`` from one group into ``work`` and leave its completion marker."""
-    from lhotse.shar import SharWriter
+    shards = work / SHARDS_SUBDIR
+    for name in shard_names(index):
+        (shards / name).unlink(missing_ok=True)  # from a run interrupted before this group's marker
+
+    def to_cut(rec: ShardRecord):
+        return record_to_cut(transform(rec) if transform is not None else rec, require_text=require_text)
 
     tmp = work / f".shard.{index:06d}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    shards = work / SHARDS_SUBDIR
-    for stale in (shards / f"cuts.{index:06d}.jsonl.gz", shards / f"recording.{index:06d}.tar"):
-        stale.unlink(missing_ok=True)  # from a run interrupted before this group's marker
-    res = _GroupResult(index=index, num_items=len(records) + len(pre_skipped), written=0, duration=0.0)
+    written, skipped = write_shard(index, records, to_cut, tmp, on_item=None if bar is None else lambda: bar.update(1))
+    if bar is not None and pre_skipped:
+        bar.update(len(pre_skipped))
+    publish_shard(index, tmp, shards)
+    res = _GroupResult(index=index, num_items=len(records) + len(pre_skipped), written=len(written),
+                       duration=sum(written.values()))
     res.skipped.extend(pre_skipped)
-    writer = None
-    try:
-        for rec in records:
-            try:
-                if transform is not None:
-                    rec = transform(rec)
-                cut = record_to_cut(rec, require_text=require_text)
-            except SkipItem as e:
-                res.skipped.append((rec.id, describe_source(rec), str(e)))
-            else:
-                if writer is None:
-                    writer = SharWriter(
-                        str(tmp), fields={"recording": "flac"}, shard_size=max(len(records), 1),
-                        shard_offset=index,
-                    )
-                    writer.__enter__()
-                writer.write(cut)
-                res.written += 1
-                res.duration += cut.duration
-            if bar is not None:
-                bar.update(1)
-        if bar is not None and pre_skipped:
-            bar.update(len(pre_skipped))
-    finally:
-        if writer is not None:
-            writer.close()
-    for path in tmp.iterdir():
-        os.replace(path, shards / path.name)
-    shutil.rmtree(tmp)
+    res.skipped.extend((records[i].id, describe_source(records[i]), why) for i, why in skipped.items())
     marker = {
         "index": index,
         "num_items": res.num_items,

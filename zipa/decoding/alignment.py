@@ -1,6 +1,6 @@
 """Frame alignment of a greedy hypothesis: which encoder frames each emitted token occupies.
 
-A `TokenSpan` is counted in encoder output frames; `zipa.inference.timestamps` turns frames into seconds.
+A `TokenSpan` is counted in encoder output frames; `zipa.decoding.timestamps` turns frames into seconds.
 
 - CTC (`ctc_greedy_spans`): the best path is the frame-wise argmax (exactly as
   `ctc_greedy_search`). A *run* is a maximal stretch of consecutive frames with the same argmax;
@@ -267,3 +267,31 @@ def transducer_forced_align(
             u -= 1
             spans.append(TokenSpan(int(tokens[u]), t, t + 1, float(np.exp(token_lp[t, u]))))
     return spans[::-1]
+
+
+def aligner_spans(log_probs: Tensor, tokens: Sequence[int], groups: Sequence[Sequence[int]],
+                  not_before: Optional[Sequence[int]] = None) -> List[TokenSpan]:
+    """One span per token of ``tokens`` on a frame aligner's sub-frames (``log_probs``: (T,
+    vocab) of one utterance): the phones, ``groups`` of token indices (a base token and the
+    modifiers after it; word boundaries in none), placed by `phone_forced_align`, each token of
+    a phone with the phone's frames and score; ``not_before``: per token, the first sub-frame
+    its phone may start at (read on each phone's first token). A token in no group (a word
+    boundary ``▁``, which has no time of its own) gets the first frame of the phone after it,
+    or the last of the phone before it."""
+    tokens = [int(t) for t in tokens]
+    earliest = None if not_before is None else [int(not_before[g[0]]) for g in groups]
+    phones = phone_forced_align(log_probs, [tokens[g[0]] for g in groups], not_before=earliest) if groups else []
+    spans: List[Optional[TokenSpan]] = [None] * len(tokens)
+    for group, phone in zip(groups, phones):
+        for k in group:
+            spans[k] = TokenSpan(tokens[k], phone.start, phone.end, phone.confidence)
+    after = None  # the frame of the next phone
+    for k in range(len(tokens) - 1, -1, -1):
+        span = spans[k]
+        if span is not None:
+            after = span.start
+        else:
+            before = next((s.end - 1 for s in reversed(spans[:k]) if s is not None), 0)
+            frame = after if after is not None else before
+            spans[k] = TokenSpan(tokens[k], frame, frame + 1, 0.0)
+    return [span for span in spans if span is not None]

@@ -176,7 +176,7 @@ def run_evaluation(
     ``total`` is the number of references when ``references`` has no length).
     ``on_failure`` is called with each failure as it happens.
     """
-    from zipa.inference.progress import Progress
+    from zipa.utils.progress import Progress
     from zipa.text.ipa import remove_diacritics as strip_diacritics
 
     key = decoding_key(transcriber.uses_ctc, decoding)

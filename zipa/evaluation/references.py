@@ -20,7 +20,7 @@ or without its suffix (see :func:`match_references`).
 TextGrids (``--ref grids/ [--tier NAME]``)
 ------------------------------------------
 Praat TextGrids (text format, long or short, UTF-8 or UTF-16; read by
-:mod:`zipa.inference.textgrid`) found recursively in the folder; ``grids/sub/a.TextGrid`` is
+:mod:`zipa.data.textgrid`) found recursively in the folder; ``grids/sub/a.TextGrid`` is
 the reference of an audio file ``sub/a.*`` (or of any ``a.*`` when that name is unique). The
 reference is the non-empty labels of the interval tier named ``--tier``, in time order, joined
 by spaces; without ``--tier`` a TextGrid must have exactly one interval tier.
@@ -177,8 +177,8 @@ def _audio_path(key: str, base: Path) -> Path:
 def tier_text(path: PathLike, tier: Optional[str] = None) -> str:
     """The reference in a TextGrid: the non-empty labels of the interval tier ``tier`` (the only
     interval tier when None) joined by spaces, in time order. ``ValueError`` when the file is
-    not a text TextGrid or has no such tier (`zipa.inference.textgrid` reads it)."""
-    from zipa.inference.textgrid import read_textgrid
+    not a text TextGrid or has no such tier (`zipa.data.textgrid` reads it)."""
+    from zipa.data.textgrid import read_textgrid
 
     intervals = read_textgrid(path).interval_tier(tier, where=str(path)).intervals
     return " ".join(label.strip() for _, _, label in sorted(intervals, key=lambda iv: iv[0]) if label.strip())

@@ -16,7 +16,7 @@ The timed reference
 -------------------
 Its transcript is the training label of the demo corpus (`zipa.data.demo_corpus`):
 ``normalize_ipa(clean_espeak(phonemize(text, voice), voice))``, split into phones as
-`zipa.inference.timestamps.split_phones` does (base character plus modifiers). Its times come
+`zipa.decoding.timestamps.split_phones` does (base character plus modifiers). Its times come
 from espeak's phoneme events, whose names are normalised the same way. Events and transcript
 are two renderings of the same phoneme string and mostly agree phone for phone, but not always:
 events carry no context length marks (Finnish ``a`` where the label has ``aː``), one event may
@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from zipa.inference.timestamps import Interval, is_modifier, split_phones
+from zipa.decoding.timestamps import Interval, is_modifier, split_phones
 from zipa.text import espeak
 from zipa.text.g2p import clean_espeak
 from zipa.text.ipa import normalize_ipa

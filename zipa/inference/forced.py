@@ -44,7 +44,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Protocol, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -52,20 +52,42 @@ from torch import Tensor
 from zipa.audio.features import MIN_SAMPLES
 from zipa.decoding.alignment import (
     TokenSpan,
+    aligner_spans,
     ctc_forced_align,
     ctc_min_frames,
-    phone_forced_align,
     transducer_forced_align,
 )
 from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, AudioInfo, audio_info, check_window, owns, plan_segments, read_segment
-from zipa.inference.progress import Progress
-from zipa.inference.textgrid import TextGrid
-from zipa.inference.timestamps import Alignment, TimedToken, frame_time
+from zipa.utils.progress import Progress
+from zipa.data.textgrid import TextGrid
+from zipa.decoding.timestamps import Alignment, TimedToken, TimeGrid, frame_time
 from zipa.model.subsampling import MIN_FEATURE_FRAMES
 
 if TYPE_CHECKING:
-    from zipa.inference.transcriber import Transcriber
+    from zipa.model.aligner import FrameAligner
+    from zipa.model.protocols import EncoderModel
     from zipa.text.tokenizer import Tokenizer
+
+
+class Transcriber(Protocol):
+    """What forced alignment uses of a `zipa.inference.transcriber.Transcriber` (which calls
+    it, so it is not imported here)."""
+
+    model: "EncoderModel"
+    tokenizer: "Tokenizer"
+    aligner: Optional["FrameAligner"]
+    device: torch.device
+
+    @property
+    def uses_ctc(self) -> bool: ...
+    @property
+    def frame_shift(self) -> float: ...
+    @property
+    def time_grid(self) -> TimeGrid: ...
+    def features(self, audio: Sequence, sampling_rate: Optional[int] = None) -> Tuple[Tensor, Tensor]: ...
+    def phone_groups(self, tokens: Sequence[int]) -> List[List[int]]: ...
+    def alignment(self, tokens: Sequence[TimedToken], duration: Optional[float] = None,
+                  normalize: Optional[Callable[[str], str]] = None) -> Alignment: ...
 
 PathLike = Union[str, Path]
 MAX_ALIGN_BYTES = 1 << 30  # the Viterbi pass's memory for one stretch of audio (see the docstring)
@@ -226,7 +248,7 @@ class AlignmentError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def head_frames(transcriber: "Transcriber", encoder_out: Tensor, encoder_out_lens: Tensor) -> Tensor:
+def head_frames(transcriber: Transcriber, encoder_out: Tensor, encoder_out_lens: Tensor) -> Tensor:
     """What the Viterbi pass reads per frame of `Transcriber.time_grid`: the aligner's
     log-probs (``per_encoder_frame`` sub-frames per encoder frame) when the transcriber has an
     aligner, else CTC log-probs, or (transducer) the encoder output."""
@@ -235,35 +257,7 @@ def head_frames(transcriber: "Transcriber", encoder_out: Tensor, encoder_out_len
     return transcriber.model.ctc_output(encoder_out) if transcriber.uses_ctc else encoder_out
 
 
-def aligner_spans(
-    transcriber: "Transcriber", log_probs: Tensor, tokens: Sequence[int], not_before: Optional[Sequence[int]] = None
-) -> List[TokenSpan]:
-    """One span per token of ``tokens`` on the aligner's sub-frames (``log_probs``: (T, vocab)
-    of one utterance, `head_frames`): the phones (`Transcriber.phone_groups`) placed by
-    `phone_forced_align`, each token of a phone with the phone's frames and score;
-    ``not_before``: per token, the first sub-frame its phone may start at (read on each phone's
-    first token). A word boundary ``▁``, which has no time of its own (`build_alignment` skips
-    it), gets the first frame of the phone after it, or the last of the phone before it."""
-    tokens = [int(t) for t in tokens]
-    groups = transcriber.phone_groups(tokens)
-    earliest = None if not_before is None else [int(not_before[g[0]]) for g in groups]
-    phones = phone_forced_align(log_probs, [tokens[g[0]] for g in groups], not_before=earliest) if groups else []
-    spans: List[Optional[TokenSpan]] = [None] * len(tokens)
-    for group, phone in zip(groups, phones):
-        for k in group:
-            spans[k] = TokenSpan(tokens[k], phone.start, phone.end, phone.confidence)
-    after = None  # the frame of the next phone
-    for k in range(len(tokens) - 1, -1, -1):
-        if spans[k] is not None:
-            after = spans[k].start
-        else:
-            before = next((s.end - 1 for s in reversed(spans[:k]) if s is not None), 0)
-            frame = after if after is not None else before
-            spans[k] = TokenSpan(tokens[k], frame, frame + 1, 0.0)
-    return spans  # type: ignore[return-value]
-
-
-def align_frames(transcriber: "Transcriber", frames: Tensor, transcript: Transcript, where: str) -> List[TokenSpan]:
+def align_frames(transcriber: Transcriber, frames: Tensor, transcript: Transcript, where: str) -> List[TokenSpan]:
     """The best alignment of ``transcript`` to one utterance's ``frames`` (`head_frames`, valid
     frames only). AlignmentError naming ``where`` when the frames are too few for the
     transcript, or the pass would need more than `MAX_ALIGN_BYTES`."""
@@ -296,7 +290,7 @@ def align_frames(transcriber: "Transcriber", frames: Tensor, transcript: Transcr
             "cut the recording into utterances, e.g. a TextGrid with an utterance tier (--textgrid, --tier)"
         )
     if transcriber.aligner is not None:
-        return aligner_spans(transcriber, frames, tokens)
+        return aligner_spans(frames, tokens, transcriber.phone_groups(tokens))
     if transcriber.uses_ctc:
         return ctc_forced_align(frames, tokens)
     return transducer_forced_align(transcriber.model, frames.to(transcriber.device), tokens)
@@ -315,7 +309,7 @@ def _timed(span: TokenSpan, times: Sequence[float], shift: float, lo: float, hi:
 
 
 def align_batch(
-    transcriber: "Transcriber",
+    transcriber: Transcriber,
     audio: Sequence,
     transcripts: Union[str, Sequence[str]],
     lang: Optional[str] = None,
@@ -362,7 +356,7 @@ def align_batch(
 
 
 def align_files(
-    transcriber: "Transcriber",
+    transcriber: Transcriber,
     jobs: Iterable[AlignJob],
     lang: Optional[str] = None,
     remove_diacritics: bool = False,
@@ -403,7 +397,7 @@ def align_files(
 
 
 def _align_file(
-    transcriber: "Transcriber",
+    transcriber: Transcriber,
     job: AlignJob,
     info: AudioInfo,
     result: FileAlignment,
@@ -454,7 +448,7 @@ def _align_file(
 
 
 def _encode_stretch(
-    transcriber: "Transcriber",
+    transcriber: Transcriber,
     path: Path,
     info: AudioInfo,
     start: float,

@@ -19,18 +19,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Set, Tuple
 
-from zipa.inference.writers import STREAM_WRITERS, Record, _clean, ctm_file_id
-
-LINE_FORMATS = tuple(STREAM_WRITERS)  # txt, tsv, jsonl, ctm
+from zipa.inference.writers import FORMATS, Record
 
 
-def path_key(fmt: str, path: str) -> str:
-    """How format ``fmt`` names the audio file ``path`` at the start of its lines."""
-    if fmt == "jsonl":
-        return path
-    if fmt == "ctm":
-        return ctm_file_id(path)
-    return _clean(path)
+def line_formats() -> List[str]:
+    """The registered formats whose files' lines go into one output (all but TextGrid's kind)."""
+    return [name for name, fmt in FORMATS.items() if not fmt.one_file_each]
 
 
 class LineOutput:
@@ -44,17 +38,16 @@ class LineOutput:
     def __init__(
         self, path: Optional[Path], fmt: str, timestamps: bool = False, words: bool = True, alternatives: bool = False
     ):
-        if fmt not in LINE_FORMATS:
-            raise ValueError(f"not a line format: {fmt!r} (one of {', '.join(LINE_FORMATS)})")
+        if fmt not in line_formats():
+            raise ValueError(f"not a line format: {fmt!r} (one of {', '.join(line_formats())})")
         self.path = None if path is None or str(path) == "-" else Path(path)
         self.fmt = fmt
+        self.format = FORMATS[fmt]
         self.timestamps = timestamps
         self.words = words
         self.alternatives = alternatives  # top-k alternatives per phone (tsv and jsonl with timestamps)
         self.done: Set[str] = set()
-        self.header = ""
-        if fmt == "tsv":
-            self.header = STREAM_WRITERS["tsv"]([], timestamps=timestamps, alternatives=alternatives)
+        self.header = self.format.render([], timestamps=timestamps, words=words, alternatives=alternatives)
         self._keep: Optional[int] = None  # bytes of the existing file to keep (after `load`)
         self._fd: Optional[int] = None
         self._opened = False
@@ -62,10 +55,10 @@ class LineOutput:
     @property
     def multi_line(self) -> bool:
         """Whether a file takes several lines (one per phone)."""
-        return self.fmt == "ctm" or (self.fmt == "tsv" and self.timestamps)
+        return self.format.multi_line(self.timestamps)
 
     def is_done(self, path: str) -> bool:
-        return path_key(self.fmt, path) in self.done
+        return self.format.path_key(path) in self.done
 
     # ------------------------------------------------------------------------------------------
 
@@ -102,13 +95,15 @@ class LineOutput:
         return len(self.done)
 
     def _key(self, line: str, number: int) -> str:
+        """The audio file ``line`` belongs to; ValueError when the line is not what this
+        command writes (another format, or the same format with other options)."""
         where = f"{self.path}, line {number}"
+        try:
+            key = self.format.line_key(line)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         if self.fmt == "jsonl":
-            try:
-                obj = json.loads(line)
-                key = obj["path"]
-            except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{where}: not a jsonl record of this command: {line[:80]!r}") from None
+            obj = json.loads(line)
             if ("phones" in obj) != self.timestamps:
                 raise ValueError(f"{where}: written {'without' if self.timestamps else 'with'} timestamps; "
                                  "resume with the options of the first run")
@@ -116,16 +111,11 @@ class LineOutput:
             if self.timestamps and phones and ("alternatives" in phones[0]) != self.alternatives:
                 raise ValueError(f"{where}: written {'without' if self.alternatives else 'with'} --topk; "
                                  "resume with the options of the first run")
-            return key
-        if self.fmt == "ctm":
-            fields = line.split()
-            if len(fields) != 6:
-                raise ValueError(f"{where}: not a CTM line (6 fields): {line[:80]!r}")
-            return fields[0]
-        fields = line.split("\t")
-        if len(fields) != (self.header.count("\t") + 1 if self.fmt == "tsv" else 2):
+        elif self.header and line.count("\t") != self.header.count("\t"):
             raise ValueError(f"{where}: not a {self.fmt} line of this command: {line[:80]!r}")
-        return fields[0]
+        elif self.fmt == "txt" and line.count("\t") != 1:
+            raise ValueError(f"{where}: not a {self.fmt} line of this command: {line[:80]!r}")
+        return key
 
     def open(self) -> None:
         """Start writing: truncate the file, or after `load` cut it to its complete part and
@@ -150,10 +140,9 @@ class LineOutput:
         file is cut back to what it held before (best effort) and the error raised."""
         if not self._opened:
             self.open()
-        text = STREAM_WRITERS[self.fmt]([record], timestamps=self.timestamps, words=self.words,
-                                        alternatives=self.alternatives)
+        text = self.format.text(record, timestamps=self.timestamps, words=self.words, alternatives=self.alternatives)
         self._emit(text[len(self.header):])
-        self.done.add(path_key(self.fmt, record.path))
+        self.done.add(self.format.path_key(record.path))
 
     def _emit(self, text: str) -> None:
         if not text:

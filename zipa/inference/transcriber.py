@@ -8,7 +8,7 @@ Files (`Transcriber.iter_transcribe_files`, and `transcribe_files` on top of it)
 `zipa.inference.long_audio`: each file becomes one segment, or overlapping windows when it is
 longer than the window; files are taken in bounded groups, a group's segments are sorted by
 length and decoded in batches, and each file's tokens are stitched with global timestamps
-(`zipa.inference.timestamps`) and handed out as soon as its last segment is decoded.
+(`zipa.decoding.timestamps`) and handed out as soon as its last segment is decoded.
 
 Batching: a batch is zero-padded to its longest item, and padding reaches a shorter item's last
 frames through the feature extractor and the conv front end, so a file decoded in a batch may
@@ -34,6 +34,7 @@ from zipa.audio.load import AudioItem, load_batch
 from zipa.decoding import ctc_greedy_search, ctc_prefix_beam_search, modified_beam_search, transducer_greedy_search
 from zipa.decoding.alignment import (
     TokenSpan,
+    aligner_spans,
     ctc_forced_align,
     ctc_greedy_spans,
     transducer_forced_align,
@@ -52,9 +53,9 @@ from zipa.inference.long_audio import (
     plan_segments,
     read_segment,
 )
-from zipa.inference.pretrained import resolve_model
-from zipa.inference.progress import Progress
-from zipa.inference.timestamps import (
+from zipa.hub.pretrained import resolve_model
+from zipa.utils.progress import Progress
+from zipa.decoding.timestamps import (
     FRAME_OFFSET,
     WORD_BOUNDARY,
     Alignment,
@@ -164,7 +165,7 @@ class Transcriber:
         **config_overrides,
     ) -> "Transcriber":
         """Load a released `.pth` (or an icefall checkpoint, or a model name that
-        `zipa.inference.pretrained.resolve_model` knows); the architecture is read from the
+        `zipa.hub.pretrained.resolve_model` knows); the architecture is read from the
         weights, settings they cannot show from `config_overrides` or a config.json beside it.
         `aligner`: see `load_aligner` (default "auto": ``<model stem>.aligner.pt`` beside the
         model file is used when it is there)."""
@@ -414,7 +415,7 @@ class Transcriber:
     ) -> List[Tuple[List[TokenSpan], List[TokenSpan]]]:
         """For each item of a feature batch: its `token_spans` (encoder frames), and the spans
         its times come from (frames of `time_grid`): the same spans, or, with an aligner, the
-        decoded phones placed on its sub-frames (`zipa.inference.forced.aligner_spans`), each
+        decoded phones placed on its sub-frames (`zipa.decoding.alignment.aligner_spans`), each
         token keeping its confidence and alternatives. A decoded phone may not start more than
         `REFINE_SLACK` before its token's frame: where the hypothesis lacks a phone, the aligner
         would otherwise stretch the next phone back over it."""
@@ -423,18 +424,17 @@ class Transcriber:
         rows = self._search(encoder_out, encoder_out_lens, decoding, beam, mask, topk)
         if self.aligner is None:
             return [(row, row) for row in rows]
-        from zipa.inference.forced import aligner_spans
-
         per = self.aligner.config.subframes
         slack = int(round(REFINE_SLACK / self.aligner.config.step))
         log_probs = self.aligner(encoder_out, encoder_out_lens).float().cpu()
         out = []
         for row, lp, n in zip(rows, log_probs, encoder_out_lens.tolist()):
             tokens, earliest = [s.token for s in row], [max(0, s.start * per - slack) for s in row]
+            groups = self.phone_groups(tokens)
             try:
-                placed = aligner_spans(self, lp[: n * per], tokens, earliest)
+                placed = aligner_spans(lp[: n * per], tokens, groups, earliest)
             except ValueError:  # the bound leaves no way through (many tokens at the last frames)
-                placed = aligner_spans(self, lp[: n * per], tokens)
+                placed = aligner_spans(lp[: n * per], tokens, groups)
             out.append((row, [dataclasses.replace(s, start=p.start, end=p.end) for s, p in zip(row, placed)]))
         return out
 
@@ -462,7 +462,7 @@ class Transcriber:
         duration: Optional[float] = None,
         normalize: Optional[Callable[[str], str]] = None,
     ) -> Alignment:
-        """Transcript, phones and words of timed tokens (see `zipa.inference.timestamps.build_alignment`)."""
+        """Transcript, phones and words of timed tokens (see `zipa.decoding.timestamps.build_alignment`)."""
         return build_alignment(tokens, self.token_label, duration, normalize)
 
     # ------------------------------------------------------------------------------------------
@@ -613,7 +613,7 @@ class Transcriber:
         result stay bounded however many files it has. Batches, hence results, are those of
         decoding each group on its own.
 
-        `progress`: a `zipa.inference.progress.Progress` (counting files, whoever made it
+        `progress`: a `zipa.utils.progress.Progress` (counting files, whoever made it
         closes it), a mode ("auto", "bar", "log", "none"), True (a tqdm bar on stderr), False
         (nothing) or None (a bar only when stderr is a terminal).
         `stop`: asked before each batch; when it returns True, the generator ends there (the

@@ -30,24 +30,26 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
-from zipa.inference.textgrid import IntervalTier, TextGrid
-from zipa.inference.timestamps import Alignment, Interval
+from zipa.data.textgrid import IntervalTier, TextGrid
+from zipa.decoding.timestamps import Alignment, Interval
 from zipa.utils.atomic import write_text_atomic
 
-FORMATS = ("txt", "tsv", "jsonl", "ctm", "textgrid")
-TIMED_FORMATS = ("ctm", "textgrid")  # formats that need timestamps
+PathLike = Union[str, Path]
+
 TEXTGRID_SUFFIX = ".TextGrid"
 
 
 @dataclass
 class Record:
-    """One transcribed file, as the writers see it."""
+    """One transcribed file, as the writers see it. ``textgrid``: the TextGrid whose utterance
+    tier was force-aligned, when there is one (the TextGrid writer then writes a copy of it)."""
 
     path: str
     duration: float
     alignment: Alignment
+    textgrid: Optional[TextGrid] = None
 
 
 def _t(x: float) -> str:
@@ -132,12 +134,6 @@ def format_ctm(
     return "".join(lines)
 
 
-STREAM_WRITERS: Dict[str, Callable[..., str]] = {
-    "txt": format_txt,
-    "tsv": format_tsv,
-    "jsonl": format_jsonl,
-    "ctm": format_ctm,
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +174,15 @@ def interval_tier(name: str, intervals: Sequence[Interval], xmin: float, xmax: f
     return IntervalTier(name, xmin, xmax, [(iv.start, iv.end, iv.label) for iv in fill_tier(intervals, xmax, xmin)])
 
 
+def format_textgrids(
+    records: Sequence[Record], timestamps: bool = True, words: bool = True, alternatives: bool = False
+) -> str:
+    """The TextGrid of one record: its phones and words over [0, duration], or, when the record
+    comes from a TextGrid's utterance tier, a copy of that TextGrid with both tiers added."""
+    (record,) = records
+    return textgrid_for(record, words) if record.textgrid is None else textgrid_with_alignment(record.textgrid, record, words)
+
+
 def textgrid_for(record: Record, words: bool = True) -> str:
     tiers: Dict[str, Sequence[Interval]] = {"phones": record.alignment.phones}
     if words:
@@ -208,3 +213,115 @@ def write_text(text: str, output: Optional[Path]) -> None:
         sys.stdout.flush()
         return
     write_text_atomic(output, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry: every output format is one entry, read by the CLI (--format, file names,
+# --resume) and the web page (downloads).
+# ---------------------------------------------------------------------------------------------
+
+
+def _first_field(line: str) -> str:
+    return line.split("\t")[0]
+
+
+def _jsonl_key(line: str) -> str:
+    try:
+        return json.loads(line)["path"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"not a jsonl record of this command: {line[:80]!r}") from None
+
+
+def _ctm_key(line: str) -> str:
+    fields = line.split()
+    if len(fields) != 6:
+        raise ValueError(f"not a CTM line (6 fields): {line[:80]!r}")
+    return fields[0]
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """One output format.
+
+    ``render(records, timestamps=, words=, alternatives=)`` gives the text of some records
+    (with its header, if the format has one: ``render([])`` is the header alone).
+    ``one_file_each``: each audio file gets a file of its own, ``<name><suffix>`` (TextGrid);
+    otherwise each file's lines are appended to one output as it is decoded, and ``line_key``
+    says which audio file a line belongs to when ``--resume`` reads the output back (ValueError
+    for a line this format does not write), ``path_key`` how the format writes a path there.
+    ``timed``: always written with times. ``multi_line(timestamps)``: a file may take several
+    lines (the last file of an interrupted output is then decoded again)."""
+
+    name: str
+    suffix: str
+    media_type: str
+    render: Callable[..., str]
+    summary: str
+    timed: bool = False
+    one_file_each: bool = False
+    line_key: Callable[[str], str] = _first_field
+    path_key: Callable[[str], str] = _clean
+    multi_line: Callable[[bool], bool] = lambda timestamps: False
+    topk: bool = False  # writes the top-k alternatives of each phone (--topk)
+
+    def text(self, record: Record, timestamps: bool = True, words: bool = True, alternatives: bool = False) -> str:
+        """One record's output, header included."""
+        return self.render([record], timestamps=timestamps, words=words, alternatives=alternatives)
+
+
+FORMATS: Dict[str, OutputFormat] = {}
+
+
+def register_format(fmt: OutputFormat) -> OutputFormat:
+    """Add (or replace) an output format; the CLI's --format, --resume and the web page's
+    downloads take it from here."""
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+for _fmt in (
+    OutputFormat("txt", ".txt", "text/plain", format_txt, "<path> TAB <transcript>, one line per file"),
+    OutputFormat("tsv", ".tsv", "text/tab-separated-values", format_tsv,
+                 "header, then path, transcript; with times: path, start, end, phone, confidence per phone",
+                 multi_line=lambda timestamps: timestamps, topk=True),
+    OutputFormat("jsonl", ".jsonl", "application/json", format_jsonl,
+                 '{"path", "duration", "text"}; with times also "phones" and "words" lists',
+                 line_key=_jsonl_key, path_key=lambda path: path, topk=True),
+    OutputFormat("ctm", ".ctm", "text/plain", format_ctm,
+                 "<file-id> 1 <start> <duration> <phone> <confidence>, one line per phone",
+                 timed=True, line_key=_ctm_key,
+                 path_key=ctm_file_id, multi_line=lambda timestamps: True),
+    OutputFormat("textgrid", TEXTGRID_SUFFIX, "text/plain", format_textgrids,
+                 'Praat TextGrid per file: tiers "phones" and "words" covering the whole file',
+                 timed=True, one_file_each=True),
+):
+    register_format(_fmt)
+
+
+def write(records: Union[Record, Alignment, Sequence[Union[Record, Alignment]]], path: Optional[PathLike],
+          format: Optional[str] = None, *, duration: Optional[float] = None, words: bool = True) -> None:
+    """Write alignments (or records) to ``path`` (None or ``-``: stdout) in ``format``, by
+    default the one ``path``'s suffix names (``.TextGrid``, ``.ctm``, ``.jsonl``, ``.tsv``,
+    ``.txt``). An `Alignment` alone is written as the record of ``path``, over ``duration``
+    (default: its last phone's end). One-file formats (TextGrid) take one alignment."""
+    items = [records] if isinstance(records, (Record, Alignment)) else list(records)
+    fmt = FORMATS[format] if format is not None else format_for(path)
+    out = []
+    for item in items:
+        if isinstance(item, Alignment):
+            end = max([iv.end for iv in item.phones], default=0.0)
+            item = Record(str(path or "-"), end if duration is None else duration, item)
+        out.append(item)
+    if fmt.one_file_each and len(out) != 1:
+        raise ValueError(f"{fmt.name} holds one file's alignment, got {len(out)}")
+    write_text(fmt.render(out, timestamps=True, words=words, alternatives=False), None if path is None else Path(path))
+
+
+def format_for(path: Optional[PathLike]) -> OutputFormat:
+    """The format whose suffix ``path`` has (case-insensitive)."""
+    suffix = Path(str(path)).suffix.lower()
+    for fmt in FORMATS.values():
+        if fmt.suffix.lower() == suffix:
+            return fmt
+    raise ValueError(f"{path}: no output format has the suffix {suffix!r} "
+                     f"(give format=, one of {', '.join(FORMATS)})")

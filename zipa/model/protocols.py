@@ -2,7 +2,7 @@
 
 Two kinds of model run behind the one inference path: `zipa.model.asr_model.AsrModel` and the
 onnxruntime models of `zipa.onnx.runtime`. `zipa.decoding`, `zipa.inference.transcriber` and
-`zipa.evaluation.test_sets` are written against these protocols, not against either class; a
+`zipa.train.test_sets` are written against these protocols, not against either class; a
 class satisfies a protocol by having its members (no inheritance needed), and
 tests/test_protocols.py checks that both kinds do.
 

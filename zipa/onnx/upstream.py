@@ -5,7 +5,7 @@ Upstream (github.com/lingjzhu/zipa, ``scripts/onnx_scripts/``) exports each fina
 model with icefall's ``export-onnx-ctc.py`` (CR-CTC) or ``export-onnx.py`` (transducer, run with
 ``--epoch 999 --avg 1``, hence the file names) and uploads every ``.onnx`` file, ``tokens.txt``
 and ``README_ONNX.md`` to the root of the model's Hub repo (the repos of
-`zipa.inference.pretrained.MODELS`)::
+`zipa.hub.pretrained.MODELS`)::
 
     CR-CTC      model.onnx                      x (N, T, 80) float32, x_lens (N,) int64
                                                 -> log_probs (N, T', V) (log-softmax), log_probs_len (N,) int64
@@ -183,7 +183,7 @@ def resolve_onnx(spec: PathLike, precision: str = "fp32", cache_dir: Optional[Pa
     model name (``zipa models``), its Hub repo id or repo name, or another Hub repo id, whose
     `precision` graphs and tokens.txt are fetched into the Hugging Face cache (or found there
     offline, ``HF_HUB_OFFLINE=1``). Returns the snapshot folder holding them."""
-    from zipa.inference.pretrained import CHECKPOINT_SUFFIXES, ModelNotFoundError, find_model
+    from zipa.hub.pretrained import CHECKPOINT_SUFFIXES, ModelNotFoundError, find_model
 
     has_precision("", precision)  # validates it
     path = Path(spec).expanduser()
@@ -202,74 +202,18 @@ def resolve_onnx(spec: PathLike, precision: str = "fp32", cache_dir: Optional[Pa
     )
 
 
-def _files_in(folder: Path) -> List[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_file())
-
-
-def _from_cache(repo_id: str, precision: str, cache: Path) -> Optional[Path]:
-    from zipa.inference.pretrained import _cached_snapshot
-
-    snapshot = _cached_snapshot(repo_id, cache)
-    if snapshot is None:
-        return None
-    picked = pick_graphs(_files_in(snapshot), precision, str(snapshot))
-    return snapshot if picked is not None else None
-
-
-def _not_found_message(repo_id: str, kind: Optional[str], precision: str, cache: Path, reason: str) -> str:
-    files = " ".join(expected_files(kind, precision)) if kind else f'--include "*{PRECISION_SUFFIX[precision]}"'
-    return (
-        f"ONNX model {repo_id} ({precision}): {reason}.\n"
-        f"  Download it where there is internet:\n"
-        f"    hf download {repo_id} {files} {TOKENS_FILE}\n"
-        f"  then copy the cache folder {cache / ('models--' + repo_id.replace('/', '--'))} to the same place here\n"
-        f"  (HF_HUB_CACHE chooses the cache folder), or download those files from\n"
-        f"  https://huggingface.co/{repo_id}/tree/main into a folder and pass it: --model /path/to/folder"
-    )
-
-
 def _from_hub(repo_id: str, kind: Optional[str], precision: str, cache_dir: Optional[PathLike]) -> Path:
-    from huggingface_hub import hf_hub_download, list_repo_files
-    from huggingface_hub.errors import RepositoryNotFoundError
+    from zipa.hub.pretrained import fetch_files
 
-    from zipa.inference.pretrained import ModelNotFoundError, _cache_dir, _offline
+    def choose(files: List[str]) -> Optional[List[str]]:
+        picked = pick_graphs(files, precision, repo_id)
+        return None if picked is None else list(picked[1].values()) + ([TOKENS_FILE] if TOKENS_FILE in files else [])
 
-    cache = _cache_dir(cache_dir)
-    offline = _offline()
-    try:
-        if offline:
-            raise ConnectionError("offline")
-        files = list_repo_files(repo_id)
-    except RepositoryNotFoundError:
-        raise ModelNotFoundError(
-            f"ONNX model {repo_id}: no such repo on the Hub (or it is private); `zipa models` lists the released ones"
-        ) from None
-    except Exception as e:  # offline, or the Hub unreachable: the cache may have them
-        return _cached_or_raise(repo_id, kind, precision, cache, offline, e)
-    picked = pick_graphs(files, precision, repo_id)
-    if picked is None:
+    def nothing(files: List[str]) -> str:
         onnx = ", ".join(f for f in files if f.endswith(".onnx")) or "none"
-        raise ModelNotFoundError(
-            f"ONNX model {repo_id}: the repo holds no {precision} graphs in upstream ZIPA's layout "
-            f"(its .onnx files: {onnx})"
-        )
-    wanted = list(picked[1].values()) + ([TOKENS_FILE] if TOKENS_FILE in files else [])
-    try:
-        paths = [Path(hf_hub_download(repo_id, name, cache_dir=str(cache))) for name in wanted]
-    except Exception as e:  # the connection lost half-way
-        return _cached_or_raise(repo_id, kind, precision, cache, offline, e)
+        return f"the repo holds no {precision} graphs in upstream ZIPA's layout (its .onnx files: {onnx})"
+
+    graphs = " ".join(expected_files(kind, precision)) if kind else f'--include "*{PRECISION_SUFFIX[precision]}"'
+    paths = fetch_files(repo_id, choose, cache_dir, what=f"ONNX model ({precision})", nothing_message=nothing,
+                        download_hint=f"{graphs} {TOKENS_FILE}")
     return paths[0].parent
-
-
-def _cached_or_raise(repo_id: str, kind: Optional[str], precision: str, cache: Path, offline: bool, error: Exception) -> Path:
-    from zipa.inference.pretrained import ModelNotFoundError
-
-    found = _from_cache(repo_id, precision, cache)
-    if found is not None:
-        return found
-    reason = (
-        f"not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is set"
-        if offline
-        else f"cannot reach the Hub and not in the cache ({cache}): {type(error).__name__}: {error}"
-    )
-    raise ModelNotFoundError(_not_found_message(repo_id, kind, precision, cache, reason)) from None

@@ -13,7 +13,7 @@ Layout (a `matplotlib.figure.Figure`, no pyplot state):
   segments separated by NaN). Phones are shaded by confidence (a `PatchCollection` whose array
   holds the confidences; light red = low, light green = high).
 
-Times follow `zipa.inference.timestamps`; intervals are clipped to the view and gaps between
+Times follow `zipa.decoding.timestamps`; intervals are clipped to the view and gaps between
 them are left empty, as in the TextGrid writer.
 """
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from zipa.audio.load import SAMPLING_RATE, AudioItem, load_audio
-from zipa.inference.timestamps import Alignment, Interval
+from zipa.decoding.timestamps import Alignment, Interval
 from zipa.inference.writers import fill_tier
 from zipa.utils.atomic import open_atomic
 
@@ -185,7 +185,7 @@ def alignment(
     """A spectrogram of ``audio`` with ``alignment``'s phone and word tiers under it.
 
     ``audio``: a file path, or an array at ``sampling_rate`` (default 16 kHz).
-    ``alignment``: a `zipa.inference.timestamps.Alignment` (e.g. ``model.timestamps([audio])[0]``).
+    ``alignment``: a `zipa.decoding.timestamps.Alignment` (e.g. ``model.timestamps([audio])[0]``).
     ``spectrogram``: ``"linear"`` (Praat-like, up to ``max_frequency`` Hz, ``dynamic_range``
     dB) or ``"mel"`` (the model's 80-bin log-mel features, same dynamic range).
     ``words=False`` leaves out the word tier; ``shade=False`` the confidence shading.

@@ -43,7 +43,7 @@ import torch
 from zipa.data.demo_corpus import DemoCorpusConfig, TRAIN_LANGUAGES, plan_corpus
 from zipa.decoding.alignment import phone_forced_align
 from zipa.evaluation.timing import TimedUtterance, espeak_reference, timing_stats
-from zipa.inference.timestamps import FRAME_OFFSET
+from zipa.decoding.timestamps import FRAME_OFFSET
 from zipa.model.aligner import SILENCE, AlignerConfig, FrameAligner, aligner_path_for, encoder_fingerprint, save_aligner
 from zipa.model.io import default_device
 
@@ -336,7 +336,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None, description: str = "Train a frame aligner for a model.") -> int:
     args = build_parser(description).parse_args(argv)
-    from zipa.inference.pretrained import resolve_model
+    from zipa.hub.pretrained import resolve_model
     from zipa.inference.transcriber import Transcriber
 
     if getattr(args, "num_threads", None):

@@ -65,6 +65,12 @@ def _run_rank(main: Callable[[DistInfo], None], info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
+def barrier() -> None:
+    """Wait for every rank (a no-op without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over ranks (a no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():

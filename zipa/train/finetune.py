@@ -97,7 +97,7 @@ def resolve_source(spec: str) -> Tuple[Path, bool]:
     files, read in full as resuming reads them: training checkpoints hold Python objects besides
     tensors), or a model name / Hub repo id (fetched into the Hugging Face cache and read as
     tensors only)."""
-    from zipa.inference.pretrained import resolve_model
+    from zipa.hub.pretrained import resolve_model
 
     local = Path(spec).expanduser()
     if local.exists():

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Dict, List, Optional, Union
 from zipa.audio.load import load_audio
 from zipa.inference.forced import AlignJob
 from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, audio_info, check_window, plan_windows
-from zipa.inference.progress import Progress
+from zipa.utils.progress import Progress
 from zipa.inference.writers import Record, format_ctm, format_jsonl, format_tsv, textgrid_for
 from zipa.utils.atomic import open_atomic
 from zipa.web.spectrogram import Tile, spectrogram_tiles

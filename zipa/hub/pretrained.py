@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Callable, List, Optional, Union
 
 PathLike = Union[str, Path]
 
@@ -95,14 +95,15 @@ def find_model(spec: str) -> Optional[PretrainedModel]:
     return None
 
 
-def _offline() -> bool:
+def is_offline() -> bool:
     from huggingface_hub import constants
 
     value = os.environ.get("HF_HUB_OFFLINE", "")
     return constants.HF_HUB_OFFLINE or value.upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _cache_dir(cache_dir: Optional[PathLike]) -> Path:
+def cache_folder(cache_dir: Optional[PathLike] = None) -> Path:
+    """The Hugging Face cache folder: ``cache_dir``, else HF_HUB_CACHE, else huggingface_hub's default."""
     from huggingface_hub import constants
 
     if cache_dir is not None:
@@ -128,80 +129,93 @@ def checkpoint_in_folder(folder: PathLike) -> Path:
     raise ModelNotFoundError(f"{folder}: no checkpoint (*.pth or *.pt) in this folder")
 
 
-def _pick_averaged(files: List[str]) -> Optional[str]:
-    pth = sorted(f for f in files if f.endswith(".pth"))
-    averaged = [f for f in pth if "avg" in Path(f).name]
-    return (averaged or pth or [None])[0]
+def _files_of(snapshot: Path) -> List[str]:
+    return sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
 
 
-def _cached_snapshot(repo_id: str, cache_dir: Path, revision: str = "main") -> Optional[Path]:
-    """The snapshot folder that the cache's ``refs/<revision>`` points to, if any."""
-    repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
+def cached_snapshot(repo_id: str, cache_dir: Optional[PathLike] = None, revision: str = "main") -> Optional[Path]:
+    """The snapshot folder of ``repo_id`` that the cache's ``refs/<revision>`` points to, if any."""
+    repo = cache_folder(cache_dir) / f"models--{repo_id.replace('/', '--')}"
     ref = repo / "refs" / revision
     commit = ref.read_text().strip() if ref.is_file() else revision
     snapshot = repo / "snapshots" / commit
     return snapshot if snapshot.is_dir() else None
 
 
-def _from_cache(repo_id: str, filename: Optional[str], cache_dir: Path) -> Optional[Path]:
-    snapshot = _cached_snapshot(repo_id, cache_dir)
-    if snapshot is None:
-        return None
-    if filename is not None:
-        path = snapshot / filename
-        return path if path.is_file() else None
-    files = [str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()]
-    name = _pick_averaged(files)
-    return snapshot / name if name else None
+Chooser = Callable[[List[str]], Optional[List[str]]]
 
 
-def _not_found_message(repo_id: str, filename: Optional[str], cache_dir: Path, reason: str) -> str:
-    file_text = filename or "the *_avg10.pth checkpoint"
-    cli_file = f" {filename}" if filename else ' --include "*avg*.pth"'
-    return (
-        f"model {repo_id}: {reason}.\n"
-        f"  Download it where there is internet:\n"
-        f"    hf download {repo_id}{cli_file}      (or: huggingface-cli download ...)\n"
-        f"  then copy the cache folder {cache_dir / ('models--' + repo_id.replace('/', '--'))} to the same place here\n"
-        f"  (HF_HUB_CACHE chooses the cache folder), or download {file_text} from\n"
-        f"  https://huggingface.co/{repo_id}/tree/main and pass its path: --model /path/to/{filename or 'checkpoint.pth'}"
+def fetch_files(repo_id: str, choose: Chooser, cache_dir: Optional[PathLike] = None, *, what: str = "model",
+                nothing_message: Callable[[List[str]], str], download_hint: str) -> List[Path]:
+    """The files that ``choose`` picks from ``repo_id``'s file list, downloaded into the Hugging
+    Face cache; offline (``HF_HUB_OFFLINE``), or when the Hub cannot be reached, the same choice
+    made from the repo's cached snapshot. ``choose`` returns None when nothing in the list fits.
+
+    ModelNotFoundError: no such repo; the repo holds nothing that fits (``nothing_message(files)``
+    says why); or it is neither reachable nor cached (the message says what to download:
+    ``download_hint``, the arguments of ``hf download <repo>``, and where to put it)."""
+    from huggingface_hub import hf_hub_download, list_repo_files
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    cache = cache_folder(cache_dir)
+    offline = is_offline()
+    try:
+        if offline:
+            raise ConnectionError("offline")
+        files = list_repo_files(repo_id)
+    except RepositoryNotFoundError:
+        raise ModelNotFoundError(
+            f"{what} {repo_id}: no such repo on the Hub (or it is private); `zipa models` lists the released ones"
+        ) from None
+    except Exception as e:  # offline, or the Hub unreachable: the cache may have them
+        return _cached_or_raise(repo_id, choose, cache, offline, e, what, download_hint)
+    chosen = choose(files)
+    if not chosen:
+        raise ModelNotFoundError(f"{what} {repo_id}: {nothing_message(files)}")
+    try:
+        return [Path(hf_hub_download(repo_id, name, cache_dir=str(cache))) for name in chosen]
+    except Exception as e:  # the connection lost half-way
+        return _cached_or_raise(repo_id, choose, cache, offline, e, what, download_hint)
+
+
+def _cached_or_raise(repo_id: str, choose: Chooser, cache: Path, offline: bool, error: Exception, what: str,
+                     download_hint: str) -> List[Path]:
+    snapshot = cached_snapshot(repo_id, cache)
+    if snapshot is not None:
+        chosen = choose(_files_of(snapshot))
+        if chosen and all((snapshot / name).is_file() for name in chosen):
+            return [snapshot / name for name in chosen]
+    reason = (
+        f"not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is set"
+        if offline
+        else f"cannot reach the Hub and not in the cache ({cache}): {type(error).__name__}: {error}"
     )
+    raise ModelNotFoundError(
+        f"{what} {repo_id}: {reason}.\n"
+        f"  Download it where there is internet:\n"
+        f"    hf download {repo_id} {download_hint}      (or: huggingface-cli download ...)\n"
+        f"  then copy the cache folder {cache / ('models--' + repo_id.replace('/', '--'))} to the same place here\n"
+        f"  (HF_HUB_CACHE chooses the cache folder), or download those files from\n"
+        f"  https://huggingface.co/{repo_id}/tree/main and pass their path with --model"
+    ) from None
+
+
+def _checkpoint_choice(filename: Optional[str]) -> Chooser:
+    """The table's file when the repo has it, else the repo's averaged checkpoint (*avg*.pth)."""
+    def choose(files: List[str]) -> Optional[List[str]]:
+        if filename is not None and filename in files:
+            return [filename]
+        pth = sorted(f for f in files if f.endswith(".pth"))
+        averaged = [f for f in pth if "avg" in Path(f).name]
+        return (averaged or pth)[:1] or None
+
+    return choose
 
 
 def _from_hub(repo_id: str, filename: Optional[str], cache_dir: Optional[PathLike]) -> Path:
-    from huggingface_hub import hf_hub_download, list_repo_files
-    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
-
-    cache = _cache_dir(cache_dir)
-    offline = _offline()
-    try:
-        if filename is not None:
-            try:
-                return Path(hf_hub_download(repo_id, filename, cache_dir=str(cache), local_files_only=offline))
-            except RemoteEntryNotFoundError:
-                pass  # the table's name is not in the repo: look for the averaged checkpoint
-        if offline:
-            raise ConnectionError("offline")
-        name = _pick_averaged(list_repo_files(repo_id))
-        if name is None:
-            raise ModelNotFoundError(f"model {repo_id}: the repo holds no .pth checkpoint")
-        return Path(hf_hub_download(repo_id, name, cache_dir=str(cache)))
-    except RepositoryNotFoundError:
-        raise ModelNotFoundError(
-            f"model {repo_id}: no such repo on the Hub (or it is private); `zipa models` lists the released ones"
-        ) from None
-    except ModelNotFoundError:
-        raise
-    except Exception as e:  # offline, or the Hub unreachable, and not cached under that name
-        found = _from_cache(repo_id, None, cache)  # any cached *avg*.pth of the repo
-        if found is not None:
-            return found
-        reason = (
-            f"not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is set"
-            if offline
-            else f"cannot reach the Hub and not in the cache ({cache}): {type(e).__name__}: {e}"
-        )
-        raise ModelNotFoundError(_not_found_message(repo_id, filename, cache, reason)) from None
+    hint = filename or '--include "*avg*.pth"'
+    return fetch_files(repo_id, _checkpoint_choice(filename), cache_dir, download_hint=hint,
+                       nothing_message=lambda files: "the repo holds no .pth checkpoint")[0]
 
 
 def resolve_model(spec: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
@@ -227,13 +241,8 @@ def resolve_model(spec: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
 
 def is_cached(model: PretrainedModel, cache_dir: Optional[PathLike] = None) -> bool:
     """Whether the model's checkpoint is in the local Hugging Face cache."""
-    from huggingface_hub import try_to_load_from_cache
-
-    cache = _cache_dir(cache_dir)
-    if model.filename is not None:
-        if isinstance(try_to_load_from_cache(model.repo_id, model.filename, cache_dir=str(cache)), str):
-            return True
-    return _from_cache(model.repo_id, None, cache) is not None
+    snapshot = cached_snapshot(model.repo_id, cache_dir)
+    return snapshot is not None and _checkpoint_choice(model.filename)(_files_of(snapshot)) is not None
 
 
 def format_table(cache_dir: Optional[PathLike] = None) -> str:

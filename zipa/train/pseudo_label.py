@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -73,12 +74,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from zipa.audio.files import find_audio
 from zipa.audio.load import SAMPLING_RATE
-from zipa.data.shar import ShardRecord, SkipItem, as_record, discover_shards, load_record_audio, record_to_cut
+from zipa.data.shar import (
+    ShardRecord,
+    SkipItem,
+    as_record,
+    beside,
+    discover_shards,
+    load_record_audio,
+    publish_shard,
+    record_to_cut,
+    shard_names,
+    write_shard,
+)
 from zipa.inference.long_audio import audio_info
-from zipa.inference.progress import DEFAULT_INTERVAL, PROGRESS_MODES, Progress
-from zipa.inference.timestamps import WORD_BOUNDARY
+from zipa.utils.progress import DEFAULT_INTERVAL, PROGRESS_MODES, Progress
+from zipa.decoding.timestamps import WORD_BOUNDARY
 from zipa.inference.transcriber import DECODING_METHODS, Transcriber
+from zipa.train.distributed import DistInfo, barrier, launched_by_torchrun, run_distributed
 from zipa.utils.atomic import open_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -93,6 +107,7 @@ DROP_REASONS = (
 # Test hook: set to N, the process dies (exit status 86) in the middle of publishing its
 # (N+1)-th shard, after the first of its files was renamed into place.
 CRASH_ENV = "ZIPA_PSEUDO_LABEL_CRASH_AFTER"
+MASTER_PORT = 12364  # spawned ranks' rendezvous, apart from training's default
 _SHAR_READER_KEYS = ("shard_origin", "shar_epoch")  # what lhotse's shar reader adds to cut.custom
 
 
@@ -308,27 +323,17 @@ def plan_batches(seconds: Sequence[float], max_duration: Optional[float] = None,
 # Layout
 
 
-def _beside(out_dir: PathLike, name: str) -> Path:
-    folder = Path(os.path.abspath(out_dir))
-    return folder.parent / f".{folder.name}.{name}"
-
-
 def work_dir(out_dir: PathLike) -> Path:
     """The run's state beside ``out_dir``: ``params.json``, ``done/``, ``tmp/``."""
-    return _beside(out_dir, "pseudo_label")
+    return beside(out_dir, "pseudo_label")
 
 
 def summary_path(out_dir: PathLike) -> Path:
-    return _beside(out_dir, "summary.json")
+    return beside(out_dir, "summary.json")
 
 
 def dropped_path(out_dir: PathLike) -> Path:
-    return _beside(out_dir, "dropped.tsv")
-
-
-def shard_names(index: int) -> Tuple[str, str]:
-    """The files of output shard ``index``, the recording first (it is renamed into place first)."""
-    return f"recording.{index:06d}.tar", f"cuts.{index:06d}.jsonl.gz"
+    return beside(out_dir, "dropped.tsv")
 
 
 def _record_path(out_dir: Path, index: int) -> Path:
@@ -469,40 +474,17 @@ def _write_shard(index: int, items: List[Tuple[ShardRecord, Optional[float]]], l
                  dropped: Dict[int, Tuple[str, str]], out_dir: Path) -> Tuple[int, float]:
     """Write the labelled items (in input order) as shard ``index`` in a temporary folder, then
     rename its files into ``out_dir``. Returns (cuts written, their seconds)."""
-    from lhotse.shar import SharWriter
-
-    tmp = work_dir(out_dir) / "tmp" / f"shard.{index:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     for name in shard_names(index):
         (out_dir / name).unlink(missing_ok=True)  # left by a run killed while publishing this shard
-    writer, kept, kept_seconds = None, 0, 0.0
-    try:
-        for i, (record, seconds) in enumerate(items):
-            if i not in labels:
-                continue
-            try:
-                cut = _output_cut(record, labels[i])
-            except SkipItem as e:
-                dropped[i] = ("not_writable", str(e))
-                continue
-            if writer is None:
-                writer = SharWriter(str(tmp), fields={"recording": "flac"}, shard_size=len(items), shard_offset=index)
-                writer.__enter__()
-            writer.write(cut)
-            kept += 1
-            kept_seconds += seconds
-    finally:
-        if writer is not None:
-            writer.close()
-    if kept:
-        for n, name in enumerate(shard_names(index)):
-            os.replace(tmp / name, out_dir / name)
-            if n == 0:
-                _crash_point()
+    labelled = sorted(labels)
+    tmp = work_dir(out_dir) / "tmp" / f"shard.{index:06d}"
+    written, skipped = write_shard(index, labelled, lambda i: _output_cut(items[i][0], labels[i]), tmp)
+    for position, why in skipped.items():
+        dropped[labelled[position]] = ("not_writable", why)
+    publish_shard(index, tmp, out_dir, after_each=_crash_point)
+    if written:
         _count_published()
-    shutil.rmtree(tmp)
-    return kept, kept_seconds
+    return len(written), sum(items[labelled[position]][1] or 0.0 for position in written)
 
 
 _published = [0]
@@ -655,7 +637,7 @@ def resolve_model_flags(args: argparse.Namespace) -> argparse.Namespace:
     """``args`` with --model-path as a checkpoint file (a folder, a name of `zipa models` or a
     Hub repo id resolved; Hub files fetched into the cache); PseudoLabelError when the flags
     choose no model."""
-    from zipa.inference.pretrained import resolve_model
+    from zipa.hub.pretrained import resolve_model
 
     if args.model_path is None:
         if args.iter <= 0 and args.epoch <= 0:
@@ -684,29 +666,32 @@ def rank_device(device: str, local_rank: int, world_size: int) -> str:
     return device
 
 
-def _run_rank(rank: int, args: argparse.Namespace, jobs: List[Job], params: dict, world_size: int,
-              local_rank: int) -> None:
+def _label_rank(args: argparse.Namespace, jobs: List[Job], params: dict, prepared: bool, info: DistInfo) -> None:
+    """One rank's work. ``prepared``: the output folder is ready (a single process or spawned
+    ranks: the parent prepared it); else (torchrun) rank 0 prepares it while the others wait."""
     if not logging.getLogger().handlers:  # a spawned process starts without the parent's logging
         _setup_logging()
-    device = rank_device(args.device, local_rank, world_size)
+    if not prepared:
+        if info.is_main:
+            args = resolve_model_flags(args)
+            prepare(args.out_dir, params, args.overwrite)
+        barrier()
+        if not info.is_main:
+            args = resolve_model_flags(args)  # found in the cache rank 0 filled
+    device = rank_device(args.device, info.local_rank, info.world_size)
     if device.startswith("cuda:"):
         import torch
 
         torch.cuda.set_device(torch.device(device))
     settings = settings_from_args(args)
-    label_jobs(jobs, load_transcriber(args, device), settings, rank, world_size)
+    label_jobs(jobs, load_transcriber(args, device), settings, info.rank, info.world_size)
     summarise(settings.out_dir, jobs, params)
 
 
-def _spawned(rank: int, args: argparse.Namespace, jobs: List[Job], params: dict, world_size: int) -> None:
-    _run_rank(rank, args, jobs, params, world_size, rank)
-
-
-def run(args: argparse.Namespace, find_audio: Optional[Callable] = None) -> Optional[dict]:
-    """Plan, prepare, decode on every rank; returns the summary (None on a torchrun rank that
-    did not finish last)."""
-    from zipa.train.distributed import launched_by_torchrun
-
+def run(args: argparse.Namespace) -> Optional[dict]:
+    """Plan, prepare, decode on every rank (`zipa.train.distributed.run_distributed`: this
+    process, --world-size spawned ones, or torchrun's); returns the summary (None on a torchrun
+    rank that did not finish last)."""
     if not args.shar_dirs and not args.audio_dirs:
         raise PseudoLabelError("nothing to decode: give --shar-dirs and/or --audio-dirs")
     out_dir = Path(os.path.abspath(args.out_dir))
@@ -714,37 +699,17 @@ def run(args: argparse.Namespace, find_audio: Optional[Callable] = None) -> Opti
         raise PseudoLabelError(f"--out-dir {args.out_dir} is one of the --shar-dirs")
     audio_files: list = []
     if args.audio_dirs:
-        if find_audio is None:
-            raise PseudoLabelError("--audio-dirs needs an audio file finder")
         audio_files, errors = find_audio(args.audio_dirs)
         if errors:
             raise PseudoLabelError("; ".join(errors))
     jobs = plan_jobs(args.shar_dirs, audio_files, args.shard_size)
     params = run_params(settings_from_args(args), jobs, model_name(args))
-    if launched_by_torchrun():
-        import torch.distributed as dist
-
-        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        dist.init_process_group("gloo")  # only to wait for rank 0's preparation
-        try:
-            if rank == 0:
-                args = resolve_model_flags(args)
-                prepare(out_dir, params, args.overwrite)
-            dist.barrier()
-        finally:
-            dist.destroy_process_group()
-        if rank != 0:
-            args = resolve_model_flags(args)  # found in the cache rank 0 filled
-        _run_rank(rank, args, jobs, params, world_size, int(os.environ["LOCAL_RANK"]))
-    else:
+    prepared = not launched_by_torchrun()
+    if prepared:  # here, so that a refused output folder is one error line, not a spawned rank's traceback
         args = resolve_model_flags(args)
         prepare(out_dir, params, args.overwrite)
-        if args.world_size > 1:
-            import torch.multiprocessing as mp
-
-            mp.spawn(_spawned, args=(args, jobs, params, args.world_size), nprocs=args.world_size, join=True)
-        else:
-            _run_rank(0, args, jobs, params, 1, 0)
+    run_distributed(functools.partial(_label_rank, args, jobs, params, prepared), args.world_size,
+                    master_port=MASTER_PORT)
     path = summary_path(out_dir)
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -753,15 +718,14 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
 
-def main(description: str, argv: Optional[Sequence[str]] = None,
-         find_audio: Optional[Callable] = None) -> Optional[dict]:
+def main(description: str, argv: Optional[Sequence[str]] = None) -> Optional[dict]:
     """A recipe's pseudo_label.py: the flags above, then `run`; prints the summary."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
     _setup_logging()
     try:
-        summary = run(args, find_audio)
+        summary = run(args)
     except PseudoLabelError as e:
         raise SystemExit(f"error: {e}") from None
     if summary is None:
