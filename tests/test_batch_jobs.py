@@ -15,7 +15,8 @@ from conftest import REPO
 from tiny_models import speechlike, write_wav
 
 from zipa.audio.files import audio_suffixes, find_audio
-from zipa.cli import _Interrupted, _StopRequest, main
+from zipa.cli import main
+from zipa.cli.signals import Interrupted as _Interrupted, StopRequest as _StopRequest
 from zipa.utils.progress import Progress
 from zipa.inference.resumable import LineOutput
 from zipa.decoding.timestamps import Alignment, Interval

@@ -3,6 +3,8 @@
     import zipa
     model = zipa.load_model("zipa-cr-small-500k")       # a released model's name, or a .pth path
     model.transcribe(["speech.wav"])                     # [['wɜːld', 'hɛloʊ']]
+    (alignment,) = model.align(["speech.wav"], text="hello world", lang="en-us")
+    zipa.write(alignment, "speech.TextGrid")             # or .ctm, .jsonl, .tsv, .txt
 
 Everything here is imported on first use, so ``import zipa`` and ``zipa --help`` stay fast.
 """
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from zipa.inference.zipa_api import ZipaModel
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "available_models", "load_model"]
+__all__ = ["__version__", "available_models", "load_model", "write"]
 
 
 def load_model(
@@ -53,3 +55,22 @@ def available_models() -> List[str]:
     from zipa.hub.pretrained import MODELS
 
     return [model.name for model in MODELS]
+
+
+def write(
+    alignments: Any,
+    path: Optional[Union[str, "os.PathLike"]],
+    format: Optional[str] = None,
+    *,
+    duration: Optional[float] = None,
+    words: bool = True,
+) -> None:
+    """Write an alignment (what ``model.timestamps`` and ``model.align`` return, one per file),
+    or a list of them, to ``path`` in ``format``, by default the one its suffix names:
+    ``.TextGrid`` (Praat: tiers "phones" and "words"), ``.ctm``, ``.jsonl``, ``.tsv``, ``.txt``;
+    the bytes ``zipa align`` writes. ``duration``: the audio's length in seconds (a TextGrid
+    covers it; default: the last phone's end). ``path`` None writes to stdout. Atomic: the file
+    appears whole or not at all."""
+    from zipa.inference.writers import write as write_records
+
+    write_records(alignments, path, format, duration=duration, words=words)

@@ -54,6 +54,7 @@ from zipa.inference.long_audio import (
     read_segment,
 )
 from zipa.hub.pretrained import resolve_model
+from zipa.inference.options import DECODING_METHODS
 from zipa.utils.progress import Progress
 from zipa.decoding.timestamps import (
     FRAME_OFFSET,
@@ -82,7 +83,7 @@ AlignerLike = Union[None, str, Path, "FrameAligner"]
 # What `inventory=` takes: None (no restriction), a built-in language code (str), an inventory
 # file (Path), an `Inventory`, a list of phones, or a `TokenMask` already built.
 InventoryLike = Union[None, str, Path, Inventory, TokenMask, Iterable[str]]
-DECODING_METHODS = ("greedy", "beam")
+PRECISIONS = ("fp32", "bf16", "fp16")
 # Files are decoded in groups of consecutive paths (see `Transcriber.iter_transcribe_files`).
 GROUP_FILES = 512
 GROUP_SECONDS = 3600.0
@@ -162,18 +163,30 @@ class Transcriber:
         bpe_model: Optional[PathLike] = None,
         device: Optional[Union[str, torch.device]] = None,
         aligner: AlignerLike = "auto",
+        precision: str = "fp32",
         **config_overrides,
     ) -> "Transcriber":
         """Load a released `.pth` (or an icefall checkpoint, or a model name that
         `zipa.hub.pretrained.resolve_model` knows); the architecture is read from the
         weights, settings they cannot show from `config_overrides` or a config.json beside it.
         `aligner`: see `load_aligner` (default "auto": ``<model stem>.aligner.pt`` beside the
-        model file is used when it is there)."""
+        model file is used when it is there). `precision`: "fp32" (exact), "bf16" (CPUs with
+        bfloat16 units, CUDA) or "fp16" (CUDA only): the model runs in that precision
+        (`zipa.model.precision.LowPrecisionModel`), faster and not exact."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         path = resolve_model(model_path)
         model, _ = load_model(path, **config_overrides)
         tokenizer = Tokenizer.from_file(bpe_model if bpe_model is not None else default_bpe_model_path())
         transcriber = cls(model, tokenizer, device)
         transcriber.load_aligner(aligner, path)
+        if precision != "fp32":
+            from zipa.model.precision import LowPrecisionModel
+
+            if precision == "fp16" and transcriber.device.type != "cuda":
+                raise ValueError("precision fp16 needs a CUDA device (on a CPU use bf16)")
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+            transcriber.model = LowPrecisionModel(transcriber.model, dtype)
         return transcriber
 
     @classmethod

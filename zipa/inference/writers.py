@@ -302,15 +302,17 @@ def write(records: Union[Record, Alignment, Sequence[Union[Record, Alignment]]],
           format: Optional[str] = None, *, duration: Optional[float] = None, words: bool = True) -> None:
     """Write alignments (or records) to ``path`` (None or ``-``: stdout) in ``format``, by
     default the one ``path``'s suffix names (``.TextGrid``, ``.ctm``, ``.jsonl``, ``.tsv``,
-    ``.txt``). An `Alignment` alone is written as the record of ``path``, over ``duration``
-    (default: its last phone's end). One-file formats (TextGrid) take one alignment."""
+    ``.txt``). An `Alignment` is written as the record of the audio file named as ``path``
+    without its suffix (what CTM, jsonl and tsv lines name), over ``duration`` seconds (default:
+    its last phone's end). One-file formats (TextGrid) take one alignment."""
     items = [records] if isinstance(records, (Record, Alignment)) else list(records)
     fmt = FORMATS[format] if format is not None else format_for(path)
     out = []
     for item in items:
         if isinstance(item, Alignment):
             end = max([iv.end for iv in item.phones], default=0.0)
-            item = Record(str(path or "-"), end if duration is None else duration, item)
+            name = Path(str(path)).stem if path is not None and str(path) != "-" else "-"
+            item = Record(name, end if duration is None else duration, item)
         out.append(item)
     if fmt.one_file_each and len(out) != 1:
         raise ValueError(f"{fmt.name} holds one file's alignment, got {len(out)}")

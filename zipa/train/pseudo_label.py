@@ -72,7 +72,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from zipa.audio.files import find_audio
 from zipa.audio.load import SAMPLING_RATE

@@ -35,7 +35,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError(f"zipa.web needs the web extra: pip install 'zipa-phones[web]' ({e})") from e
 
 from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW
-from zipa.web.jobs import DONE, DOWNLOADS, JobQueue, UploadError
+from zipa.web.jobs import DONE, JobQueue, UploadError, downloads
 
 if TYPE_CHECKING:
     from zipa.inference.transcriber import Transcriber
@@ -146,8 +146,8 @@ def create_app(
         if missing:
             return missing
         fmt = request.path_params["fmt"]
-        if fmt not in DOWNLOADS:
-            return _error(404, f"no format {fmt!r} (there are {', '.join(DOWNLOADS)})")
+        if fmt not in downloads():
+            return _error(404, f"no format {fmt!r} (there are {', '.join(downloads())})")
         if job.state != DONE:
             return _error(409, f"{job.name}: not transcribed ({job.state})")
         filename, media_type, text = job.download(fmt)

@@ -31,7 +31,7 @@ from zipa.audio.load import load_audio
 from zipa.inference.forced import AlignJob
 from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, audio_info, check_window, plan_windows
 from zipa.utils.progress import Progress
-from zipa.inference.writers import Record, format_ctm, format_jsonl, format_tsv, textgrid_for
+from zipa.inference.writers import FORMATS, Record, format_jsonl
 from zipa.utils.atomic import open_atomic
 from zipa.web.spectrogram import Tile, spectrogram_tiles
 
@@ -41,14 +41,12 @@ if TYPE_CHECKING:
 KEEP_JOBS = 50
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "error"
 
-# What the page's download buttons give: {format: (file suffix, media type, writer)}; each the
-# output of `zipa align FILE --format FORMAT` (word tier on, timestamps on).
-DOWNLOADS: Dict[str, tuple] = {
-    "textgrid": (".TextGrid", "text/plain", lambda record: textgrid_for(record, words=True)),
-    "ctm": (".ctm", "text/plain", lambda record: format_ctm([record])),
-    "jsonl": (".jsonl", "application/json", lambda record: format_jsonl([record], timestamps=True)),
-    "tsv": (".tsv", "text/tab-separated-values", lambda record: format_tsv([record], timestamps=True)),
-}
+
+
+def downloads() -> List[str]:
+    """The formats the page's download links give: every registered output format with times
+    (`zipa.inference.writers.FORMATS`), each the output of `zipa align FILE --format FORMAT`."""
+    return [name for name in FORMATS if name != "txt"]
 
 
 class UploadError(ValueError):
@@ -89,12 +87,13 @@ class Job:
         if self.record is not None:
             out["result"] = json.loads(format_jsonl([self.record], timestamps=True))
             out["spectrogram"] = [tile.to_json() for tile in self.tiles]
+            out["downloads"] = downloads()
         return out
 
     def download(self, fmt: str) -> tuple:
-        """(file name, media type, text) of the result in ``fmt`` (a key of `DOWNLOADS`)."""
-        suffix, media_type, write = DOWNLOADS[fmt]
-        return Path(self.name).stem + suffix, media_type, write(self.record)
+        """(file name, media type, text) of the result in ``fmt`` (one of `downloads`)."""
+        output = FORMATS[fmt]
+        return Path(self.name).stem + output.suffix, output.media_type, output.text(self.record, timestamps=True)
 
 
 class _JobProgress(Progress):

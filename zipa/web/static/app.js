@@ -137,8 +137,16 @@ class Job {
     this.drawTier($(".tier.phones", this.el), result.phones, "phone", true);
     this.drawTier($(".tier.words", this.el), result.words || [], "word", false);
     $(".transcript", this.el).textContent = result.text;
-    for (const link of $$("a.download", this.el)) {
-      link.href = `/api/jobs/${this.id}/download/${link.dataset.format}`;
+    const labels = { textgrid: "TextGrid", ctm: "CTM", jsonl: "JSON", tsv: "TSV" };
+    const links = $(".downloads", this.el);
+    for (const format of job.downloads) {  // every output format the server knows
+      const link = document.createElement("a");
+      link.className = "download";
+      link.dataset.format = format;
+      link.download = "";
+      link.textContent = labels[format] || format.toUpperCase();
+      link.href = `/api/jobs/${this.id}/download/${format}`;
+      links.append(" ", link);
     }
     $(".player", this.el).src = URL.createObjectURL(this.file);
 

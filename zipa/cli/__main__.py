@@ -1,0 +1,7 @@
+"""python -m zipa.cli: the zipa command."""
+
+import sys
+
+from zipa.cli import main
+
+sys.exit(main())
