@@ -30,6 +30,7 @@ pytest.importorskip("httpx", reason="starlette's TestClient needs httpx (the dev
 from starlette.testclient import TestClient  # noqa: E402
 
 from zipa.cli import main  # noqa: E402
+from zipa.decoding.options import DecodingOptions  # noqa: E402
 from zipa.inference.forced import AlignJob  # noqa: E402
 from zipa.inference.long_audio import plan_windows  # noqa: E402
 from zipa.inference.transcriber import Transcriber  # noqa: E402
@@ -256,7 +257,7 @@ def test_progress_counts_the_windows_of_a_long_file(ctc_model, audio, uploads):
     transcriber = Transcriber.from_checkpoint(ctc_model, device="cpu")
     gate = threading.Semaphore(0)
     seen = _instrumented(transcriber, gate)
-    with client_for(transcriber, uploads, window=1.0, overlap=0.2, batch_size=1) as client:
+    with client_for(transcriber, uploads, options=DecodingOptions(window=1.0, overlap=0.2, batch_size=1)) as client:
         job = upload(client, "long.flac", audio / "long.flac").json()
         windows = len(plan_windows(int(3.5 * 16000), 16000, 1.0, 0.2))
         assert job["windows"] == windows == 5 and job["duration"] == pytest.approx(3.5)

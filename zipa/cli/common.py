@@ -7,8 +7,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_window
-from zipa.inference.options import DECODING_METHODS
+from zipa.decoding.options import DECODING_METHODS, DEFAULT_OVERLAP, DEFAULT_WINDOW, DecodingOptions
 from zipa.utils.progress import PROGRESS_MODES
 
 
@@ -30,11 +29,19 @@ def positive_int(text: str) -> int:
     return value
 
 
-def check_window_args(args: argparse.Namespace) -> None:
+_FLAGS = {"window": "--window/--overlap", "overlap": "--window/--overlap", "decoding": "--decoding",
+          "beam": "--beam-size", "batch_size": "--batch-size", "topk": "--topk"}
+
+
+def decoding_options(args: argparse.Namespace) -> DecodingOptions:
+    """The `DecodingOptions` of a command's flags (those it has); UsageError naming the flag."""
     try:
-        check_window(args.window, args.overlap)
+        return DecodingOptions(decoding=args.decoding, beam=args.beam_size, window=args.window, overlap=args.overlap,
+                               batch_size=args.batch_size, topk=getattr(args, "topk", 0) or 0,
+                               remove_diacritics=getattr(args, "remove_diacritics", False))
     except ValueError as e:
-        raise UsageError(f"--window/--overlap: {e}") from None
+        setting = str(e).split()[0]
+        raise UsageError(f"{_FLAGS.get(setting, setting)}: {e}") from None
 
 
 def add_runtime_args(p: argparse.ArgumentParser, progress: bool = True) -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from zipa.audio.files import find_audio
-from zipa.cli.common import UsageError, add_runtime_args, check_window_args, load_transcriber, positive_int
+from zipa.cli.common import UsageError, add_runtime_args, decoding_options, load_transcriber, positive_int
 
 
 def _evaluation_references(args: argparse.Namespace):
@@ -49,7 +49,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from zipa.utils.progress import Progress
 
     command = "zipa evaluate"
-    check_window_args(args)
+    options = decoding_options(args)
     references, total, input_errors, unused = _evaluation_references(args)
     ref = Path(args.ref)
     name = args.name or (ref.stem if ref.is_file() else ref.resolve().name)
@@ -66,12 +66,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     mode = "none" if args.quiet else args.progress
     with Progress(total or 0, mode, interval=args.progress_interval, desc=command) as progress:
-        run = run_evaluation(
-            transcriber, references, decoding=args.decoding, beam=args.beam_size, batch_size=args.batch_size,
-            remove_diacritics=args.remove_diacritics, progress=progress, total=total,
-            on_failure=lambda failure: progress.write(f"error: {failure.error}"),
-            window=args.window, overlap=args.overlap,
-        )
+        run = run_evaluation(transcriber, references, options, progress=progress, total=total,
+                             on_failure=lambda failure: progress.write(f"error: {failure.error}"))
     try:
         metrics = score(run, args.output_dir, name, model_path.stem)
         chart = None if args.no_chart or not run.results else save_chart(metrics, args.output_dir)

@@ -8,7 +8,7 @@ import sys
 from zipa.cli.common import (
     UsageError,
     add_runtime_args,
-    check_window_args,
+    decoding_options,
     load_transcriber,
     positive_float,
     positive_int,
@@ -48,7 +48,7 @@ def cmd_inventories(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """The web page (`zipa.web`): bind the address, load the model, print where to go, serve
     until Ctrl-C."""
-    check_window_args(args)
+    options = decoding_options(args)
     try:
         from zipa.web import create_app
         from zipa.web.server import address, is_loopback, listen, run
@@ -60,9 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {e}") from None
     with sock:
         transcriber, model_path = load_transcriber(args)
-        app = create_app(transcriber, model_name=model_path.name, max_upload_mb=args.max_upload_mb,
-                         window=args.window, overlap=args.overlap, batch_size=args.batch_size,
-                         decoding=args.decoding, beam=args.beam_size)
+        app = create_app(transcriber, model_name=model_path.name, max_upload_mb=args.max_upload_mb, options=options)
         if not is_loopback(args.host):
             print(f"zipa serve: warning: listening on {args.host}: whoever reaches this address can use the model "
                   "and upload files; browsers allow the microphone only at localhost or over https", file=sys.stderr)

@@ -18,7 +18,7 @@ from zipa.audio.files import AudioFile, find_audio
 from zipa.cli.common import (
     UsageError,
     add_runtime_args,
-    check_window_args,
+    decoding_options,
     load_transcriber,
     positive_int,
 )
@@ -259,6 +259,7 @@ class Run:
     normalize: Optional[Callable[[str], str]]
     files: List[AudioFile]
     failures: List[str]
+    options: Any = None  # the DecodingOptions of the flags
     jobs: Dict[str, Any] = field(default_factory=dict)  # forced alignment: {str(path): AlignJob}
     lines: Optional["LineOutput"] = None  # line formats: the one output
     targets: Dict[str, Optional[Path]] = field(default_factory=dict)  # file formats: each file's output
@@ -283,7 +284,7 @@ def plan_run(args: argparse.Namespace, timestamps: bool) -> Run:
                          f"not in {args.format}")
     run = Run(f"zipa {args.command}", fmt, timestamps or fmt.timed or bool(topk), not args.no_word_boundaries,
               forced, topk, _inventory(args), _normalizer(args.remove_diacritics), [], [])
-    check_window_args(args)
+    run.options = decoding_options(args)
     run.files, run.failures = find_audio(args.inputs)
     if not run.files and not run.failures:
         raise UsageError("no audio files found")
@@ -329,15 +330,10 @@ def _skip_done(run: Run, args: argparse.Namespace, to_stdout: bool) -> None:
 def decode(transcriber, run: Run, args: argparse.Namespace, progress, stop: StopRequest, mask) -> Iterator[Any]:
     """Each file's result as it is done: forced alignment of its transcript, or free decoding."""
     if run.forced:
-        return transcriber.align_files(
-            [run.jobs[str(path)] for path in run.todo], lang=_g2p_lang(args, run.forced),
-            remove_diacritics=args.remove_diacritics, window=args.window, overlap=args.overlap,
-            batch_size=args.batch_size, progress=progress, stop=stop,
-        )
-    return transcriber.iter_transcribe_files(
-        run.todo, window=args.window, overlap=args.overlap, batch_size=args.batch_size, progress=progress,
-        decoding=args.decoding, beam=args.beam_size, stop=stop, inventory=mask, topk=run.topk,
-    )
+        return transcriber.align_files([run.jobs[str(path)] for path in run.todo], run.options,
+                                       lang=_g2p_lang(args, run.forced), progress=progress, stop=stop)
+    return transcriber.iter_transcribe_files(run.todo, run.options.replace(inventory=mask), progress=progress,
+                                             stop=stop)
 
 
 def write_record(run: Run, record) -> None:
@@ -356,6 +352,8 @@ def write_record(run: Run, record) -> None:
         else:
             target = run.targets[record.path]
             write_text(run.fmt.text(record, timestamps=True, words=run.words), target)
+    except BrokenPipeError:
+        raise
     except OSError as e:
         raise OSError(f"cannot write {target or 'stdout'}: {e}") from e
 

@@ -63,6 +63,7 @@ import numpy as np
 
 from zipa.audio.load import SAMPLING_RATE, load_audio, resample
 from zipa.utils.atomic import open_atomic, write_text_atomic
+from zipa.utils.tsv import tsv_rows
 
 logger = logging.getLogger(__name__)
 
@@ -759,28 +760,23 @@ def read_tsv(tsv: PathLike, audio_dir: Optional[PathLike] = None) -> Iterator[Sh
     """
     tsv = Path(tsv)
     base = Path(audio_dir) if audio_dir is not None else tsv.parent
-    with open(tsv, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            cols = line.split("\t")
-            if lineno == 1 and [c.strip().lower() for c in cols[:2]] == ["id", "path"]:
-                continue
-            if len(cols) < 3 or not cols[0].strip() or not cols[1].strip():
-                yield ShardRecord(
-                    id=cols[0].strip() or f"line{lineno}",
-                    audio=_Malformed(f"{tsv.name}:{lineno}: expected id<TAB>path<TAB>text[<TAB>language]"),
-                    text="",
-                )
-                continue
-            path = Path(cols[1].strip())
+    for lineno, cols in tsv_rows(tsv):
+        if lineno == 1 and [c.strip().lower() for c in cols[:2]] == ["id", "path"]:
+            continue
+        if len(cols) < 3 or not cols[0].strip() or not cols[1].strip():
             yield ShardRecord(
-                id=cols[0].strip(),
-                audio=str(path if path.is_absolute() else base / path),
-                text=cols[2].strip(),
-                language=(cols[3].strip() or None) if len(cols) > 3 else None,
+                id=cols[0].strip() or f"line{lineno}",
+                audio=_Malformed(f"{tsv.name}:{lineno}: expected id<TAB>path<TAB>text[<TAB>language]"),
+                text="",
             )
+            continue
+        path = Path(cols[1].strip())
+        yield ShardRecord(
+            id=cols[0].strip(),
+            audio=str(path if path.is_absolute() else base / path),
+            text=cols[2].strip(),
+            language=(cols[3].strip() or None) if len(cols) > 3 else None,
+        )
 
 
 class _Malformed:

@@ -28,6 +28,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
+from zipa.decoding.options import DecodingOptions
 from zipa.evaluation.metrics import EvaluationResult
 from zipa.evaluation.references import Reference
 
@@ -159,27 +160,26 @@ class EvaluationRun:
 def run_evaluation(
     transcriber,
     references: Iterable[Reference],
-    decoding: str = "greedy",
-    beam: int = 4,
-    batch_size: int = 8,
-    remove_diacritics: bool = False,
+    options: Optional[DecodingOptions] = None,
     progress: Any = False,
     total: Optional[int] = None,
     on_failure: Optional[Callable[[Failure], None]] = None,
-    **file_options: Any,
 ) -> EvaluationRun:
     """Normalise, decode and pair every reference (see the module docstring).
 
-    ``transcriber``: a `zipa.inference.transcriber.Transcriber`. ``decoding``, ``beam``,
-    ``batch_size`` and ``file_options`` (``window``, ``overlap``...) go to its
-    ``transcribe_files``; ``progress`` as there (a `Progress`, a mode, True/False/None;
+    ``transcriber``: a `zipa.inference.transcriber.Transcriber`; ``options`` (a
+    `zipa.decoding.options.DecodingOptions`) go to its ``transcribe_files``, and
+    ``options.remove_diacritics`` applies to references and hypotheses;
+    ``progress`` as there (a `Progress`, a mode, True/False/None;
     ``total`` is the number of references when ``references`` has no length).
     ``on_failure`` is called with each failure as it happens.
     """
     from zipa.utils.progress import Progress
     from zipa.text.ipa import remove_diacritics as strip_diacritics
 
-    key = decoding_key(transcriber.uses_ctc, decoding)
+    options = options if options is not None else DecodingOptions()
+    remove_diacritics = options.remove_diacritics
+    key = decoding_key(transcriber.uses_ctc, options.decoding)
     report = NormalizationReport(remove_diacritics)
     results: List[EvaluationResult] = []
     failures: List[Failure] = []
@@ -218,9 +218,7 @@ def run_evaluation(
                         reporter.file_done()
                         continue
                     kept.append((ref, text))
-                transcripts = transcriber.transcribe_files(
-                    paths, batch_size=batch_size, progress=reporter, decoding=decoding, beam=beam, **file_options
-                )
+                transcripts = transcriber.transcribe_files(paths, options, progress=reporter)
                 for (ref, text), path, transcript in zip(kept, paths, transcripts):
                     if not transcript.ok:
                         error = transcript.error

@@ -34,11 +34,12 @@ supervisions giving the text (joined), the language and the speaker.
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from zipa.utils.tsv import tsv_rows
 
 PathLike = Union[str, Path]
 
@@ -122,30 +123,27 @@ def read_reference_tsv(path: PathLike) -> List[ReferenceEntry]:
     seen: Dict[str, str] = {}
     columns: Optional[Dict[str, int]] = None
     first = True
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
-            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+    for lineno, row in tsv_rows(path):
+        cells = [c.strip() for c in row]
+        if first:
+            first = False
+            if cells[0].lower() == "path":
+                columns = _header(cells, f"{path.name}:{lineno}")
                 continue
-            cells = [c.strip() for c in row]
-            if first:
-                first = False
-                if cells[0].lower() == "path":
-                    columns = _header(cells, f"{path.name}:{lineno}")
-                    continue
-            if columns is None:
-                columns = {name: i for i, name in enumerate(POSITIONAL_COLUMNS)}
-            value = {name: (cells[i] if i < len(cells) and cells[i] else None) for name, i in columns.items()}
-            source = f"{path.name}:{lineno}"
-            key = value.get("path")
-            if not key:
-                raise ValueError(f"{source}: no path in the first column")
-            if key in seen:
-                raise ValueError(f"{source}: {key} is listed twice (first on {seen[key]})")
-            seen[key] = source
-            entries.append(ReferenceEntry(
-                key=key, text=value.get("ipa"), source=source, language=value.get("language"),
-                speaker=value.get("speaker"), audio=_audio_path(key, base),
-            ))
+        if columns is None:
+            columns = {name: i for i, name in enumerate(POSITIONAL_COLUMNS)}
+        value = {name: (cells[i] if i < len(cells) and cells[i] else None) for name, i in columns.items()}
+        source = f"{path.name}:{lineno}"
+        key = value.get("path")
+        if not key:
+            raise ValueError(f"{source}: no path in the first column")
+        if key in seen:
+            raise ValueError(f"{source}: {key} is listed twice (first on {seen[key]})")
+        seen[key] = source
+        entries.append(ReferenceEntry(
+            key=key, text=value.get("ipa"), source=source, language=value.get("language"),
+            speaker=value.get("speaker"), audio=_audio_path(key, base),
+        ))
     return entries
 
 

@@ -44,12 +44,11 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Protocol, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from zipa.audio.features import MIN_SAMPLES
 from zipa.decoding.alignment import (
     TokenSpan,
     aligner_spans,
@@ -57,11 +56,11 @@ from zipa.decoding.alignment import (
     ctc_min_frames,
     transducer_forced_align,
 )
-from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, AudioInfo, audio_info, check_window, owns, plan_segments, read_segment
+from zipa.inference.long_audio import AudioInfo, Segment, audio_info, owns, plan_segments
+from zipa.decoding.options import DecodingOptions
 from zipa.utils.progress import Progress
 from zipa.data.textgrid import TextGrid
 from zipa.decoding.timestamps import Alignment, TimedToken, TimeGrid, frame_time
-from zipa.model.subsampling import MIN_FEATURE_FRAMES
 
 if TYPE_CHECKING:
     from zipa.model.aligner import FrameAligner
@@ -85,6 +84,8 @@ class Transcriber(Protocol):
     @property
     def time_grid(self) -> TimeGrid: ...
     def features(self, audio: Sequence, sampling_rate: Optional[int] = None) -> Tuple[Tensor, Tensor]: ...
+    def encode_segments(self, segments: Sequence[Tuple[Path, Segment]]) -> Tuple[
+        List[int], Optional[Tensor], Optional[Tensor], Dict[int, str]]: ...
     def phone_groups(self, tokens: Sequence[int]) -> List[List[int]]: ...
     def alignment(self, tokens: Sequence[TimedToken], duration: Optional[float] = None,
                   normalize: Optional[Callable[[str], str]] = None) -> Alignment: ...
@@ -358,18 +359,12 @@ def align_batch(
 def align_files(
     transcriber: Transcriber,
     jobs: Iterable[AlignJob],
+    options: DecodingOptions,
     lang: Optional[str] = None,
-    remove_diacritics: bool = False,
-    window: float = DEFAULT_WINDOW,
-    overlap: float = DEFAULT_OVERLAP,
-    batch_size: int = 8,
     progress: Union[None, bool, str, Progress] = False,
     stop: Optional[Callable[[], bool]] = None,
 ) -> Iterator[FileAlignment]:
     """`Transcriber.align_files`: see there."""
-    check_window(window, overlap)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     jobs = list(jobs)
     reporter = Progress.make(progress, len(jobs))
     owned = reporter is not progress
@@ -385,8 +380,7 @@ def align_files(
                 result.error = str(e)
             else:
                 result.duration = info.duration
-                stopped = _align_file(transcriber, job, info, result, lang, remove_diacritics,
-                                      window, overlap, batch_size, reporter, stop)
+                stopped = _align_file(transcriber, job, info, result, lang, options, reporter, stop)
                 if stopped:
                     return
             reporter.file_done()
@@ -402,10 +396,7 @@ def _align_file(
     info: AudioInfo,
     result: FileAlignment,
     lang: Optional[str],
-    remove_diacritics: bool,
-    window: float,
-    overlap: float,
-    batch_size: int,
+    options: DecodingOptions,
     reporter: Progress,
     stop: Callable[[], bool],
 ) -> bool:
@@ -425,12 +416,12 @@ def _align_file(
                 raise ValueError(f"{where}: the interval is not inside the audio (0-{info.duration:.3f} s); "
                                  "is this the TextGrid of this file?")
             end = min(end, info.duration)
-            transcript = prepare_transcript(utterance.text, transcriber.tokenizer, lang, remove_diacritics)
+            transcript = prepare_transcript(utterance.text, transcriber.tokenizer, lang, options.remove_diacritics)
             if transcript.dropped:
                 result.messages.append(f"{where}: {transcript.dropped_message()}")
             if not transcript.tokens:
                 raise ValueError(f"{where}: nothing left to align in the transcript {utterance.text!r}")
-            frames, times = _encode_stretch(transcriber, job.path, info, start, end, window, overlap, batch_size, where)
+            frames, times = _encode_stretch(transcriber, job.path, info, start, end, options, where)
             spans = align_frames(transcriber, frames, transcript, where)
             shift = transcriber.time_grid.shift
             result.tokens += [_timed(span, times, shift, start, end) for span in spans]
@@ -453,9 +444,7 @@ def _encode_stretch(
     info: AudioInfo,
     start: float,
     end: float,
-    window: float,
-    overlap: float,
-    batch_size: int,
+    options: DecodingOptions,
     where: str,
 ) -> Tuple[Tensor, List[float]]:
     """The Viterbi pass's frames (`head_frames`) of audio [start, end) s of a file, windowed as
@@ -469,30 +458,18 @@ def _encode_stretch(
     segments = [
         dataclasses.replace(s, start=s.start + first, own_from=s.own_from + offset, own_to=s.own_to + offset,
                             whole_file=s.whole_file and whole_file)
-        for s in plan_segments(0, AudioInfo(max(last - first, 0), rate), window, overlap)
+        for s in plan_segments(0, AudioInfo(max(last - first, 0), rate), options.window, options.overlap)
     ]
     shift, grid = transcriber.frame_shift, transcriber.time_grid
     per = grid.per_encoder_frame
     kept: List[Tensor] = []
     times: List[float] = []
-    for b in range(0, len(segments), batch_size):
-        batch = segments[b : b + batch_size]
-        audio = []
-        for segment in batch:
-            samples = read_segment(path, segment)
-            if samples.size < MIN_SAMPLES:
-                raise ValueError(f"{where}: audio too short to align ({samples.size} samples at 16 kHz; "
-                                 "the encoder needs about 0.1 s)")
-            audio.append(samples)
-        try:
-            feats, feat_lens = transcriber.features(audio)
-        except ValueError:
-            raise ValueError(f"{where}: audio too short to align (the encoder needs at least "
-                             f"{MIN_FEATURE_FRAMES} feature frames, about 0.1 s)") from None
+    for b in range(0, len(segments), options.batch_size):
+        batch = segments[b : b + options.batch_size]
         with torch.inference_mode():
-            encoder_out, encoder_out_lens = transcriber.model.forward_encoder(
-                feats.to(transcriber.device), feat_lens.to(transcriber.device)
-            )
+            positions, encoder_out, encoder_out_lens, errors = transcriber.encode_segments([(path, s) for s in batch])
+            if errors:
+                raise ValueError(f"{where}: " + next(iter(errors.values())).replace(f"{path}: ", "", 1))
             frames = head_frames(transcriber, encoder_out, encoder_out_lens).float().cpu()
         for segment, row, n in zip(batch, frames, encoder_out_lens.tolist()):
             t0 = segment.start_time

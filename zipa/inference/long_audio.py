@@ -35,10 +35,8 @@ from typing import List, Tuple
 import numpy as np
 
 from zipa.audio.load import load_audio
+from zipa.decoding.options import check_window
 
-DEFAULT_WINDOW = 30.0
-DEFAULT_OVERLAP = 2.0
-MIN_WINDOW = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,13 +66,6 @@ class Segment:
     @property
     def start_time(self) -> float:
         return self.start / self.sample_rate
-
-
-def check_window(window: float, overlap: float) -> None:
-    if not window >= MIN_WINDOW:
-        raise ValueError(f"window must be at least {MIN_WINDOW} s, got {window}")
-    if not 0 <= overlap < window:
-        raise ValueError(f"overlap must be in [0, window) = [0, {window}), got {overlap}")
 
 
 def audio_info(path: Path) -> AudioInfo:

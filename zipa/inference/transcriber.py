@@ -24,7 +24,7 @@ import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -43,18 +43,15 @@ from zipa.decoding.alignment import (
 from zipa.decoding.inventory import Inventory, TokenMask, mask_log_probs, token_mask
 from zipa.decoding.topk import ctc_alternatives, transducer_alternatives
 from zipa.inference.long_audio import (
-    DEFAULT_OVERLAP,
-    DEFAULT_WINDOW,
     AudioInfo,
     Segment,
     audio_info,
-    check_window,
     owns,
     plan_segments,
     read_segment,
 )
 from zipa.hub.pretrained import resolve_model
-from zipa.inference.options import DECODING_METHODS
+from zipa.decoding.options import DECODING_METHODS, DecodingOptions
 from zipa.utils.progress import Progress
 from zipa.decoding.timestamps import (
     FRAME_OFFSET,
@@ -419,21 +416,24 @@ class Transcriber:
         `sampling_rate` as in `features`, `inventory` and `topk` as in `token_spans`. The times
         are those of the aligner when there is one (see the class docstring)."""
         grid = self.time_grid
-        rows = self._timed_spans(*self.features(audio, sampling_rate), decoding, beam, self.inventory_mask(inventory), topk)
+        feats, feat_lens = self.features(audio, sampling_rate)
+        with torch.inference_mode():
+            encoded = self.model.forward_encoder(feats.to(self.device), feat_lens.to(self.device))
+        rows = self._timed_spans(*encoded, decoding, beam, self.inventory_mask(inventory), topk)
         return [[_timed(span, 0.0, grid) for span in timing] for _, timing in rows]
 
     @torch.inference_mode()
     def _timed_spans(
-        self, feats: Tensor, feat_lens: Tensor, decoding: str, beam: int, mask: Optional[TokenMask], topk: int
+        self, encoder_out: Tensor, encoder_out_lens: Tensor, decoding: str, beam: int, mask: Optional[TokenMask],
+        topk: int
     ) -> List[Tuple[List[TokenSpan], List[TokenSpan]]]:
-        """For each item of a feature batch: its `token_spans` (encoder frames), and the spans
+        """For each item of an encoded batch: its `token_spans` (encoder frames), and the spans
         its times come from (frames of `time_grid`): the same spans, or, with an aligner, the
         decoded phones placed on its sub-frames (`zipa.decoding.alignment.aligner_spans`), each
         token keeping its confidence and alternatives. A decoded phone may not start more than
         `REFINE_SLACK` before its token's frame: where the hypothesis lacks a phone, the aligner
         would otherwise stretch the next phone back over it."""
         _check_search_args(decoding, topk)
-        encoder_out, encoder_out_lens = self.model.forward_encoder(feats.to(self.device), feat_lens.to(self.device))
         rows = self._search(encoder_out, encoder_out_lens, decoding, beam, mask, topk)
         if self.aligner is None:
             return [(row, row) for row in rows]
@@ -516,108 +516,101 @@ class Transcriber:
     def align_files(
         self,
         jobs: Iterable["AlignJob"],
+        options: Optional[DecodingOptions] = None,
+        *,
         lang: Optional[str] = None,
-        remove_diacritics: bool = False,
-        window: float = DEFAULT_WINDOW,
-        overlap: float = DEFAULT_OVERLAP,
-        batch_size: int = 8,
         progress: Union[None, bool, str, Progress] = False,
         stop: Optional[Callable[[], bool]] = None,
+        **settings: Any,
     ) -> Iterator["FileAlignment"]:
         """Forced alignment of files of any length, one `zipa.inference.forced.FileAlignment`
         per `AlignJob` (a file and its transcript, or the utterance intervals of a TextGrid
         tier), yielded in order as each is done. Each file, or utterance, is aligned on its own;
-        a stretch longer than `window` seconds is encoded in windows overlapping by `overlap`
-        (`batch_size` windows at a time) and aligned in one pass. `lang`: the transcripts are
-        orthography in this language (G2P). `progress`, `stop`: as in `iter_transcribe_files`.
+        a stretch longer than the options' `window` seconds is encoded in windows overlapping by
+        `overlap` (`batch_size` windows at a time) and aligned in one pass. `options`: a
+        `DecodingOptions` (window, overlap, batch_size, remove_diacritics), or its fields one
+        by one in `settings`. `lang`: the transcripts are orthography in this language (G2P).
+        `progress`, `stop`: as in `iter_transcribe_files`.
         """
         from zipa.inference.forced import align_files
 
-        return align_files(self, jobs, lang, remove_diacritics, window, overlap, batch_size, progress, stop)
+        return align_files(self, jobs, DecodingOptions.of(options, **settings), lang, progress, stop)
 
     def transcribe_files(
         self,
         paths: Iterable[Union[str, Path]],
-        window: float = DEFAULT_WINDOW,
-        overlap: float = DEFAULT_OVERLAP,
-        batch_size: int = 8,
+        options: Optional[DecodingOptions] = None,
+        *,
         progress: Union[None, bool, str, Progress] = False,
-        decoding: str = "greedy",
-        beam: int = 4,
         group_files: int = GROUP_FILES,
         group_seconds: float = GROUP_SECONDS,
-        inventory: InventoryLike = None,
-        topk: int = 0,
+        **settings: Any,
     ) -> List["FileTranscript"]:
         """Decode audio files of any length; one `FileTranscript` per path, in order.
 
         `iter_transcribe_files` collected into a list in the order of `paths`; the arguments
         are the same.
         """
-        _check_file_args(window, overlap, batch_size, decoding, beam, group_files, group_seconds, topk)
-        mask = self.inventory_mask(inventory)
         paths = [Path(p) for p in paths]
         results: List[Optional[FileTranscript]] = [None] * len(paths)
-        for i, result in self._iter_indexed(paths, window, overlap, batch_size, progress, decoding, beam,
-                                            group_files, group_seconds, None, mask, topk):
+        for i, result in self._iter_indexed(paths, DecodingOptions.of(options, **settings), progress, group_files,
+                                            group_seconds, None):
             results[i] = result
         return results  # type: ignore[return-value]
 
     def evaluate(
         self,
         pairs: Iterable,
-        batch_size: int = 8,
-        decoding: str = "greedy",
-        beam: int = 4,
-        remove_diacritics: bool = False,
+        options: Optional[DecodingOptions] = None,
+        *,
         sampling_rate: Optional[int] = None,
         output_dir: Optional[PathLike] = None,
         test_set: str = "test",
         settings: str = "evaluate",
         progress: Union[None, bool, str, Progress] = False,
-        **file_options,
+        **option_values: Any,
     ) -> dict:
         """PER and PFER against reference IPA, as `zipa evaluate` computes them.
 
         `pairs`: ``(audio, ipa)``, ``(audio, ipa, language)`` or ``(audio, ipa, language,
         speaker)`` items (audio: a file, or an array at `sampling_rate`, default 16 kHz).
         References are normalised to the inventory as training labels are; the audio is decoded
-        through `transcribe_files` (`batch_size`, `decoding`, `beam`, `file_options`: window,
-        overlap...). Returns the metrics dict: ``overall``, ``per_language``, ``per_speaker``
-        (when speakers are given), ``normalization`` (what normalising the references changed
-        or dropped, per symbol) and ``failed``. With `output_dir`, also writes the icefall
-        files there (``recogs-{test_set}-{settings}.txt``, ``errs-...``, ``metrics-....json``).
-        See `zipa.evaluation.evaluate`.
+        through `transcribe_files` with `options` (a `DecodingOptions`, or its fields one by one
+        in `option_values`: batch_size, decoding, beam, window, remove_diacritics...). Returns
+        the metrics dict: ``overall``, ``per_language``, ``per_speaker`` (when speakers are
+        given), ``normalization`` (what normalising the references changed or dropped, per
+        symbol) and ``failed``. With `output_dir`, also writes the icefall files there
+        (``recogs-{test_set}-{settings}.txt``, ``errs-...``, ``metrics-....json``). See
+        `zipa.evaluation.evaluate`.
         """
         from zipa.evaluation.evaluate import as_references, run_evaluation, score
 
-        run = run_evaluation(self, list(as_references(pairs, sampling_rate)), decoding=decoding, beam=beam,
-                             batch_size=batch_size, remove_diacritics=remove_diacritics, progress=progress,
-                             **file_options)
+        run = run_evaluation(self, list(as_references(pairs, sampling_rate)), DecodingOptions.of(options, **option_values),
+                             progress=progress)
         return score(run, output_dir, test_set, settings)
 
     def iter_transcribe_files(
         self,
         paths: Iterable[Union[str, Path]],
-        window: float = DEFAULT_WINDOW,
-        overlap: float = DEFAULT_OVERLAP,
-        batch_size: int = 8,
+        options: Optional[DecodingOptions] = None,
+        *,
         progress: Union[None, bool, str, Progress] = False,
-        decoding: str = "greedy",
-        beam: int = 4,
+        stop: Optional[Callable[[], bool]] = None,
         group_files: int = GROUP_FILES,
         group_seconds: float = GROUP_SECONDS,
-        stop: Optional[Callable[[], bool]] = None,
-        inventory: InventoryLike = None,
-        topk: int = 0,
+        **settings: Any,
     ) -> Iterator["FileTranscript"]:
         """Decode audio files of any length, yielding each file's `FileTranscript` as soon as
         all its segments are decoded: NOT in the order of `paths` (see below).
 
-        A file that cannot be read or decoded gets its `error` set and no tokens; the others go
-        on. Files longer than `window` seconds are cut into windows overlapping by `overlap`
-        seconds (`zipa.inference.long_audio`), read piece by piece, so memory does not grow with
-        file length. `decoding`, `beam`: as in `token_spans`.
+        `options`: a `zipa.decoding.options.DecodingOptions`, or its fields one by one in
+        `settings` (``window=20, batch_size=4, decoding="beam"...``, over the defaults or over
+        `options`). A file that cannot be read or decoded gets its `error` set and no tokens;
+        the others go on. Files longer than `window` seconds are cut into windows overlapping by
+        `overlap` seconds (`zipa.inference.long_audio`), read piece by piece, so memory does not
+        grow with file length. `decoding`, `beam`: as in `token_spans`; `inventory`, `topk`: as
+        in `timestamps` (the mask is built, and warns, once per call; the tokens'
+        `alternatives` carry the top-k).
 
         Files are taken in groups of consecutive paths, closed at `group_files` files or
         `group_seconds` seconds of audio, whichever comes first; the segments of a group are
@@ -631,31 +624,25 @@ class Transcriber:
         (nothing) or None (a bar only when stderr is a terminal).
         `stop`: asked before each batch; when it returns True, the generator ends there (the
         files finished so far have been yielded). For a clean stop on a signal.
-        `inventory`, `topk`: as in `timestamps` (the mask is built, and warns, once per call;
-        the tokens' `alternatives` carry the top-k).
         """
-        _check_file_args(window, overlap, batch_size, decoding, beam, group_files, group_seconds, topk)
-        mask = self.inventory_mask(inventory)
-        results = self._iter_indexed([Path(p) for p in paths], window, overlap, batch_size, progress,
-                                     decoding, beam, group_files, group_seconds, stop, mask, topk)
+        results = self._iter_indexed([Path(p) for p in paths], DecodingOptions.of(options, **settings), progress,
+                                     group_files, group_seconds, stop)
         return (result for _, result in results)
 
     def _iter_indexed(
         self,
         paths: List[Path],
-        window: float,
-        overlap: float,
-        batch_size: int,
+        options: DecodingOptions,
         progress: Union[None, bool, str, Progress],
-        decoding: str,
-        beam: int,
         group_files: int,
         group_seconds: float,
         stop: Optional[Callable[[], bool]],
-        mask: Optional[TokenMask] = None,
-        topk: int = 0,
     ) -> Iterator[Tuple[int, "FileTranscript"]]:
-        """`iter_transcribe_files` with each result's position in `paths` (arguments checked)."""
+        """`iter_transcribe_files` with each result's position in `paths`."""
+        if group_files < 1 or not group_seconds > 0:
+            raise ValueError(f"group_files must be at least 1 and group_seconds positive, got {group_files}, "
+                             f"{group_seconds}")
+        mask = self.inventory_mask(options.inventory)
         reporter = Progress.make(progress, len(paths))
         owned = reporter is not progress
         stop = stop or (lambda: False)
@@ -677,12 +664,10 @@ class Transcriber:
                 group.append((i, result, info))
                 seconds += info.duration
                 if len(group) >= group_files or seconds >= group_seconds:
-                    yield from self._decode_group(group, window, overlap, batch_size, decoding, beam, reporter, stop,
-                                                  mask, topk)
+                    yield from self._decode_group(group, options, reporter, stop, mask)
                     group, seconds = [], 0.0
             if group:
-                yield from self._decode_group(group, window, overlap, batch_size, decoding, beam, reporter, stop,
-                                              mask, topk)
+                yield from self._decode_group(group, options, reporter, stop, mask)
         finally:
             if owned:
                 reporter.close()
@@ -690,32 +675,27 @@ class Transcriber:
     def _decode_group(
         self,
         group: List[Tuple[int, "FileTranscript", AudioInfo]],
-        window: float,
-        overlap: float,
-        batch_size: int,
-        decoding: str,
-        beam: int,
+        options: DecodingOptions,
         reporter: Progress,
         stop: Callable[[], bool],
-        mask: Optional[TokenMask] = None,
-        topk: int = 0,
+        mask: Optional[TokenMask],
     ) -> Iterator[Tuple[int, "FileTranscript"]]:
         """Decode one group's segments longest first; yield each file once all its segments
         are decoded (or as soon as one fails)."""
         results = [result for _, result, _ in group]
         segments: List[Segment] = []
         for k, (_, _, info) in enumerate(group):
-            segments += plan_segments(k, info, window, overlap)
+            segments += plan_segments(k, info, options.window, options.overlap)
         left = Counter(s.file_index for s in segments)
         # Longest first: equal-length windows batch together, and memory peaks at the start.
         segments.sort(key=lambda s: (-s.length / s.sample_rate, s.file_index, s.index))
 
         pieces: Dict[int, Dict[int, List[TimedToken]]] = defaultdict(dict)
-        for start in range(0, len(segments), batch_size):
+        for start in range(0, len(segments), options.batch_size):
             if stop():
                 return
-            batch = [s for s in segments[start : start + batch_size] if results[s.file_index].error is None]
-            for segment, tokens in self._decode_segments(batch, results, decoding, beam, mask, topk):
+            batch = [s for s in segments[start : start + options.batch_size] if results[s.file_index].error is None]
+            for segment, tokens in self._decode_segments(batch, results, options, mask):
                 pieces[segment.file_index][segment.index] = tokens
             finished = []
             for segment in batch:
@@ -731,49 +711,57 @@ class Transcriber:
                 reporter.file_done()
                 yield group[k][0], result
 
-    def _decode_segments(
-        self,
-        batch: List[Segment],
-        results: List["FileTranscript"],
-        decoding: str,
-        beam: int,
-        mask: Optional[TokenMask] = None,
-        topk: int = 0,
-    ) -> List[Tuple[Segment, List[TimedToken]]]:
-        """Read, featurize and decode one batch of segments; a segment that fails marks its
-        file's error and is left out. Returns each decoded segment's kept tokens."""
-        segments, audio = [], []
-        for segment in batch:
-            result = results[segment.file_index]
-            if result.error is not None:
-                continue
+    def encode_segments(
+        self, segments: Sequence[Tuple[Path, Segment]]
+    ) -> Tuple[List[int], Optional[Tensor], Optional[Tensor], Dict[int, str]]:
+        """The one windowed encoder: read segments of files (windows, `zipa.inference.long_audio`),
+        make their features as one batch and encode them. Returns (the positions encoded, in
+        order; encoder_out; encoder_out_lens; {position: why it was left out}). A segment that
+        cannot be read, or is too short for the encoder, is left out with its reason, and the
+        others' features are made without it (padding changes a batch's features)."""
+        positions, audio, errors = [], [], {}
+        for k, (path, segment) in enumerate(segments):
             try:
-                samples = read_segment(result.path, segment)
+                samples = read_segment(path, segment)
                 if samples.size < MIN_SAMPLES:
-                    raise ValueError(f"{result.path}: audio too short ({samples.size} samples at 16 kHz)")
+                    raise ValueError(f"{path}: audio too short ({samples.size} samples at 16 kHz; the encoder needs "
+                                     "about 0.1 s)")
             except (ValueError, OSError, RuntimeError) as e:
-                result.error = str(e)
+                errors[k] = str(e)
                 continue
-            segments.append(segment)
+            positions.append(k)
             audio.append(samples)
-        while segments:
+        while positions:
             feats, feat_lens = compute_fbank(audio)
             short = [i for i, n in enumerate(feat_lens.tolist()) if n < MIN_FEATURE_FRAMES]
             if not short:
-                break
+                encoder_out, encoder_out_lens = self.model.forward_encoder(feats.to(self.device),
+                                                                           feat_lens.to(self.device))
+                return positions, encoder_out, encoder_out_lens, errors
             for i in short:
-                results[segments[i].file_index].error = (
-                    f"{results[segments[i].file_index].path}: audio too short ({feat_lens[i].item()} feature "
-                    f"frames; the encoder needs at least {MIN_FEATURE_FRAMES}, about 0.1 s)"
-                )
-            # Features depend on the batch's padding: recompute them without the short items.
-            segments = [s for i, s in enumerate(segments) if i not in short]
-            audio = [a for i, a in enumerate(audio) if i not in short]
-        if not segments:
+                errors[positions[i]] = (f"{segments[positions[i]][0]}: audio too short ({feat_lens[i].item()} feature "
+                                        f"frames; the encoder needs at least {MIN_FEATURE_FRAMES}, about 0.1 s)")
+            positions = [k for i, k in enumerate(positions) if i not in short]
+            audio = [x for i, x in enumerate(audio) if i not in short]
+        return [], None, None, errors
+
+    @torch.inference_mode()
+    def _decode_segments(
+        self, batch: List[Segment], results: List["FileTranscript"], options: DecodingOptions, mask: Optional[TokenMask]
+    ) -> List[Tuple[Segment, List[TimedToken]]]:
+        """Encode and decode one batch of segments; a segment that fails marks its file's error
+        and is left out. Returns each decoded segment's kept tokens."""
+        batch = [s for s in batch if results[s.file_index].error is None]
+        positions, encoder_out, encoder_out_lens, errors = self.encode_segments(
+            [(results[s.file_index].path, s) for s in batch])
+        for k, error in errors.items():
+            results[batch[k].file_index].error = error
+        if not positions:
             return []
         shift, grid = self.frame_shift, self.time_grid
         out = []
-        for segment, (spans, timing) in zip(segments, self._timed_spans(feats, feat_lens, decoding, beam, mask, topk)):
+        rows = self._timed_spans(encoder_out, encoder_out_lens, options.decoding, options.beam, mask, options.topk)
+        for segment, (spans, timing) in zip((batch[k] for k in positions), rows):
             offset = segment.start_time
             kept = [
                 _timed(timed, offset, grid)
@@ -805,29 +793,6 @@ def _check_search_args(decoding: str, topk: int) -> None:
         raise ValueError(f"decoding must be one of {', '.join(DECODING_METHODS)}, got {decoding!r}")
     if topk < 0:
         raise ValueError(f"topk must be 0 (none) or more, got {topk}")
-
-
-def _check_file_args(
-    window: float,
-    overlap: float,
-    batch_size: int,
-    decoding: str,
-    beam: int,
-    group_files: int,
-    group_seconds: float,
-    topk: int = 0,
-) -> None:
-    check_window(window, overlap)
-    if decoding not in DECODING_METHODS:
-        raise ValueError(f"decoding must be one of {', '.join(DECODING_METHODS)}, got {decoding!r}")
-    if beam < 1:
-        raise ValueError(f"beam must be at least 1, got {beam}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if topk < 0:
-        raise ValueError(f"topk must be 0 (none) or more, got {topk}")
-    if group_files < 1 or not group_seconds > 0:
-        raise ValueError(f"group_files must be at least 1 and group_seconds positive, got {group_files}, {group_seconds}")
 
 
 def _clamped(token: TimedToken, lo: float, hi: float) -> TimedToken:

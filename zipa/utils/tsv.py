@@ -1,9 +1,10 @@
-"""Tab-separated input whose errors name the file and line they come from."""
+"""Tab-separated input, read one way everywhere: UTF-8 (a byte-order mark tolerated), blank
+lines and ``#`` comments skipped, fields split at tabs, line numbers kept for error messages."""
 
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator, Union
+from typing import Iterator, List, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -12,24 +13,22 @@ class InputError(ValueError):
     """Bad input, with the file and line it came from in the message."""
 
 
-def read_tsv(path: PathLike, min_fields: int, max_fields: int) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(line_number, fields)`` of a tab-separated file; blank lines and lines starting
-    with ``#`` are skipped; a line with too few or too many fields raises :class:`InputError`."""
-    with open(path, encoding="utf-8") as f:
-        yield from parse_tsv_lines(f, str(path), min_fields, max_fields)
+def tsv_rows(path: PathLike) -> Iterator[Tuple[int, List[str]]]:
+    """``(line number, fields)`` of each line of a tab-separated file that is neither blank nor
+    a ``#`` comment."""
+    with open(path, encoding="utf-8-sig") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if line.strip() and not line.lstrip().startswith("#"):
+                yield number, line.split("\t")
 
 
-def parse_tsv_lines(lines: Iterable[str], name: str, min_fields: int, max_fields: int) -> Iterator[tuple[int, list[str]]]:
-    """:func:`read_tsv` over lines already open; ``name`` is what error messages call them."""
-    for n, line in enumerate(lines, 1):
-        line = line.rstrip("\n").rstrip("\r")
-        if not line.strip() or line.startswith("#"):
-            continue
-        fields = line.split("\t")
+def read_tsv(path: PathLike, min_fields: int, max_fields: int) -> Iterator[Tuple[int, List[str]]]:
+    """`tsv_rows` whose lines have ``min_fields`` to ``max_fields`` fields; :class:`InputError`
+    naming the file and line for one that has not."""
+    for number, fields in tsv_rows(path):
         if not (min_fields <= len(fields) <= max_fields):
             want = str(min_fields) if min_fields == max_fields else f"{min_fields}-{max_fields}"
-            raise InputError(
-                f"{name}:{n}: expected {want} tab-separated fields, found {len(fields)}: "
-                f"{line[:80]!r}"
-            )
-        yield n, fields
+            line = "\t".join(fields)
+            raise InputError(f"{path}:{number}: expected {want} tab-separated fields, found {len(fields)}: {line[:80]!r}")
+        yield number, fields

@@ -34,7 +34,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError(f"zipa.web needs the web extra: pip install 'zipa-phones[web]' ({e})") from e
 
-from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW
+from zipa.decoding.options import DecodingOptions
 from zipa.web.jobs import DONE, JobQueue, UploadError, downloads
 
 if TYPE_CHECKING:
@@ -76,20 +76,18 @@ def create_app(
     model_name: str = "",
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     tmp_dir: Union[None, str, Path] = None,
-    window: float = DEFAULT_WINDOW,
-    overlap: float = DEFAULT_OVERLAP,
-    batch_size: int = 8,
-    decoding: str = "greedy",
-    beam: int = 4,
+    options: Optional[DecodingOptions] = None,
 ) -> Starlette:
     """The application serving ``transcriber`` (a `zipa.inference.transcriber.Transcriber`).
 
     ``model_name``: shown on the page. ``max_upload_mb``: larger uploads are refused (413).
     ``tmp_dir``: where uploads are kept while their job runs (default: the system's temporary
-    folder). ``window`` ... ``beam``: as the options of `zipa align`. The job queue is
+    folder). ``options``: how files are decoded (`zipa.decoding.options.DecodingOptions`, as
+`zipa align`'s options; default: the defaults). The job queue is
     ``app.state.jobs`` (`zipa.web.jobs.JobQueue`); its worker stops when the application shuts down.
     """
-    jobs = JobQueue(transcriber, tmp_dir, window, overlap, batch_size, decoding, beam)
+    options = options if options is not None else DecodingOptions()
+    jobs = JobQueue(transcriber, tmp_dir, options)
     limit = int(max_upload_mb * MB)
 
     async def index(request: Request) -> Response:
@@ -97,7 +95,7 @@ def create_app(
 
     async def info(request: Request) -> Response:
         return JSONResponse({"model": model_name, "max_upload_mb": max_upload_mb,
-                             "window": window, "overlap": overlap, "ctc": bool(transcriber.uses_ctc)})
+                             "window": options.window, "overlap": options.overlap, "ctc": bool(transcriber.uses_ctc)})
 
     async def submit(request: Request) -> Response:
         declared = request.headers.get("content-length", "")

@@ -25,11 +25,12 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Dict, List, Optional, Union
+from typing import IO, TYPE_CHECKING, List, Optional, Union
 
 from zipa.audio.load import load_audio
 from zipa.inference.forced import AlignJob
-from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, audio_info, check_window, plan_windows
+from zipa.inference.long_audio import audio_info, plan_windows
+from zipa.decoding.options import DecodingOptions
 from zipa.utils.progress import Progress
 from zipa.inference.writers import FORMATS, Record, format_jsonl
 from zipa.utils.atomic import open_atomic
@@ -128,18 +129,13 @@ class JobQueue:
         self,
         transcriber: "Transcriber",
         tmp_dir: Union[None, str, Path] = None,
-        window: float = DEFAULT_WINDOW,
-        overlap: float = DEFAULT_OVERLAP,
-        batch_size: int = 8,
-        decoding: str = "greedy",
-        beam: int = 4,
+        options: Optional[DecodingOptions] = None,
         keep: int = KEEP_JOBS,
     ):
-        check_window(window, overlap)
         self.transcriber = transcriber
         self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else None
-        self.window, self.overlap, self.batch_size = window, overlap, batch_size
-        self.decoding, self.beam, self.keep = decoding, beam, keep
+        self.options = options if options is not None else DecodingOptions()
+        self.keep = keep
         self._jobs: "OrderedDict[str, Job]" = OrderedDict()
         self._lock = threading.Lock()
         self._queue: "queue.Queue[Optional[Job]]" = queue.Queue()
@@ -165,7 +161,7 @@ class JobQueue:
                 info = audio_info(path)
             except ValueError as e:
                 raise UploadError(_public(str(e), path, name)) from None
-            windows = len(plan_windows(info.frames, info.sample_rate, self.window, self.overlap))
+            windows = len(plan_windows(info.frames, info.sample_rate, self.options.window, self.options.overlap))
             job = Job(f"{next(self._ids)}-{secrets.token_hex(4)}", name, folder, path, info.duration, windows,
                       (transcript or "").strip() or None, (lang or "").strip() or None)
         except BaseException:
@@ -245,12 +241,11 @@ class JobQueue:
 
     def _decode(self, job: Job) -> Record:
         transcriber, progress = self.transcriber, _JobProgress(job)
-        common: Dict[str, object] = dict(window=self.window, overlap=self.overlap, batch_size=self.batch_size,
-                                         progress=progress)
         if job.transcript is None:
-            results = transcriber.iter_transcribe_files([job.path], decoding=self.decoding, beam=self.beam, **common)
+            results = transcriber.iter_transcribe_files([job.path], self.options, progress=progress)
         else:
-            results = transcriber.align_files([AlignJob.whole(job.path, job.transcript)], lang=job.lang, **common)
+            results = transcriber.align_files([AlignJob.whole(job.path, job.transcript)], self.options, lang=job.lang,
+                                              progress=progress)
         (result,) = list(results)
         job.messages = [job.public(m) for m in getattr(result, "messages", ())]
         if not result.ok:
