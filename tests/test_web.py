@@ -1,8 +1,11 @@
 """`zipa serve` (zipa.web): the API through starlette's TestClient on a tiny model (results equal
 the Transcriber's, downloads equal `zipa align`'s bytes, bad and oversized uploads answered with
-a message naming the file, one decoding at a time, progress, no temporary files left), the page
-(offline, shipped in the wheel), the command, and the page in a headless chromium end to end."""
+a message naming the file, one decoding at a time, progress, no temporary files left), who may
+use it (other hosts 400, other origins 403, a full queue 503, the disk cap 507), the page
+(offline, shipped in the wheel), the command, the page in a headless chromium end to end, and
+30 clients for 60 s on loopback."""
 
+import collections
 import fnmatch
 import os
 import queue
@@ -15,6 +18,7 @@ import sys
 import threading
 import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +38,12 @@ from zipa.inference.forced import AlignJob  # noqa: E402
 from zipa.inference.long_audio import plan_windows  # noqa: E402
 from zipa.inference.transcriber import Transcriber  # noqa: E402
 from zipa.web import create_app  # noqa: E402
+from zipa.web.server import allowed_hosts  # noqa: E402
 from zipa.web.spectrogram import TILE_SECONDS, spectrogram_tiles  # noqa: E402
 
 STATIC = REPO / "zipa" / "web" / "static"
 TIMEOUT = 60.0
+BASE = "http://127.0.0.1:8000"  # the TestClient's address: a name the application answers
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +67,7 @@ def uploads(tmp_path):
 
 
 def client_for(transcriber, uploads, **options) -> TestClient:
-    return TestClient(create_app(transcriber, model_name="tiny.pth", tmp_dir=uploads, **options))
+    return TestClient(create_app(transcriber, model_name="tiny.pth", tmp_dir=uploads, **options), base_url=BASE)
 
 
 @pytest.fixture
@@ -70,10 +76,11 @@ def client(transcriber, uploads):
         yield c
 
 
-def upload(client, name, data, **fields):
+def upload(client, name, data, headers=None, **fields):
     if isinstance(data, Path):
         data = data.read_bytes()
-    return client.post("/api/jobs", files={"file": (name, data, "application/octet-stream")}, data=fields)
+    return client.post("/api/jobs", files={"file": (name, data, "application/octet-stream")}, data=fields,
+                       headers=headers)
 
 
 def wait(client, job_id):
@@ -294,6 +301,126 @@ def test_stopping_the_server_leaves_no_upload_behind(ctc_model, audio, uploads, 
     while jobs.get(running["id"]).state == "running" and time.monotonic() < deadline:
         time.sleep(0.01)
     assert jobs.get(running["id"]).state == "error"
+
+
+def _running(client, job_id):
+    """Wait until the worker has taken ``job_id`` (it then holds no place in the queue)."""
+    deadline = time.monotonic() + TIMEOUT
+    while client.get(f"/api/jobs/{job_id}").json()["state"] == "queued":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_a_full_queue_answers_503_with_retry_after(ctc_model, audio, uploads):
+    transcriber = Transcriber.from_checkpoint(ctc_model, device="cpu")
+    gate = threading.Semaphore(0)
+    _instrumented(transcriber, gate)  # the first file's decoding waits, the others queue behind it
+    with client_for(transcriber, uploads, max_queue=2) as client:
+        first = upload(client, "speech.wav", audio / "speech.wav").json()
+        _running(client, first["id"])
+        queued = [upload(client, "long.flac", audio / "long.flac") for _ in range(2)]
+        assert [r.status_code for r in queued] == [202, 202]
+        refused = upload(client, "speech.wav", audio / "speech.wav")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "3"
+        assert refused.json()["error"] == ("the server is busy: 2 files are waiting to be decoded, its limit "
+                                           "(zipa serve --max-queue); try again when some are done")
+        assert len(list(uploads.iterdir())) == 3  # the refused upload was not stored
+        assert client.get("/api/info").json()["waiting"] == 2
+        gate.release(1000)
+        for job in [first, *(r.json() for r in queued)]:
+            assert wait(client, job["id"])["state"] == "done"
+        assert submitted(client, "speech.wav", audio / "speech.wav")["state"] == "done"  # room again
+        info = client.get("/api/info").json()
+        assert (info["waiting"], info["held_mb"]) == (0, 0)
+
+
+def test_the_disk_cap_answers_507_with_retry_after(ctc_model, audio, uploads):
+    transcriber = Transcriber.from_checkpoint(ctc_model, device="cpu")
+    gate = threading.Semaphore(0)
+    _instrumented(transcriber, gate)
+    data = (audio / "speech.wav").read_bytes()  # 160 kB: two fit in 0.4 MB, three do not
+    with client_for(transcriber, uploads, max_upload_mb=0.2, max_disk_mb=0.4) as client:
+        first = upload(client, "speech.wav", data)
+        _running(client, first.json()["id"])  # the file being decoded still holds its bytes
+        second = upload(client, "speech.wav", data)
+        assert (first.status_code, second.status_code) == (202, 202)
+        held = sum(int(r.request.headers["content-length"]) for r in (first, second))
+        refused = upload(client, "speech.wav", data)
+        assert refused.status_code == 507 and refused.headers["retry-after"] == "3"
+        assert refused.json()["error"] == (
+            f"the server is full: the uploads it holds take {held / 2**20:.1f} MB, and "
+            f"{int(refused.request.headers['content-length']) / 2**20:.1f} MB more would pass its limit of 0.4 MB "
+            "(zipa serve --max-disk-mb); try again when some are done")
+        assert len(list(uploads.iterdir())) == 2
+        assert client.get("/api/info").json()["held_mb"] == pytest.approx(held / 2**20)
+        gate.release(1000)
+        for response in (first, second):
+            assert wait(client, response.json()["id"])["state"] == "done"
+        assert client.get("/api/info").json()["held_mb"] == 0  # every byte given back
+        assert submitted(client, "speech.wav", data)["state"] == "done"
+    with pytest.raises(ValueError, match=r"disk cap \(--max-disk-mb 5\) is below the upload limit"):
+        create_app(transcriber, max_upload_mb=10, max_disk_mb=5)
+
+
+# ----------------------------------------------------------------------------- only its own page
+
+
+def test_requests_naming_another_host_get_400(client, audio):
+    for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example:8000",
+                 "localhost.attacker.example", "[::2]:8000", "0.0.0.0:8000"):
+        for path in ("/", "/api/info", "/static/app.js", "/api/jobs/1-abcd"):
+            assert client.get(path, headers={"host": host}).status_code == 400, (host, path)
+        assert upload(client, "speech.wav", audio / "speech.wav", headers={"host": host}).status_code == 400
+    for host in ("127.0.0.1:8000", "localhost:8000", "LOCALHOST", "[::1]:8000", "127.0.0.1"):
+        assert client.get("/api/info", headers={"host": host}).status_code == 200, host
+    job = upload(client, "speech.wav", audio / "speech.wav", headers={"host": "localhost:8000"}).json()
+    assert job["id"].startswith("1-")  # the first upload stored: the refused ones made no job
+    assert wait(client, job["id"])["state"] == "done"
+
+
+def test_the_host_names_follow_the_address_and_allow_host(transcriber, uploads, ctc_model, capsys):
+    assert allowed_hosts("127.0.0.1") == ["127.0.0.1", "localhost", "[::1]"]
+    assert allowed_hosts("::1") == ["[::1]", "localhost", "127.0.0.1"]
+    assert allowed_hosts("192.168.1.5") == ["192.168.1.5"]  # another machine's address: its own name only
+    assert allowed_hosts("192.168.1.5", ["Lab.Example.org", "fe80::1", "*.lan"]) == [
+        "192.168.1.5", "lab.example.org", "[fe80::1]", "*.lan"]
+    import socket
+
+    assert allowed_hosts("0.0.0.0") == ["0.0.0.0", "localhost", "127.0.0.1", "[::1]", socket.gethostname().lower()]
+    for bad in ("lab.example.org:8000", "http://lab.example.org", "a*b", "*lan", ""):
+        with pytest.raises(ValueError, match="not a host name"):
+            allowed_hosts("127.0.0.1", [bad])
+    with client_for(transcriber, uploads, allowed_hosts=allowed_hosts("192.168.1.5", ["lab.example.org", "*.lan"])) \
+            as client:
+        for host, status in [("lab.example.org", 200), ("pc.lan:8000", 200), ("192.168.1.5:8000", 200),
+                             ("localhost:8000", 400), ("127.0.0.1:8000", 400), ("attacker.example", 400)]:
+            assert client.get("/api/info", headers={"host": host}).status_code == status, host
+    assert main(["serve", "--model", str(ctc_model), "--device", "cpu", "--allow-host", "lab.example:80"]) == 2
+    assert "zipa serve: error: --allow-host lab.example:80: not a host name" in capsys.readouterr().err
+
+
+def test_uploads_from_another_origin_get_403(client, audio):
+    hostile = [
+        {"origin": "https://attacker.example"},
+        {"origin": "null"},  # a sandboxed frame, a file:// page
+        {"origin": "http://127.0.0.1:8001"},  # another local server (another port)
+        {"origin": "http://localhost:8000"},  # another name of this one is another origin
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+        {"origin": BASE, "sec-fetch-site": "cross-site"},
+    ]
+    for headers in hostile:
+        response = upload(client, "speech.wav", audio / "speech.wav", headers=headers)
+        assert response.status_code == 403, headers
+        assert response.json()["error"].startswith("refused: a request from ")
+        assert response.json()["error"].endswith("only this server's own page may upload")
+    info = client.get("/api/info", headers={"origin": "https://attacker.example"})  # reading: the browser's
+    assert info.status_code == 200 and (info.json()["waiting"], info.json()["held_mb"]) == (0, 0)  # nothing held
+    friendly = [{"origin": BASE, "sec-fetch-site": "same-origin"}, {"sec-fetch-site": "none"}, {}]  # {}: curl
+    for n, headers in enumerate(friendly, 1):
+        job = upload(client, "speech.wav", audio / "speech.wav", headers=headers).json()
+        assert job["id"].startswith(f"{n}-"), headers  # the refused ones made no job
+        assert wait(client, job["id"])["state"] == "done"
 
 
 # ----------------------------------------------------------------------------- the spectrogram
