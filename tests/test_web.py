@@ -540,15 +540,18 @@ def _browser():
     return webdriver, options, Service(driver)
 
 
-@pytest.fixture
-def served(ctc_model, tmp_path):
-    """`zipa serve --port 0` in a subprocess: (its address, the process)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))  # uploads go to TMPDIR
-    errors = tmp_path / "serve.err"
+@contextmanager
+def serving(ctc_model, folder, *options):
+    """`zipa serve --port 0 OPTIONS` in a subprocess, with ``folder``/tmp as its TMPDIR (where
+    the uploads go): (its address, the process)."""
+    (folder / "tmp").mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(folder / "tmp"))
+    errors = folder / "serve.err"
     with open(errors, "w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "zipa", "serve", "--model", str(ctc_model), "--device", "cpu", "--port", "0"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=tmp_path,
+            [sys.executable, "-m", "zipa", "serve", "--model", str(ctc_model), "--device", "cpu", "--port", "0",
+             *options],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=folder,
         )
     try:
         lines: "queue.Queue[str]" = queue.Queue()  # printed once the port is bound and the model loaded
@@ -565,6 +568,12 @@ def served(ctc_model, tmp_path):
                 process.kill()
                 process.wait()
         process.stdout.close()
+
+
+@pytest.fixture
+def served(ctc_model, tmp_path):
+    with serving(ctc_model, tmp_path) as address_and_process:
+        yield address_and_process
 
 
 @pytest.mark.slow
@@ -659,4 +668,98 @@ def test_the_page_in_a_browser(served, transcriber, audio, tmp_path):
         browser.quit()
     process.send_signal(signal.SIGINT)  # Ctrl-C: requests finish, the worker stops, exit status 130 as elsewhere
     assert process.wait(timeout=20) == 128 + signal.SIGINT
-    assert list(Path(tmp_path).glob("zipa-web-*")) == []  # the uploads' folders (TMPDIR) are gone
+    assert list((tmp_path / "tmp").glob("zipa-web-*")) == []  # the uploads' folders (TMPDIR) are gone
+
+
+# ----------------------------------------------------------------------------- under load
+
+SOAK_CLIENTS, SOAK_SECONDS, SOAK_UPLOADS = 30, 60.0, 500  # clients, seconds, uploads per client at most
+SOAK_QUEUE = 8  # --max-queue: well below the clients, so that the queue fills
+SOAK_MEMORY_MB = 40  # growth of the server's resident memory allowed after the soak
+
+
+def _resident(pid: int) -> int:
+    """Process ``pid``'s resident memory in bytes (Linux's /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024
+
+
+def _clients(url, files, seconds):
+    """`SOAK_CLIENTS` clients, each uploading the next of ``files`` ((name, bytes, form fields))
+    and polling it to its end, over and over for ``seconds`` (at most `SOAK_UPLOADS` each), a
+    503 or 507 making it wait for Retry-After: (Counter of the outcomes, list of the errors)."""
+    httpx = pytest.importorskip("httpx")
+    outcomes, errors = collections.Counter(), []
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def client(k):
+        with httpx.Client(base_url=url, timeout=TIMEOUT, headers={"origin": url.rstrip("/")}) as http:
+            for n in range(SOAK_UPLOADS):
+                if time.monotonic() >= end:
+                    return
+                name, data, fields = files[(k + n) % len(files)]
+                response = http.post("/api/jobs", files={"file": (name, data)}, data=fields)
+                if response.status_code in (503, 507):
+                    with lock:
+                        outcomes[response.status_code] += 1
+                    time.sleep(min(float(response.headers["retry-after"]), max(0.0, end - time.monotonic())))
+                    continue
+                if response.status_code != 202:
+                    raise AssertionError(f"{name}: {response.status_code} {response.text}")
+                job = response.json()
+                while job["state"] not in ("done", "error"):
+                    time.sleep(0.2)
+                    job = http.get(f"/api/jobs/{job['id']}").json()
+                if job["state"] != "done" or not job["result"]["phones"]:
+                    raise AssertionError(f"{name}: {job['error']}")
+                with lock:
+                    outcomes["done"] += 1
+
+    def guarded(k):
+        try:
+            client(k)
+        except Exception as e:  # noqa: BLE001 - every error is reported by the test
+            errors.append(f"client {k}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=guarded, args=(k,), daemon=True) for k in range(SOAK_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(0.0, end - time.monotonic()) + TIMEOUT)
+        assert not thread.is_alive(), "a client did not finish"
+    return outcomes, errors
+
+
+def _idle(url, process):
+    """The server's /api/info once nothing is waiting or held, and its resident memory then."""
+    httpx = pytest.importorskip("httpx")
+    deadline = time.monotonic() + TIMEOUT
+    while (info := httpx.get(url + "api/info").json())["waiting"] or info["held_mb"]:
+        assert time.monotonic() < deadline, info
+        time.sleep(0.1)
+    return info, _resident(process.pid)
+
+
+@pytest.mark.slow
+def test_30_clients_for_60_s_get_their_results_or_503_and_leave_nothing_behind(ctc_model, audio, tmp_path):
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads the server's memory from /proc (Linux)")
+    speech = (audio / "speech.wav").read_bytes()
+    files = [("speech.wav", speech, {}), ("long.flac", (audio / "long.flac").read_bytes(), {}),
+             ("aligned.wav", speech, {"transcript": "həloʊ wɜːld"})]
+    with serving(ctc_model, tmp_path, "--max-queue", str(SOAK_QUEUE)) as (url, process):
+        folders = sorted((tmp_path / "tmp").iterdir())
+        warm, errors = _clients(url, files, 10.0)  # past the 50 results kept, and every code path taken
+        assert errors == []
+        _, start = _idle(url, process)
+        outcomes, errors = _clients(url, files, SOAK_SECONDS)
+        info, end = _idle(url, process)
+        assert errors == []  # every upload gave its phones, or a 503 to wait for
+        assert outcomes[503] > 0 and outcomes[507] == 0  # the queue filled: the bound held it
+        assert outcomes["done"] >= SOAK_CLIENTS
+        assert sorted((tmp_path / "tmp").iterdir()) == folders  # no upload left on the disk
+        assert end - start < SOAK_MEMORY_MB * 2**20, (
+            f"the server grew by {(end - start) / 2**20:.0f} MB over {outcomes['done']} files")
+        print(f"\nsoak: {dict(warm)} warming up, then {dict(outcomes)} in {SOAK_SECONDS:.0f} s; resident memory "
+              f"{start / 2**20:.0f} MB -> {end / 2**20:.0f} MB")
