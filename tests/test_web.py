@@ -517,6 +517,16 @@ def test_serve_defaults_to_this_machine_only():
 
     args = build_parser().parse_args(["serve", "--model", "m.pth"])
     assert (args.host, args.port, args.max_upload_mb, args.device) == ("127.0.0.1", 8000, 200.0, None)
+    from zipa.web.app import DEFAULT_MAX_DISK_MB, DEFAULT_MAX_QUEUE
+
+    assert (args.max_queue, args.max_disk_mb, args.allow_host) == (64, 2048.0, []) == (
+        DEFAULT_MAX_QUEUE, DEFAULT_MAX_DISK_MB, [])  # the command's defaults are create_app's
+
+
+def test_serve_refuses_a_disk_cap_below_the_upload_limit(ctc_model, capsys):
+    assert main(["serve", "--model", str(ctc_model), "--device", "cpu", "--max-upload-mb", "3000"]) == 2
+    assert ("zipa serve: error: the disk cap (--max-disk-mb 2048) is below the upload limit (--max-upload-mb 3000)"
+            in capsys.readouterr().err)
 
 
 # ----------------------------------------------------------------------------- in a browser
@@ -572,7 +582,7 @@ def serving(ctc_model, folder, *options):
 
 @pytest.fixture
 def served(ctc_model, tmp_path):
-    with serving(ctc_model, tmp_path) as address_and_process:
+    with serving(ctc_model, tmp_path, "--max-queue", "1") as address_and_process:  # files dropped together: 503s
         yield address_and_process
 
 
@@ -650,6 +660,13 @@ def test_the_page_in_a_browser(served, transcriber, audio, tmp_path):
         assert failed.get_attribute("data-state") == "error"
         assert failed.find_element(By.CSS_SELECTOR, ".error").text == "empty.wav: the file is empty (0 bytes)"
 
+        many = tmp_path / "many"  # six files at once, one place in the queue: 503s, which the page waits out
+        many.mkdir()
+        copies = [shutil.copy(audio / "speech.wav", many / f"copy{k}.wav") for k in range(6)]
+        browser.find_element(By.ID, "files").send_keys("\n".join(map(str, copies)))
+        for k in range(6):
+            assert finished(f"copy{k}.wav").get_attribute("data-state") == "done"
+
         record = browser.find_element(By.ID, "record")  # chromium's fake microphone: beeps
         record.click()
         until(lambda b: record.text == "■ Stop")
@@ -661,9 +678,11 @@ def test_the_page_in_a_browser(served, transcriber, audio, tmp_path):
         assert recorded[0].get_attribute("data-state") == "done", recorded[0].text
         assert float(recorded[0].find_element(By.CSS_SELECTOR, ".status").text.split()[-2]) > 0.5  # seconds
 
-        refused = "/api/jobs - Failed to load resource: the server responded with a status of 400"  # empty.wav
-        problems = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and refused not in e["message"]]
-        assert problems == []  # no script errors, nothing missing
+        refused = "/api/jobs - Failed to load resource: the server responded with a status of "
+        log = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert any(refused + "503" in line for line in log)  # the queue was full, and the copies went through
+        problems = [line for line in log if refused + "400" not in line and refused + "503" not in line]
+        assert problems == []  # no script errors, nothing missing (400: empty.wav)
     finally:
         browser.quit()
     process.send_signal(signal.SIGINT)  # Ctrl-C: requests finish, the worker stops, exit status 130 as elsewhere
