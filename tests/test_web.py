@@ -1,8 +1,11 @@
 """`zipa serve` (zipa.web): the API through starlette's TestClient on a tiny model (results equal
 the Transcriber's, downloads equal `zipa align`'s bytes, bad and oversized uploads answered with
-a message naming the file, one decoding at a time, progress, no temporary files left), the page
-(offline, shipped in the wheel), the command, and the page in a headless chromium end to end."""
+a message naming the file, one decoding at a time, progress, no temporary files left), who may
+use it (other hosts 400, other origins 403, a full queue 503, the disk cap 507), the page
+(offline, shipped in the wheel), the command, the page in a headless chromium end to end, and
+30 clients for 60 s on loopback."""
 
+import collections
 import fnmatch
 import os
 import queue
@@ -15,6 +18,7 @@ import sys
 import threading
 import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +39,12 @@ from zipa.inference.forced import AlignJob  # noqa: E402
 from zipa.inference.long_audio import plan_windows  # noqa: E402
 from zipa.inference.transcriber import Transcriber  # noqa: E402
 from zipa.web import create_app  # noqa: E402
+from zipa.web.server import allowed_hosts  # noqa: E402
 from zipa.web.spectrogram import TILE_SECONDS, spectrogram_tiles  # noqa: E402
 
 STATIC = REPO / "zipa" / "web" / "static"
 TIMEOUT = 60.0
+BASE = "http://127.0.0.1:8000"  # the TestClient's address: a name the application answers
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +68,7 @@ def uploads(tmp_path):
 
 
 def client_for(transcriber, uploads, **options) -> TestClient:
-    return TestClient(create_app(transcriber, model_name="tiny.pth", tmp_dir=uploads, **options))
+    return TestClient(create_app(transcriber, model_name="tiny.pth", tmp_dir=uploads, **options), base_url=BASE)
 
 
 @pytest.fixture
@@ -71,10 +77,11 @@ def client(transcriber, uploads):
         yield c
 
 
-def upload(client, name, data, **fields):
+def upload(client, name, data, headers=None, **fields):
     if isinstance(data, Path):
         data = data.read_bytes()
-    return client.post("/api/jobs", files={"file": (name, data, "application/octet-stream")}, data=fields)
+    return client.post("/api/jobs", files={"file": (name, data, "application/octet-stream")}, data=fields,
+                       headers=headers)
 
 
 def wait(client, job_id):
@@ -297,6 +304,126 @@ def test_stopping_the_server_leaves_no_upload_behind(ctc_model, audio, uploads, 
     assert jobs.get(running["id"]).state == "error"
 
 
+def _running(client, job_id):
+    """Wait until the worker has taken ``job_id`` (it then holds no place in the queue)."""
+    deadline = time.monotonic() + TIMEOUT
+    while client.get(f"/api/jobs/{job_id}").json()["state"] == "queued":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_a_full_queue_answers_503_with_retry_after(ctc_model, audio, uploads):
+    transcriber = Transcriber.from_checkpoint(ctc_model, device="cpu")
+    gate = threading.Semaphore(0)
+    _instrumented(transcriber, gate)  # the first file's decoding waits, the others queue behind it
+    with client_for(transcriber, uploads, max_queue=2) as client:
+        first = upload(client, "speech.wav", audio / "speech.wav").json()
+        _running(client, first["id"])
+        queued = [upload(client, "long.flac", audio / "long.flac") for _ in range(2)]
+        assert [r.status_code for r in queued] == [202, 202]
+        refused = upload(client, "speech.wav", audio / "speech.wav")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "3"
+        assert refused.json()["error"] == ("the server is busy: 2 files are waiting to be decoded, its limit "
+                                           "(zipa serve --max-queue); try again when some are done")
+        assert len(list(uploads.iterdir())) == 3  # the refused upload was not stored
+        assert client.get("/api/info").json()["waiting"] == 2
+        gate.release(1000)
+        for job in [first, *(r.json() for r in queued)]:
+            assert wait(client, job["id"])["state"] == "done"
+        assert submitted(client, "speech.wav", audio / "speech.wav")["state"] == "done"  # room again
+        info = client.get("/api/info").json()
+        assert (info["waiting"], info["held_mb"]) == (0, 0)
+
+
+def test_the_disk_cap_answers_507_with_retry_after(ctc_model, audio, uploads):
+    transcriber = Transcriber.from_checkpoint(ctc_model, device="cpu")
+    gate = threading.Semaphore(0)
+    _instrumented(transcriber, gate)
+    data = (audio / "speech.wav").read_bytes()  # 160 kB: two fit in 0.4 MB, three do not
+    with client_for(transcriber, uploads, max_upload_mb=0.2, max_disk_mb=0.4) as client:
+        first = upload(client, "speech.wav", data)
+        _running(client, first.json()["id"])  # the file being decoded still holds its bytes
+        second = upload(client, "speech.wav", data)
+        assert (first.status_code, second.status_code) == (202, 202)
+        held = sum(int(r.request.headers["content-length"]) for r in (first, second))
+        refused = upload(client, "speech.wav", data)
+        assert refused.status_code == 507 and refused.headers["retry-after"] == "3"
+        assert refused.json()["error"] == (
+            f"the server is full: the uploads it holds take {held / 2**20:.1f} MB, and "
+            f"{int(refused.request.headers['content-length']) / 2**20:.1f} MB more would pass its limit of 0.4 MB "
+            "(zipa serve --max-disk-mb); try again when some are done")
+        assert len(list(uploads.iterdir())) == 2
+        assert client.get("/api/info").json()["held_mb"] == pytest.approx(held / 2**20)
+        gate.release(1000)
+        for response in (first, second):
+            assert wait(client, response.json()["id"])["state"] == "done"
+        assert client.get("/api/info").json()["held_mb"] == 0  # every byte given back
+        assert submitted(client, "speech.wav", data)["state"] == "done"
+    with pytest.raises(ValueError, match=r"disk cap \(--max-disk-mb 5\) is below the upload limit"):
+        create_app(transcriber, max_upload_mb=10, max_disk_mb=5)
+
+
+# ----------------------------------------------------------------------------- only its own page
+
+
+def test_requests_naming_another_host_get_400(client, audio):
+    for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example:8000",
+                 "localhost.attacker.example", "[::2]:8000", "0.0.0.0:8000"):
+        for path in ("/", "/api/info", "/static/app.js", "/api/jobs/1-abcd"):
+            assert client.get(path, headers={"host": host}).status_code == 400, (host, path)
+        assert upload(client, "speech.wav", audio / "speech.wav", headers={"host": host}).status_code == 400
+    for host in ("127.0.0.1:8000", "localhost:8000", "LOCALHOST", "[::1]:8000", "127.0.0.1"):
+        assert client.get("/api/info", headers={"host": host}).status_code == 200, host
+    job = upload(client, "speech.wav", audio / "speech.wav", headers={"host": "localhost:8000"}).json()
+    assert job["id"].startswith("1-")  # the first upload stored: the refused ones made no job
+    assert wait(client, job["id"])["state"] == "done"
+
+
+def test_the_host_names_follow_the_address_and_allow_host(transcriber, uploads, ctc_model, capsys):
+    assert allowed_hosts("127.0.0.1") == ["127.0.0.1", "localhost", "[::1]"]
+    assert allowed_hosts("::1") == ["[::1]", "localhost", "127.0.0.1"]
+    assert allowed_hosts("192.168.1.5") == ["192.168.1.5"]  # another machine's address: its own name only
+    assert allowed_hosts("192.168.1.5", ["Lab.Example.org", "fe80::1", "*.lan"]) == [
+        "192.168.1.5", "lab.example.org", "[fe80::1]", "*.lan"]
+    import socket
+
+    assert allowed_hosts("0.0.0.0") == ["0.0.0.0", "localhost", "127.0.0.1", "[::1]", socket.gethostname().lower()]
+    for bad in ("lab.example.org:8000", "http://lab.example.org", "a*b", "*lan", ""):
+        with pytest.raises(ValueError, match="not a host name"):
+            allowed_hosts("127.0.0.1", [bad])
+    with client_for(transcriber, uploads, allowed_hosts=allowed_hosts("192.168.1.5", ["lab.example.org", "*.lan"])) \
+            as client:
+        for host, status in [("lab.example.org", 200), ("pc.lan:8000", 200), ("192.168.1.5:8000", 200),
+                             ("localhost:8000", 400), ("127.0.0.1:8000", 400), ("attacker.example", 400)]:
+            assert client.get("/api/info", headers={"host": host}).status_code == status, host
+    assert main(["serve", "--model", str(ctc_model), "--device", "cpu", "--allow-host", "lab.example:80"]) == 2
+    assert "zipa serve: error: --allow-host lab.example:80: not a host name" in capsys.readouterr().err
+
+
+def test_uploads_from_another_origin_get_403(client, audio):
+    hostile = [
+        {"origin": "https://attacker.example"},
+        {"origin": "null"},  # a sandboxed frame, a file:// page
+        {"origin": "http://127.0.0.1:8001"},  # another local server (another port)
+        {"origin": "http://localhost:8000"},  # another name of this one is another origin
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+        {"origin": BASE, "sec-fetch-site": "cross-site"},
+    ]
+    for headers in hostile:
+        response = upload(client, "speech.wav", audio / "speech.wav", headers=headers)
+        assert response.status_code == 403, headers
+        assert response.json()["error"].startswith("refused: a request from ")
+        assert response.json()["error"].endswith("only this server's own page may upload")
+    info = client.get("/api/info", headers={"origin": "https://attacker.example"})  # reading: the browser's
+    assert info.status_code == 200 and (info.json()["waiting"], info.json()["held_mb"]) == (0, 0)  # nothing held
+    friendly = [{"origin": BASE, "sec-fetch-site": "same-origin"}, {"sec-fetch-site": "none"}, {}]  # {}: curl
+    for n, headers in enumerate(friendly, 1):
+        job = upload(client, "speech.wav", audio / "speech.wav", headers=headers).json()
+        assert job["id"].startswith(f"{n}-"), headers  # the refused ones made no job
+        assert wait(client, job["id"])["state"] == "done"
+
+
 # ----------------------------------------------------------------------------- the spectrogram
 
 
@@ -391,6 +518,16 @@ def test_serve_defaults_to_this_machine_only():
 
     args = build_parser().parse_args(["serve", "--model", "m.pth"])
     assert (args.host, args.port, args.max_upload_mb, args.device) == ("127.0.0.1", 8000, 200.0, None)
+    from zipa.web.app import DEFAULT_MAX_DISK_MB, DEFAULT_MAX_QUEUE
+
+    assert (args.max_queue, args.max_disk_mb, args.allow_host) == (64, 2048.0, []) == (
+        DEFAULT_MAX_QUEUE, DEFAULT_MAX_DISK_MB, [])  # the command's defaults are create_app's
+
+
+def test_serve_refuses_a_disk_cap_below_the_upload_limit(ctc_model, capsys):
+    assert main(["serve", "--model", str(ctc_model), "--device", "cpu", "--max-upload-mb", "3000"]) == 2
+    assert ("zipa serve: error: the disk cap (--max-disk-mb 2048) is below the upload limit (--max-upload-mb 3000)"
+            in capsys.readouterr().err)
 
 
 # ----------------------------------------------------------------------------- in a browser
@@ -414,15 +551,18 @@ def _browser():
     return webdriver, options, Service(driver)
 
 
-@pytest.fixture
-def served(ctc_model, tmp_path):
-    """`zipa serve --port 0` in a subprocess: (its address, the process)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))  # uploads go to TMPDIR
-    errors = tmp_path / "serve.err"
+@contextmanager
+def serving(ctc_model, folder, *options):
+    """`zipa serve --port 0 OPTIONS` in a subprocess, with ``folder``/tmp as its TMPDIR (where
+    the uploads go): (its address, the process)."""
+    (folder / "tmp").mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(folder / "tmp"))
+    errors = folder / "serve.err"
     with open(errors, "w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "zipa", "serve", "--model", str(ctc_model), "--device", "cpu", "--port", "0"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=tmp_path,
+            [sys.executable, "-m", "zipa", "serve", "--model", str(ctc_model), "--device", "cpu", "--port", "0",
+             *options],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=folder,
         )
     try:
         lines: "queue.Queue[str]" = queue.Queue()  # printed once the port is bound and the model loaded
@@ -439,6 +579,12 @@ def served(ctc_model, tmp_path):
                 process.kill()
                 process.wait()
         process.stdout.close()
+
+
+@pytest.fixture
+def served(ctc_model, tmp_path):
+    with serving(ctc_model, tmp_path, "--max-queue", "1") as address_and_process:  # files dropped together: 503s
+        yield address_and_process
 
 
 @pytest.mark.slow
@@ -515,6 +661,13 @@ def test_the_page_in_a_browser(served, transcriber, audio, tmp_path):
         assert failed.get_attribute("data-state") == "error"
         assert failed.find_element(By.CSS_SELECTOR, ".error").text == "empty.wav: the file is empty (0 bytes)"
 
+        many = tmp_path / "many"  # six files at once, one place in the queue: 503s, which the page waits out
+        many.mkdir()
+        copies = [shutil.copy(audio / "speech.wav", many / f"copy{k}.wav") for k in range(6)]
+        browser.find_element(By.ID, "files").send_keys("\n".join(map(str, copies)))
+        for k in range(6):
+            assert finished(f"copy{k}.wav").get_attribute("data-state") == "done"
+
         record = browser.find_element(By.ID, "record")  # chromium's fake microphone: beeps
         record.click()
         until(lambda b: record.text == "■ Stop")
@@ -526,11 +679,107 @@ def test_the_page_in_a_browser(served, transcriber, audio, tmp_path):
         assert recorded[0].get_attribute("data-state") == "done", recorded[0].text
         assert float(recorded[0].find_element(By.CSS_SELECTOR, ".status").text.split()[-2]) > 0.5  # seconds
 
-        refused = "/api/jobs - Failed to load resource: the server responded with a status of 400"  # empty.wav
-        problems = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and refused not in e["message"]]
-        assert problems == []  # no script errors, nothing missing
+        refused = "/api/jobs - Failed to load resource: the server responded with a status of "
+        log = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert any(refused + "503" in line for line in log)  # the queue was full, and the copies went through
+        problems = [line for line in log if refused + "400" not in line and refused + "503" not in line]
+        assert problems == []  # no script errors, nothing missing (400: empty.wav)
     finally:
         browser.quit()
     process.send_signal(signal.SIGINT)  # Ctrl-C: requests finish, the worker stops, exit status 130 as elsewhere
     assert process.wait(timeout=20) == 128 + signal.SIGINT
-    assert list(Path(tmp_path).glob("zipa-web-*")) == []  # the uploads' folders (TMPDIR) are gone
+    assert list((tmp_path / "tmp").glob("zipa-web-*")) == []  # the uploads' folders (TMPDIR) are gone
+
+
+# ----------------------------------------------------------------------------- under load
+
+SOAK_CLIENTS, SOAK_SECONDS, SOAK_UPLOADS = 30, 60.0, 500  # clients, seconds, uploads per client at most
+SOAK_QUEUE = 8  # --max-queue: well below the clients, so that the queue fills
+SOAK_MEMORY_MB = 40  # growth of the server's resident memory allowed after the soak
+
+
+def _resident(pid: int) -> int:
+    """Process ``pid``'s resident memory in bytes (Linux's /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024
+
+
+def _clients(url, files, seconds):
+    """`SOAK_CLIENTS` clients, each uploading the next of ``files`` ((name, bytes, form fields))
+    and polling it to its end, over and over for ``seconds`` (at most `SOAK_UPLOADS` each), a
+    503 or 507 making it wait for Retry-After: (Counter of the outcomes, list of the errors)."""
+    httpx = pytest.importorskip("httpx")
+    outcomes, errors = collections.Counter(), []
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def client(k):
+        with httpx.Client(base_url=url, timeout=TIMEOUT, headers={"origin": url.rstrip("/")}) as http:
+            for n in range(SOAK_UPLOADS):
+                if time.monotonic() >= end:
+                    return
+                name, data, fields = files[(k + n) % len(files)]
+                response = http.post("/api/jobs", files={"file": (name, data)}, data=fields)
+                if response.status_code in (503, 507):
+                    with lock:
+                        outcomes[response.status_code] += 1
+                    time.sleep(min(float(response.headers["retry-after"]), max(0.0, end - time.monotonic())))
+                    continue
+                if response.status_code != 202:
+                    raise AssertionError(f"{name}: {response.status_code} {response.text}")
+                job = response.json()
+                while job["state"] not in ("done", "error"):
+                    time.sleep(0.2)
+                    job = http.get(f"/api/jobs/{job['id']}").json()
+                if job["state"] != "done" or not job["result"]["phones"]:
+                    raise AssertionError(f"{name}: {job['error']}")
+                with lock:
+                    outcomes["done"] += 1
+
+    def guarded(k):
+        try:
+            client(k)
+        except Exception as e:  # noqa: BLE001 - every error is reported by the test
+            errors.append(f"client {k}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=guarded, args=(k,), daemon=True) for k in range(SOAK_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(0.0, end - time.monotonic()) + TIMEOUT)
+        assert not thread.is_alive(), "a client did not finish"
+    return outcomes, errors
+
+
+def _idle(url, process):
+    """The server's /api/info once nothing is waiting or held, and its resident memory then."""
+    httpx = pytest.importorskip("httpx")
+    deadline = time.monotonic() + TIMEOUT
+    while (info := httpx.get(url + "api/info").json())["waiting"] or info["held_mb"]:
+        assert time.monotonic() < deadline, info
+        time.sleep(0.1)
+    return info, _resident(process.pid)
+
+
+@pytest.mark.slow
+def test_30_clients_for_60_s_get_their_results_or_503_and_leave_nothing_behind(ctc_model, audio, tmp_path):
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads the server's memory from /proc (Linux)")
+    speech = (audio / "speech.wav").read_bytes()
+    files = [("speech.wav", speech, {}), ("long.flac", (audio / "long.flac").read_bytes(), {}),
+             ("aligned.wav", speech, {"transcript": "həloʊ wɜːld"})]
+    with serving(ctc_model, tmp_path, "--max-queue", str(SOAK_QUEUE)) as (url, process):
+        folders = sorted((tmp_path / "tmp").iterdir())
+        warm, errors = _clients(url, files, 10.0)  # past the 50 results kept, and every code path taken
+        assert errors == []
+        _, start = _idle(url, process)
+        outcomes, errors = _clients(url, files, SOAK_SECONDS)
+        info, end = _idle(url, process)
+        assert errors == []  # every upload gave its phones, or a 503 to wait for
+        assert outcomes[503] > 0 and outcomes[507] == 0  # the queue filled: the bound held it
+        assert outcomes["done"] >= SOAK_CLIENTS
+        assert sorted((tmp_path / "tmp").iterdir()) == folders  # no upload left on the disk
+        assert end - start < SOAK_MEMORY_MB * 2**20, (
+            f"the server grew by {(end - start) / 2**20:.0f} MB over {outcomes['done']} files")
+        print(f"\nsoak: {dict(warm)} warming up, then {dict(outcomes)} in {SOAK_SECONDS:.0f} s; resident memory "
+              f"{start / 2**20:.0f} MB -> {end / 2**20:.0f} MB")

@@ -51,19 +51,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = decoding_options(args)
     try:
         from zipa.web import create_app
-        from zipa.web.server import address, is_loopback, listen, run
+        from zipa.web.app import check_limits
+        from zipa.web.server import address, allowed_hosts, is_loopback, listen, run
     except ImportError as e:
         raise UsageError(f"zipa serve needs the web extra: pip install 'zipa-phones[web]' ({e})") from None
+    try:
+        hosts = allowed_hosts(args.host, args.allow_host)
+        check_limits(args.max_upload_mb, args.max_disk_mb)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     try:
         sock = listen(args.host, args.port)
     except OSError as e:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {e}") from None
     with sock:
         transcriber, model_path = load_transcriber(args)
-        app = create_app(transcriber, model_name=model_path.name, max_upload_mb=args.max_upload_mb, options=options)
+        app = create_app(transcriber, model_name=model_path.name, max_upload_mb=args.max_upload_mb, options=options,
+                         allowed_hosts=hosts, max_queue=args.max_queue, max_disk_mb=args.max_disk_mb)
         if not is_loopback(args.host):
             print(f"zipa serve: warning: listening on {args.host}: whoever reaches this address can use the model "
-                  "and upload files; browsers allow the microphone only at localhost or over https", file=sys.stderr)
+                  "and upload files; browsers allow the microphone only at localhost or over https; it answers "
+                  f"only for the host names {', '.join(hosts)} (add others with --allow-host)", file=sys.stderr)
         print(f"zipa serve: {address(sock)} (model {model_path.name}, device {transcriber.device}); Ctrl-C stops",
               flush=True)
         run(app, sock)
@@ -93,6 +101,10 @@ Files are decoded one at a time in the order they arrive (the model never runs t
 the page shows each file's place in the queue and how far its decoding is. Uploads are kept in
 a temporary folder while decoded, then deleted; results stay in memory for the last 50 files.
 Nothing is fetched from the internet: the page works offline.
+
+Only the page itself may use the server: a request naming another host (Host header) gets
+HTTP 400, so that a web site cannot reach it by DNS rebinding, and an upload sent by a page
+of another origin (Origin, Sec-Fetch-Site) gets HTTP 403.
 """
 
 
@@ -130,6 +142,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
     p.add_argument("--max-upload-mb", type=positive_float, default=200.0, metavar="MB",
                    help="largest upload accepted, in MB (default 200); larger ones are refused with HTTP 413")
+    p.add_argument("--max-queue", type=positive_int, default=64, metavar="N",
+                   help="files waiting to be decoded at most (default 64); more are refused with HTTP 503 and "
+                        "Retry-After (the page retries)")
+    p.add_argument("--max-disk-mb", type=positive_float, default=2048.0, metavar="MB",
+                   help="the uploads held in the temporary folder at most, in MB (default 2048); more are refused "
+                        "with HTTP 507 and Retry-After (the page retries)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests for this host name (repeatable; *.example.org for its subdomains): "
+                        "the name a proxy or another machine reaches the page by. Others get HTTP 400, against "
+                        "DNS rebinding; allowed are only the --host address (and localhost, 127.0.0.1, [::1] for "
+                        "a loopback one)")
     p.add_argument("--batch-size", type=positive_int, default=8,
                    help="windows of a long file decoded together (default 8)")
     add_runtime_args(p, progress=False)

@@ -6,7 +6,9 @@
     POST /api/jobs                         multipart: ``file`` (one audio file), optional
                                            ``transcript`` (IPA, or orthography with ``lang``)
                                            -> 202 {"id", ...}; 400 {"error"} for an empty or
-                                           unreadable file, 413 {"error"} above the limit
+                                           unreadable file, 413 {"error"} above the limit;
+                                           503 (too many files waiting) or 507 (the uploads
+                                           held would pass the disk cap), with Retry-After
     GET  /api/jobs/{id}                    state (queued, running, done, error), queue position,
                                            seconds decoded of the duration, the result when done
     GET  /api/jobs/{id}/spectrogram/{k}    tile k of the spectrogram (PNG)
@@ -14,19 +16,27 @@
 
 Nothing is fetched from elsewhere: the page works offline. Errors are JSON objects with an
 ``error`` message naming the file, and never stop the server.
+
+Only the server's own page may use it. A request whose ``Host`` is not one of
+``allowed_hosts`` gets 400 (Starlette's TrustedHostMiddleware): a page elsewhere that gets a
+browser to send requests here by DNS rebinding (its own name made to resolve to this address)
+names its own host, so it can neither read the results nor upload. A request that changes
+something (POST) and comes from a page of another origin gets 403 (`SameOriginOnly`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Union
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Optional, Sequence, Union
+from urllib.parse import quote, urlsplit
 
 try:
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
-    from starlette.datastructures import UploadFile
+    from starlette.datastructures import Headers, UploadFile
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import Request
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Mount, Route
@@ -35,7 +45,8 @@ except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError(f"zipa.web needs the web extra: pip install 'zipa-phones[web]' ({e})") from e
 
 from zipa.decoding.options import DecodingOptions
-from zipa.web.jobs import DONE, JobQueue, UploadError, downloads
+from zipa.web.jobs import DEFAULT_MAX_QUEUE, DONE, MB, JobQueue, Refused, UploadError, downloads
+from zipa.web.server import LOOPBACK_HOSTS
 
 if TYPE_CHECKING:
     from zipa.inference.transcriber import Transcriber
@@ -43,15 +54,48 @@ if TYPE_CHECKING:
 STATIC = Path(__file__).resolve().parent / "static"
 STOP_WAIT = 5.0  # seconds that stopping the server waits for the file being decoded
 DEFAULT_MAX_UPLOAD_MB = 200.0
-MB = 1024 * 1024
+DEFAULT_MAX_DISK_MB = 2048.0
+RETRY_AFTER = 3  # seconds a refused upload (503, 507) is told to wait
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 class UploadTooLarge(Exception):
     """The request body went past the upload limit."""
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class SameOriginOnly:
+    """ASGI middleware: 403 for a request that changes something (any method but GET, HEAD,
+    OPTIONS) sent by a page of another origin, which a browser says with ``Sec-Fetch-Site``
+    (anything but ``same-origin`` or ``none``) or ``Origin`` (another host and port than
+    ``Host``'s, or ``null``). Browsers send ``Origin`` with every POST; a request with neither
+    header does not come from a web page (curl, a script) and goes through."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            refusal = cross_origin(Headers(scope=scope))
+            if refusal:
+                await _error(403, refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def cross_origin(headers: Headers) -> Optional[str]:
+    """Why a request with these headers comes from a page of another origin; None when not."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return (f"refused: a request from another site (Sec-Fetch-Site: {site}); only this server's own page "
+                "may upload")
+    origin = headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
+        return f"refused: a request from the page {origin}; only this server's own page may upload"
+    return None
 
 
 def _limited(request: Request, limit: int) -> Request:
@@ -70,6 +114,13 @@ def _limited(request: Request, limit: int) -> Request:
     return Request(request.scope, receive)
 
 
+def check_limits(max_upload_mb: float, max_disk_mb: float) -> None:
+    """ValueError when the disk cap is below the upload limit: the largest uploads would never fit."""
+    if max_disk_mb < max_upload_mb:
+        raise ValueError(f"the disk cap (--max-disk-mb {max_disk_mb:g}) is below the upload limit "
+                         f"(--max-upload-mb {max_upload_mb:g}): the largest uploads could never be taken")
+
+
 def create_app(
     transcriber: "Transcriber",
     *,
@@ -77,37 +128,50 @@ def create_app(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     tmp_dir: Union[None, str, Path] = None,
     options: Optional[DecodingOptions] = None,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    max_disk_mb: float = DEFAULT_MAX_DISK_MB,
 ) -> Starlette:
     """The application serving ``transcriber`` (a `zipa.inference.transcriber.Transcriber`).
 
     ``model_name``: shown on the page. ``max_upload_mb``: larger uploads are refused (413).
     ``tmp_dir``: where uploads are kept while their job runs (default: the system's temporary
     folder). ``options``: how files are decoded (`zipa.decoding.options.DecodingOptions`, as
-`zipa align`'s options; default: the defaults). The job queue is
+    `zipa align`'s options; default: the defaults). ``allowed_hosts``: the
+    ``Host`` names answered (`zipa.web.server.allowed_hosts`; default this machine's loopback
+    names). ``max_queue``: files waiting at most (503 beyond); ``max_disk_mb``: the uploads held
+    at most (507 beyond; not below ``max_upload_mb``: `check_limits`). The job queue is
     ``app.state.jobs`` (`zipa.web.jobs.JobQueue`); its worker stops when the application shuts down.
     """
+    check_limits(max_upload_mb, max_disk_mb)
     options = options if options is not None else DecodingOptions()
-    jobs = JobQueue(transcriber, tmp_dir, options)
+    jobs = JobQueue(transcriber, tmp_dir, options, max_queue=max_queue, max_bytes=int(max_disk_mb * MB))
     limit = int(max_upload_mb * MB)
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     async def info(request: Request) -> Response:
-        return JSONResponse({"model": model_name, "max_upload_mb": max_upload_mb,
-                             "window": options.window, "overlap": options.overlap, "ctc": bool(transcriber.uses_ctc)})
+        return JSONResponse({"model": model_name, "max_upload_mb": max_upload_mb, "max_queue": max_queue,
+                             "max_disk_mb": max_disk_mb, "window": options.window, "overlap": options.overlap,
+                             "ctc": bool(transcriber.uses_ctc), "waiting": jobs.waiting, "held_mb": jobs.held / MB})
 
     async def submit(request: Request) -> Response:
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            return _too_large(int(declared))
+        size = int(declared) if declared.isdigit() else limit  # the body is cut at the limit
+        if size > limit:
+            return _too_large(size)
         try:
-            async with _limited(request, limit).form(max_files=1, max_fields=4) as form:
-                upload = form.get("file")
-                if not isinstance(upload, UploadFile):
-                    return _error(400, "no audio file in the upload (a multipart form with a 'file' field)")
-                transcript, lang = _text(form.get("transcript")), _text(form.get("lang"))
-                job = await run_in_threadpool(jobs.submit, upload.filename or "audio", upload.file, transcript, lang)
+            with jobs.admit(size) as ticket:  # before the body is read
+                async with _limited(request, limit).form(max_files=1, max_fields=4) as form:
+                    upload = form.get("file")
+                    if not isinstance(upload, UploadFile):
+                        return _error(400, "no audio file in the upload (a multipart form with a 'file' field)")
+                    transcript, lang = _text(form.get("transcript")), _text(form.get("lang"))
+                    job = await run_in_threadpool(jobs.submit, ticket, upload.filename or "audio", upload.file,
+                                                  transcript, lang)
+        except Refused as e:
+            return _error(e.status, str(e), headers={"Retry-After": str(RETRY_AFTER)})
         except UploadTooLarge:
             return _too_large(None)
         except UploadError as e:
@@ -168,6 +232,8 @@ def create_app(
             Route("/api/jobs/{job_id}/spectrogram/{tile:int}", tile),
             Route("/api/jobs/{job_id}/download/{fmt}", download),
         ],
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False),
+                    Middleware(SameOriginOnly)],
         lifespan=lifespan,
     )
     app.state.jobs = jobs

@@ -10,6 +10,13 @@ the outputs are the writers' (`zipa.inference.writers`), so the page's downloads
 thread only: requests never decode in parallel, they wait in the queue. The job's folder is
 removed as soon as the job is done or fails; what stays in memory is the result (phones,
 words, spectrogram tiles), for the last `KEEP_JOBS` jobs.
+
+The queue is bounded twice, so that no number of uploads can fill the memory or the disk: an
+upload is admitted (`JobQueue.admit`) before its body is read, when fewer than ``max_queue``
+files are waiting (those being uploaded and those queued; not the one being decoded) and when
+its size (the request's, or the upload limit when it gives none) fits in what ``max_bytes``
+leaves to the files held. The place is freed when the worker takes the job, the bytes when its
+folder is removed.
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ import secrets
 import shutil
 import tempfile
 import threading
+from contextlib import contextmanager
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, List, Optional, Union
+from typing import IO, TYPE_CHECKING, Iterator, List, Optional, Union
 
 from zipa.audio.load import load_audio
 from zipa.inference.forced import AlignJob
@@ -40,6 +48,8 @@ if TYPE_CHECKING:
     from zipa.inference.transcriber import Transcriber
 
 KEEP_JOBS = 50
+DEFAULT_MAX_QUEUE = 64
+MB = 1024 * 1024
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "error"
 
 
@@ -52,6 +62,24 @@ def downloads() -> List[str]:
 
 class UploadError(ValueError):
     """An upload that cannot be a job (empty, unreadable): its message names the file."""
+
+
+class Refused(Exception):
+    """An upload turned away before it is read because the server is full for now: ``status``
+    is the HTTP answer (503: too many files waiting, 507: too many bytes held)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Ticket:
+    """An upload's admission: a place in the queue and ``size`` bytes of the disk cap, held
+    until a job takes them over (`JobQueue.submit`) or the upload fails."""
+
+    size: int
+    taken: bool = False
 
 
 @dataclass
@@ -70,6 +98,7 @@ class Job:
     seconds_done: float = 0.0
     error: Optional[str] = None
     messages: List[str] = field(default_factory=list)
+    held: int = 0  # bytes of the disk cap the job holds until its folder is removed
     record: Optional[Record] = None
     tiles: List[Tile] = field(default_factory=list)
 
@@ -123,7 +152,9 @@ def _suffix(name: str) -> str:
 class JobQueue:
     """The jobs of one server and the one worker thread that decodes them (started with the
     first job; `close` stops it). ``window``, ``overlap``, ``batch_size``, ``decoding``, ``beam``:
-    as for `zipa align` (`Transcriber.iter_transcribe_files`, `Transcriber.align_files`)."""
+    as for `zipa align` (`Transcriber.iter_transcribe_files`, `Transcriber.align_files`).
+    ``max_queue``: files waiting at most; ``max_bytes``: bytes of uploads held at most (None:
+    no cap); see `admit`."""
 
     def __init__(
         self,
@@ -131,11 +162,16 @@ class JobQueue:
         tmp_dir: Union[None, str, Path] = None,
         options: Optional[DecodingOptions] = None,
         keep: int = KEEP_JOBS,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_bytes: Optional[int] = None,
     ):
         self.transcriber = transcriber
         self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else None
         self.options = options if options is not None else DecodingOptions()
         self.keep = keep
+        self.max_queue, self.max_bytes = max_queue, max_bytes
+        self.waiting = 0  # admitted uploads not yet taken by the worker
+        self.held = 0  # bytes admitted and not yet removed
         self._jobs: "OrderedDict[str, Job]" = OrderedDict()
         self._lock = threading.Lock()
         self._queue: "queue.Queue[Optional[Job]]" = queue.Queue()
@@ -146,9 +182,33 @@ class JobQueue:
     # ------------------------------------------------------------------------------------------
     # Requests
 
-    def submit(self, name: str, data: IO[bytes], transcript: Optional[str] = None, lang: Optional[str] = None) -> Job:
-        """Store an upload (``name``: its file name, ``data``: its bytes) and queue it; UploadError
-        naming the file when it is empty or not audio soundfile can read (nothing is kept then)."""
+    @contextmanager
+    def admit(self, size: int) -> Iterator[Ticket]:
+        """A `Ticket` for an upload of at most ``size`` bytes, given back on leaving the block
+        unless `submit` made a job of it. Refused (503 or 507) when ``max_queue`` files are
+        waiting or when ``size`` does not fit in what ``max_bytes`` leaves."""
+        with self._lock:
+            if self.waiting >= self.max_queue:
+                raise Refused(503, f"the server is busy: {self.waiting} files are waiting to be decoded, its limit "
+                                   "(zipa serve --max-queue); try again when some are done")
+            if self.max_bytes is not None and self.held + size > self.max_bytes:
+                raise Refused(507, f"the server is full: the uploads it holds take {self.held / MB:.1f} MB, and "
+                                   f"{size / MB:.1f} MB more would pass its limit of {self.max_bytes / MB:g} MB "
+                                   "(zipa serve --max-disk-mb); try again when some are done")
+            self.waiting += 1
+            self.held += size
+        ticket = Ticket(size)
+        try:
+            yield ticket
+        finally:
+            if not ticket.taken:
+                self._release(places=1, size=size)
+
+    def submit(self, ticket: Ticket, name: str, data: IO[bytes], transcript: Optional[str] = None,
+               lang: Optional[str] = None) -> Job:
+        """Store an upload admitted with ``ticket`` (``name``: its file name, ``data``: its bytes)
+        and queue it; UploadError naming the file when it is empty or not audio soundfile can
+        read (nothing is kept then)."""
         name = Path(name.replace("\\", "/")).name or "audio"
         folder = Path(tempfile.mkdtemp(prefix="zipa-web-", dir=self.tmp_dir))
         path = folder / f"upload{_suffix(name)}"
@@ -163,11 +223,12 @@ class JobQueue:
                 raise UploadError(_public(str(e), path, name)) from None
             windows = len(plan_windows(info.frames, info.sample_rate, self.options.window, self.options.overlap))
             job = Job(f"{next(self._ids)}-{secrets.token_hex(4)}", name, folder, path, info.duration, windows,
-                      (transcript or "").strip() or None, (lang or "").strip() or None)
+                      (transcript or "").strip() or None, (lang or "").strip() or None, held=ticket.size)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         with self._lock:
+            ticket.taken = True
             self._jobs[job.id] = job
             self._forget_old()
             if self._worker is None:
@@ -199,19 +260,32 @@ class JobQueue:
                 break
             if job is not None:
                 job.state, job.error = FAILED, f"{job.name}: the server stopped before decoding it"
-                shutil.rmtree(job.folder, ignore_errors=True)
+                self._release(places=1)
+                self._remove(job)
         if self._worker is not None:
             self._queue.put(None)
             self._worker.join(timeout)
             running = self._running
             if self._worker.is_alive() and running is not None:
-                shutil.rmtree(running.folder, ignore_errors=True)
+                self._remove(running)
             self._worker = None
 
     def _forget_old(self) -> None:
         finished = [job_id for job_id, job in self._jobs.items() if job.state in (DONE, FAILED)]
         for job_id in finished[: max(0, len(self._jobs) - self.keep)]:
             del self._jobs[job_id]
+
+    def _release(self, places: int = 0, size: int = 0) -> None:
+        with self._lock:
+            self.waiting -= places
+            self.held -= size
+
+    def _remove(self, job: Job) -> None:
+        """Remove the job's folder and give back the bytes it held (once)."""
+        shutil.rmtree(job.folder, ignore_errors=True)
+        with self._lock:
+            self.held -= job.held
+            job.held = 0
 
     # ------------------------------------------------------------------------------------------
     # The worker
@@ -221,23 +295,24 @@ class JobQueue:
             job = self._queue.get()
             if job is None:
                 return
+            self._release(places=1)
             self._running = job
             self.run(job)
             self._running = None
 
     def run(self, job: Job) -> None:
         """Decode one job (in the worker thread): its state ends DONE or FAILED, and its folder
-        is removed whatever happens."""
-        job.state = RUNNING
+        is removed whatever happens, before the state says so."""
+        job.state, state = RUNNING, FAILED
         try:
             job.record = self._decode(job)
             job.tiles = spectrogram_tiles(load_audio(job.path, name=job.name))
-            job.state = DONE
+            state = DONE
         except Exception as e:  # a bad file must not stop the server: the job reports it
             job.error = job.public(str(e)) or type(e).__name__
-            job.state = FAILED
         finally:
-            shutil.rmtree(job.folder, ignore_errors=True)
+            self._remove(job)
+            job.state = state
 
     def _decode(self, job: Job) -> Record:
         transcriber, progress = self.transcriber, _JobProgress(job)

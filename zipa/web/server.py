@@ -1,10 +1,15 @@
 """Serving the application with uvicorn on a socket bound first, so that the address (port 0:
-one the system picks) is known, and printed, before the server starts."""
+one the system picks) is known, and printed, before the server starts; and the ``Host`` names
+the application answers for an address (`allowed_hosts`)."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+from typing import Iterable, List
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # Host names as browsers write them (IPv6 in brackets)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -26,14 +31,36 @@ def address(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def is_loopback(host: str) -> bool:
-    """Whether only this machine can reach ``host`` (127.0.0.1, ::1, localhost)."""
-    if host == "localhost":
-        return True
+def _is_ip(text: str) -> bool:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ipaddress.ip_address(text)
+        return True
     except ValueError:
         return False
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (127.0.0.1, ::1, localhost)."""
+    return host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
+
+
+def allowed_hosts(host: str, extra: Iterable[str] = ()) -> List[str]:
+    """The ``Host`` names (without port) a server listening on ``host`` answers: ``host`` itself,
+    the loopback names when it is a loopback address, this machine's name as well when it is
+    every interface (0.0.0.0, ::), and ``extra`` (``zipa serve --allow-host``). IPv6 addresses
+    are written in brackets, as in a URL; ``*.example.org`` stands for its subdomains, ``*`` for
+    any name. ValueError for an ``extra`` that is none of these (a port, a URL)."""
+    for name in extra:
+        if not (name == "*" or re.fullmatch(r"(\*\.)?[\w-]+(\.[\w-]+)*\.?", name) or _is_ip(name.strip("[]"))):
+            raise ValueError(f"--allow-host {name}: not a host name, an IP address or *.domain")
+    names = [host]
+    if is_loopback(host):
+        names += LOOPBACK_HOSTS
+    elif host in ("0.0.0.0", "::"):
+        names += [*LOOPBACK_HOSTS, socket.gethostname()]
+    names += extra
+    bracketed = [f"[{name}]" if ":" in name and not name.startswith("[") else name for name in names]
+    return list(dict.fromkeys(name.lower() for name in bracketed))
 
 
 def run(app, sock: socket.socket, log_level: str = "warning") -> None:

@@ -48,18 +48,26 @@ class Job {
     this.pxPerSecond = 0;
   }
 
+  // Upload the file; while the server is full (503: too many files waiting, 507: too many bytes
+  // held) it says when to try again (Retry-After), and the card waits for that.
   async start() {
     const form = new FormData();
     form.append("file", this.file, this.file.name);
     if (this.transcript) form.append("transcript", this.transcript);
     if (this.lang) form.append("lang", this.lang);
-    let response;
-    try {
-      response = await fetch("/api/jobs", { method: "POST", body: form });
-    } catch (error) {
-      return this.fail(`${this.file.name}: the upload failed (${error.message}); is the server running?`);
+    let response, body;
+    for (;;) {
+      try {
+        response = await fetch("/api/jobs", { method: "POST", body: form });
+      } catch (error) {
+        return this.fail(`${this.file.name}: the upload failed (${error.message}); is the server running?`);
+      }
+      body = await response.json().catch(() => ({ error: `${response.status} ${response.statusText}` }));
+      const retry = Number(response.headers.get("Retry-After"));
+      if (![503, 507].includes(response.status) || !retry) break;
+      $(".status", this.el).textContent = `waiting for room on the server (trying again in ${retry} s)`;
+      await sleep(1000 * retry);
     }
-    const body = await response.json().catch(() => ({ error: `${response.status} ${response.statusText}` }));
     if (!response.ok) {
       const message = body.error || `${response.status} ${response.statusText}`;
       return this.fail(message.startsWith(this.file.name) ? message : `${this.file.name}: ${message}`);
@@ -328,7 +336,8 @@ async function showInfo() {
     const info = await (await fetch("/api/info")).json();
     $("#model").textContent = `model: ${info.model || "(unnamed)"}`;
     $("#limits").textContent = `Up to ${info.max_upload_mb} MB per file. Files longer than ${info.window} s ` +
-      "are decoded in overlapping windows; files are decoded one at a time, in the order they arrive.";
+      "are decoded in overlapping windows; files are decoded one at a time, in the order they arrive " +
+      `(up to ${info.max_queue} waiting; more wait here for room).`;
   } catch (error) {
     notice(`Cannot reach the server: ${error.message}`);
   }
