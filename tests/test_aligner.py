@@ -20,6 +20,7 @@ from tiny_models import speechlike, tiny_model_path, write_wav
 
 from zipa.cli import main as zipa_main
 from zipa.decoding.alignment import aligner_spans, phone_forced_align
+from zipa.inference.forced import FitWarning
 from zipa.evaluation.timing import ReferencePhone, TimedUtterance, forced_errors, timing_stats
 from zipa.inference import forced
 from zipa.inference import transcriber as transcriber_module
@@ -425,3 +426,20 @@ def test_train_aligner_command_writes_beside_the_model(model_dir, tmp_path):
     info = read_aligner_info(folder / "model.aligner.pt")
     assert info["settings"]["languages"] == ["sw"] and info["utterances"]["heldout"] == 1
     assert Transcriber.from_checkpoint(folder / "model.pth", device="cpu").aligner is not None
+
+
+def test_forced_alignment_fit_tells_the_audios_transcript_from_another(ctc, trained):
+    """With an aligner that knows these voices, each utterance's own transcript fits it, and
+    another utterance's transcript is warned about (`zipa.decoding.fit`)."""
+    aligner, _, utterances = trained
+    ctc.aligner = aligner
+    try:
+        own = [ctc.align([u.samples], u.text, sampling_rate=u.sample_rate)[0] for u in utterances[:3]]
+        assert [a.warnings for a in own] == [[], [], []]
+        for k, utterance in enumerate(utterances[:3]):
+            other = utterances[(k + 3) % len(utterances)]
+            with pytest.warns(FitWarning, match="mean confidence"):
+                (swapped,) = ctc.align([utterance.samples], other.text, sampling_rate=utterance.sample_rate)
+            assert swapped.fit.mean_confidence < 0.5 * own[k].fit.mean_confidence
+    finally:
+        ctc.aligner = None

@@ -15,7 +15,8 @@ from zipa.cli import main
 from zipa.decoding.alignment import ctc_forced_align, ctc_min_frames, ctc_viterbi
 from zipa.inference import forced
 from zipa.data.textgrid import IntervalTier, PointTier, TextGrid, parse_textgrid, read_textgrid
-from zipa.decoding.timestamps import FRAME_OFFSET, split_phones
+from zipa.decoding.fit import alignment_fit
+from zipa.decoding.timestamps import FRAME_OFFSET, Interval, split_phones
 from zipa.inference.zipa_api import initialize_model
 from zipa.text.ipa import normalize_ipa
 
@@ -462,3 +463,53 @@ def test_textgrid_reader_errors(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert parse_textgrid(grid.to_text()) == grid
+
+
+# ----------------------------------------------------------------------------- does the transcript fit?
+
+
+def test_fit_measures_of_hand_made_alignments():
+    spaced = [Interval("a", i * 0.1, i * 0.1 + 0.08, 0.9) for i in range(10)]  # 10 phones a second
+    fit = alignment_fit(spaced, 1.0, 0.02)
+    assert (fit.phones_per_second, fit.squeezed_share, fit.num_phones) == (10.0, 0.0, 10)
+    assert fit.mean_confidence == pytest.approx(0.9) and fit.problems() == []
+    crowded = [Interval("a", i * 0.02, i * 0.02 + 0.02, 0.9) for i in range(65)]  # one frame each
+    fit = alignment_fit(crowded, 1.96, 0.02)
+    assert fit.phones_per_second == pytest.approx(65 / 1.96) and fit.squeezed_share == 1.0
+    too_fast, squeezed = fit.problems()  # and confident enough
+    assert "33.2 phones a second" in too_fast and "100% of the phones are squeezed" in squeezed
+    unsure = [Interval("a", i * 0.1, i * 0.1 + 0.08, 0.1) for i in range(10)]
+    (problem,) = alignment_fit(unsure, 1.0, 0.02).problems()
+    assert "mean confidence is 0.10" in problem
+
+
+def test_a_transcript_too_long_for_its_audio_is_warned_about_and_refused_with_strict(capsys, tmp_path, ctc_path,
+                                                                                       audio_dir):
+    audio = tmp_path / "short.wav"
+    write_wav(audio, speechlike(1.96, 5))
+    crowded = " ".join(["pataki"] * 11)  # 66 phones in 1.96 s
+    out = tmp_path / "out.jsonl"
+    code, _, err = run(capsys, "align", audio, "-m", ctc_path, "--transcript", crowded, "-f", "jsonl", "-o", out)
+    assert code == 0 and "the transcript does not fit the audio" in err and "phones a second" in err
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert record["fit"]["phones_per_second"] > 25 and any("phones a second" in w for w in record["warnings"])
+    fitting = tmp_path / "fits.jsonl"
+    code, _, err = run(capsys, "align", audio, "-m", ctc_path, "--transcript", "pa", "-f", "jsonl", "-o", fitting)
+    assert code == 0 and "phones a second" not in err
+    assert json.loads(fitting.read_text(encoding="utf-8"))["fit"]["phones_per_second"] == pytest.approx(2 / 1.96, abs=0.01)
+    strict = tmp_path / "strict.jsonl"
+    code, _, err = run(capsys, "align", audio, "-m", ctc_path, "--transcript", crowded, "-f", "jsonl", "-o", strict,
+                       "--strict")
+    assert code == 1 and "--strict" in err and strict.read_text(encoding="utf-8") == ""
+    code, _, err = run(capsys, "align", audio, "-m", ctc_path, "--strict")
+    assert code == 2 and "--strict is for forced alignment" in err
+
+
+def test_model_align_warns_or_raises_on_a_transcript_that_cannot_fit(ctc_model):
+    audio = [speechlike(1.96, 5)]
+    crowded = " ".join(["pataki"] * 11)
+    with pytest.warns(forced.FitWarning, match="phones a second"):
+        (alignment,) = ctc_model.align(audio, crowded)
+    assert alignment.fit.phones_per_second > 25 and alignment.warnings
+    with pytest.raises(ValueError, match="does not fit the audio"):
+        ctc_model.align(audio, crowded, strict=True)

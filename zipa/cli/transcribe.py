@@ -278,6 +278,8 @@ def plan_run(args: argparse.Namespace, timestamps: bool) -> Run:
     forced = _forced_source(args)
     if forced:
         _check_forced_args(args, forced)
+    elif getattr(args, "strict", False):
+        raise UsageError("--strict is for forced alignment (--transcript, --text, --transcripts, --textgrid)")
     topk = getattr(args, "topk", 0) or 0
     if topk and not fmt.topk:
         raise UsageError(f"--topk is written per phone in {', '.join(n for n, f in FORMATS.items() if f.topk)}, "
@@ -395,9 +397,17 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
                     run.failures.append(result.error)
                     progress.write(f"error: {result.error}")
                     continue
+                warned = getattr(result, "warnings", [])  # forced alignment: a transcript that does not fit
+                for message in warned:
+                    progress.write(f"warning: {message}")
+                if warned and getattr(args, "strict", False):
+                    run.failures.append(f"{result.path}: not written: its transcript does not fit the audio (--strict)")
+                    progress.write(f"error: {run.failures[-1]}")
+                    continue
                 alignment = transcriber.alignment(result.tokens, result.duration, run.normalize)
                 if args.no_word_boundaries:
                     alignment = _without_boundaries(alignment)
+                alignment.fit, alignment.warnings = getattr(result, "fit", None), list(warned)
                 record = Record(str(result.path), result.duration, alignment, getattr(result, "textgrid", None))
                 with stop.deferred():
                     try:
@@ -568,6 +578,10 @@ def _add_forced_args(p: argparse.ArgumentParser) -> None:
                              "word tiers added")
     group.add_argument("--tier", metavar="NAME", default=None,
                        help="the interval tier of --textgrid holding the utterances (default: the only one)")
+    group.add_argument("--strict", action="store_true",
+                       help="a transcript that cannot be the audio's (too many phones for its length, phones "
+                            "squeezed into single frames, or a very low mean confidence: zipa.decoding.fit) fails its "
+                            "file instead of a warning")
     group.add_argument("--orthographic", action="store_true",
                        help="the texts of --transcripts or --textgrid are orthography: converted to IPA in --lang")
 

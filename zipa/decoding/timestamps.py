@@ -51,8 +51,10 @@ interval runs from its first phone's start to its last phone's end.
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
+
+from zipa.decoding.fit import AlignmentFit
 
 FRAME_START = 0.035  # seconds from the start of the audio to where encoder frame 0's receptive field begins
 SPIKE_LAG = 0.016  # measured: how late tokens come on the geometric grid (see the module docstring)
@@ -115,11 +117,15 @@ class Interval:
 
 @dataclass
 class Alignment:
-    """What one file decodes to: the transcript and its timed phones and words."""
+    """What one file decodes to: the transcript and its timed phones and words. Forced
+    alignment also says how well the transcript fits the audio (`fit`, `zipa.decoding.fit`)
+    and, in `warnings`, why it may not be the audio's."""
 
     text: str
     phones: List[Interval]
     words: List[Interval]
+    fit: Optional[AlignmentFit] = None
+    warnings: List[str] = field(default_factory=list)
 
 
 def is_modifier(piece: str) -> bool:

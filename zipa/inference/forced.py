@@ -57,6 +57,7 @@ from zipa.decoding.alignment import (
     transducer_forced_align,
 )
 from zipa.inference.long_audio import AudioInfo, Segment, audio_info, owns, plan_segments
+from zipa.decoding.fit import AlignmentFit, alignment_fit
 from zipa.decoding.options import DecodingOptions
 from zipa.utils.progress import Progress
 from zipa.data.textgrid import TextGrid
@@ -103,6 +104,10 @@ class TranscriptWarning(UserWarning):
 # ---------------------------------------------------------------------------------------------
 # Transcripts
 # ---------------------------------------------------------------------------------------------
+
+
+class FitWarning(UserWarning):
+    """A transcript that cannot be its audio's (`zipa.decoding.fit`): aligned all the same."""
 
 
 @dataclass
@@ -225,7 +230,9 @@ class AlignJob:
 class FileAlignment:
     """What aligning one file gave: its tokens with global times (as `FileTranscript`), or the
     error that stopped it; ``messages``: notes on its transcripts (symbols dropped);
-    ``problems``: utterances that could not be aligned (the others are in ``tokens``)."""
+    ``problems``: utterances that could not be aligned (the others are in ``tokens``);
+    ``fit``: how well the transcripts fit the audio (`zipa.decoding.fit`), over all aligned
+    utterances; ``warnings``: each utterance whose transcript cannot be its audio's, and why."""
 
     path: Path
     duration: float = 0.0
@@ -234,6 +241,8 @@ class FileAlignment:
     messages: List[str] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
     textgrid: Optional[TextGrid] = None
+    fit: Optional[AlignmentFit] = None
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -316,6 +325,7 @@ def align_batch(
     lang: Optional[str] = None,
     sampling_rate: Optional[int] = None,
     remove_diacritics: bool = False,
+    strict: bool = False,
 ) -> List[Alignment]:
     """`Transcriber.align`: see there."""
     if isinstance(transcripts, str):
@@ -347,7 +357,15 @@ def align_batch(
             spans = align_frames(transcriber, frames[i, :n], transcript, label)
             times = [grid.time(j) for j in range(n)]
             tokens = [_timed(span, times, grid.shift, 0.0, float("inf")) for span in spans]
-            out.append(transcriber.alignment(tokens))
+            alignment = transcriber.alignment(tokens)
+            alignment.fit = alignment_fit(alignment.phones, n * grid.shift, grid.shift)
+            alignment.warnings = [f"{label}: the transcript does not fit the audio: {why}"
+                                  for why in alignment.fit.problems()]
+            if alignment.warnings and strict:
+                raise AlignmentError("; ".join(alignment.warnings))
+            for message in alignment.warnings:
+                warnings.warn(message, FitWarning, stacklevel=3)
+            out.append(alignment)
     return out
 
 
@@ -405,6 +423,7 @@ def _align_file(
     if not job.utterances:
         result.messages.append(f"{job.path}: no interval of the tier has text: nothing to align")
     failed = 0
+    aligned_seconds = 0.0
     for utterance in job.utterances:
         if stop():
             return True
@@ -424,7 +443,11 @@ def _align_file(
             frames, times = _encode_stretch(transcriber, job.path, info, start, end, options, where)
             spans = align_frames(transcriber, frames, transcript, where)
             shift = transcriber.time_grid.shift
-            result.tokens += [_timed(span, times, shift, start, end) for span in spans]
+            tokens = [_timed(span, times, shift, start, end) for span in spans]
+            result.tokens += tokens
+            aligned_seconds += end - start
+            fit = alignment_fit(transcriber.alignment(tokens).phones, end - start, shift)
+            result.warnings += [f"{where}: the transcript does not fit the audio: {why}" for why in fit.problems()]
         except (ValueError, OSError, RuntimeError) as e:
             message = str(e)
             if whole:
@@ -435,6 +458,9 @@ def _align_file(
         reporter.advance(end - start)
     if failed and failed == len(job.utterances) and not whole:
         result.error = f"{job.path}: none of its {failed} utterances could be aligned"
+    if result.tokens:
+        result.fit = alignment_fit(transcriber.alignment(result.tokens).phones, aligned_seconds,
+                                   transcriber.time_grid.shift)
     return False
 
 

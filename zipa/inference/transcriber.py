@@ -491,6 +491,7 @@ class Transcriber:
         lang: Optional[str] = None,
         sampling_rate: Optional[int] = None,
         remove_diacritics: bool = False,
+        strict: bool = False,
     ) -> List[Alignment]:
         """Where the phones of given transcripts are in a batch of audio items (aligned as one
         batch, as `timestamps` decodes): for each item, an `Alignment` as `timestamps` returns,
@@ -502,7 +503,10 @@ class Transcriber:
         `zipa.inference.forced.TranscriptWarning`. `remove_diacritics`: drop diacritics from
         the transcripts too (for models trained without them). A phone's confidence is its
         posterior probability averaged over its frames (see `zipa.inference.forced`).
-        ValueError naming the item when a transcript is too long for its audio.
+        ValueError naming the item when a transcript is too long for its audio. Each alignment's
+        `fit` says how well its transcript fits the audio (`zipa.decoding.fit`); one that cannot
+        be the audio's is named in a `zipa.inference.forced.FitWarning` and in the alignment's
+        `warnings`, or, with `strict`, is a ValueError.
         """
         from zipa.inference.forced import align_batch
 
@@ -511,7 +515,7 @@ class Transcriber:
         if text is not None and lang is None:
             raise ValueError("text= is orthography: give its language (lang=, e.g. 'en-us') for G2P")
         return align_batch(self, audio, transcript if text is None else text, lang if text is not None else None,
-                           sampling_rate, remove_diacritics)
+                           sampling_rate, remove_diacritics, strict)
 
     def align_files(
         self,

@@ -11,7 +11,9 @@ file + rename), in a file.
 - ``jsonl``: one JSON object per file: ``path``, ``duration`` (s), ``text``; with timestamps
   also ``phones`` and (unless word boundaries are off) ``words``, lists of
   ``{"phone"|"word", "start", "end", "confidence"}``; with ``alternatives`` each phone also has
-  ``"alternatives": [{"phone", "prob"}, ...]``, most probable first.
+  ``"alternatives": [{"phone", "prob"}, ...]``, most probable first. Forced alignment adds
+  ``fit`` (``mean_confidence``, ``phones_per_second``, ``squeezed_share``: `zipa.decoding.fit`)
+  and ``warnings``, the reasons its transcript cannot be the audio's (empty when it fits).
 - ``ctm``: one line per phone: ``<file-id> 1 <start> <duration> <phone> <confidence>``, the
   file id being the path with whitespace replaced by ``_``.
 - ``textgrid``: Praat's long text format, one file per audio file, with an IntervalTier
@@ -114,6 +116,9 @@ def format_jsonl(
                     ]
             if words:
                 obj["words"] = _intervals_json(r.alignment.words, "word")
+        if r.alignment.fit is not None:  # forced alignment: how well the transcript fits the audio
+            obj["fit"] = r.alignment.fit.to_json()
+            obj["warnings"] = list(r.alignment.warnings)
         lines.append(json.dumps(obj, ensure_ascii=False) + "\n")
     return "".join(lines)
 

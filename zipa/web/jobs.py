@@ -322,7 +322,7 @@ class JobQueue:
             results = transcriber.align_files([AlignJob.whole(job.path, job.transcript)], self.options, lang=job.lang,
                                               progress=progress)
         (result,) = list(results)
-        job.messages = [job.public(m) for m in getattr(result, "messages", ())]
+        job.messages = [job.public(m) for m in [*getattr(result, "messages", ()), *getattr(result, "warnings", ())]]
         if not result.ok:
             raise ValueError(result.error)
         return Record(job.name, result.duration, transcriber.alignment(result.tokens, result.duration))
