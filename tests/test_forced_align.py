@@ -16,6 +16,7 @@ from zipa.decoding.alignment import ctc_forced_align, ctc_min_frames, ctc_viterb
 from zipa.inference import forced
 from zipa.data.textgrid import IntervalTier, PointTier, TextGrid, parse_textgrid, read_textgrid
 from zipa.decoding.fit import alignment_fit
+from zipa.decoding.options import DecodingOptions
 from zipa.decoding.timestamps import FRAME_OFFSET, Interval, split_phones
 from zipa.inference.zipa_api import initialize_model
 from zipa.text.ipa import normalize_ipa
@@ -229,8 +230,9 @@ def test_transducer_models_align_on_their_40ms_frames(transducer_path):
 def test_windowed_frames_tile_the_timeline(ctc_model, audio_dir):
     path = audio_dir / "long.wav"
     info = forced.audio_info(path)
-    whole, whole_times = forced._encode_stretch(ctc_model, path, info, 0.0, 6.0, 30.0, 2.0, 4, "x")
-    frames, times = forced._encode_stretch(ctc_model, path, info, 0.0, 6.0, 2.0, 0.5, 4, "x")
+    whole, whole_times = forced._encode_stretch(ctc_model, path, info, 0.0, 6.0, DecodingOptions(batch_size=4), "x")
+    windows = DecodingOptions(window=2.0, overlap=0.5, batch_size=4)
+    frames, times = forced._encode_stretch(ctc_model, path, info, 0.0, 6.0, windows, "x")
     steps = np.diff(times)
     assert (steps > 0).all() and (steps < 2 * ctc_model.frame_shift).all()  # no frame twice, no gap
     assert len(times) == pytest.approx(len(whole_times), abs=3)

@@ -54,7 +54,8 @@ def test_a_registered_format_is_a_download_of_the_web_page(shout, transcriber, c
 
     from zipa.web import create_app
 
-    with TestClient(create_app(transcriber, model_name="tiny.pth", tmp_dir=tmp_path)) as client:
+    app = create_app(transcriber, model_name="tiny.pth", tmp_dir=tmp_path)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         response = client.post("/api/jobs", files={"file": ("a.wav", (clips / "a.wav").read_bytes())})
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
