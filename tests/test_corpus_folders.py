@@ -5,6 +5,7 @@ recording, nested speaker folders and a TextGrid with a tier per speaker. The Te
 back by praatio and the summary by the csv module."""
 
 import csv
+import json
 
 import pytest
 from tiny_models import speechlike, write_wav
@@ -135,20 +136,50 @@ def test_resume_aligns_only_what_is_missing_and_keeps_the_summary(aligned, corpu
     assert summary(out) == before
 
 
-def test_orthographic_lab_files_go_through_g2p(tmp_path, ctc_model):
+def test_orthographic_lab_files_go_through_g2p_and_name_the_written_words(tmp_path, ctc_model):
     pytest.importorskip("espeakng_loader")
     from zipa.text.g2p import g2p
 
     (tmp_path / "corpus" / "spk").mkdir(parents=True)
-    write_wav(tmp_path / "corpus" / "spk" / "a.wav", speechlike(2.0, 60))
-    (tmp_path / "corpus" / "spk" / "a.lab").write_text("hello world\n")
+    texts = {"a": "Hello, world!", "b": "I have 42 cats"}  # 42: two spoken words for one written
+    for k, (name, text) in enumerate(texts.items()):
+        write_wav(tmp_path / "corpus" / "spk" / f"{name}.wav", speechlike(2.5, 60 + k))
+        (tmp_path / "corpus" / "spk" / f"{name}.lab").write_text(text + "\n")
     out = tmp_path / "out"
     assert main(["align", str(tmp_path / "corpus"), "-m", str(ctc_model), "--lang", "en-us", "--output-dir", str(out),
                  "-q", "-f", "eaf"]) == 0
     import pympi
 
-    eaf = pympi.Elan.Eaf(str(out / "spk" / "a.eaf"))
-    assert [a[2] for a in eaf.get_annotation_data_for_tier("words")] == g2p("hello world", "en-us").split()
+    for name, text in texts.items():
+        eaf = pympi.Elan.Eaf(str(out / "spk" / f"{name}.eaf"))
+        ipa = g2p(text, "en-us")
+        assert "".join(a[2] for a in eaf.get_annotation_data_for_tier("phones")) == ipa.replace(" ", "")
+        words = [a[2] for a in eaf.get_annotation_data_for_tier("words")]
+        assert words == (["Hello", "world"] if name == "a" else ipa.split())
+    notes = summary(out)
+    assert notes["spk/a.wav"]["notes"] == ""
+    assert "the words tier holds IPA words" in notes["spk/b.wav"]["notes"]
+
+
+def test_fit_warnings_are_those_of_forced_alignment_and_strict_fails_the_file(aligned, corpus, ctc_model, capsys,
+                                                                            tmp_path):
+    _, out = aligned
+    rows = summary(out)
+    for rel in ("spk1/utt1.wav", "spk1/utt2.wav"):
+        assert main(["align", str(corpus / rel), "-m", str(ctc_model), "--transcript", LABS[rel], "-f", "jsonl",
+                     "-q"]) == 0
+        record = json.loads(capsys.readouterr().out)
+        assert rows[rel]["fit_warnings"] == " | ".join(record["warnings"])
+        assert float(rows[rel]["mean_confidence"]) == pytest.approx(
+            sum(p["confidence"] for p in record["phones"]) / len(record["phones"]), abs=1e-4)
+    assert any(row["fit_warnings"] for row in rows.values())  # the tiny model fits no transcript well
+    strict = tmp_path / "strict"
+    assert main(["align", str(corpus / "spk1"), "-m", str(ctc_model), "--ipa", "--output-dir", str(strict), "-q",
+                 "--strict"]) == 1
+    for rel, row in summary(strict).items():
+        assert row["alignment"] == ("failed" if rows[f"spk1/{rel}"]["fit_warnings"] else "forced")
+        assert ("--strict" in row["error"]) == bool(rows[f"spk1/{rel}"]["fit_warnings"])
+        assert (strict / rel).with_suffix(".TextGrid").exists() == (row["alignment"] == "forced")
 
 
 def test_corpus_mode_usage_errors(corpus, ctc_model, tmp_path, capsys):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -439,6 +439,23 @@ def _speakers(run: Run, path) -> Optional[List[Tuple[str, float, float]]]:
     return spans or [(item.speaker, 0.0, float("inf"))]
 
 
+def _name_written_words(run: Run, args: argparse.Namespace, result, alignment) -> None:
+    """--output-dir with orthographic transcripts: name the aligned words by the transcript's
+    written words, as MFA's words tier does (`zipa.data.corpus.written_words`); where they do
+    not match one to one the IPA words stay, and the summary's notes say so."""
+    from zipa.data.corpus import written_words
+
+    item, lang = run.corpus[str(result.path)], _g2p_lang(args, run.forced)
+    if lang is None or not item.utterances or not alignment.words:
+        return
+    written = written_words(item.utterances, lang, run.options.remove_diacritics)
+    if written is None or len(written) != len(alignment.words):
+        result.messages.append(f"{result.path}: the words tier holds IPA words: G2P's words do not match the "
+                               "transcript's written words one to one")
+        return
+    alignment.words = [replace(word, label=label) for word, label in zip(alignment.words, written)]
+
+
 def _relative(transcript: Optional[Path], item) -> str:
     """A corpus file's transcript as the summary names it: its path relative to the corpus."""
     if transcript is None:
@@ -517,6 +534,8 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
                 if args.no_word_boundaries:
                     alignment = _without_boundaries(alignment)
                 alignment.fit, alignment.warnings = getattr(result, "fit", None), list(warned)
+                if run.forced == "corpus":
+                    _name_written_words(run, args, result, alignment)
                 record = Record(str(result.path), result.duration, alignment, getattr(result, "textgrid", None),
                                 speakers=_speakers(run, result.path))
                 with stop.deferred():
@@ -622,7 +641,8 @@ name beside it: .lab or .txt (the whole file is one utterance; orthography with 
 --ipa) or .TextGrid (each non-empty interval an utterance; one interval tier per speaker, named
 by the tier, as MFA reads them; --tier picks one). Each file gets DIR/<relative path>.TextGrid
 with MFA's tiers "words" and "phones" ("<speaker> - words", "<speaker> - phones" for a TextGrid
-with several speakers; --format eaf writes ELAN files instead), and DIR/alignment_summary.csv a
+with several speakers; with --lang the words are the transcript's written words where G2P gives
+as many; --format eaf writes ELAN files instead), and DIR/alignment_summary.csv a
 row: speaker, transcript, alignment (forced, free or failed), duration, phones, words, mean
 confidence, fit warnings, notes (symbols dropped, utterances not aligned) and error. A file
 without a transcript is transcribed freely ("free"); a file that fails is reported and skipped.

@@ -111,6 +111,33 @@ def pair_transcripts(files: Sequence[Tuple[Path, Path]], tier: Optional[str] = N
     return out
 
 
+def written_words(utterances: Sequence[SpeakerUtterance], lang: str, remove_diacritics: bool = False
+                  ) -> Optional[List[str]]:
+    """The written words of orthographic utterances, in order (punctuation around them removed),
+    for MFA's ``words`` tier, when G2P gives each utterance as many IPA words as it has written
+    words, so that the aligned words can be named by them; None when it does not (a number read
+    as several words, a word whose symbols were all dropped...): the tier then keeps IPA words."""
+    from zipa.text.g2p import g2p_report
+
+    out: List[str] = []
+    for utterance in utterances:
+        written = [w for w in (_strip_punctuation(w) for w in utterance.text.split()) if w]
+        phones, _ = g2p_report(utterance.text, lang, remove_diacritics)
+        if len(phones.split()) != len(written):
+            return None
+        out += written
+    return out
+
+
+def _strip_punctuation(word: str) -> str:
+    import unicodedata
+
+    keep = [unicodedata.category(ch)[0] not in "PSZ" for ch in word]
+    if True not in keep:
+        return ""
+    return word[keep.index(True): len(word) - keep[::-1].index(True)]
+
+
 # ---------------------------------------------------------------------------------------------
 # The summary table
 # ---------------------------------------------------------------------------------------------
