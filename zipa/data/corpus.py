@@ -54,12 +54,20 @@ class CorpusFile:
     error: Optional[str] = None
 
 
-def find_transcript(audio: PathLike) -> Optional[Path]:
+def find_transcript(audio: PathLike, listing: Optional[Dict[Path, Dict[str, Dict[str, Path]]]] = None
+                    ) -> Optional[Path]:
     """The transcript beside ``audio``: ``<stem>.lab``, ``.txt`` or ``.TextGrid`` (any case of
-    the suffix; that order when there are several), or None."""
+    the suffix; that order when there are several), or None. ``listing``: the transcripts of
+    each folder read so far (filled here), so that a folder of many files is read once."""
     audio = Path(audio)
-    found = {p.suffix.lower(): p for p in audio.parent.glob("*") if p.stem == audio.stem and p != audio}
-    return next((found[s] for s in TRANSCRIPT_SUFFIXES if s in found and found[s].is_file()), None)
+    listing = {} if listing is None else listing
+    if audio.parent not in listing:
+        listing[audio.parent] = {}
+        for p in audio.parent.iterdir():
+            if p.suffix.lower() in TRANSCRIPT_SUFFIXES and p.is_file():
+                listing[audio.parent].setdefault(p.stem, {})[p.suffix.lower()] = p
+    found = listing[audio.parent].get(audio.stem, {})
+    return next((found[s] for s in TRANSCRIPT_SUFFIXES if s in found), None)
 
 
 def speaker_of(audio: PathLike) -> str:
@@ -99,9 +107,9 @@ def read_utterances(transcript: PathLike, speaker: str, tier: Optional[str] = No
 def pair_transcripts(files: Sequence[Tuple[Path, Path]], tier: Optional[str] = None) -> List[CorpusFile]:
     """Each audio file (path, path relative to its input folder) with its speaker, transcript
     and utterances; a transcript that cannot be read is the file's ``error``."""
-    out = []
+    out, listing = [], {}
     for audio, relative in files:
-        item = CorpusFile(Path(audio), Path(relative), speaker_of(audio), find_transcript(audio))
+        item = CorpusFile(Path(audio), Path(relative), speaker_of(audio), find_transcript(audio, listing))
         if item.transcript is not None:
             try:
                 item.utterances = read_utterances(item.transcript, item.speaker, tier)
