@@ -433,10 +433,7 @@ def write_record(run: Run, record) -> None:
 def _speakers(run: Run, path) -> Optional[List[Tuple[str, float, float]]]:
     """--output-dir: the speakers' stretches of a file (MFA's tier layout), else None."""
     item = run.corpus.get(str(path))
-    if item is None:
-        return None
-    spans = [(u.speaker, u.start, float("inf") if u.end is None else u.end) for u in item.utterances]
-    return spans or [(item.speaker, 0.0, float("inf"))]
+    return None if item is None else item.speaker_spans()
 
 
 def _name_written_words(run: Run, args: argparse.Namespace, result, alignment) -> None:
@@ -456,31 +453,6 @@ def _name_written_words(run: Run, args: argparse.Namespace, result, alignment) -
     alignment.words = [replace(word, label=label) for word, label in zip(alignment.words, written)]
 
 
-def _relative(transcript: Optional[Path], item) -> str:
-    """A corpus file's transcript as the summary names it: its path relative to the corpus."""
-    if transcript is None:
-        return ""
-    return str(item.relative.parent / transcript.name)
-
-
-def summarise(run: Run, result, record, error: str = "") -> None:
-    """--output-dir: a file's row of the summary table (`zipa.data.corpus.CorpusSummary`);
-    ``record`` None: the file failed with ``error``."""
-    item = run.corpus[str(result.path)]
-    forced = str(result.path) in run.jobs
-    row = dict(speaker=", ".join(dict.fromkeys(s for s, _, _ in _speakers(run, result.path))),
-               transcript=_relative(item.transcript, item), duration=round(result.duration, 3),
-               alignment="failed" if record is None else "forced" if forced else "free",
-               fit_warnings=list(getattr(result, "warnings", [])),
-               notes=list(getattr(result, "messages", [])) + list(getattr(result, "problems", [])),
-               error=error)
-    if record is not None:
-        phones = record.alignment.phones
-        row.update(phones=len(phones), words=len(record.alignment.words),
-                   mean_confidence=sum(p.confidence for p in phones) / len(phones) if phones else "")
-    run.summary.add(str(item.relative), **row)
-
-
 def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
     from zipa.inference.writers import Record
     from zipa.utils.progress import Progress
@@ -491,8 +463,7 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
         print(f"error: {message}", file=sys.stderr)
     for item in run.corpus.values():  # --output-dir: transcripts that could not be read
         if item.error is not None:
-            run.summary.add(str(item.relative), speaker=item.speaker, transcript=_relative(item.transcript, item),
-                            alignment="failed", error=item.error)
+            run.summary.add_file(item, error=item.error)
     if not run.todo:
         return 1 if run.failures else 0
 
@@ -528,7 +499,7 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
                     run.failures.append(error)
                     progress.write(f"error: {error}")
                     if run.summary is not None:
-                        summarise(run, result, None, error)
+                        run.summary.add_file(run.corpus[str(result.path)], result, error=error)
                     continue
                 alignment = transcriber.alignment(result.tokens, result.duration, run.normalize)
                 if args.no_word_boundaries:
@@ -542,7 +513,7 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
                     try:
                         write_record(run, record)
                         if run.summary is not None:
-                            summarise(run, result, record)
+                            run.summary.add_file(run.corpus[str(result.path)], result, alignment)
                     except BrokenPipeError:
                         raise
                     except OSError as e:

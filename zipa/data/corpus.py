@@ -53,6 +53,17 @@ class CorpusFile:
     utterances: List[SpeakerUtterance] = field(default_factory=list)
     error: Optional[str] = None
 
+    @property
+    def transcript_name(self) -> str:
+        """The transcript's path relative to the corpus ("" without one)."""
+        return "" if self.transcript is None else str(self.relative.parent / self.transcript.name)
+
+    def speaker_spans(self) -> List[Tuple[str, float, float]]:
+        """(speaker, start, end) of each utterance; the whole file for its folder's speaker when
+        it has no transcript."""
+        spans = [(u.speaker, u.start, float("inf") if u.end is None else u.end) for u in self.utterances]
+        return spans or [(self.speaker, 0.0, float("inf"))]
+
 
 def find_transcript(audio: PathLike, listing: Optional[Dict[Path, Dict[str, Dict[str, Path]]]] = None
                     ) -> Optional[Path]:
@@ -187,6 +198,22 @@ class CorpusSummary:
         self.rows[file] = {column: _cell(values.get(column, "")) for column in SUMMARY_COLUMNS}
         self.rows[file]["file"] = file
         self.save()
+
+    def add_file(self, item: CorpusFile, result=None, alignment=None, error: str = "") -> None:
+        """The row of ``item`` from what aligning or transcribing it gave: ``result`` (a
+        `zipa.inference.forced.FileAlignment` or a free `FileTranscript`: its duration, notes and
+        fit warnings) and ``alignment`` (its phones and words), or the ``error`` that failed it."""
+        row = dict(speaker=", ".join(dict.fromkeys(s for s, _, _ in item.speaker_spans())),
+                   transcript=item.transcript_name, error=error,
+                   alignment="failed" if alignment is None else "forced" if item.transcript else "free")
+        if result is not None:
+            row.update(duration=round(result.duration, 3), fit_warnings=list(getattr(result, "warnings", [])),
+                       notes=list(getattr(result, "messages", [])) + list(getattr(result, "problems", [])))
+        if alignment is not None:
+            phones = alignment.phones
+            row.update(phones=len(phones), words=len(alignment.words),
+                       mean_confidence=sum(p.confidence for p in phones) / len(phones) if phones else "")
+        self.add(str(item.relative), **row)
 
     def save(self) -> None:
         ordered = sorted(self.rows.values(), key=lambda row: (self.order.get(row["file"], len(self.order)), row["file"]))
