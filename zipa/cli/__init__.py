@@ -1,8 +1,10 @@
 """The `zipa` command: transcribe, align (timestamps), evaluate, export to ONNX and list models.
 
-    zipa transcribe AUDIO_OR_DIR... --model M [--format txt|tsv|jsonl|ctm|textgrid] [--output PATH]
-    zipa align AUDIO_OR_DIR... --model M [--format textgrid|ctm|jsonl|tsv|txt] [--output PATH] [--plot OUT]
-        [--transcript IPA | --text TEXT --lang CODE | --transcripts TSV | --textgrid FILE_OR_DIR [--tier NAME]]
+    zipa transcribe AUDIO_OR_DIR... --model M [--format txt|tsv|jsonl|ctm|textgrid|eaf] [--output PATH]
+    zipa align AUDIO_OR_DIR... --model M [--format textgrid|eaf|ctm|jsonl|tsv|txt] [--output PATH] [--plot OUT]
+        [--transcript IPA | --text TEXT --lang CODE | --transcripts TSV | --textgrid FILE_OR_DIR [--tier NAME]
+         | --eaf FILE_OR_DIR [--eaf-tier NAME]]
+    zipa align CORPUS... --model M --output-dir DIR (--lang CODE | --ipa)   (MFA-style corpus folders)
     zipa evaluate [AUDIO_OR_DIR...] --ref TSV|TEXTGRID_DIR|SHAR_DIR --model M --output-dir DIR [--tier NAME]
     zipa export-onnx --model M --out DIR [--int8] [--fp16]
     zipa models

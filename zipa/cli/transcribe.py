@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from zipa.audio.files import AudioFile, find_audio
 from zipa.cli.common import (
@@ -142,27 +142,41 @@ def _inventory_mask(transcriber, inventory, command: str):
     return mask
 
 
-FORCED_SOURCES = ("transcript", "text", "transcripts", "textgrid")
+FORCED_SOURCES = ("transcript", "text", "transcripts", "textgrid", "eaf")
 
 
 def _forced_source(args: argparse.Namespace) -> Optional[str]:
-    """Which of --transcript, --text, --transcripts, --textgrid was given (None: none of them,
-    or a command without them)."""
-    return next((name for name in FORCED_SOURCES if getattr(args, name, None) is not None), None)
+    """Which of --transcript, --text, --transcripts, --textgrid, --eaf was given, or "corpus"
+    for --output-dir (None: none of them, or a command without them)."""
+    source = next((name for name in FORCED_SOURCES if getattr(args, name, None) is not None), None)
+    if getattr(args, "output_dir", None) is None:
+        return source
+    if source is not None or args.output is not None:
+        raise UsageError(f"--output-dir aligns a corpus folder with the transcripts beside its audio files; "
+                         f"it does not go with --{source or 'output'}")
+    return "corpus"
 
 
 def _g2p_lang(args: argparse.Namespace, source: str) -> Optional[str]:
-    """The G2P language when the texts are orthography (--text, or --orthographic), else None."""
-    return args.lang if source == "text" or args.orthographic else None
+    """The G2P language when the texts are orthography (--text, --orthographic, a corpus
+    without --ipa), else None."""
+    return args.lang if source == "text" or args.orthographic or (source == "corpus" and not args.ipa) else None
 
 
 def _check_forced_args(args: argparse.Namespace, source: str) -> None:
     """Options that do not go with forced alignment, and the G2P language, before any work."""
-    if args.tier is not None and source != "textgrid":
-        raise UsageError("--tier names the utterance tier of --textgrid")
-    if args.orthographic and source not in ("transcripts", "textgrid"):
-        raise UsageError("--orthographic is for the texts of --transcripts or --textgrid (--text is orthography, "
-                         "--transcript IPA)")
+    if args.tier is not None and source not in ("textgrid", "corpus"):
+        raise UsageError("--tier names the utterance tier of --textgrid (or of the TextGrids of --output-dir)")
+    if args.eaf_tier is not None and source != "eaf":
+        raise UsageError("--eaf-tier names the utterance tier of --eaf")
+    if args.ipa and source != "corpus":
+        raise UsageError("--ipa is for the transcripts of a corpus folder (--output-dir)")
+    if source == "corpus" and bool(args.lang) == bool(args.ipa):
+        raise UsageError("--output-dir: say what the transcripts are: orthography in a language (--lang CODE, "
+                         "converted by G2P) or IPA (--ipa)")
+    if args.orthographic and source not in ("transcripts", "textgrid", "eaf"):
+        raise UsageError("--orthographic is for the texts of --transcripts, --textgrid or --eaf (--text is "
+                         "orthography, --transcript IPA, a corpus folder says --lang or --ipa)")
     for name, value, default in (("--decoding", args.decoding, "greedy"), ("--inventory", args.inventory, None),
                                  ("--topk", args.topk, 0)):
         if value != default:
@@ -186,10 +200,9 @@ def _check_forced_args(args: argparse.Namespace, source: str) -> None:
 def _forced_jobs(args: argparse.Namespace, source: str, files: List[AudioFile]):
     """(the audio files that have a transcript, {str(path): AlignJob}, errors for those that
     have none): --transcript/--text for one file, a --transcripts TSV (matched as `zipa
-    evaluate --ref` matches: `zipa.evaluation.references.match_references`), or --textgrid (a
-    file for one audio file, or a folder: `zipa.inference.forced.find_textgrid`)."""
-    from zipa.inference.forced import AlignJob, find_textgrid
-    from zipa.data.textgrid import read_textgrid
+    evaluate --ref` matches: `zipa.evaluation.references.match_references`), or --textgrid /
+    --eaf (a file for one audio file, or a folder: `zipa.inference.forced.find_textgrid`)."""
+    from zipa.inference.forced import AlignJob
 
     if source in ("transcript", "text"):
         if len(files) != 1:
@@ -212,16 +225,30 @@ def _forced_jobs(args: argparse.Namespace, source: str, files: List[AudioFile]):
                 kept.append((path, rel))
                 jobs[str(path)] = AlignJob.whole(path, reference.text)
         return kept, jobs, errors
-    root = Path(args.textgrid)
+    return _annotation_jobs(args, source, files)
+
+
+def _annotation_jobs(args: argparse.Namespace, source: str, files: List[AudioFile]):
+    """`_forced_jobs` for --textgrid and --eaf: the utterance tier (--tier, --eaf-tier) of an
+    annotation file, an ELAN file's read as a TextGrid's (`zipa.data.eaf.Eaf.to_textgrid`)."""
+    from zipa.data.eaf import read_eaf
+    from zipa.data.textgrid import read_textgrid
+    from zipa.inference.forced import AlignJob, find_textgrid
+
+    kept, jobs, errors = [], {}, []
+    root = Path(getattr(args, source))
+    kind, suffix, tier = ("TextGrid", ".TextGrid", args.tier) if source == "textgrid" else ("ELAN file", ".eaf",
+                                                                                           args.eaf_tier)
     if root.is_file() and len(files) != 1:
-        raise UsageError(f"--textgrid {root} is one TextGrid, but there are {len(files)} audio files; give a "
-                         "folder of TextGrids named as the audio files")
+        raise UsageError(f"--{source} {root} is one {kind}, but there are {len(files)} audio files; give a "
+                         f"folder of {kind}s named as the audio files")
     if not root.exists():
-        raise UsageError(f"--textgrid {root}: no such file or folder")
+        raise UsageError(f"--{source} {root}: no such file or folder")
     for path, rel in files:
         try:
-            grid_path = root if root.is_file() else find_textgrid(root, path, rel)
-            job = AlignJob.from_textgrid(path, read_textgrid(grid_path), args.tier, grid_path)
+            grid_path = root if root.is_file() else find_textgrid(root, path, rel, suffix)
+            grid = read_textgrid(grid_path) if source == "textgrid" else read_eaf(grid_path).to_textgrid()
+            job = AlignJob.from_textgrid(path, grid, tier, grid_path)
         except ValueError as e:
             if root.is_file():
                 raise UsageError(str(e)) from None
@@ -230,6 +257,29 @@ def _forced_jobs(args: argparse.Namespace, source: str, files: List[AudioFile]):
         kept.append((path, rel))
         jobs[str(path)] = job
     return kept, jobs, errors
+
+
+def _corpus_jobs(run: "Run", args: argparse.Namespace) -> None:
+    """--output-dir: each audio file's transcript beside it (`zipa.data.corpus`), an AlignJob
+    for those that have one (the others are transcribed freely); files whose transcript cannot
+    be read are failures. The summary table goes to the output folder."""
+    from zipa.data.corpus import SUMMARY_NAME, CorpusSummary, pair_transcripts
+    from zipa.inference.forced import AlignJob, Utterance
+
+    items = pair_transcripts(run.files, args.tier)
+    run.corpus = {str(item.audio): item for item in items}
+    run.summary = CorpusSummary(Path(args.output_dir) / SUMMARY_NAME, [str(item.relative) for item in items])
+    run.files = [(item.audio, item.relative) for item in items if item.error is None]
+    for item in items:
+        if item.error is not None:
+            run.failures.append(item.error)
+        elif item.transcript is not None:
+            utterances = [Utterance(u.start, u.end, u.text) for u in item.utterances]
+            run.jobs[str(item.audio)] = AlignJob(item.audio, utterances, None, item.transcript)
+    free = sum(1 for item in items if item.transcript is None)
+    if free and not args.quiet:
+        print(f"{run.command}: {free} of {len(items)} audio files have no transcript beside them (.lab, .txt, "
+              f".TextGrid): transcribed freely, marked \"free\" in {run.summary.path}", file=sys.stderr)
 
 
 def _check_not_overwriting_inputs(targets: Dict[str, Optional[Path]], jobs: Dict[str, object]) -> None:
@@ -266,6 +316,8 @@ class Run:
     plots: Dict[str, Path] = field(default_factory=dict)
     todo: List[Path] = field(default_factory=list)
     where: str = "stdout"
+    corpus: Dict[str, Any] = field(default_factory=dict)  # --output-dir: {str(path): zipa.data.corpus.CorpusFile}
+    summary: Any = None  # --output-dir: the zipa.data.corpus.CorpusSummary
 
 
 def plan_run(args: argparse.Namespace, timestamps: bool) -> Run:
@@ -279,7 +331,8 @@ def plan_run(args: argparse.Namespace, timestamps: bool) -> Run:
     if forced:
         _check_forced_args(args, forced)
     elif getattr(args, "strict", False):
-        raise UsageError("--strict is for forced alignment (--transcript, --text, --transcripts, --textgrid)")
+        raise UsageError("--strict is for forced alignment (--transcript, --text, --transcripts, --textgrid, --eaf, "
+                         "--output-dir)")
     topk = getattr(args, "topk", 0) or 0
     if topk and not fmt.topk:
         raise UsageError(f"--topk is written per phone in {', '.join(n for n, f in FORMATS.items() if f.topk)}, "
@@ -290,13 +343,21 @@ def plan_run(args: argparse.Namespace, timestamps: bool) -> Run:
     run.files, run.failures = find_audio(args.inputs)
     if not run.files and not run.failures:
         raise UsageError("no audio files found")
-    if forced:
+    if forced == "corpus":
+        if not fmt.one_file_each:
+            raise UsageError(f"--output-dir writes a file per audio file: --format {args.format} writes one; use "
+                             f"{' or '.join(n for n, f in FORMATS.items() if f.one_file_each)}")
+        _corpus_jobs(run, args)
+    elif forced:
         run.files, run.jobs, unmatched = _forced_jobs(args, forced, run.files)
         run.failures += unmatched
-    to_stdout = args.output is None or args.output == "-"
-    run.where = "stdout" if to_stdout else args.output
+    output = args.output_dir if forced == "corpus" else args.output
+    to_stdout = output is None or output == "-"
+    run.where = "stdout" if to_stdout else str(output)
     if fmt.one_file_each:
-        run.targets = {str(path): target for (path, _), target in zip(run.files, file_targets(run.files, args.output, fmt))}
+        targets = targets_in_folder(run.files, Path(output), fmt.suffix) if forced == "corpus" \
+            else file_targets(run.files, output, fmt)
+        run.targets = {str(path): target for (path, _), target in zip(run.files, targets)}
         _check_not_overwriting_inputs(run.targets, run.jobs)
     else:
         if not to_stdout and Path(args.output).is_dir():
@@ -324,18 +385,27 @@ def _skip_done(run: Run, args: argparse.Namespace, to_stdout: bool) -> None:
         run.todo = [path for path in run.todo if not run.lines.is_done(str(path))]
     else:
         run.todo = [path for path in run.todo if not run.targets[str(path)].exists()]
+    if run.summary is not None:
+        try:
+            run.summary.load()
+        except (ValueError, OSError) as e:
+            raise UsageError(f"--resume: {e}") from None
     if not args.quiet:
         print(f"{run.command}: resuming: {len(run.files) - len(run.todo)} of {len(run.files)} files are already in "
-              f"{args.output}, {len(run.todo)} to do", file=sys.stderr)
+              f"{run.where}, {len(run.todo)} to do", file=sys.stderr)
 
 
 def decode(transcriber, run: Run, args: argparse.Namespace, progress, stop: StopRequest, mask) -> Iterator[Any]:
-    """Each file's result as it is done: forced alignment of its transcript, or free decoding."""
+    """Each file's result as it is done: forced alignment of its transcript, or free decoding
+    (of every file, or in a corpus folder of the files without a transcript)."""
+    free = [path for path in run.todo if str(path) not in run.jobs] if run.forced == "corpus" else []
     if run.forced:
-        return transcriber.align_files([run.jobs[str(path)] for path in run.todo], run.options,
-                                       lang=_g2p_lang(args, run.forced), progress=progress, stop=stop)
-    return transcriber.iter_transcribe_files(run.todo, run.options.replace(inventory=mask), progress=progress,
-                                             stop=stop)
+        yield from transcriber.align_files([run.jobs[str(path)] for path in run.todo if str(path) in run.jobs],
+                                           run.options, lang=_g2p_lang(args, run.forced), progress=progress,
+                                           stop=stop)
+    if free or not run.forced:
+        yield from transcriber.iter_transcribe_files(free or run.todo, run.options.replace(inventory=mask),
+                                                     progress=progress, stop=stop)
 
 
 def write_record(run: Run, record) -> None:
@@ -360,6 +430,29 @@ def write_record(run: Run, record) -> None:
         raise OSError(f"cannot write {target or 'stdout'}: {e}") from e
 
 
+def _speakers(run: Run, path) -> Optional[List[Tuple[str, float, float]]]:
+    """--output-dir: the speakers' stretches of a file (MFA's tier layout), else None."""
+    item = run.corpus.get(str(path))
+    return None if item is None else item.speaker_spans()
+
+
+def _name_written_words(run: Run, args: argparse.Namespace, result, alignment) -> None:
+    """--output-dir with orthographic transcripts: name the aligned words by the transcript's
+    written words, as MFA's words tier does (`zipa.data.corpus.written_words`); where they do
+    not match one to one the IPA words stay, and the summary's notes say so."""
+    from zipa.data.corpus import written_words
+
+    item, lang = run.corpus[str(result.path)], _g2p_lang(args, run.forced)
+    if lang is None or not item.utterances or not alignment.words:
+        return
+    written = written_words(item.utterances, lang, run.options.remove_diacritics)
+    if written is None or len(written) != len(alignment.words):
+        result.messages.append(f"{result.path}: the words tier holds IPA words: G2P's words do not match the "
+                               "transcript's written words one to one")
+        return
+    alignment.words = [replace(word, label=label) for word, label in zip(alignment.words, written)]
+
+
 def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
     from zipa.inference.writers import Record
     from zipa.utils.progress import Progress
@@ -368,6 +461,9 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
     command = run.command
     for message in run.failures:
         print(f"error: {message}", file=sys.stderr)
+    for item in run.corpus.values():  # --output-dir: transcripts that could not be read
+        if item.error is not None:
+            run.summary.add_file(item, error=item.error)
     if not run.todo:
         return 1 if run.failures else 0
 
@@ -393,25 +489,31 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
                 for message in getattr(result, "problems", ()):  # forced alignment: utterances not aligned
                     progress.write(f"error: {message}")
                     problems += 1
-                if not result.ok:
-                    run.failures.append(result.error)
-                    progress.write(f"error: {result.error}")
-                    continue
                 warned = getattr(result, "warnings", [])  # forced alignment: a transcript that does not fit
                 for message in warned:
                     progress.write(f"warning: {message}")
-                if warned and getattr(args, "strict", False):
-                    run.failures.append(f"{result.path}: not written: its transcript does not fit the audio (--strict)")
-                    progress.write(f"error: {run.failures[-1]}")
+                error = result.error
+                if error is None and warned and getattr(args, "strict", False):
+                    error = f"{result.path}: not written: its transcript does not fit the audio (--strict)"
+                if error is not None:
+                    run.failures.append(error)
+                    progress.write(f"error: {error}")
+                    if run.summary is not None:
+                        run.summary.add_file(run.corpus[str(result.path)], result, error=error)
                     continue
                 alignment = transcriber.alignment(result.tokens, result.duration, run.normalize)
                 if args.no_word_boundaries:
                     alignment = _without_boundaries(alignment)
                 alignment.fit, alignment.warnings = getattr(result, "fit", None), list(warned)
-                record = Record(str(result.path), result.duration, alignment, getattr(result, "textgrid", None))
+                if run.forced == "corpus":
+                    _name_written_words(run, args, result, alignment)
+                record = Record(str(result.path), result.duration, alignment, getattr(result, "textgrid", None),
+                                speakers=_speakers(run, result.path))
                 with stop.deferred():
                     try:
                         write_record(run, record)
+                        if run.summary is not None:
+                            run.summary.add_file(run.corpus[str(result.path)], result, alignment)
                     except BrokenPipeError:
                         raise
                     except OSError as e:
@@ -489,6 +591,8 @@ forced alignment (the phones are given, the model finds where they are):
   zipa align clips/ -m M --transcripts refs.tsv -f ctm         path<TAB>IPA per line (as zipa evaluate --ref)
   zipa align long.wav -m M --textgrid long.TextGrid --tier utterances -o aligned.TextGrid
   zipa align recordings/ -m M --textgrid grids/ --tier utt -o aligned/   grids/<name>.TextGrid per audio file
+  zipa align session.wav -m M --eaf session.eaf --eaf-tier utterances --orthographic --lang en-us -f eaf -o out.eaf
+  zipa align corpus/ -m M --lang en-us --output-dir aligned/   MFA-style: speaker/utt.wav + speaker/utt.lab
 
 Transcripts are normalised as training labels are (zipa.text.ipa): symbols outside the
 inventory are dropped and reported on stderr as warnings; spaces are word boundaries;
@@ -501,6 +605,19 @@ too long for its audio is reported and the file skipped; a TextGrid utterance th
 aligned is reported, the others are written (exit status 1). Phone confidence: CTC models, the
 posterior of the phone's tokens averaged over the frames the alignment gives them; transducer
 models (one 40 ms frame per token), the joiner's probability where the token is emitted.
+
+Corpus folders (--output-dir), as MFA lays them out: speaker folders (nested ones too; the
+speaker is the folder holding the file) of audio files, each with its transcript of the same
+name beside it: .lab or .txt (the whole file is one utterance; orthography with --lang, IPA with
+--ipa) or .TextGrid (each non-empty interval an utterance; one interval tier per speaker, named
+by the tier, as MFA reads them; --tier picks one). Each file gets DIR/<relative path>.TextGrid
+with MFA's tiers "words" and "phones" ("<speaker> - words", "<speaker> - phones" for a TextGrid
+with several speakers; with --lang the words are the transcript's written words where G2P gives
+as many; --format eaf writes ELAN files instead), and DIR/alignment_summary.csv a
+row: speaker, transcript, alignment (forced, free or failed), duration, phones, words, mean
+confidence, fit warnings, notes (symbols dropped, utterances not aligned) and error. A file
+without a transcript is transcribed freely ("free"); a file that fails is reported and skipped.
+--resume skips the files whose output exists and keeps their rows.
 
 Phone times: with a frame aligner (--aligner; by default <model stem>.aligner.pt beside the
 model, written by zipformer_crctc/train_aligner.py) phones are placed on its 10 ms frames (in
@@ -576,14 +693,29 @@ def _add_forced_args(p: argparse.ArgumentParser) -> None:
                              "named as the audio files (<relative path or name>.TextGrid): each non-empty interval "
                              "of --tier is aligned with its text; --format textgrid writes a copy with phone and "
                              "word tiers added")
+    source.add_argument("--eaf", metavar="FILE_OR_DIR", default=None,
+                        help="an ELAN file with utterance annotations (for one audio file), or a folder of them named "
+                             "as the audio files: each annotation of --eaf-tier is aligned with its text, as with "
+                             "--textgrid")
     group.add_argument("--tier", metavar="NAME", default=None,
                        help="the interval tier of --textgrid holding the utterances (default: the only one)")
+    group.add_argument("--eaf-tier", metavar="NAME", default=None,
+                       help="the tier of --eaf holding the utterances (default: the only one)")
     group.add_argument("--strict", action="store_true",
                        help="a transcript that cannot be the audio's (too many phones for its length, phones "
                             "squeezed into single frames, or a very low mean confidence: zipa.decoding.fit) fails its "
                             "file instead of a warning")
     group.add_argument("--orthographic", action="store_true",
-                       help="the texts of --transcripts or --textgrid are orthography: converted to IPA in --lang")
+                       help="the texts of --transcripts, --textgrid or --eaf are orthography: converted to IPA in "
+                            "--lang")
+    corpus = p.add_argument_group("corpus folders as the Montreal Forced Aligner keeps them (see below)")
+    corpus.add_argument("--output-dir", metavar="DIR", default=None,
+                        help="align the AUDIO_OR_DIR folders as an MFA corpus: each audio file with the transcript "
+                             "beside it (<stem>.lab or .txt: one utterance; <stem>.TextGrid: its intervals), written "
+                             "to DIR/<relative path>.TextGrid with tiers words and phones (<speaker> - words... for "
+                             "TextGrids with several speaker tiers), and DIR/alignment_summary.csv; files without a "
+                             "transcript are transcribed freely. Needs --lang (orthographic transcripts) or --ipa")
+    corpus.add_argument("--ipa", action="store_true", help="the transcripts of --output-dir are IPA")
 
 
 def add_parsers(sub) -> None:

@@ -162,23 +162,25 @@ def prepare_transcript(
     return Transcript(text, phones, tokens, dropped)
 
 
-def find_textgrid(folder: PathLike, audio: PathLike, relative: Optional[PathLike] = None) -> Path:
-    """The TextGrid of ``audio`` in ``folder``: ``folder/<relative path>.TextGrid`` (any case of
-    the suffix), else the one file under ``folder`` named ``<audio file stem>.TextGrid``."""
+def find_textgrid(folder: PathLike, audio: PathLike, relative: Optional[PathLike] = None,
+                  suffix: str = ".TextGrid") -> Path:
+    """The TextGrid (or other annotation file: ``suffix``) of ``audio`` in ``folder``:
+    ``folder/<relative path>.TextGrid`` (any case of the suffix), else the one file under
+    ``folder`` named ``<audio file stem>.TextGrid``."""
     folder, audio = Path(folder), Path(audio)
     places = [folder / Path(relative).parent] if relative is not None else []
     for place in places:
         for candidate in sorted(place.glob(f"{_glob_escape(audio.stem)}.*")) if place.is_dir() else []:
-            if candidate.suffix.lower() == ".textgrid" and candidate.is_file():
+            if candidate.suffix.lower() == suffix.lower() and candidate.is_file():
                 return candidate
     found = sorted(p for p in folder.rglob(f"{_glob_escape(audio.stem)}.*")
-                   if p.suffix.lower() == ".textgrid" and p.is_file())
+                   if p.suffix.lower() == suffix.lower() and p.is_file())
     if len(found) == 1:
         return found[0]
     if found:
-        raise ValueError(f"{audio}: {len(found)} TextGrids named {audio.stem}.TextGrid under {folder} "
+        raise ValueError(f"{audio}: {len(found)} files named {audio.stem}{suffix} under {folder} "
                          f"({', '.join(map(str, found[:3]))}); put each beside its audio's relative path")
-    raise ValueError(f"{audio}: no TextGrid named {audio.stem}.TextGrid under {folder}")
+    raise ValueError(f"{audio}: no file named {audio.stem}{suffix} under {folder}")
 
 
 def _glob_escape(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Output formats for transcripts and alignments: txt, tsv, jsonl, CTM and Praat TextGrid.
+"""Output formats for transcripts and alignments: txt, tsv, jsonl, CTM, Praat TextGrid and ELAN.
 
 Each writer turns `Record`s into text; `write_text` puts text on stdout or, atomically (temp
 file + rename), in a file.
@@ -20,6 +20,8 @@ file + rename), in a file.
   ``phones`` and (unless word boundaries are off) ``words``; each tier's intervals are ordered,
   contiguous and cover ``[0, duration]``, gaps carrying an empty label. Forced alignment from a
   TextGrid (`textgrid_with_alignment`) writes a copy of that TextGrid with the two tiers added.
+- ``eaf``: an ELAN file per audio file, linking it (`format_eaf`): the same tiers as
+  time-aligned annotations, each with a dependent tier of confidences.
 
 Times are in seconds, rounded to the millisecond in text formats (TextGrid keeps full precision
 so that its intervals stay exactly contiguous); confidences to 4 decimals.
@@ -32,8 +34,9 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from zipa.data.eaf import eaf_text
 from zipa.data.textgrid import IntervalTier, TextGrid
 from zipa.decoding.timestamps import Alignment, Interval
 from zipa.utils.atomic import write_text_atomic
@@ -52,6 +55,9 @@ class Record:
     duration: float
     alignment: Alignment
     textgrid: Optional[TextGrid] = None
+    # MFA's layout (`zipa align CORPUS --output-dir`): the speakers' stretches of the file,
+    # (speaker, start, end); None for the layout of every other command (tiers phones, words).
+    speakers: Optional[List[Tuple[str, float, float]]] = None
 
 
 def _t(x: float) -> str:
@@ -189,10 +195,34 @@ def format_textgrids(
 
 
 def textgrid_for(record: Record, words: bool = True) -> str:
-    tiers: Dict[str, Sequence[Interval]] = {"phones": record.alignment.phones}
-    if words:
-        tiers["words"] = record.alignment.words
-    return format_textgrid(record.duration, tiers)
+    return format_textgrid(record.duration, dict(alignment_tiers(record, words)))
+
+
+def alignment_tiers(record: Record, words: bool = True) -> List[Tuple[str, Sequence[Interval]]]:
+    """The tiers a record's alignment is written as: ``phones`` and ``words``; in MFA's layout
+    (``record.speakers``) ``words`` then ``phones``, and for a file with several speakers
+    ``<speaker> - words``, ``<speaker> - phones`` for each, a phone or word going to the first
+    speaker whose stretch holds its midpoint."""
+    if record.speakers is None:
+        return [("phones", record.alignment.phones)] + ([("words", record.alignment.words)] if words else [])
+    names = list(dict.fromkeys(speaker for speaker, _, _ in record.speakers))
+
+    def of(speaker: str, intervals: Sequence[Interval]) -> List[Interval]:
+        if len(names) == 1:
+            return list(intervals)
+        return [iv for iv in intervals if _speaker_at(record.speakers, (iv.start + iv.end) / 2) == speaker]
+
+    tiers = []
+    for speaker in names:
+        prefix = f"{speaker} - " if len(names) > 1 else ""
+        if words:
+            tiers.append((f"{prefix}words", of(speaker, record.alignment.words)))
+        tiers.append((f"{prefix}phones", of(speaker, record.alignment.phones)))
+    return tiers
+
+
+def _speaker_at(speakers: Sequence[Tuple[str, float, float]], time: float) -> Optional[str]:
+    return next((speaker for speaker, start, end in speakers if start <= time <= end), None)
 
 
 def textgrid_with_alignment(grid: TextGrid, record: Record, words: bool = True) -> str:
@@ -200,10 +230,34 @@ def textgrid_with_alignment(grid: TextGrid, record: Record, words: bool = True) 
     words added as two more tiers over the grid's time range, named ``phones`` and ``words``
     (``phones (zipa)``... where the grid has those names already)."""
     copy = TextGrid(grid.xmin, grid.xmax, list(grid.tiers))
-    added = [("phones", record.alignment.phones)] + ([("words", record.alignment.words)] if words else [])
-    for name, intervals in added:
+    for name, intervals in alignment_tiers(record, words):
         copy.tiers.append(interval_tier(copy.unique_name(name), intervals, grid.xmin, grid.xmax))
     return copy.to_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# ELAN
+# ---------------------------------------------------------------------------------------------
+
+
+def format_eaf(
+    records: Sequence[Record], timestamps: bool = True, words: bool = True, alternatives: bool = False
+) -> str:
+    """The ELAN file of one record, linking its audio: the interval tiers of the TextGrid (or
+    ELAN file) it was aligned from, if any, then its phone and word tiers as time-aligned
+    annotations (`alignment_tiers`), each with a dependent tier ``<tier> confidence`` holding
+    each annotation's confidence (ELAN's Symbolic Association: one value per annotation)."""
+    (record,) = records
+    grid = TextGrid(0.0, record.duration, [t for t in (record.textgrid.tiers if record.textgrid else [])
+                                           if isinstance(t, IntervalTier)])
+    tiers = [(t.name, t.intervals) for t in grid.tiers]
+    dependents = []
+    for name, intervals in alignment_tiers(record, words):
+        name = grid.unique_name(name)
+        grid.tiers.append(IntervalTier(name, 0.0, record.duration))
+        tiers.append((name, [(iv.start, iv.end, iv.label) for iv in intervals]))
+        dependents.append((f"{name} confidence", name, [_c(iv.confidence) for iv in intervals]))
+    return eaf_text(record.path, tiers, dependents)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +352,9 @@ for _fmt in (
                  path_key=ctm_file_id, multi_line=lambda timestamps: True),
     OutputFormat("textgrid", TEXTGRID_SUFFIX, "text/plain", format_textgrids,
                  'Praat TextGrid per file: tiers "phones" and "words" covering the whole file',
+                 timed=True, one_file_each=True),
+    OutputFormat("eaf", ".eaf", "application/xml", format_eaf,
+                 'ELAN file per file, linking the audio: tiers "phones" and "words", confidences in dependent tiers',
                  timed=True, one_file_each=True),
 ):
     register_format(_fmt)
