@@ -1,8 +1,8 @@
 """The matmul floor a speed benchmark reports next to its timings, measured in the same run.
 
 `matmul_rates` times an n x n @ n x n float32 product through each kernel this project's
-inference can use on the device (PyTorch's default GEMM; on CPU also oneDNN where
-zipa.model.kernels routes products to it) and `encoder_flops` counts one encoder forward's matrix
+inference can use on the device (PyTorch's default GEMM; on x86 CPUs also oneDNN's, which
+zipa.model.kernels picks where it measures faster) and `encoder_flops` counts one encoder forward's matrix
 and convolution work; floor seconds = FLOPs / the faster rate. A benchmark never divides by a
 rate measured on another day.
 """
@@ -24,15 +24,15 @@ def sync(device: torch.device) -> None:
 
 
 def matmul_rates(device: torch.device, n: int = 2048, warmup_seconds: float = 1.0, repeats: int = 10) -> dict:
-    """float32 GFLOP/s by kernel ("default": torch.mm; "onednn": zipa.model.kernels.linear, CPU
-    only, where in use) with the current thread setting: the median of `repeats` products after
+    """float32 GFLOP/s by kernel ("default": torch.mm; "onednn": oneDNN's product, CPU only,
+    where available) with the current thread setting: the median of `repeats` products after
     `warmup_seconds` (threads and clocks ramped up)."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     b_t = b.t().contiguous()
     products = {"default": lambda: torch.mm(a, b)}
-    if device.type == "cpu" and kernels.onednn_in_use():
-        products["onednn"] = lambda: kernels.linear(a, b_t)
+    if device.type == "cpu" and kernels.onednn_available():
+        products["onednn"] = lambda: kernels._onednn_linear(a, b_t)
     rates = {}
     with torch.inference_mode():
         for name, product in products.items():
