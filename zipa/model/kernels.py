@@ -40,6 +40,7 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
@@ -50,7 +51,7 @@ from torch import Tensor, nn
 
 KERNELS = ("default", "onednn")
 CLASSES = ("linear", "looped")
-# oneDNN is chosen only when its median time is below (1 - MARGIN) x the default's.
+# oneDNN is chosen only when its time is below (1 - MARGIN) x the default's (see `fastest`).
 MARGIN = 0.05
 # Product shapes timed per class: linear (frames, in, out); looped (heads, frames, head_dim).
 SHAPES = {
@@ -137,12 +138,13 @@ def _decide(cls: str, dtype: torch.dtype) -> str:
     return kernel
 
 
-def fastest(candidates: Dict[str, Callable[[], object]], rounds: int = 7, margin: float = MARGIN, clock=time.perf_counter):
-    """(name, {name: seconds}) of the fastest of `candidates`: callables timed in alternating
-    order over `rounds` rounds after one warm-up round, each one's best round (other processes
-    on the machine only ever add time). The first candidate is the reference: another one is
-    chosen only if faster by more than `margin`. A candidate that raises is left out (the
-    reference must run)."""
+def fastest(candidates: Dict[str, Callable[[], object]], rounds: int = 9, margin: float = MARGIN, clock=time.perf_counter):
+    """(name, {name: median seconds}) of the fastest of `candidates`, callables timed in
+    alternating order over `rounds` rounds after one warm-up round. The first candidate is the
+    reference; another one is chosen only if its median ratio to the reference over the
+    rounds (both timed back to back in each, so that a machine whose load changes from round
+    to round slows both alike) is below 1 - `margin`, the lowest such ratio winning. A
+    candidate that raises is left out (the reference must run)."""
     names = list(candidates)
     times = {name: [] for name in names}
     with torch.no_grad():
@@ -160,11 +162,12 @@ def fastest(candidates: Dict[str, Callable[[], object]], rounds: int = 7, margin
                     continue
                 if r:
                     times[name].append(clock() - start)
-    best_times = {name: min(t) for name, t in times.items()}
-    best = min(best_times, key=best_times.get)
-    if best_times[best] > (1.0 - margin) * best_times[names[0]]:
+    reference = times[names[0]]
+    ratios = {name: statistics.median(a / b for a, b in zip(t, reference)) for name, t in times.items()}
+    best = min(ratios, key=ratios.get)
+    if ratios[best] >= 1.0 - margin:
         best = names[0]
-    return best, best_times
+    return best, {name: statistics.median(t) for name, t in times.items()}
 
 
 def _candidates(cls: str, dtype: torch.dtype) -> Dict[str, Callable[[], object]]:
@@ -270,11 +273,16 @@ def _onednn_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> 
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """`F.linear(x, weight, bias)`, through the kernel measured faster on this machine."""
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, residual: Optional[Tensor] = None) -> Tensor:
+    """`F.linear(x, weight, bias)` (`+ residual`, a tensor of the output's shape), through the
+    kernel measured faster on this machine. On oneDNN the residual is added by the product
+    itself (a post-op of its GEMM), which saves a pass over the output and its allocation."""
     if _takes_onednn("linear", x, weight):
-        return _onednn_linear(x, weight, bias)
-    return F.linear(x, weight, bias)
+        if residual is None:
+            return _onednn_linear(x, weight, bias)
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual.contiguous(), weight, bias, "add")
+    out = F.linear(x, weight, bias)
+    return out if residual is None else out.add_(residual)
 
 
 # Below this many multiply-adds per product, one batched call beats a loop of oneDNN calls (each
