@@ -17,6 +17,16 @@ import torch
 from zipa.model import kernels
 
 
+def machine(device: torch.device = torch.device("cpu")) -> str:
+    """The hardware a figure was measured on, for every benchmark's report: the CPU's model and
+    flags (zipa.model.kernels.cpu_model), the GPU's name where the device is CUDA, and the
+    product kernels this process chose (kernels.describe)."""
+    text = f"CPU: {kernels.cpu_model()}"
+    if device.type == "cuda":
+        text += f"; GPU: {torch.cuda.get_device_name(device)}"
+    return f"{text}\nproducts: {kernels.describe()}"
+
+
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA); nothing on CPU."""
     if device.type == "cuda":

@@ -51,7 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a source checkout
 
-from benchmarks.floor import encoder_flops, matmul_rates  # noqa: E402
+from benchmarks.floor import encoder_flops, machine, matmul_rates  # noqa: E402
 from zipa.model import kernels  # noqa: E402
 from zipa.model.asr_model import build_model  # noqa: E402
 from zipa.model.config import preset  # noqa: E402
@@ -378,6 +378,7 @@ def main(argv=None) -> int:
     print(f"\nEncoder forward, this project vs the original ZIPA code, same process, same weights; "
           f"{args.seconds:g} s of audio per utterance, CPU, {args.threads} threads, torch {torch.__version__}, "
           f"eval + inference_mode; medians of {args.rounds} alternating rounds after {args.warmup} warm-up")
+    print(machine())
     print(f"malloc: {pinned or 'environment as given'}; matmul rate {rate:.1f} GFLOP/s, the faster of "
           f"{rates_text} ({args.matmul_size}^3 float32, measured in this run)")
     header = (f"{'preset':<8}{'batch':>6}{'params':>9}{'orig s':>9}{'ours s':>9}{'speed-up':>10}"

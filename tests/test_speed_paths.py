@@ -229,6 +229,7 @@ def test_profile_encoder_runs(capsys):
     out = capsys.readouterr().out
     for bucket in ("matmul", "conv", "softmax", "elementwise", "copy"):
         assert bucket in out
+    assert f"CPU: {kernels.cpu_model()}" in out and "products: " in out  # every figure names its CPU
     assert profile.bucket_of("aten::addmm") == "matmul" and profile.bucket_of("aten::_softmax") == "softmax"
 
 
@@ -238,6 +239,7 @@ def test_gpu_throughput_smoke_on_cpu(capsys):
                        "--max-seconds", "3", "--max-batch-seconds", "7", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "hours/hour" in out and "fp32" in out and "bf16" in out
+    assert f"CPU: {kernels.cpu_model()}" in out
 
 
 def test_sorted_batches_pack_by_padded_seconds():
