@@ -673,6 +673,7 @@ def _attention_weights_by_bands(
         utterances = [slice(b, b + 1) for b in range(batch_size)]
         rows = max(8, _BAND_BYTES // (4 * num_heads * seq_len))
     for utt in utterances:
+        keys = k[:, utt].flatten(0, 1).contiguous()  # once per utterance, not per band
         for start in range(0, seq_len, rows):
             end = min(seq_len, start + rows)
             # The band's place in `weights` (head, utterances, rows, T) receives the position
@@ -682,7 +683,7 @@ def _attention_weights_by_bands(
             torch.baddbmm(
                 _relative_to_absolute(band, seq_len).flatten(0, 1),
                 q[:, utt, start:end].flatten(0, 1),
-                k[:, utt].flatten(0, 1),
+                keys,
                 out=scores.flatten(0, 1),
             )
             if attn_mask is not None:
