@@ -264,12 +264,12 @@ def _load_transcriber(args: argparse.Namespace, use_aligner: bool = True):
         transcriber = Transcriber.from_checkpoint(model_path, args.bpe_model, args.device, aligner=aligner)
         precision = getattr(args, "precision", "fp32")
         if precision != "fp32":
-            from zipa.model.precision import LowPrecisionModel
+            from zipa.model.precision import reduced_precision
 
             if precision == "fp16" and transcriber.device.type != "cuda":
                 raise UsageError("--precision fp16 needs --device cuda (on a CPU use bf16)")
             dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-            transcriber.model = LowPrecisionModel(transcriber.model, dtype)
+            transcriber.model = reduced_precision(transcriber.model, dtype, transcriber.device)
         return transcriber, Path(model_path)
     except (OSError, ValueError, ImportError) as e:
         raise UsageError(str(e)) from None

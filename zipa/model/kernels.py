@@ -206,17 +206,28 @@ def describe() -> str:
 
 
 # --- the per-machine cache ---------------------------------------------------------------------
-def cpu_model() -> str:
-    """The CPU's model name and the flags that decide the kernels' speed (e.g. "AMD EPYC 9B14 |
-    avx2 avx512f avx512_bf16"), from /proc/cpuinfo where there is one."""
-    name, flags = "", set()
+def _cpuinfo() -> Tuple[str, frozenset]:
+    """(model name, flags) of the first CPU in /proc/cpuinfo; ("", {}) where there is none."""
+    name, flags = "", frozenset()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name" and not name:
                 name = value.strip()
             elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
+                flags = frozenset(value.split())
+    return name, flags
+
+
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags as Linux names them (avx2, avx512_bf16, amx_bf16, ...)."""
+    return _cpuinfo()[1]
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the flags that decide the kernels' speed (e.g. "AMD EPYC 9B14 |
+    avx2 avx512f avx512_bf16"), from /proc/cpuinfo where there is one."""
+    name, flags = _cpuinfo()
     name = name or platform.processor() or platform.machine()
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
     return f"{name} | {' '.join(f for f in wanted if f in flags) or 'no avx2/avx512/amx flags'}"

@@ -13,12 +13,44 @@ README "Performance"). `zipa transcribe|align|evaluate|serve --precision bf16` u
     transcriber.model = LowPrecisionModel(transcriber.model)          # bfloat16
 
 Transducer models are not supported (their search mixes decoder and joiner calls).
+`reduced_precision` is what the CLI calls: it converts only where the device has a unit that
+computes bfloat16 products (AMX or AVX512-BF16 on x86 CPUs, a CUDA GPU); elsewhere bfloat16
+products are emulated, slower than float32, so it says so and keeps the float32 model.
 """
 
 from __future__ import annotations
 
+import warnings
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
+
+from zipa.model.kernels import cpu_flags
+
+
+def bf16_unit(device: torch.device) -> Optional[str]:
+    """The unit that computes bfloat16 products on `device` ("AMX-BF16", "AVX512-BF16",
+    "CUDA"), or None where there is none."""
+    if device.type == "cuda":
+        return "CUDA" if torch.cuda.is_bf16_supported() else None
+    flags = cpu_flags()
+    for flag, unit in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")):
+        if flag in flags:
+            return unit
+    return None
+
+
+def reduced_precision(model: nn.Module, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """`LowPrecisionModel(model, dtype)`, or `model` itself (float32, with a warning) where
+    `dtype` is bfloat16 and `device` has no bfloat16 unit (`bf16_unit`)."""
+    if dtype == torch.bfloat16 and bf16_unit(device) is None:
+        warnings.warn(
+            f"bf16: this {device.type.upper()} has no bfloat16 product unit (AMX, AVX512-BF16 or CUDA), where "
+            "bfloat16 runs slower than float32: running float32", stacklevel=2,
+        )
+        return model
+    return LowPrecisionModel(model, dtype)
 
 
 class LowPrecisionModel(nn.Module):
