@@ -338,7 +338,7 @@ def main(argv=None) -> int:
     frames = int(round(args.seconds * FRAMES_PER_SECOND))
 
     log(f"measuring the {args.matmul_size}^3 float32 matmul rate with {args.threads} threads ...")
-    rates = matmul_rates(torch.device("cpu"), args.matmul_size)
+    rates = matmul_rates(torch.device("cpu"), args.matmul_size, clock=clock)
     rate = max(rates.values())
     rates_text = ", ".join(f"{name} {value:.1f}" for name, value in rates.items())
     log(f"  GFLOP/s: {rates_text}")
