@@ -646,8 +646,10 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
 
 
 # Rows per band in `_attention_weights_by_bands`: a band's scores of all heads take about this
-# many bytes, so that they stay in the CPU's L2 cache from the product to the softmax.
-_BAND_BYTES = 2 << 20
+# many bytes per thread, so that each core's share stays in its L2 cache (1-2 MiB on the CPUs
+# measured) from the product to the softmax. At 30 s (50 Hz layer, small, 1 thread, Intel Xeon)
+# 1 MiB took 25 ms where 2 MiB took 32; on the AMD EPYC 2 MiB at 2 threads was the best.
+_BAND_BYTES_PER_THREAD = 1 << 20
 
 
 def _attention_weights_by_bands(
@@ -667,11 +669,12 @@ def _attention_weights_by_bands(
     from 15.6 to 8.4 ms per layer at 50 Hz (small model, batch 1, 2 threads)."""
     num_heads, batch_size, seq_len, _ = q.shape
     weights = q.new_empty(num_heads, batch_size, seq_len, seq_len)
-    if _BAND_BYTES >= 4 * num_heads * batch_size * seq_len * seq_len:  # short: the whole batch at once
+    band_bytes = _BAND_BYTES_PER_THREAD * torch.get_num_threads()
+    if band_bytes >= 4 * num_heads * batch_size * seq_len * seq_len:  # short: the whole batch at once
         utterances, rows = [slice(None)], seq_len
     else:
         utterances = [slice(b, b + 1) for b in range(batch_size)]
-        rows = max(8, _BAND_BYTES // (4 * num_heads * seq_len))
+        rows = max(8, band_bytes // (4 * num_heads * seq_len))
     for utt in utterances:
         keys = k[:, utt].flatten(0, 1).contiguous()  # once per utterance, not per band
         for start in range(0, seq_len, rows):
