@@ -86,19 +86,22 @@ def test_choice_measures_once_per_machine_and_honours_the_override(monkeypatch, 
 
     def fake_candidates(cls, dtype):
         timed.append((cls, dtype))
-        slow, fast = ("default", "onednn") if cls == "linear" else ("onednn", "default")
-        return {"default": None, "onednn": None} | {slow: lambda: time.sleep(0.005), fast: lambda: None}
+        reference, other = kernels.CANDIDATES[cls]
+        slow, fast = (reference, other) if cls in ("linear", "depthwise") else (other, reference)
+        return {reference: None, other: None} | {slow: lambda: time.sleep(0.005), fast: lambda: None}
 
     monkeypatch.setattr(kernels, "_candidates", fake_candidates)
     assert kernels.choice("linear", torch.float32) == "onednn"
     assert kernels.choice("looped", torch.float32) == "default"
+    assert kernels.choice("depthwise", torch.float32) == "height"
     assert kernels.choice("linear", torch.float32) == "onednn"  # once per process
-    assert timed == [("linear", torch.float32), ("looped", torch.float32)]
+    assert timed == [("linear", torch.float32), ("looped", torch.float32), ("depthwise", torch.float32)]
     cached = json.loads(kernel_cache.read_text())["machines"][kernels.machine_key()]
-    assert cached == {"linear/float32": "onednn", "looped/float32": "default"}
+    assert cached == {"linear/float32": "onednn", "looped/float32": "default", "depthwise/float32": "height"}
 
     kernels.reset()  # a new process on the same machine: from the cache, nothing timed
-    assert kernels.choice("linear", torch.float32) == "onednn" and len(timed) == 2
+    assert kernels.choice("linear", torch.float32) == "onednn" and len(timed) == 3
+    assert kernels.choice("depthwise", torch.float32) == "height" and len(timed) == 3
     with torch.inference_mode():
         assert kernels._takes_onednn("linear", torch.ones(2, 3), torch.ones(4, 3))
         assert not kernels._takes_onednn("looped", torch.ones(2, 3), torch.ones(4, 3))
@@ -106,10 +109,11 @@ def test_choice_measures_once_per_machine_and_honours_the_override(monkeypatch, 
         monkeypatch.setenv("ZIPA_KERNELS", kernel)
         kernels.reset()
         assert kernels.choice("linear", torch.float32) == kernels.choice("looped", torch.float32) == kernel
-    assert len(timed) == 2
+        assert kernels.choice("depthwise", torch.float32) == "height"  # a layout, not a product kernel
+    assert len(timed) == 3
     monkeypatch.setenv("ZIPA_KERNELS", "measure")  # measures again and replaces the cached choice
     kernels.reset()
-    assert kernels.choice("linear", torch.float32) == "onednn" and len(timed) == 3
+    assert kernels.choice("linear", torch.float32) == "onednn" and len(timed) == 4
     monkeypatch.setenv("ZIPA_KERNELS", "mkl")
     kernels.reset()
     with pytest.raises(ValueError, match="ZIPA_KERNELS"):
@@ -205,8 +209,9 @@ def test_encoder_with_and_without_onednn_products_agree(tmp_path_factory, forced
         assert torch.equal(ids_a[i, :n], ids_b[i, :n])
 
 
-@pytest.mark.parametrize("batch, kernel", [(1, 31), (3, 15)])
-def test_conv_module_channels_last_eval_path_matches_training_path(batch, kernel):
+@pytest.mark.parametrize("batch, kernel, layout", [(1, 31, "width"), (1, 31, "height"), (3, 15, "width")])
+def test_conv_module_channels_last_eval_path_matches_training_path(monkeypatch, batch, kernel, layout):
+    monkeypatch.setitem(kernels._choices, ("depthwise", torch.float32, torch.get_num_threads()), layout)
     torch.manual_seed(0)
     module = ConvolutionModule(64, kernel, causal=False)
     with torch.no_grad():

@@ -18,6 +18,8 @@ So nothing is assumed: for each product class and dtype,
 * "linear": a projection, activations (frames x in) times a weight (out x in);
 * "looped": attention weights times values, (T x T) @ (T x head_dim) per head and utterance:
   one batched `torch.matmul` against a loop of oneDNN products,
+* "depthwise" (not a product, chosen the same way): the layout of the convolution module's
+  depthwise convolution at batch 1 (`depthwise_over_time`),
 
 the first product of that class in a process times both kernels on a few shapes the released
 models run at 30 s (`SHAPES`; about 0.1-0.3 s in all) and keeps the faster; oneDNN must win by
@@ -25,7 +27,7 @@ more than `MARGIN`, so the choice is never measurably slower than PyTorch's defa
 is stored in `cache_path()` (under $XDG_CACHE_HOME or ~/.cache, keyed by the CPU model and
 flags, the torch version and the thread count), so later processes on the same machine reuse
 it. `ZIPA_KERNELS=default` or `ZIPA_KERNELS=onednn` in the environment forces either kernel for
-every class, `ZIPA_KERNELS=measure` measures again (and replaces the cached choice: do it on a
+every product class, `ZIPA_KERNELS=measure` measures again (and replaces the cached choice: do it on a
 quiet machine); `describe()` says what a process uses.
 
 oneDNN's op has no autograd formula, so it is used only where no gradient is recorded
@@ -50,13 +52,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 KERNELS = ("default", "onednn")
-CLASSES = ("linear", "looped")
+# Each class's candidates, the reference first. "depthwise" is not a product: the layout of the
+# convolution module's depthwise convolution at batch 1 (time as the width or the height of a
+# channels-last 2-D convolution), whose faster side also depends on the CPU.
+CANDIDATES = {"linear": KERNELS, "looped": KERNELS, "depthwise": ("width", "height")}
 # oneDNN is chosen only when its time is below (1 - MARGIN) x the default's (see `fastest`).
 MARGIN = 0.05
 # Product shapes timed per class: linear (frames, in, out); looped (heads, frames, head_dim).
 SHAPES = {
     "linear": [(1500, 192, 512), (750, 384, 1024), (188, 1024, 2048)],
     "looped": [(4, 750, 12), (4, 1500, 12), (6, 750, 48)],
+    "depthwise": [(192, 1500, 31), (256, 750, 31), (512, 188, 15)],  # (channels, frames, kernel)
 }
 _DTYPES = (torch.float32, torch.bfloat16)
 _CACHE_VERSION = 1
@@ -118,18 +124,20 @@ def choice(cls: str, dtype: torch.dtype) -> str:
 
 
 def _decide(cls: str, dtype: torch.dtype) -> str:
-    if cls not in CLASSES:
-        raise ValueError(f"unknown product class {cls!r}: expected one of {CLASSES}")
+    if cls not in CANDIDATES:
+        raise ValueError(f"unknown product class {cls!r}: expected one of {tuple(CANDIDATES)}")
     forced = _forced()
-    if not onednn_available() or dtype not in _DTYPES:
+    if cls != "depthwise" and (not onednn_available() or dtype not in _DTYPES):
         return "default"
-    if forced is not None:
+    if dtype not in _DTYPES:
+        return CANDIDATES[cls][0]
+    if cls != "depthwise" and forced is not None:
         return forced
     entry = f"{cls}/{str(dtype).replace('torch.', '')}"
     cache = _read_cache()
     machine = machine_key()
     cached = cache.get(machine, {}).get(entry)
-    if cached in KERNELS and os.environ.get("ZIPA_KERNELS", "").strip().lower() != "measure":
+    if cached in CANDIDATES[cls] and os.environ.get("ZIPA_KERNELS", "").strip().lower() != "measure":
         return cached
     # One thread: its CPU time, which leaves out the waits for a core on a busy machine.
     clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
@@ -184,27 +192,32 @@ def _candidates(cls: str, dtype: torch.dtype) -> Dict[str, Callable[[], object]]
             "default": lambda: [F.linear(*o) for o in operands],
             "onednn": lambda: [_onednn_linear(*o) for o in operands],
         }
-    operands = [(rand(h, t, t).softmax(-1), rand(h, t, d)) for h, t, d in SHAPES["looped"]]
-    return {
-        "default": lambda: [torch.matmul(a, v) for a, v in operands],
-        "onednn": lambda: [_looped_matmul(a, v) for a, v in operands],
-    }
+    if cls == "looped":
+        operands = [(rand(h, t, t).softmax(-1), rand(h, t, d)) for h, t, d in SHAPES["looped"]]
+        return {
+            "default": lambda: [torch.matmul(a, v) for a, v in operands],
+            "onednn": lambda: [_looped_matmul(a, v) for a, v in operands],
+        }
+    operands = [(rand(1, t, c), rand(c, 1, k), rand(c), k // 2) for c, t, k in SHAPES["depthwise"]]
+    return {layout: lambda layout=layout: [_depthwise(*o, layout) for o in operands] for layout in CANDIDATES[cls]}
 
 
 def describe() -> str:
     """The kernels this process has chosen so far (and what they measured), for benchmarks."""
     forced = _forced()
     if not onednn_available():
-        return "PyTorch's default kernels (oneDNN's product " + ("forced off)" if forced else "unavailable here)")
-    if forced:
-        return f"forced by ZIPA_KERNELS={forced}"
+        products = "PyTorch's default (oneDNN's product " + ("forced off)" if forced else "unavailable here)")
+    elif forced:
+        products = f"forced by ZIPA_KERNELS={forced}"
+    else:
+        products = "measured per machine"
     chosen = ", ".join(
         f"{cls}/{str(dtype).replace('torch.', '')}@{threads}t {kernel}" for (cls, dtype, threads), kernel in _choices.items()
     )
     timings = "; ".join(
         f"{entry}: " + ", ".join(f"{k} {1e3 * s:.2f} ms" for k, s in seconds.items()) for entry, seconds in _measured.items()
     )
-    return f"measured per machine ({chosen or 'none used yet'}" + (f"; timed now: {timings}" if timings else "; from the cache") + ")"
+    return f"{products} (chosen: {chosen or 'none used yet'}" + (f"; timed now: {timings}" if timings else "") + ")"
 
 
 # --- the per-machine cache ---------------------------------------------------------------------
@@ -321,6 +334,27 @@ def batched_matmul(a: Tensor, b: Tensor) -> Tensor:
     if m * k * n < _MIN_MACS_PER_LOOPED_PRODUCT or not _takes_onednn("looped", a, b):
         return torch.matmul(a, b)
     return _looped_matmul(a, b)
+
+
+def _depthwise(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int, layout: str) -> Tensor:
+    if layout == "height":  # channels-last (batch, channels, time, 1)
+        x, weight, pad, unit_dim = x.unsqueeze(2), weight.unsqueeze(3), (padding, 0), 3
+    else:  # channels-last (batch, channels, 1, time)
+        x, weight, pad, unit_dim = x.unsqueeze(1), weight.unsqueeze(2), (0, padding), 2
+    return F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=pad, groups=weight.shape[0]).squeeze(unit_dim)
+
+
+def depthwise_over_time(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int) -> Tensor:
+    """The depthwise convolution `F.conv1d(x.transpose(1, 2), weight, bias, padding=padding,
+    groups=channels)` of x (batch, time, channels) contiguous, as a channels-last 2-D convolution
+    (oneDNN computes that several times faster than conv1d); returns (batch, channels, time)
+    with channels-last strides. At batch 1 on a CPU, time is the width or the height of the 2-D
+    convolution, whichever measured faster here ("depthwise" class: on the AMD EPYC the width
+    was 7x slower at batch 1, on the Intel Xeon 2.3x faster)."""
+    layout = "width"
+    if x.shape[0] == 1 and x.device.type == "cpu" and not torch.is_grad_enabled():
+        layout = choice("depthwise", x.dtype)
+    return _depthwise(x, weight, bias, padding, layout)
 
 
 class Linear(nn.Linear):
