@@ -623,7 +623,8 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         if use_pos:
             pos = self.linear_pos(pos_emb)
             pos = pos.reshape(-1, 2 * seq_len - 1, num_heads, pos_head_dim).permute(2, 0, 3, 1)
-        if not (self.training or is_exporting()) and x.device.type == "cpu":
+        if not (self.training or is_exporting() or torch.is_grad_enabled()) and x.device.type == "cpu":
+            # (in place, with out= products: no autograd there)
             return _attention_weights_by_bands(q, k, p, pos, key_padding_mask, attn_mask)
 
         attn_scores = torch.matmul(q, k)  # (head, batch, time1, time2)
