@@ -22,8 +22,10 @@ So nothing is assumed: for each product class and dtype,
   depthwise convolution at batch 1 (`depthwise_over_time`),
 
 the first product of that class in a process times both kernels on a few shapes the released
-models run at 30 s (`SHAPES`; about 0.1-0.3 s in all) and keeps the faster; oneDNN must win by
-more than `MARGIN`, so the choice is never measurably slower than PyTorch's default. The result
+models run at 30 s (`SHAPES`; about 0.1-0.3 s in all; on one thread by the thread's CPU time,
+which other jobs on the machine do not inflate) and keeps the faster; oneDNN (or the "height"
+layout) must win by more than `MARGIN`, so the choice is never measurably slower than PyTorch's
+default. The result
 is stored in `cache_path()` (under $XDG_CACHE_HOME or ~/.cache, keyed by the CPU model and
 flags, the torch version and the thread count), so later processes on the same machine reuse
 it. `ZIPA_KERNELS=default` or `ZIPA_KERNELS=onednn` in the environment forces either kernel for
