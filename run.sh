@@ -147,7 +147,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-    log "Stage 5: encoder speed of the released architectures"
+    log "Stage 5: encoder speed of the released architectures (products on the kernels measured faster here)"
     "$PY" benchmarks/encoder.py --device "$device" --batch-sizes 1
 fi
 

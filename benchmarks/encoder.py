@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a source checkout
 
-from benchmarks.floor import encoder_flops, matmul_rates, sync  # noqa: E402
+from benchmarks.floor import encoder_flops, machine, matmul_rates, sync  # noqa: E402
 from zipa.model.asr_model import build_model  # noqa: E402
 from zipa.model.config import preset  # noqa: E402
 
@@ -151,6 +151,7 @@ def main(argv=None) -> None:
 
     print(f"\nEncoder forward, {args.seconds:g} s of audio per utterance, device {device}, "
           f"{args.threads} threads, torch {torch.__version__}, eval + inference_mode, random weights")
+    print(machine(device))
     header = f"{'preset':<8}{'batch':>6}{'params':>9}{'min s':>9}{'median s':>10}{'RTF':>9}{'peak MiB':>10}"
     if measured_rate:
         header += f"{'GFLOP':>9}{'floor s':>9}{'x floor':>9}"

@@ -39,6 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a source checkout
 
+from benchmarks.floor import machine  # noqa: E402
+
 CPU_MODES = ["fp32", "bf16", "bf16-autocast", "onnx-fp32", "onnx-int8"]
 CUDA_MODES = ["fp32", "bf16", "bf16-autocast", "fp16"]
 
@@ -199,6 +201,7 @@ def main(argv=None) -> int:
 
     print(f"\nFast modes against fp32: {args.model}; device {device}, {args.threads} thread(s), batch "
           f"{args.batch_size} (length-sorted), torch {torch.__version__}; greedy CTC")
+    print(machine(device))
     header = f"{'set':<8}{'mode':<15}{'speed-up':>9}{'RTF':>9}{'PER %':>8}{'ΔPER pp':>9}{'identical':>10}"
     print(header)
     print("-" * len(header))

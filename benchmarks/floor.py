@@ -1,8 +1,8 @@
 """The matmul floor a speed benchmark reports next to its timings, measured in the same run.
 
 `matmul_rates` times an n x n @ n x n float32 product through each kernel this project's
-inference can use on the device (PyTorch's default GEMM; on CPU also oneDNN where
-zipa.model.kernels routes products to it) and `encoder_flops` counts one encoder forward's matrix
+inference can use on the device (PyTorch's default GEMM; on x86 CPUs also oneDNN's, which
+zipa.model.kernels picks where it measures faster) and `encoder_flops` counts one encoder forward's matrix
 and convolution work; floor seconds = FLOPs / the faster rate. A benchmark never divides by a
 rate measured on another day.
 """
@@ -17,22 +17,34 @@ import torch
 from zipa.model import kernels
 
 
+def machine(device: torch.device = torch.device("cpu")) -> str:
+    """The hardware a figure was measured on, for every benchmark's report: the CPU's model and
+    flags (zipa.model.kernels.cpu_model), the GPU's name where the device is CUDA, and the
+    product kernels this process chose (kernels.describe)."""
+    text = f"CPU: {kernels.cpu_model()}"
+    if device.type == "cuda":
+        text += f"; GPU: {torch.cuda.get_device_name(device)}"
+    return f"{text}\nproducts: {kernels.describe()}"
+
+
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA); nothing on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def matmul_rates(device: torch.device, n: int = 2048, warmup_seconds: float = 1.0, repeats: int = 10) -> dict:
-    """float32 GFLOP/s by kernel ("default": torch.mm; "onednn": zipa.model.kernels.linear, CPU
-    only, where in use) with the current thread setting: the median of `repeats` products after
-    `warmup_seconds` (threads and clocks ramped up)."""
+def matmul_rates(device: torch.device, n: int = 2048, warmup_seconds: float = 1.0, repeats: int = 10,
+                 clock=time.perf_counter) -> dict:
+    """float32 GFLOP/s by kernel ("default": torch.mm; "onednn": oneDNN's product, CPU only,
+    where available) with the current thread setting: the median of `repeats` products after
+    `warmup_seconds` (threads and clocks ramped up), timed by `clock` (wall time; a benchmark
+    that times one thread's CPU time passes time.thread_time)."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     b_t = b.t().contiguous()
     products = {"default": lambda: torch.mm(a, b)}
-    if device.type == "cpu" and kernels.onednn_in_use():
-        products["onednn"] = lambda: kernels.linear(a, b_t)
+    if device.type == "cpu" and kernels.onednn_available():
+        products["onednn"] = lambda: kernels._onednn_linear(a, b_t)
     rates = {}
     with torch.inference_mode():
         for name, product in products.items():
@@ -42,10 +54,10 @@ def matmul_rates(device: torch.device, n: int = 2048, warmup_seconds: float = 1.
                 sync(device)
             times = []
             for _ in range(repeats):
-                start = time.perf_counter()
+                start = clock()
                 product()
                 sync(device)
-                times.append(time.perf_counter() - start)
+                times.append(clock() - start)
             rates[name] = 2 * n**3 / statistics.median(times) / 1e9
     return rates
 

@@ -37,6 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a source checkout
 
+from benchmarks.floor import machine  # noqa: E402
+
 RATE = 16000
 
 
@@ -192,6 +194,7 @@ def main(argv=None) -> int:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nThroughput: {name} on {where}, torch {torch.__version__}; {len(audio)} clips, "
           f"{total_s / 3600:.3f} h of audio, length-sorted batches of <= {args.max_batch_seconds:g} s padded audio")
+    print(machine(device))
     header = f"{'precision':<10}{'hours/hour':>11}{'RTF':>9}{'model h/h':>11}{'fbank share':>12}{'peak GiB':>10}{'tokens':>8}"
     print(header)
     print("-" * len(header))

@@ -241,6 +241,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} threads, "
           f"{os.cpu_count()} CPUs{', with fbank extraction' if args.with_features else ''}")
+    from zipa.model.kernels import cpu_model
+
+    print(f"CPU: {cpu_model()}")
     print(format_table(rows, args.seconds))
     for preset_name, info in exports.items():
         if info:

@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a source checkout
 
+from benchmarks.floor import machine  # noqa: E402
 from zipa.model import kernels  # noqa: E402
 from zipa.model.asr_model import build_model  # noqa: E402
 from zipa.model.config import preset  # noqa: E402
@@ -119,8 +120,9 @@ def main(argv=None) -> int:
         with kernels.default_kernels() if args.default_kernels else contextlib.nullcontext():
             events = profile(model, feats, lens, args.rounds, args.warmup)
         print(f"{name}, batch {args.batch_size}, {args.seconds:g} s, {args.threads} thread(s), {args.dtype}, "
-              f"{'default kernels' if args.default_kernels else 'oneDNN products where available'}, "
+              f"{'default kernels' if args.default_kernels else 'products on the kernels measured faster'}, "
               f"torch {torch.__version__}")
+        print(machine())
         print(summarise(events, args.rounds, args.top))
         del model
     return 0

@@ -37,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a source checkout
 
 from data_module import AsrDataModule  # noqa: E402
+from benchmarks.floor import machine  # noqa: E402
 from zipa.model.scaling import set_batch_count  # noqa: E402
 from zipa.train.args import PRESET_CHOICES  # noqa: E402
 from zipa.train.distributed import DistInfo  # noqa: E402
@@ -189,6 +190,7 @@ def main(argv=None) -> None:
     print(f"\nTraining step ({args.recipe} recipe: forward + backward + ScaledAdam), {name}, {precision}, "
           f"torch {torch.__version__}, {args.warmup_steps} warm-up + {args.steps} timed steps, "
           f"utterances {args.min_seconds:g}-{args.max_seconds:g} s")
+    print(machine(device))
     header = f"{'preset':<8}{'max-dur':>8}{'params':>9}{'utts':>7}{'audio s':>9}{'s/step':>9}{'audio s/s':>11}{'peak GiB':>10}"
     print(header)
     print("-" * len(header))

@@ -9,6 +9,10 @@ greedy CTC ids), and their forward passes are timed alternately in one process:
   `gc.collect()`, so that both sides see the same allocator history, thread pool and machine
   load; `--warmup` untimed rounds come first; the figures are medians over `--rounds`;
 * `torch.set_num_threads(--threads)` (2 by default), eval mode, `torch.inference_mode()`;
+* `--clock wall` (the default) times with time.perf_counter; `--clock thread` (with
+  `--threads 1`) takes the CPU time of the one thread that computes (time.thread_time): on a
+  machine shared with other jobs it leaves out the time the thread waits for a core, which
+  wall time counts for whichever side happened to be preempted;
 * the glibc allocator is pinned at launch: unless MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ /
   MALLOC_TRIM_THRESHOLD_ are already set, the script re-executes itself once with
   MALLOC_ARENA_MAX=2, MALLOC_MMAP_THRESHOLD_=MALLOC_TRIM_THRESHOLD_=2^30 (a fixed threshold
@@ -51,7 +55,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a source checkout
 
-from benchmarks.floor import encoder_flops, matmul_rates  # noqa: E402
+from benchmarks.floor import encoder_flops, machine, matmul_rates  # noqa: E402
 from zipa.model import kernels  # noqa: E402
 from zipa.model.asr_model import build_model  # noqa: E402
 from zipa.model.config import preset  # noqa: E402
@@ -264,8 +268,9 @@ class Bfloat16Copy(torch.nn.Module):
         return out.float(), out_lens
 
 
-def time_alternately(models: dict, feats, lens, rounds: int, warmup: int) -> dict:
-    """Seconds per forward of each model, one forward of each per round, order alternating."""
+def time_alternately(models: dict, feats, lens, rounds: int, warmup: int, clock=time.perf_counter) -> dict:
+    """Seconds per forward of each model (by `clock`), one forward of each per round, order
+    alternating."""
     names = list(models)
     times = {name: [] for name in names}
     with torch.inference_mode():
@@ -273,9 +278,9 @@ def time_alternately(models: dict, feats, lens, rounds: int, warmup: int) -> dic
             order = names if r % 2 == 0 else names[::-1]
             for name in order:
                 gc.collect()
-                start = time.perf_counter()
+                start = clock()
                 models[name].forward_encoder(feats, lens)
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 if r >= warmup:
                     times[name].append(elapsed)
             if r >= warmup:
@@ -303,6 +308,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (one forward of each side per round)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                        help="wall time, or the computing thread's CPU time (needs --threads 1; see above)")
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n float32 matmul of the floor")
     parser.add_argument("--no-pin-malloc", action="store_true", help="do not re-execute with pinned glibc malloc settings")
     parser.add_argument("--seed", type=int, default=0)
@@ -320,6 +327,9 @@ def main(argv=None) -> int:
     if not args.zipa_dir.is_dir():
         print(f"vs_original: skipped: --zipa-dir {args.zipa_dir} is not a directory")
         return 0
+    if args.clock == "thread" and args.threads != 1:
+        parser.error("--clock thread measures one thread: use it with --threads 1")
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
     if argv is None and not args.no_pin_malloc:
         _pin_malloc(raw_argv)
 
@@ -328,7 +338,7 @@ def main(argv=None) -> int:
     frames = int(round(args.seconds * FRAMES_PER_SECOND))
 
     log(f"measuring the {args.matmul_size}^3 float32 matmul rate with {args.threads} threads ...")
-    rates = matmul_rates(torch.device("cpu"), args.matmul_size)
+    rates = matmul_rates(torch.device("cpu"), args.matmul_size, clock=clock)
     rate = max(rates.values())
     rates_text = ", ".join(f"{name} {value:.1f}" for name, value in rates.items())
     log(f"  GFLOP/s: {rates_text}")
@@ -369,7 +379,7 @@ def main(argv=None) -> int:
                     bf16_out, _ = models["ours-bf16"].forward_encoder(feats, lens)
                     fp32_out, out_lens = ours.forward_encoder(feats, lens)
                 agreement["bf16_rel_l2"] = max(rel_l2(bf16_out[i, :n], fp32_out[i, :n]) for i, n in enumerate(out_lens.tolist()))
-            times = time_alternately(models, feats, lens, args.rounds, args.warmup)
+            times = time_alternately(models, feats, lens, args.rounds, args.warmup, clock)
             rows.append(dict(preset=name, batch=batch, params=params, flops=flops, times=times, **agreement))
         del ours, orig
         gc.collect()
@@ -377,7 +387,9 @@ def main(argv=None) -> int:
     pinned = {k: os.environ[k] for k in _MALLOC_PIN if k in os.environ}
     print(f"\nEncoder forward, this project vs the original ZIPA code, same process, same weights; "
           f"{args.seconds:g} s of audio per utterance, CPU, {args.threads} threads, torch {torch.__version__}, "
-          f"eval + inference_mode; medians of {args.rounds} alternating rounds after {args.warmup} warm-up")
+          f"eval + inference_mode; medians of {args.rounds} alternating rounds after {args.warmup} warm-up, "
+          f"{'wall time' if args.clock == 'wall' else 'CPU time of the computing thread'}")
+    print(machine())
     print(f"malloc: {pinned or 'environment as given'}; matmul rate {rate:.1f} GFLOP/s, the faster of "
           f"{rates_text} ({args.matmul_size}^3 float32, measured in this run)")
     header = (f"{'preset':<8}{'batch':>6}{'params':>9}{'orig s':>9}{'ours s':>9}{'speed-up':>10}"

@@ -16,6 +16,7 @@ dev/test sets (README "Speed").
 
 import copy
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -27,7 +28,8 @@ pytest.importorskip("espeakng_loader")
 pytest.importorskip("onnxruntime")
 
 from zipa.inference.transcriber import Transcriber  # noqa: E402
-from zipa.model.precision import LowPrecisionModel  # noqa: E402
+from zipa.model import precision  # noqa: E402
+from zipa.model.precision import LowPrecisionModel, reduced_precision  # noqa: E402
 from zipa.onnx.export import export_ctc, quantize_int8  # noqa: E402
 from zipa.onnx.runtime import load_onnx_model  # noqa: E402
 from zipa.text import espeak  # noqa: E402
@@ -139,9 +141,12 @@ def test_precision_flag_runs_the_model_in_bfloat16(tmp_path_factory, tmp_path, c
     import soundfile as sf
 
     sf.write(wav, audio[0], rate)
-    # What `zipa transcribe --precision bf16` prints is the bf16 model's greedy output.
+    # What `zipa transcribe --precision bf16` prints is the bf16 model's greedy output (float32's
+    # on a CPU without a bfloat16 unit, see the next test).
     reference = Transcriber.from_checkpoint(model, device="cpu", aligner=None)
-    reference.model = LowPrecisionModel(reference.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference.model = reduced_precision(reference.model, torch.bfloat16, reference.device)
     expected = " ".join(reference.transcribe([wav])[0])
     assert main(["transcribe", str(wav), "--model", str(model), "--device", "cpu", "--precision", "bf16", "-q"]) == 0
     assert capsys.readouterr().out.split("\t")[1].strip() == expected
@@ -152,3 +157,20 @@ def test_precision_flag_runs_the_model_in_bfloat16(tmp_path_factory, tmp_path, c
     assert main(["transcribe", str(wav), "--model", str(transducer), "--device", "cpu", "--precision", "bf16",
                  "-q"]) == 2
     assert "only CTC models" in capsys.readouterr().err
+
+
+def test_bf16_runs_float32_and_says_so_where_the_cpu_has_no_bf16_unit(monkeypatch, tmp_path_factory):
+    cpu = torch.device("cpu")
+    model = Transcriber.from_checkpoint(tiny_model_path(tmp_path_factory, "ctc"), device="cpu", aligner=None).model
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    assert precision.bf16_unit(cpu) is None
+    with pytest.warns(UserWarning, match="no bfloat16 product unit"):
+        assert reduced_precision(model, torch.bfloat16, cpu) is model
+    assert next(model.parameters()).dtype == torch.float32
+    for flags, unit in (({"avx512f", "avx512_bf16"}, "AVX512-BF16"), ({"avx512_bf16", "amx_bf16", "amx_tile"}, "AMX-BF16")):
+        monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert precision.bf16_unit(cpu) == unit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        converted = reduced_precision(model, torch.bfloat16, cpu)
+    assert isinstance(converted, LowPrecisionModel) and next(converted.parameters()).dtype == torch.bfloat16

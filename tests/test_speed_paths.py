@@ -4,6 +4,8 @@ to end on a tiny configuration (no timings are asserted)."""
 
 
 import contextlib
+import json
+import time
 
 import pytest
 import torch
@@ -13,29 +15,133 @@ from zipa.model import kernels
 from zipa.model import zipformer as zipformer_module
 from zipa.model.zipformer import MASKED_SCORE, ConvolutionModule, RelPositionMultiheadAttentionWeights
 
-needs_onednn = pytest.mark.skipif(not kernels.onednn_in_use(), reason="oneDNN products unavailable here")
+needs_onednn = pytest.mark.skipif(not kernels.onednn_available(), reason="oneDNN products unavailable here")
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    """forced(kernel): every product class takes `kernel` (ZIPA_KERNELS) until the test ends."""
+
+    def force(kernel):
+        monkeypatch.setenv("ZIPA_KERNELS", kernel)
+        kernels.reset()
+
+    yield force
+    monkeypatch.delenv("ZIPA_KERNELS", raising=False)
+    kernels.reset()
+
+
+@pytest.fixture
+def kernel_cache(monkeypatch, tmp_path):
+    """The per-machine cache in a temporary folder; choices measured afresh."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("ZIPA_KERNELS", raising=False)
+    kernels.reset()
+    yield tmp_path / "zipa" / "kernels.json"
+    kernels.reset()
+
+
+class FakeKernels:
+    """Candidates that take the given seconds on a fake clock (no real timing, no flakiness)."""
+
+    def __init__(self, **seconds):
+        self.now = 0.0
+        self.candidates = {name: self._taking(t) for name, t in seconds.items()}
+
+    def _taking(self, seconds):
+        def run():
+            self.now += seconds
+
+        return run
+
+    def clock(self):
+        return self.now
+
+
+@pytest.mark.parametrize("slow, fast", [("default", "onednn"), ("onednn", "default")])
+def test_fastest_picks_the_faster_of_two_fakes(slow, fast):
+    fakes = FakeKernels(**{slow: 0.004, fast: 0.001})
+    name, seconds = kernels.fastest(fakes.candidates, rounds=3, clock=fakes.clock)
+    assert name == fast
+    assert seconds == pytest.approx({slow: 0.004, fast: 0.001})
+
+
+def test_fastest_keeps_the_reference_unless_the_other_wins_by_the_margin():
+    # 3 % faster is within the 5 % margin: PyTorch's default (the first candidate) stays
+    fakes = FakeKernels(default=0.0100, onednn=0.0097)
+    assert kernels.fastest(fakes.candidates, rounds=3, clock=fakes.clock)[0] == "default"
+    fakes = FakeKernels(default=0.0100, onednn=0.0094)
+    assert kernels.fastest(fakes.candidates, rounds=3, clock=fakes.clock)[0] == "onednn"
+
+    def broken():
+        raise RuntimeError("no such kernel on this CPU")
+
+    name, seconds = kernels.fastest({"default": lambda: None, "onednn": broken}, rounds=2)
+    assert name == "default" and set(seconds) == {"default"}
 
 
 @needs_onednn
-def test_linear_takes_onednn_only_without_gradients_and_matches_float64():
+def test_choice_measures_once_per_machine_and_honours_the_override(monkeypatch, kernel_cache):
+    timed = []
+
+    def fake_candidates(cls, dtype):
+        timed.append((cls, dtype))
+        reference, other = kernels.CANDIDATES[cls]
+        slow, fast = (reference, other) if cls in ("linear", "depthwise") else (other, reference)
+        return {reference: None, other: None} | {slow: lambda: time.sleep(0.005), fast: lambda: None}
+
+    monkeypatch.setattr(kernels, "_candidates", fake_candidates)
+    assert kernels.choice("linear", torch.float32) == "onednn"
+    assert kernels.choice("looped", torch.float32) == "default"
+    assert kernels.choice("depthwise", torch.float32) == "height"
+    assert kernels.choice("linear", torch.float32) == "onednn"  # once per process
+    assert timed == [("linear", torch.float32), ("looped", torch.float32), ("depthwise", torch.float32)]
+    cached = json.loads(kernel_cache.read_text())["machines"][kernels.machine_key()]
+    assert cached == {"linear/float32": "onednn", "looped/float32": "default", "depthwise/float32": "height"}
+
+    kernels.reset()  # a new process on the same machine: from the cache, nothing timed
+    assert kernels.choice("linear", torch.float32) == "onednn" and len(timed) == 3
+    assert kernels.choice("depthwise", torch.float32) == "height" and len(timed) == 3
+    with torch.inference_mode():
+        assert kernels._takes_onednn("linear", torch.ones(2, 3), torch.ones(4, 3))
+        assert not kernels._takes_onednn("looped", torch.ones(2, 3), torch.ones(4, 3))
+    for kernel in ("default", "onednn"):  # the override beats cache and measurement
+        monkeypatch.setenv("ZIPA_KERNELS", kernel)
+        kernels.reset()
+        assert kernels.choice("linear", torch.float32) == kernels.choice("looped", torch.float32) == kernel
+        assert kernels.choice("depthwise", torch.float32) == "height"  # a layout, not a product kernel
+    assert len(timed) == 3
+    monkeypatch.setenv("ZIPA_KERNELS", "measure")  # measures again and replaces the cached choice
+    kernels.reset()
+    assert kernels.choice("linear", torch.float32) == "onednn" and len(timed) == 4
+    monkeypatch.setenv("ZIPA_KERNELS", "mkl")
+    kernels.reset()
+    with pytest.raises(ValueError, match="ZIPA_KERNELS"):
+        kernels.choice("linear", torch.float32)
+
+
+@needs_onednn
+def test_linear_takes_onednn_only_without_gradients_and_matches_float64(forced):
+    forced("onednn")
     torch.manual_seed(0)
     x, weight, bias = torch.randn(300, 7, 96), torch.randn(130, 96), torch.randn(130)
     expected = torch.nn.functional.linear(x.double(), weight.double(), bias.double())
     with torch.inference_mode():
-        assert kernels._takes_onednn(x, weight)
+        assert kernels._takes_onednn("linear", x, weight)
         assert rel_l2(kernels.linear(x, weight, bias), expected) < 1e-6
         assert rel_l2(kernels.linear(x.transpose(0, 1), weight), expected.transpose(0, 1) - bias.double()) < 1e-6
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert kernels.linear(x, weight, bias).dtype == torch.bfloat16  # autocast sees the product
     weight.requires_grad_(True)
-    assert not kernels._takes_onednn(x, weight)  # training: PyTorch's op, which has a backward
+    assert not kernels._takes_onednn("linear", x, weight)  # training: PyTorch's op, which has a backward
     kernels.linear(x, weight, bias).sum().backward()
     assert torch.allclose(weight.grad, x.reshape(-1, 96).sum(0).expand(130, 96), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("min_macs", [1 << 40, 0])  # one batched product / a loop of oneDNN products
-def test_batched_matmul_matches_float64(monkeypatch, min_macs):
-    monkeypatch.setattr(kernels, "_MIN_MACS_PER_LOOPED_PRODUCT", min_macs)
+@pytest.mark.parametrize("kernel", ["default", "onednn"])  # one batched product / a loop of oneDNN products
+def test_batched_matmul_matches_float64(monkeypatch, forced, kernel):
+    monkeypatch.setattr(kernels, "_MIN_MACS_PER_LOOPED_PRODUCT", 0)
+    forced(kernel)
     torch.manual_seed(0)
     a, b = torch.randn(4, 3, 50, 61), torch.randn(4, 3, 61, 12)
     with torch.inference_mode():
@@ -63,7 +169,7 @@ def _attention_weights_float64(module, x, pos_emb, key_padding_mask, attn_mask):
 # the whole batch at once / one utterance at a time in bands of 8 rows (the last one shorter)
 @pytest.mark.parametrize("band_bytes", [1 << 40, 2000])
 def test_attention_weights_by_bands_match_float64_formula(monkeypatch, band_bytes):
-    monkeypatch.setattr(zipformer_module, "_BAND_BYTES", band_bytes)
+    monkeypatch.setattr(zipformer_module, "_BAND_BYTES_PER_THREAD", band_bytes // torch.get_num_threads())
     torch.manual_seed(0)
     T, B = 37, 3
     module = RelPositionMultiheadAttentionWeights(48, pos_dim=16, num_heads=3, query_head_dim=8, pos_head_dim=4).eval()
@@ -80,7 +186,7 @@ def test_attention_weights_by_bands_match_float64_formula(monkeypatch, band_byte
 
 
 @needs_onednn
-def test_encoder_with_and_without_onednn_products_agree(tmp_path_factory):
+def test_encoder_with_and_without_onednn_products_agree(tmp_path_factory, forced):
     from tiny_models import speechlike, tiny_model_path
 
     from zipa.audio.features import compute_fbank
@@ -88,12 +194,14 @@ def test_encoder_with_and_without_onednn_products_agree(tmp_path_factory):
 
     model, _ = load_model(tiny_model_path(tmp_path_factory, "ctc"))
     feats, lens = compute_fbank([speechlike(6, seed=11), speechlike(4, seed=12)])
+    forced("onednn")
     outputs = {}
     for onednn in (True, False):
         with torch.inference_mode(), contextlib.nullcontext() if onednn else kernels.default_kernels():
             out, out_lens = model.forward_encoder(feats, lens)
             outputs[onednn] = (out, model.ctc_output(out).argmax(-1), out_lens)
-    assert kernels.onednn_in_use()  # back on after the block
+    with torch.inference_mode():
+        assert kernels._takes_onednn("linear", feats[0], feats[0])  # back on after the block
     (out_a, ids_a, lens_a), (out_b, ids_b, lens_b) = outputs[True], outputs[False]
     assert torch.equal(lens_a, lens_b)
     for i, n in enumerate(lens_a.tolist()):
@@ -101,8 +209,9 @@ def test_encoder_with_and_without_onednn_products_agree(tmp_path_factory):
         assert torch.equal(ids_a[i, :n], ids_b[i, :n])
 
 
-@pytest.mark.parametrize("batch, kernel", [(1, 31), (3, 15)])
-def test_conv_module_channels_last_eval_path_matches_training_path(batch, kernel):
+@pytest.mark.parametrize("batch, kernel, layout", [(1, 31, "width"), (1, 31, "height"), (3, 15, "width")])
+def test_conv_module_channels_last_eval_path_matches_training_path(monkeypatch, batch, kernel, layout):
+    monkeypatch.setitem(kernels._choices, ("depthwise", torch.float32, torch.get_num_threads()), layout)
     torch.manual_seed(0)
     module = ConvolutionModule(64, kernel, causal=False)
     with torch.no_grad():
@@ -125,6 +234,7 @@ def test_profile_encoder_runs(capsys):
     out = capsys.readouterr().out
     for bucket in ("matmul", "conv", "softmax", "elementwise", "copy"):
         assert bucket in out
+    assert f"CPU: {kernels.cpu_model()}" in out and "products: " in out  # every figure names its CPU
     assert profile.bucket_of("aten::addmm") == "matmul" and profile.bucket_of("aten::_softmax") == "softmax"
 
 
@@ -134,6 +244,7 @@ def test_gpu_throughput_smoke_on_cpu(capsys):
                        "--max-seconds", "3", "--max-batch-seconds", "7", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "hours/hour" in out and "fp32" in out and "bf16" in out
+    assert f"CPU: {kernels.cpu_model()}" in out
 
 
 def test_sorted_batches_pack_by_padded_seconds():

@@ -146,8 +146,10 @@ def test_a_transcript_is_force_aligned(client, transcriber, audio):
     alignment = transcriber.alignment(expected.tokens, expected.duration)
     assert shown(job["result"]["phones"], "phone") == rounded(alignment.phones)
     assert job["result"]["text"] == "həloʊ wɜːld"
-    (message,) = job["messages"]  # the dropped symbol, named with the file's name
+    message, *fit = job["messages"]  # the dropped symbol, named with the file's name; then the fit warnings
     assert message.startswith("speech.wav: ") and "X (U+0058)" in message
+    assert fit == [w.replace(str(audio / "speech.wav"), "speech.wav") for w in expected.warnings]
+    assert fit and all(w.startswith("speech.wav: the transcript does not fit the audio") for w in fit)  # tiny model
     # Orthography with a language: through the G2P, as zipa align --text --lang.
     job = submitted(client, "speech.wav", audio / "speech.wav", transcript="hello world", lang="en-us")
     (expected,) = transcriber.align_files([AlignJob.whole(audio / "speech.wav", "hello world")], lang="en-us")

@@ -178,12 +178,12 @@ class Transcriber:
         transcriber = cls(model, tokenizer, device)
         transcriber.load_aligner(aligner, path)
         if precision != "fp32":
-            from zipa.model.precision import LowPrecisionModel
+            from zipa.model.precision import reduced_precision
 
             if precision == "fp16" and transcriber.device.type != "cuda":
                 raise ValueError("precision fp16 needs a CUDA device (on a CPU use bf16)")
             dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-            transcriber.model = LowPrecisionModel(transcriber.model, dtype)
+            transcriber.model = reduced_precision(transcriber.model, dtype, transcriber.device)
         return transcriber
 
     @classmethod

@@ -2,23 +2,56 @@
 
 `LowPrecisionModel` holds a CTC `AsrModel` converted to bfloat16 (or float16 on CUDA) behind the
 float32 interface the inference code uses (`forward_encoder`, `ctc_output`, `use_ctc`,
-`encoder`): features go in as float32, encoder outputs and log-probs come out as float32. On a
-CPU with AVX512-BF16 (or AMX) the encoder runs about 1.5-1.6x faster than this project's
-float32 at 30 s (2.7-3.1x the original's; benchmarks/vs_original.py --bf16); the cost on the demo model is a PER change within
-±0.1 points and 90-91 % of hypotheses identical to float32's (benchmarks/fast_modes.py,
-README "Performance"). `zipa transcribe|align|evaluate|serve --precision bf16` uses it. Use it as
+`encoder`): features go in as float32, encoder outputs and log-probs come out as float32. At
+30 s the encoder ran 1.5-1.6x faster than this project's float32 on an AMD EPYC with
+AVX512-BF16 (2.7-3.1x the original's) and 1.6-2.1x on an Intel Xeon with AMX (1.7-2.3x the
+original's, 1 thread; benchmarks/vs_original.py --bf16); the cost on the demo model is a PER
+change within ±0.1 points and 90-91 % of hypotheses identical to float32's
+(benchmarks/fast_modes.py, README "Performance"). `zipa transcribe|align|evaluate|serve --precision bf16` uses it. Use it as
 
     from zipa.model.precision import LowPrecisionModel
     transcriber = Transcriber.from_checkpoint(path, aligner=None)
     transcriber.model = LowPrecisionModel(transcriber.model)          # bfloat16
 
 Transducer models are not supported (their search mixes decoder and joiner calls).
+`reduced_precision` is what the CLI calls: it converts only where the device has a unit that
+computes bfloat16 products (AMX or AVX512-BF16 on x86 CPUs, a CUDA GPU); elsewhere bfloat16
+products are emulated, slower than float32, so it says so and keeps the float32 model.
 """
 
 from __future__ import annotations
 
+import warnings
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
+
+from zipa.model.kernels import cpu_flags
+
+
+def bf16_unit(device: torch.device) -> Optional[str]:
+    """The unit that computes bfloat16 products on `device` ("AMX-BF16", "AVX512-BF16",
+    "CUDA"), or None where there is none."""
+    if device.type == "cuda":
+        return "CUDA" if torch.cuda.is_bf16_supported() else None
+    flags = cpu_flags()
+    for flag, unit in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")):
+        if flag in flags:
+            return unit
+    return None
+
+
+def reduced_precision(model: nn.Module, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """`LowPrecisionModel(model, dtype)`, or `model` itself (float32, with a warning) where
+    `dtype` is bfloat16 and `device` has no bfloat16 unit (`bf16_unit`)."""
+    if dtype == torch.bfloat16 and bf16_unit(device) is None:
+        warnings.warn(
+            f"bf16: this {device.type.upper()} has no bfloat16 product unit (AMX, AVX512-BF16 or CUDA), where "
+            "bfloat16 runs slower than float32: running float32", stacklevel=2,
+        )
+        return model
+    return LowPrecisionModel(model, dtype)
 
 
 class LowPrecisionModel(nn.Module):

@@ -138,12 +138,17 @@ def bias_absorbing_constant(weight: Tensor, bias: Optional[Tensor], constant: fl
     return -absorbed if bias is None else bias - absorbed
 
 
-def linear_after_swoosh(shifted: Tensor, activation: str, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """linear(Swoosh(h)) on the last dimension, given `shifted` = h - shift (inference);
-    `weight` may be a 1x1 convolution's."""
+def linear_after_swoosh(
+    shifted: Tensor, activation: str, weight: Tensor, bias: Optional[Tensor], absorbed_bias: Optional[Tensor] = None,
+    residual: Optional[Tensor] = None,
+) -> Tensor:
+    """linear(Swoosh(h)) (+ `residual`) on the last dimension, given `shifted` = h - shift
+    (inference); `weight` may be a 1x1 convolution's. `absorbed_bias`: the bias with the
+    constant absorbed, where the caller keeps it (else computed here)."""
     y = swoosh_from_shifted(shifted, activation, add_constant=False)
-    bias = bias_absorbing_constant(weight, bias, _SWOOSH_CONSTANT[activation])
-    return linear(y, weight.flatten(1), bias)
+    if absorbed_bias is None:
+        absorbed_bias = bias_absorbing_constant(weight, bias, _SWOOSH_CONSTANT[activation])
+    return linear(y, weight.flatten(1), absorbed_bias, residual)
 
 
 def conv_after_swoosh(shifted: Tensor, activation: str, conv: nn.Conv2d, output_shift: float = 0.0) -> Tensor:
@@ -203,9 +208,23 @@ class ActivationDropoutAndLinear(nn.Module):
             x = shared_dropout(x, float(self.dropout_p), self.dropout_shared_dim)
         return linear(x, self.weight, self.bias)
 
-    def forward_shifted(self, shifted: Tensor) -> Tensor:
-        """Inference: the same output from `shifted` = x - SWOOSH_SHIFT[activation]."""
-        return linear_after_swoosh(shifted, self.activation, self.weight, self.bias)
+    def forward_shifted(self, shifted: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        """Inference: the same output (+ `residual`) from `shifted` = x - SWOOSH_SHIFT[activation]."""
+        return linear_after_swoosh(shifted, self.activation, self.weight, self.bias, self._absorbed_bias(), residual)
+
+    def _absorbed_bias(self) -> Optional[Tensor]:
+        """`bias_absorbing_constant` of the current weights, kept between inference calls (a
+        reduction over the whole weight matrix each call otherwise); None while exporting or
+        recording gradients."""
+        if torch.is_grad_enabled() or is_exporting():
+            return None
+        params = [p for p in (self.weight, self.bias) if p is not None]
+        if any(p.is_inference() for p in params):  # no version counter to see changes by
+            return None
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if getattr(self, "_absorbed", (None, None))[0] != key:
+            self._absorbed = (key, bias_absorbing_constant(self.weight, self.bias, _SWOOSH_CONSTANT[self.activation]))
+        return self._absorbed[1]
 
 
 def shared_dropout(x: Tensor, p: float, shared_dim: Optional[int]) -> Tensor:

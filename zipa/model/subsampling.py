@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from zipa.model.kernels import Linear, linear
+from zipa.model.kernels import Linear, is_exporting, linear
 from zipa.model.scaling import (
     SWOOSH_SHIFT,
     Balancer,
@@ -76,12 +76,14 @@ class ConvNeXt(nn.Module):
         return x
 
     def _forward_eval(self, x: Tensor) -> Tensor:
-        # The 1x1 convolutions run as matrix products over channels-last data.
-        h = self.depthwise_conv(x).permute(0, 2, 3, 1)
+        # The 1x1 convolutions run as matrix products over channels-last data, the residual
+        # sum as part of the second (see kernels.linear); on channels-last input (the front
+        # end's inference path) no layout changes at all.
+        h = self.depthwise_conv(x).permute(0, 2, 3, 1)  # (batch, time, freq, channels)
         conv1, conv2 = self.pointwise_conv1, self.pointwise_conv2
         shifted = linear(h, conv1.weight.flatten(1), shifted_bias(conv1.bias, "SwooshL"))
-        h = linear_after_swoosh(shifted, "SwooshL", conv2.weight, conv2.bias)
-        return x + h.permute(0, 3, 1, 2)
+        h = linear_after_swoosh(shifted, "SwooshL", conv2.weight, conv2.bias, residual=x.permute(0, 2, 3, 1))
+        return h.permute(0, 3, 1, 2)
 
 
 class Conv2dSubsampling(nn.Module):
@@ -136,16 +138,27 @@ class Conv2dSubsampling(nn.Module):
                 "(about 0.1 s) are needed"
             )
         x = x.unsqueeze(1)  # (batch, 1, time, freq)
-        x = self.conv(x) if self.training else self._conv_eval(x)
-        x = self.convnext(x)
-        batch_size, channels, time, freq = x.shape
-        x = x.transpose(1, 2).reshape(batch_size, time, channels * freq)
-        x = self.out(x)
+        if self.training or is_exporting():
+            x = self.convnext(self.conv(x) if self.training else self._conv_eval(x))
+            batch_size, channels, time, freq = x.shape
+            x = self.out(x.transpose(1, 2).reshape(batch_size, time, channels * freq))
+        else:
+            x = self._channels_last_eval(x)
         x = self.out_whiten(x)
         x = self.out_norm(x)
         x = self.dropout(x)
         x_lens = (x_lens - 7) // 2
         return x, x_lens
+
+    def _channels_last_eval(self, x: Tensor) -> Tensor:
+        """Inference: convs, ConvNeXt and the output map on channels-last data, where oneDNN's
+        convolutions need no reordering and the (channels x freq) flattening is a view, read
+        by `out` with its weight's columns put in (freq, channels) order. The same sums."""
+        x = self.convnext(self._conv_eval(x.contiguous(memory_format=torch.channels_last)))
+        batch_size, channels, time, freq = x.shape
+        x = x.permute(0, 2, 3, 1).reshape(batch_size, time, freq * channels)
+        weight = self.out.weight.reshape(-1, channels, freq).transpose(1, 2).reshape(-1, freq * channels)
+        return linear(x, weight, self.out.bias)
 
     def _conv_eval(self, x: Tensor) -> Tensor:
         """`self.conv` without its training-only steps, each SwooshR's shift and constant

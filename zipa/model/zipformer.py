@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from zipa.model.kernels import Linear, batched_matmul, is_exporting, linear
+from zipa.model.kernels import Linear, batched_matmul, depthwise_over_time, is_exporting, linear
 from zipa.model.scaling import (
     ActivationDropoutAndLinear,
     Balancer,
@@ -338,15 +338,16 @@ class Zipformer2EncoderLayer(nn.Module):
         """The same computation with every training-only step left out."""
         src_orig = src
         attn_weights = self.self_attn_weights(src, pos_emb, attn_mask=attn_mask, key_padding_mask=src_key_padding_mask)
-        src = src + self.feed_forward1(src)
-        src = src + self.nonlin_attention(src, attn_weights[0:1])
-        src = src + self.self_attn1(src, attn_weights)
-        src = src + self.conv_module1(src, chunk_size=chunk_size, src_key_padding_mask=src_key_padding_mask)
-        src = src + self.feed_forward2(src)
+        # Each residual sum is handed to the module's last product (see kernels.linear).
+        src = self.feed_forward1(src, residual=src)
+        src = self.nonlin_attention(src, attn_weights[0:1], residual=src)
+        src = self.self_attn1(src, attn_weights, residual=src)
+        src = self.conv_module1(src, chunk_size=chunk_size, src_key_padding_mask=src_key_padding_mask, residual=src)
+        src = self.feed_forward2(src, residual=src)
         src = self.bypass_mid(src_orig, src)
-        src = src + self.self_attn2(src, attn_weights)
-        src = src + self.conv_module2(src, chunk_size=chunk_size, src_key_padding_mask=src_key_padding_mask)
-        src = src + self.feed_forward3(src)
+        src = self.self_attn2(src, attn_weights, residual=src)
+        src = self.conv_module2(src, chunk_size=chunk_size, src_key_padding_mask=src_key_padding_mask, residual=src)
+        src = self.feed_forward3(src, residual=src)
         return self.bypass(src_orig, self.norm(src))
 
 
@@ -432,6 +433,8 @@ class BypassModule(nn.Module):
         return scale
 
     def forward(self, src_orig: Tensor, src: Tensor) -> Tensor:
+        if not (self.training or is_exporting()):  # the same sum in one pass
+            return torch.lerp(src_orig, src, self.bypass_scale)
         return src_orig + (src - src_orig) * self._scale(src.shape[1])
 
 
@@ -620,7 +623,8 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         if use_pos:
             pos = self.linear_pos(pos_emb)
             pos = pos.reshape(-1, 2 * seq_len - 1, num_heads, pos_head_dim).permute(2, 0, 3, 1)
-        if not (self.training or is_exporting()) and x.device.type == "cpu":
+        if not (self.training or is_exporting() or torch.is_grad_enabled()) and x.device.type == "cpu":
+            # (in place, with out= products: no autograd there)
             return _attention_weights_by_bands(q, k, p, pos, key_padding_mask, attn_mask)
 
         attn_scores = torch.matmul(q, k)  # (head, batch, time1, time2)
@@ -643,8 +647,10 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
 
 
 # Rows per band in `_attention_weights_by_bands`: a band's scores of all heads take about this
-# many bytes, so that they stay in the CPU's L2 cache from the product to the softmax.
-_BAND_BYTES = 2 << 20
+# many bytes per thread, so that each core's share stays in its L2 cache (1-2 MiB on the CPUs
+# measured) from the product to the softmax. At 30 s (50 Hz layer, small, 1 thread, Intel Xeon)
+# 1 MiB took 25 ms where 2 MiB took 32; on the AMD EPYC 2 MiB at 2 threads was the best.
+_BAND_BYTES_PER_THREAD = 1 << 20
 
 
 def _attention_weights_by_bands(
@@ -664,22 +670,33 @@ def _attention_weights_by_bands(
     from 15.6 to 8.4 ms per layer at 50 Hz (small model, batch 1, 2 threads)."""
     num_heads, batch_size, seq_len, _ = q.shape
     weights = q.new_empty(num_heads, batch_size, seq_len, seq_len)
-    if _BAND_BYTES >= 4 * num_heads * batch_size * seq_len * seq_len:  # short: the whole batch at once
+    band_bytes = _BAND_BYTES_PER_THREAD * torch.get_num_threads()
+    if band_bytes >= 4 * num_heads * batch_size * seq_len * seq_len:  # short: the whole batch at once
         utterances, rows = [slice(None)], seq_len
     else:
         utterances = [slice(b, b + 1) for b in range(batch_size)]
-        rows = max(8, _BAND_BYTES // (4 * num_heads * seq_len))
+        rows = max(8, band_bytes // (4 * num_heads * seq_len))
     for utt in utterances:
+        keys = k[:, utt].flatten(0, 1).contiguous()  # once per utterance, not per band
         for start in range(0, seq_len, rows):
             end = min(seq_len, start + rows)
-            scores = torch.matmul(q[:, utt, start:end], k[:, utt])  # (head, utterances, rows, T)
+            # The band's place in `weights` (head, utterances, rows, T) receives the position
+            # term, the products added to it, the masks and the softmax, all in place.
+            scores = weights[:, utt, start:end]
             band = torch.matmul(p[:, utt, start:end], pos[..., seq_len - end : 2 * seq_len - 1 - start])
-            scores.add_(_relative_to_absolute(band, seq_len))
+            torch.baddbmm(
+                _relative_to_absolute(band, seq_len).flatten(0, 1),
+                q[:, utt, start:end].flatten(0, 1),
+                keys,
+                out=scores.flatten(0, 1),
+            )
             if attn_mask is not None:
                 scores.masked_fill_(attn_mask[start:end], MASKED_SCORE)
             if key_padding_mask is not None:
                 scores.masked_fill_(key_padding_mask[utt].unsqueeze(1), MASKED_SCORE)
-            weights[:, utt, start:end] = scores.softmax(dim=-1)
+            # in place on contiguous blocks (the kernel is not alias-safe on strided ones)
+            for block in [scores] if scores.is_contiguous() else scores:
+                torch.ops.aten._softmax.out(block, -1, False, out=block)
     return weights
 
 
@@ -721,13 +738,16 @@ class SelfAttention(nn.Module):
         self.out_proj = scaled_linear(num_heads * value_head_dim, embed_dim, bias=True, initial_scale=0.05)
         self.whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
 
-    def forward(self, x: Tensor, attn_weights: Tensor) -> Tensor:
-        """x: (time, batch, embed_dim); attn_weights: (heads, batch, time, time)."""
+    def forward(self, x: Tensor, attn_weights: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        """x: (time, batch, embed_dim); attn_weights: (heads, batch, time, time). With
+        `residual` (inference only): residual + the output."""
         seq_len, batch_size, _ = x.shape
         num_heads = attn_weights.shape[0]
         x = self.in_proj(x).reshape(seq_len, batch_size, num_heads, -1).permute(2, 1, 0, 3)
         x = batched_matmul(attn_weights, x)  # (heads, batch, time, value_head_dim)
         x = x.permute(2, 1, 0, 3).reshape(seq_len, batch_size, -1)
+        if residual is not None:
+            return linear(x, self.out_proj.weight, self.out_proj.bias, residual)
         return self.whiten(self.out_proj(x))
 
 
@@ -744,10 +764,11 @@ class FeedforwardModule(nn.Module):
         )
         self.out_whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5), prob=(0.025, 0.25), grad_scale=0.01)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        """With `residual` (inference only): residual + the output."""
         if not self.training:
             shifted = linear(x, self.in_proj.weight, shifted_bias(self.in_proj.bias, "SwooshL"))
-            return self.out_proj.forward_shifted(shifted)
+            return self.out_proj.forward_shifted(shifted, residual)
         return self.out_whiten(self.out_proj(self.hidden_balancer(self.in_proj(x))))
 
 
@@ -769,8 +790,9 @@ class NonlinAttention(nn.Module):
         self.whiten1 = Whiten(num_groups=1, whitening_limit=whitening_schedule(5.0), prob=(0.025, 0.25), grad_scale=0.01)
         self.whiten2 = Whiten(num_groups=1, whitening_limit=whitening_schedule(5.0, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
 
-    def forward(self, x: Tensor, attn_weights: Tensor) -> Tensor:
-        """x: (time, batch, channels); attn_weights: (heads, batch, time, time)."""
+    def forward(self, x: Tensor, attn_weights: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        """x: (time, batch, channels); attn_weights: (heads, batch, time, time). With
+        `residual` (inference only): residual + the output."""
         seq_len, batch_size, _ = x.shape
         s, x, y = self.in_proj(x).chunk(3, dim=2)
         x = self.whiten1(x) * torch.tanh(self.balancer(s))
@@ -778,6 +800,8 @@ class NonlinAttention(nn.Module):
         x = x.reshape(seq_len, batch_size, num_heads, -1).permute(2, 1, 0, 3)
         x = batched_matmul(attn_weights, x)
         x = x.permute(2, 1, 0, 3).reshape(seq_len, batch_size, -1)
+        if residual is not None:
+            return linear(x * y, self.out_proj.weight, self.out_proj.bias, residual)
         return self.whiten2(self.out_proj(x * y))
 
 
@@ -806,10 +830,16 @@ class ConvolutionModule(nn.Module):
         self.whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5), prob=(0.025, 0.25), grad_scale=0.01)
         self.out_proj = ActivationDropoutAndLinear(channels, channels, activation="SwooshR", dropout_p=0.0, initial_scale=0.05)
 
-    def forward(self, x: Tensor, src_key_padding_mask: Optional[Tensor] = None, chunk_size: int = -1) -> Tensor:
-        """x: (time, batch, channels); src_key_padding_mask: (batch, time), True = padding."""
+    def forward(
+        self, x: Tensor, src_key_padding_mask: Optional[Tensor] = None, chunk_size: int = -1,
+        residual: Optional[Tensor] = None,
+    ) -> Tensor:
+        """x: (time, batch, channels); src_key_padding_mask: (batch, time), True = padding. With
+        `residual` (inference only): residual + the output."""
         if not (self.training or self.causal or is_exporting()):
-            return self._forward_eval(x, src_key_padding_mask)
+            return self._forward_eval(x, src_key_padding_mask, residual)
+        if residual is not None:
+            return residual + self.forward(x, src_key_padding_mask, chunk_size)
         x, s = self.in_proj(x).chunk(2, dim=2)
         x = x * torch.sigmoid(self.balancer1(s))
         x = x.permute(1, 2, 0)  # (batch, channels, time)
@@ -826,24 +856,15 @@ class ConvolutionModule(nn.Module):
         x = self.balancer2(x).permute(2, 0, 1)  # (time, batch, channels)
         return self.out_proj(self.whiten(x))
 
-    def _forward_eval(self, x: Tensor, src_key_padding_mask: Optional[Tensor]) -> Tensor:
-        """Inference, non-causal: the depthwise conv runs as a 2-D conv on channels-last data
-        (stored as (batch, time, channels)), which oneDNN computes several times faster than a
-        channels-first conv1d (the same products and sums, in another order: outputs within
-        ~1e-6); SwooshR's shift and constant folded into the neighbouring biases. Time is the
-        conv's width at batch > 1 and its height at batch 1 on CPU, where oneDNN's kernel for a
-        (1, C, 1, T) input ran 7x slower (1.9 against 0.26 ms for 256 channels x 748 frames).
+    def _forward_eval(self, x: Tensor, src_key_padding_mask: Optional[Tensor], residual: Optional[Tensor]) -> Tensor:
+        """Inference, non-causal: the depthwise conv as a 2-D conv on channels-last data
+        (`kernels.depthwise_over_time`: the same products and sums, in another order, outputs
+        within ~1e-6); SwooshR's shift and constant folded into the neighbouring biases.
         (Exporting takes the conv1d path of `forward`.)"""
-        x, s = self.in_proj(x).chunk(2, dim=2)
-        x = x * torch.sigmoid(s)  # (time, batch, channels)
+        x = F.glu(self.in_proj(x), dim=2)  # x * sigmoid(s) of the two halves x, s; (time, batch, channels)
         if src_key_padding_mask is not None:
             x.masked_fill_(src_key_padding_mask.t().unsqueeze(-1), 0.0)
         conv = self.depthwise_conv
         x = x.transpose(0, 1).contiguous()  # (batch, time, channels)
-        if x.shape[0] == 1 and x.device.type == "cpu":  # channels-last (batch, channels, time, 1)
-            x, weight, padding, unit_dim = x.unsqueeze(2), conv.weight.unsqueeze(3), (conv.padding[0], 0), 3
-        else:  # channels-last (batch, channels, 1, time)
-            x, weight, padding, unit_dim = x.unsqueeze(1), conv.weight.unsqueeze(2), (0, conv.padding[0]), 2
-        shifted = F.conv2d(x.permute(0, 3, 1, 2), weight, shifted_bias(conv.bias, "SwooshR"),
-                           padding=padding, groups=conv.groups)
-        return self.out_proj.forward_shifted(shifted.squeeze(unit_dim).permute(2, 0, 1))
+        shifted = depthwise_over_time(x, conv.weight, shifted_bias(conv.bias, "SwooshR"), conv.padding[0])
+        return self.out_proj.forward_shifted(shifted.permute(2, 0, 1), residual)
