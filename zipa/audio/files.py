@@ -47,7 +47,7 @@ def find_audio(inputs: Sequence[str]) -> Tuple[List[AudioFile], List[str]]:
     return files, errors
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def audio_suffixes() -> Tuple[str, ...]:
     """The suffixes (lower case, sorted) of the audio formats this soundfile (libsndfile) reads:
     .wav .flac .ogg .oga .opus .aiff .aif .caf .au .w64 .sph ..., .mp3 where it reads MP3."""

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from zipa.inference.resumable import LineOutput
     from zipa.inference.writers import OutputFormat
 
-def file_targets(files: List[AudioFile], output: Optional[str], fmt: "OutputFormat") -> List[Optional[Path]]:
+def file_targets(files: List[AudioFile], output: Optional[str], fmt: OutputFormat) -> List[Optional[Path]]:
     """Where each file's own output goes (a format with a file per audio file): None for stdout
     (one input, no --output), ``output`` itself when it names a file with the format's suffix,
     else ``output/<relative path><suffix>``."""
@@ -95,7 +95,8 @@ def _normalizer(remove_diacritics: bool) -> Optional[Callable[[str], str]]:
     try:
         from zipa.text.ipa import normalize_ipa
     except ImportError as e:
-        raise UsageError(f"--remove-diacritics needs zipa.text.ipa.normalize_ipa, which cannot be imported ({e})") from None
+        raise UsageError(
+            f"--remove-diacritics needs zipa.text.ipa.normalize_ipa, which cannot be imported ({e})") from None
     return lambda text: normalize_ipa(text, remove_diacritics=True)
 
 
@@ -188,8 +189,8 @@ def _forced_jobs(args: argparse.Namespace, source: str, files: List[AudioFile]):
     have none): --transcript/--text for one file, a --transcripts TSV (matched as `zipa
     evaluate --ref` matches: `zipa.evaluation.references.match_references`), or --textgrid (a
     file for one audio file, or a folder: `zipa.inference.forced.find_textgrid`)."""
-    from zipa.inference.forced import AlignJob, find_textgrid
     from zipa.data.textgrid import read_textgrid
+    from zipa.inference.forced import AlignJob, find_textgrid
 
     if source in ("transcript", "text"):
         if len(files) != 1:
@@ -250,7 +251,7 @@ class Run:
     """What one transcribe/align command does, decided before any model is loaded."""
 
     command: str
-    fmt: "OutputFormat"
+    fmt: OutputFormat
     timestamps: bool
     words: bool
     forced: Optional[str]
@@ -260,7 +261,7 @@ class Run:
     files: List[AudioFile]
     failures: List[str]
     jobs: Dict[str, Any] = field(default_factory=dict)  # forced alignment: {str(path): AlignJob}
-    lines: Optional["LineOutput"] = None  # line formats: the one output
+    lines: Optional[LineOutput] = None  # line formats: the one output
     targets: Dict[str, Optional[Path]] = field(default_factory=dict)  # file formats: each file's output
     plots: Dict[str, Path] = field(default_factory=dict)
     todo: List[Path] = field(default_factory=list)
@@ -293,7 +294,8 @@ def plan_run(args: argparse.Namespace, timestamps: bool) -> Run:
     to_stdout = args.output is None or args.output == "-"
     run.where = "stdout" if to_stdout else args.output
     if fmt.one_file_each:
-        run.targets = {str(path): target for (path, _), target in zip(run.files, file_targets(run.files, args.output, fmt))}
+        targets = file_targets(run.files, args.output, fmt)
+        run.targets = {str(path): target for (path, _), target in zip(run.files, targets)}
         _check_not_overwriting_inputs(run.targets, run.jobs)
     else:
         if not to_stdout and Path(args.output).is_dir():

@@ -124,7 +124,8 @@ def ctc_viterbi(
     if num_frames < max(need, 1):
         why = "one per token and a blank between repeated tokens" if repeats_need_blank else "one per token"
         raise ValueError(
-            f"ctc_viterbi: {num_tokens} tokens cannot be aligned to {num_frames} frames: they need at least {need} ({why})"
+            f"ctc_viterbi: {num_tokens} tokens cannot be aligned to {num_frames} frames: "
+            f"they need at least {need} ({why})"
         )
     labels = np.full(2 * num_tokens + 1, blank_id, dtype=np.int64)
     labels[1::2] = tokens
@@ -244,7 +245,8 @@ def transducer_forced_align(
     next_token = torch.tensor(list(tokens), device=device)
     blank_lp, token_lp = [], []
     for t0 in range(0, num_frames, frames_chunk):
-        logits = joiner(encoder_proj[t0 : t0 + frames_chunk].unsqueeze(1), decoder_out.unsqueeze(0), project_input=False)
+        logits = joiner(encoder_proj[t0 : t0 + frames_chunk].unsqueeze(1), decoder_out.unsqueeze(0),
+                        project_input=False)
         lp = mask_logits(logits, token_mask).float().log_softmax(dim=-1)  # (chunk, U + 1, vocab)
         blank_lp.append(lp[:, :, blank_id].cpu())
         token_lp.append(lp[:, :-1].gather(2, next_token.view(1, -1, 1).expand(lp.shape[0], -1, 1)).squeeze(2).cpu())

@@ -41,21 +41,6 @@ from zipa.decoding.alignment import (
     transducer_spans,
 )
 from zipa.decoding.inventory import Inventory, TokenMask, mask_log_probs, token_mask
-from zipa.decoding.topk import ctc_alternatives, transducer_alternatives
-from zipa.inference.long_audio import (
-    DEFAULT_OVERLAP,
-    DEFAULT_WINDOW,
-    AudioInfo,
-    Segment,
-    audio_info,
-    check_window,
-    owns,
-    plan_segments,
-    read_segment,
-)
-from zipa.hub.pretrained import resolve_model
-from zipa.inference.options import DECODING_METHODS
-from zipa.utils.progress import Progress
 from zipa.decoding.timestamps import (
     FRAME_OFFSET,
     WORD_BOUNDARY,
@@ -67,10 +52,25 @@ from zipa.decoding.timestamps import (
     frame_time,
     is_modifier,
 )
+from zipa.decoding.topk import ctc_alternatives, transducer_alternatives
+from zipa.hub.pretrained import resolve_model
+from zipa.inference.long_audio import (
+    DEFAULT_OVERLAP,
+    DEFAULT_WINDOW,
+    AudioInfo,
+    Segment,
+    audio_info,
+    check_window,
+    owns,
+    plan_segments,
+    read_segment,
+)
+from zipa.inference.options import DECODING_METHODS
 from zipa.model.io import default_device, load_model
 from zipa.model.protocols import EncoderModel
 from zipa.model.subsampling import MIN_FEATURE_FRAMES
 from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
+from zipa.utils.progress import Progress
 
 if TYPE_CHECKING:
     from zipa.inference.forced import AlignJob, FileAlignment
@@ -111,7 +111,7 @@ class Transcriber:
         model: EncoderModel,
         tokenizer: Tokenizer,
         device: Optional[Union[str, torch.device]] = None,
-        aligner: Optional["FrameAligner"] = None,
+        aligner: Optional[FrameAligner] = None,
     ):
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
@@ -119,11 +119,11 @@ class Transcriber:
         self.aligner = aligner
 
     @property
-    def aligner(self) -> Optional["FrameAligner"]:
+    def aligner(self) -> Optional[FrameAligner]:
         return self._aligner
 
     @aligner.setter
-    def aligner(self, aligner: Optional["FrameAligner"]) -> None:
+    def aligner(self, aligner: Optional[FrameAligner]) -> None:
         """AlignerMismatchError when ``aligner`` was not trained on this model."""
         if aligner is not None:
             from zipa.model.aligner import check_aligner
@@ -132,7 +132,7 @@ class Transcriber:
             aligner = aligner.to(self.device).eval()
         self._aligner = aligner
 
-    def load_aligner(self, aligner: AlignerLike, model_path: Optional[PathLike] = None) -> Optional["FrameAligner"]:
+    def load_aligner(self, aligner: AlignerLike, model_path: Optional[PathLike] = None) -> Optional[FrameAligner]:
         """Attach (and return) the aligner that ``aligner`` names: a file or a `FrameAligner`
         (AlignerMismatchError when it was trained on another encoder); None: none; "auto": the
         file `zipa.model.aligner.aligner_path_for(model_path)` (``<model stem>.aligner.pt``
@@ -165,7 +165,7 @@ class Transcriber:
         aligner: AlignerLike = "auto",
         precision: str = "fp32",
         **config_overrides,
-    ) -> "Transcriber":
+    ) -> Transcriber:
         """Load a released `.pth` (or an icefall checkpoint, or a model name that
         `zipa.hub.pretrained.resolve_model` knows); the architecture is read from the
         weights, settings they cannot show from `config_overrides` or a config.json beside it.
@@ -198,7 +198,7 @@ class Transcriber:
         providers: Optional[Sequence[str]] = None,
         precision: str = "fp32",
         cache_dir: Optional[PathLike] = None,
-    ) -> "Transcriber":
+    ) -> Transcriber:
         """The ONNX backend: an export folder from `zipa export-onnx` (its fp32, int8 or fp16
         graphs), a `.onnx` file, upstream ZIPA's published graphs (a folder, a file, or a model
         name / Hub repo id fetched into the cache at `cache_dir`), run by onnxruntime behind the
@@ -419,7 +419,8 @@ class Transcriber:
         `sampling_rate` as in `features`, `inventory` and `topk` as in `token_spans`. The times
         are those of the aligner when there is one (see the class docstring)."""
         grid = self.time_grid
-        rows = self._timed_spans(*self.features(audio, sampling_rate), decoding, beam, self.inventory_mask(inventory), topk)
+        rows = self._timed_spans(*self.features(audio, sampling_rate), decoding, beam, self.inventory_mask(inventory),
+                                 topk)
         return [[_timed(span, 0.0, grid) for span in timing] for _, timing in rows]
 
     @torch.inference_mode()
@@ -515,7 +516,7 @@ class Transcriber:
 
     def align_files(
         self,
-        jobs: Iterable["AlignJob"],
+        jobs: Iterable[AlignJob],
         lang: Optional[str] = None,
         remove_diacritics: bool = False,
         window: float = DEFAULT_WINDOW,
@@ -523,7 +524,7 @@ class Transcriber:
         batch_size: int = 8,
         progress: Union[None, bool, str, Progress] = False,
         stop: Optional[Callable[[], bool]] = None,
-    ) -> Iterator["FileAlignment"]:
+    ) -> Iterator[FileAlignment]:
         """Forced alignment of files of any length, one `zipa.inference.forced.FileAlignment`
         per `AlignJob` (a file and its transcript, or the utterance intervals of a TextGrid
         tier), yielded in order as each is done. Each file, or utterance, is aligned on its own;
@@ -548,7 +549,7 @@ class Transcriber:
         group_seconds: float = GROUP_SECONDS,
         inventory: InventoryLike = None,
         topk: int = 0,
-    ) -> List["FileTranscript"]:
+    ) -> List[FileTranscript]:
         """Decode audio files of any length; one `FileTranscript` per path, in order.
 
         `iter_transcribe_files` collected into a list in the order of `paths`; the arguments
@@ -610,7 +611,7 @@ class Transcriber:
         stop: Optional[Callable[[], bool]] = None,
         inventory: InventoryLike = None,
         topk: int = 0,
-    ) -> Iterator["FileTranscript"]:
+    ) -> Iterator[FileTranscript]:
         """Decode audio files of any length, yielding each file's `FileTranscript` as soon as
         all its segments are decoded: NOT in the order of `paths` (see below).
 
@@ -654,7 +655,7 @@ class Transcriber:
         stop: Optional[Callable[[], bool]],
         mask: Optional[TokenMask] = None,
         topk: int = 0,
-    ) -> Iterator[Tuple[int, "FileTranscript"]]:
+    ) -> Iterator[Tuple[int, FileTranscript]]:
         """`iter_transcribe_files` with each result's position in `paths` (arguments checked)."""
         reporter = Progress.make(progress, len(paths))
         owned = reporter is not progress
@@ -689,7 +690,7 @@ class Transcriber:
 
     def _decode_group(
         self,
-        group: List[Tuple[int, "FileTranscript", AudioInfo]],
+        group: List[Tuple[int, FileTranscript, AudioInfo]],
         window: float,
         overlap: float,
         batch_size: int,
@@ -699,7 +700,7 @@ class Transcriber:
         stop: Callable[[], bool],
         mask: Optional[TokenMask] = None,
         topk: int = 0,
-    ) -> Iterator[Tuple[int, "FileTranscript"]]:
+    ) -> Iterator[Tuple[int, FileTranscript]]:
         """Decode one group's segments longest first; yield each file once all its segments
         are decoded (or as soon as one fails)."""
         results = [result for _, result, _ in group]
@@ -734,7 +735,7 @@ class Transcriber:
     def _decode_segments(
         self,
         batch: List[Segment],
-        results: List["FileTranscript"],
+        results: List[FileTranscript],
         decoding: str,
         beam: int,
         mask: Optional[TokenMask] = None,
@@ -827,7 +828,8 @@ def _check_file_args(
     if topk < 0:
         raise ValueError(f"topk must be 0 (none) or more, got {topk}")
     if group_files < 1 or not group_seconds > 0:
-        raise ValueError(f"group_files must be at least 1 and group_seconds positive, got {group_files}, {group_seconds}")
+        raise ValueError(
+            f"group_files must be at least 1 and group_seconds positive, got {group_files}, {group_seconds}")
 
 
 def _clamped(token: TimedToken, lo: float, hi: float) -> TimedToken:

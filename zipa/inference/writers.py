@@ -180,7 +180,9 @@ def format_textgrids(
     """The TextGrid of one record: its phones and words over [0, duration], or, when the record
     comes from a TextGrid's utterance tier, a copy of that TextGrid with both tiers added."""
     (record,) = records
-    return textgrid_for(record, words) if record.textgrid is None else textgrid_with_alignment(record.textgrid, record, words)
+    if record.textgrid is None:
+        return textgrid_for(record, words)
+    return textgrid_with_alignment(record.textgrid, record, words)
 
 
 def textgrid_for(record: Record, words: bool = True) -> str:

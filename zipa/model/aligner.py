@@ -81,7 +81,8 @@ class FrameAligner(nn.Module):
         """``lengths`` (N,): valid encoder frames of each item; the frames after them (batch
         padding) are zeroed first, so that an item's output does not depend on what pads it."""
         if lengths is not None:
-            valid = torch.arange(encoder_out.shape[1], device=encoder_out.device) < lengths.to(encoder_out.device)[:, None]
+            frames = torch.arange(encoder_out.shape[1], device=encoder_out.device)
+            valid = frames < lengths.to(encoder_out.device)[:, None]
             encoder_out = encoder_out * valid.unsqueeze(-1).to(encoder_out.dtype)
         hidden = torch.relu(self.conv(encoder_out.transpose(1, 2))).transpose(1, 2)
         logits = self.out(hidden)

@@ -55,7 +55,7 @@ def read_state_dict(path: PathLike, use_averaged: bool = False, trusted: bool = 
         raise FileNotFoundError(f"checkpoint not found: {path}")
     with open(path, "rb") as f:
         magic = f.read(4)
-    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):  # zip or legacy pickle
+    if not magic.startswith((b"PK\x03\x04", b"\x80")):  # zip or legacy pickle
         raise CheckpointError(f"{path}: truncated or not a torch checkpoint (unknown file header {magic!r})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trusted)
@@ -141,7 +141,9 @@ def config_for_state_dict(state_dict: Mapping[str, Any], path: PathLike, **overr
     return _config_from(state_dict, Path(path), overrides)
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: PathLike = "<state_dict>") -> None:
+def load_state_dict_strict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: PathLike = "<state_dict>"
+) -> None:
     """`model.load_state_dict(state_dict, strict=True)`, after a check whose `CheckpointError`
     names the file and the first missing keys, unexpected keys and shape mismatches."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -4,9 +4,10 @@
 float32 interface the inference code uses (`forward_encoder`, `ctc_output`, `use_ctc`,
 `encoder`): features go in as float32, encoder outputs and log-probs come out as float32. On a
 CPU with AVX512-BF16 (or AMX) the encoder runs about 1.5-1.6x faster than this project's
-float32 at 30 s (2.7-3.1x the original's; benchmarks/vs_original.py --bf16); the cost on the demo model is a PER change within
-±0.1 points and 90-91 % of hypotheses identical to float32's (benchmarks/fast_modes.py,
-README "Performance"). `zipa transcribe|align|evaluate|serve --precision bf16` uses it. Use it as
+float32 at 30 s (2.7-3.1x the original's; benchmarks/vs_original.py --bf16); the cost on the
+demo model is a PER change within ±0.1 points and 90-91 % of hypotheses identical to float32's
+(benchmarks/fast_modes.py, README "Performance"). `zipa transcribe|align|evaluate|serve
+--precision bf16` uses it. Use it as
 
     from zipa.model.precision import LowPrecisionModel
     transcriber = Transcriber.from_checkpoint(path, aligner=None)

@@ -47,13 +47,15 @@ class ConvNeXt(nn.Module):
         self.layerdrop_rate = ScheduledFloat((0.0, 0.2), (20000.0, 0.015)) if layerdrop_rate is None else layerdrop_rate
         self.depthwise_conv = nn.Conv2d(channels, channels, kernel_size, padding=self.padding, groups=channels)
         self.pointwise_conv1 = nn.Conv2d(channels, hidden_channels, kernel_size=1)
-        self.hidden_balancer = Balancer(hidden_channels, channel_dim=1, min_positive=0.3, max_positive=1.0, min_abs=0.75, max_abs=5.0)
+        self.hidden_balancer = Balancer(hidden_channels, channel_dim=1, min_positive=0.3, max_positive=1.0,
+                                        min_abs=0.75, max_abs=5.0)
         self.activation = SwooshL()
         self.pointwise_conv2 = nn.Conv2d(hidden_channels, channels, kernel_size=1)
         with torch.no_grad():
             self.pointwise_conv2.weight.mul_(0.01)
             nn.init.uniform_(self.pointwise_conv2.bias, -0.001, 0.001)
-        self.out_balancer = Balancer(channels, channel_dim=1, min_positive=0.4, max_positive=0.6, min_abs=1.0, max_abs=6.0)
+        self.out_balancer = Balancer(channels, channel_dim=1, min_positive=0.4, max_positive=0.6, min_abs=1.0,
+                                     max_abs=6.0)
         self.out_whiten = Whiten(num_groups=1, whitening_limit=5.0, prob=(0.025, 0.25), grad_scale=0.01)
 
     def forward(self, x: Tensor) -> Tensor:

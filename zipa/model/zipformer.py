@@ -269,7 +269,8 @@ class Zipformer2EncoderLayer(nn.Module):
         self.bypass_scale = nn.Parameter(torch.full((embed_dim,), 0.5))
         self.norm = BiasNorm(embed_dim)
 
-        self.balancer1 = Balancer(embed_dim, channel_dim=-1, min_positive=0.45, max_positive=0.55, min_abs=0.2, max_abs=4.0)
+        self.balancer1 = Balancer(embed_dim, channel_dim=-1, min_positive=0.45, max_positive=0.55, min_abs=0.2,
+                                  max_abs=4.0)
         self.balancer_na = Balancer(
             embed_dim, channel_dim=-1, min_positive=0.3, max_positive=0.7,
             min_abs=ScheduledFloat((0.0, 0.004), (4000.0, 0.02)), prob=0.05,
@@ -282,8 +283,10 @@ class Zipformer2EncoderLayer(nn.Module):
             embed_dim, channel_dim=-1, min_positive=0.3, max_positive=0.7,
             min_abs=ScheduledFloat((0.0, 0.0), (4000.0, 0.2), default=0.0), max_abs=4.0, prob=0.05,
         )
-        self.whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(4.0, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
-        self.balancer2 = Balancer(embed_dim, channel_dim=-1, min_positive=0.45, max_positive=0.55, min_abs=0.1, max_abs=4.0)
+        self.whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(4.0, ratio=3.0), prob=(0.025, 0.25),
+                             grad_scale=0.01)
+        self.balancer2 = Balancer(embed_dim, channel_dim=-1, min_positive=0.45, max_positive=0.55, min_abs=0.1,
+                                  max_abs=4.0)
 
     def forward(
         self,
@@ -315,14 +318,16 @@ class Zipformer2EncoderLayer(nn.Module):
             self.conv_module1(src, chunk_size=chunk_size, src_key_padding_mask=src_key_padding_mask),
             sequence_mask(batch_size, conv_skip, src),
         )
-        src = src + _masked(self.balancer_ff2(self.feed_forward2(src)), sequence_mask(batch_size, float(self.ff2_skip_rate), src))
+        src = src + _masked(self.balancer_ff2(self.feed_forward2(src)),
+                            sequence_mask(batch_size, float(self.ff2_skip_rate), src))
         src = self.bypass_mid(src_orig, src)
         src = src + _masked(self.self_attn2(src, attn_weights), attn_skip)
         src = src + _masked(
             self.conv_module2(src, chunk_size=chunk_size, src_key_padding_mask=src_key_padding_mask),
             sequence_mask(batch_size, conv_skip, src),
         )
-        src = src + _masked(self.balancer_ff3(self.feed_forward3(src)), sequence_mask(batch_size, float(self.ff3_skip_rate), src))
+        src = src + _masked(self.balancer_ff3(self.feed_forward3(src)),
+                            sequence_mask(batch_size, float(self.ff3_skip_rate), src))
         src = self.norm(self.balancer1(src))
         src = self.bypass(src_orig, src)
         return self.whiten(self.balancer2(src))
@@ -393,7 +398,8 @@ class Zipformer2Encoder(nn.Module):
         if training:
             src = src * feature_mask
         for layer in self.layers:
-            src = layer(src, pos_emb, chunk_size=chunk_size, attn_mask=attn_mask, src_key_padding_mask=src_key_padding_mask)
+            src = layer(src, pos_emb, chunk_size=chunk_size, attn_mask=attn_mask,
+                        src_key_padding_mask=src_key_padding_mask)
             if training:
                 src = src * feature_mask
         return src
@@ -587,7 +593,8 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         self.pos_emb_skip_rate = ScheduledFloat((0.0, 0.5), (4000.0, 0.0))
         in_proj_dim = (2 * query_head_dim + pos_head_dim) * num_heads
         self.in_proj = scaled_linear(embed_dim, in_proj_dim, bias=True, initial_scale=query_head_dim**-0.25)
-        self.whiten_keys = Whiten(num_groups=num_heads, whitening_limit=whitening_schedule(3.0), prob=(0.025, 0.25), grad_scale=0.025)
+        self.whiten_keys = Whiten(num_groups=num_heads, whitening_limit=whitening_schedule(3.0), prob=(0.025, 0.25),
+                                  grad_scale=0.025)
         self.balance_keys = Balancer(
             query_head_dim * num_heads, channel_dim=-1, min_positive=0.4, max_positive=0.6,
             min_abs=0.0, max_abs=100.0, prob=0.025,
@@ -664,7 +671,7 @@ def _attention_weights_by_bands(
     from 15.6 to 8.4 ms per layer at 50 Hz (small model, batch 1, 2 threads)."""
     num_heads, batch_size, seq_len, _ = q.shape
     weights = q.new_empty(num_heads, batch_size, seq_len, seq_len)
-    if _BAND_BYTES >= 4 * num_heads * batch_size * seq_len * seq_len:  # short: the whole batch at once
+    if 4 * num_heads * batch_size * seq_len * seq_len <= _BAND_BYTES:  # short: the whole batch at once
         utterances, rows = [slice(None)], seq_len
     else:
         utterances = [slice(b, b + 1) for b in range(batch_size)]
@@ -719,7 +726,8 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.in_proj = Linear(embed_dim, num_heads * value_head_dim, bias=True)
         self.out_proj = scaled_linear(num_heads * value_head_dim, embed_dim, bias=True, initial_scale=0.05)
-        self.whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
+        self.whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5, ratio=3.0), prob=(0.025, 0.25),
+                             grad_scale=0.01)
 
     def forward(self, x: Tensor, attn_weights: Tensor) -> Tensor:
         """x: (time, batch, embed_dim); attn_weights: (heads, batch, time, time)."""
@@ -737,12 +745,14 @@ class FeedforwardModule(nn.Module):
     def __init__(self, embed_dim: int, feedforward_dim: int, dropout: FloatLike):
         super().__init__()
         self.in_proj = Linear(embed_dim, feedforward_dim, bias=True)
-        self.hidden_balancer = Balancer(feedforward_dim, channel_dim=-1, min_positive=0.3, max_positive=1.0, min_abs=0.75, max_abs=5.0)
+        self.hidden_balancer = Balancer(feedforward_dim, channel_dim=-1, min_positive=0.3, max_positive=1.0,
+                                        min_abs=0.75, max_abs=5.0)
         self.out_proj = ActivationDropoutAndLinear(
             feedforward_dim, embed_dim, activation="SwooshL", dropout_p=dropout,
             dropout_shared_dim=0, bias=True, initial_scale=0.1,
         )
-        self.out_whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5), prob=(0.025, 0.25), grad_scale=0.01)
+        self.out_whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5), prob=(0.025, 0.25),
+                                 grad_scale=0.01)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
@@ -766,8 +776,10 @@ class NonlinAttention(nn.Module):
             min_abs=0.5, max_abs=5.0,
         )
         self.out_proj = scaled_linear(hidden_channels, channels, bias=True, initial_scale=0.05)
-        self.whiten1 = Whiten(num_groups=1, whitening_limit=whitening_schedule(5.0), prob=(0.025, 0.25), grad_scale=0.01)
-        self.whiten2 = Whiten(num_groups=1, whitening_limit=whitening_schedule(5.0, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
+        self.whiten1 = Whiten(num_groups=1, whitening_limit=whitening_schedule(5.0), prob=(0.025, 0.25),
+                              grad_scale=0.01)
+        self.whiten2 = Whiten(num_groups=1, whitening_limit=whitening_schedule(5.0, ratio=3.0), prob=(0.025, 0.25),
+                              grad_scale=0.01)
 
     def forward(self, x: Tensor, attn_weights: Tensor) -> Tensor:
         """x: (time, batch, channels); attn_weights: (heads, batch, time, time)."""
@@ -804,7 +816,8 @@ class ConvolutionModule(nn.Module):
             min_abs=ScheduledFloat((0.0, 0.2), (20000.0, 0.5)), max_abs=10.0,
         )
         self.whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5), prob=(0.025, 0.25), grad_scale=0.01)
-        self.out_proj = ActivationDropoutAndLinear(channels, channels, activation="SwooshR", dropout_p=0.0, initial_scale=0.05)
+        self.out_proj = ActivationDropoutAndLinear(channels, channels, activation="SwooshR", dropout_p=0.0,
+                                                   initial_scale=0.05)
 
     def forward(self, x: Tensor, src_key_padding_mask: Optional[Tensor] = None, chunk_size: int = -1) -> Tensor:
         """x: (time, batch, channels); src_key_padding_mask: (batch, time), True = padding."""
@@ -819,7 +832,8 @@ class ConvolutionModule(nn.Module):
             x = self.depthwise_conv(x, chunk_size=chunk_size)
         elif not self.training:
             conv = self.depthwise_conv
-            shifted = F.conv1d(x, conv.weight, shifted_bias(conv.bias, "SwooshR"), padding=conv.padding, groups=conv.groups)
+            shifted = F.conv1d(x, conv.weight, shifted_bias(conv.bias, "SwooshR"), padding=conv.padding,
+                               groups=conv.groups)
             return self.out_proj.forward_shifted(shifted.permute(2, 0, 1))
         else:
             x = self.depthwise_conv(x)

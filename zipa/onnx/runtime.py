@@ -137,7 +137,8 @@ def _upstream_encoder_settings(session, kind: str) -> Dict[str, int]:
             f"upstream {kind} graph: {_PROBE_FRAMES} feature frames gave {frames} output frames "
             f"(shape {out.shape}); cannot tell its frame rate"
         )
-    return {"feature_dim": feature_dim, "output_downsampling_factor": _EMBED_FRAMES // frames, "out_dim": int(out.shape[-1])}
+    return {"feature_dim": feature_dim, "output_downsampling_factor": _EMBED_FRAMES // frames,
+            "out_dim": int(out.shape[-1])}
 
 
 class _EncoderInfo:
@@ -155,7 +156,8 @@ class _OnnxEncoderMixin:
 
     def _run_encoder(self, session, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
         if feats.ndim != 3 or feat_lens.ndim != 1 or feats.shape[0] != feat_lens.shape[0]:
-            raise ValueError(f"expected feats (N, T, F) and feat_lens (N,), got {tuple(feats.shape)} and {tuple(feat_lens.shape)}")
+            raise ValueError(f"expected feats (N, T, F) and feat_lens (N,), "
+                             f"got {tuple(feats.shape)} and {tuple(feat_lens.shape)}")
         if feats.shape[-1] != self.feature_dim:
             raise ValueError(f"the model takes {self.feature_dim}-dim features, got {feats.shape[-1]}")
         if feats.shape[0] and int(feat_lens.min()) < self.min_feature_frames:
@@ -295,8 +297,10 @@ class OnnxTransducerModel(_OnnxEncoderMixin, nn.Module):
     def _init_upstream(self, role: str, encoder_session, decoder_session, joiner_session) -> None:
         """Upstream ZIPA's graphs: settings from the decoder's and joiner's metadata (context_size,
         vocab_size; joiner_dim), the frame rate measured on the encoder; blank id 0."""
-        for session, expected in ((encoder_session, "encoder"), (decoder_session, "decoder"), (joiner_session, "joiner")):
-            layout, got = (self.layout, role) if session is encoder_session else graph_role(session, f"transducer {expected}")
+        sessions = ((encoder_session, "encoder"), (decoder_session, "decoder"), (joiner_session, "joiner"))
+        for session, expected in sessions:
+            layout, got = ((self.layout, role) if session is encoder_session
+                           else graph_role(session, f"transducer {expected}"))
             if (layout, got) != ("upstream", expected):
                 raise ValueError(f"expected upstream ZIPA's transducer {expected} graph, got a {layout} {got} graph")
         settings = _upstream_encoder_settings(encoder_session, "transducer encoder")
@@ -313,7 +317,8 @@ class OnnxTransducerModel(_OnnxEncoderMixin, nn.Module):
         self.feature_dim = settings["feature_dim"]
         self.vocab_size = int(vocab)
         self.encoder = _EncoderInfo(settings["output_downsampling_factor"])
-        self.decoder = OnnxDecoder(decoder_session, upstream.BLANK_ID, context_size, input_name=upstream.DECODER_IO[0][0])
+        self.decoder = OnnxDecoder(decoder_session, upstream.BLANK_ID, context_size,
+                                   input_name=upstream.DECODER_IO[0][0])
         self.joiner = OnnxJoiner(joiner_session, joiner_dim, self.vocab_size)
 
     def forward_encoder(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:

@@ -3,8 +3,9 @@
 A checkpoint (`checkpoint-{batch}.pt`, `epoch-{n}.pt`) is a dict with `model`, `model_avg`
 (the running average of the weights, float64), `optimizer`, `scheduler`, `grad_scaler`,
 `sampler` (where the supervised stream's sampler stood), `unsup_sampler` (the same for the
-pseudo-labelled stream of noisy-student training, or None), `rng` and the training counters (`batch_idx_train`, `cur_epoch`, ...). Writes are
-atomic: a crash never leaves a half-written file under a checkpoint's name. The training loop
+pseudo-labelled stream of noisy-student training, or None), `rng` and the training counters
+(`batch_idx_train`, `cur_epoch`, ...). Writes are atomic: a crash never leaves a half-written
+file under a checkpoint's name. The training loop
 adds `per_rank`: every rank's `rng` and Whiten probabilities, which differ between ranks.
 """
 
@@ -106,7 +107,8 @@ class AveragedModel:
 
     def __init__(self, model: nn.Module):
         state = unwrap(model).state_dict()
-        self.weights = {k: v.detach().to("cpu", torch.float64).clone() for k, v in state.items() if v.is_floating_point()}
+        self.weights = {k: v.detach().to("cpu", torch.float64).clone()
+                        for k, v in state.items() if v.is_floating_point()}
 
     def update(self, model: nn.Module, batch_idx_train: int, average_period: int) -> None:
         """avg <- avg * (1 - w) + model * w with w = average_period / batch_idx_train."""
@@ -176,7 +178,8 @@ def checkpoints_to_average(
         paths = find_checkpoints(exp_dir, iteration)
         needed = avg + 1 if use_averaged_model else avg
         if len(paths) < needed:
-            raise FileNotFoundError(f"--iter {iteration} --avg {avg}: need {needed} checkpoints in {exp_dir}, found {len(paths)}")
+            raise FileNotFoundError(
+                f"--iter {iteration} --avg {avg}: need {needed} checkpoints in {exp_dir}, found {len(paths)}")
         return [paths[0], paths[avg]] if use_averaged_model else paths[:avg]
     if epoch > 0:
         if use_averaged_model:

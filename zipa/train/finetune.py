@@ -122,7 +122,7 @@ class FinetuneInit:
         self.flags = flags
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, output_downsampling_factor: int) -> "FinetuneInit":
+    def from_args(cls, args: argparse.Namespace, output_downsampling_factor: int) -> FinetuneInit:
         path, trusted = resolve_source(args.finetune_ckpt)
         state_dict = read_state_dict(path, trusted=trusted)
         checkpoint_config = config_for_state_dict(state_dict, path)

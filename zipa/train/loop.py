@@ -56,7 +56,8 @@ def seed_everything(seed: int) -> None:
 def schedule_batch_count(args: argparse.Namespace, batch_idx_train: int, world_size: int) -> float:
     """The batch count the model's schedules see: batches of --ref-duration seconds so far, times
     --schedule-speedup, plus FINETUNE_BATCH_COUNT_OFFSET when fine-tuning (schedules at their end)."""
-    count = args.schedule_speedup * adjusted_batch_count(batch_idx_train, args.max_duration, world_size, args.ref_duration)
+    batches = adjusted_batch_count(batch_idx_train, args.max_duration, world_size, args.ref_duration)
+    count = args.schedule_speedup * batches
     return count + (FINETUNE_BATCH_COUNT_OFFSET if getattr(args, "do_finetune", False) else 0)
 
 
@@ -142,7 +143,11 @@ class Trainer:
     """State and steps of one rank's training run."""
 
     def __init__(
-        self, args: argparse.Namespace, dist: DistInfo, data_module: Optional[DataModule], output_downsampling_factor: int
+        self,
+        args: argparse.Namespace,
+        dist: DistInfo,
+        data_module: Optional[DataModule],
+        output_downsampling_factor: int,
     ):
         self.args = args
         self.dist = dist
@@ -303,7 +308,8 @@ class Trainer:
             self.sampler_state = None
             finished = self.train_one_epoch(train_dl, unsup_batches, valid_dl, deadline)
             if not finished:
-                self.log.info(f"time limit reached at batch {self.batch_idx_train}: saved checkpoint-{self.batch_idx_train}.pt")
+                self.log.info(f"time limit reached at batch {self.batch_idx_train}: "
+                              f"saved checkpoint-{self.batch_idx_train}.pt")
                 break
             self.save(self.exp_dir / f"epoch-{epoch}.pt", sampler_state=None)
             self.log.info(f"epoch {epoch} done; saved epoch-{epoch}.pt")
@@ -395,7 +401,8 @@ class Trainer:
         frames = max(totals.get("frames", 0.0), 1.0)
         per_frame = {k: v / frames for k, v in totals.items() if k.endswith("loss")}
         self.log.scalars("valid", per_frame, self.batch_idx_train)
-        self.log.info(f"validation at batch {self.batch_idx_train}: " + ", ".join(f"{k}={v:.4f}" for k, v in per_frame.items()))
+        losses = ", ".join(f"{k}={v:.4f}" for k, v in per_frame.items())
+        self.log.info(f"validation at batch {self.batch_idx_train}: {losses}")
         self.best["valid_loss"] = min(self.best["valid_loss"], per_frame.get("loss", math.inf))
         return per_frame
 

@@ -403,7 +403,7 @@ class ScaledAdam(Optimizer):
         state["model_norm_threshold"] = threshold
         percent_clipped = state["num_clipped"] * 100.0 / n if "num_clipped" in state else 0.0
         state["num_clipped"] = 0
-        quartile_text = " ".join("%.3e" % q for q in quartiles)
+        quartile_text = " ".join(f"{q:.3e}" for q in quartiles)
         logging.warning(
             f"Clipping_scale={clipping_scale}, grad-norm quartiles {quartile_text}, "
             f"threshold={threshold:.3e}, percent-clipped={percent_clipped:.1f}"

@@ -19,7 +19,9 @@ def read_tsv(path: PathLike, min_fields: int, max_fields: int) -> Iterator[tuple
         yield from parse_tsv_lines(f, str(path), min_fields, max_fields)
 
 
-def parse_tsv_lines(lines: Iterable[str], name: str, min_fields: int, max_fields: int) -> Iterator[tuple[int, list[str]]]:
+def parse_tsv_lines(
+    lines: Iterable[str], name: str, min_fields: int, max_fields: int
+) -> Iterator[tuple[int, list[str]]]:
     """:func:`read_tsv` over lines already open; ``name`` is what error messages call them."""
     for n, line in enumerate(lines, 1):
         line = line.rstrip("\n").rstrip("\r")

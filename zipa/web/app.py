@@ -71,7 +71,7 @@ def _limited(request: Request, limit: int) -> Request:
 
 
 def create_app(
-    transcriber: "Transcriber",
+    transcriber: Transcriber,
     *,
     model_name: str = "",
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,

@@ -30,9 +30,9 @@ from typing import IO, TYPE_CHECKING, Dict, List, Optional, Union
 from zipa.audio.load import load_audio
 from zipa.inference.forced import AlignJob
 from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, audio_info, check_window, plan_windows
-from zipa.utils.progress import Progress
 from zipa.inference.writers import FORMATS, Record, format_jsonl
 from zipa.utils.atomic import open_atomic
+from zipa.utils.progress import Progress
 from zipa.web.spectrogram import Tile, spectrogram_tiles
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class JobQueue:
 
     def __init__(
         self,
-        transcriber: "Transcriber",
+        transcriber: Transcriber,
         tmp_dir: Union[None, str, Path] = None,
         window: float = DEFAULT_WINDOW,
         overlap: float = DEFAULT_OVERLAP,
@@ -140,9 +140,9 @@ class JobQueue:
         self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else None
         self.window, self.overlap, self.batch_size = window, overlap, batch_size
         self.decoding, self.beam, self.keep = decoding, beam, keep
-        self._jobs: "OrderedDict[str, Job]" = OrderedDict()
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
-        self._queue: "queue.Queue[Optional[Job]]" = queue.Queue()
+        self._queue: queue.Queue[Optional[Job]] = queue.Queue()
         self._worker: Optional[threading.Thread] = None
         self._running: Optional[Job] = None  # the job the worker is on
         self._ids = itertools.count(1)
