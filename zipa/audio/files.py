@@ -54,7 +54,7 @@ def audio_suffixes() -> Tuple[str, ...]:
     import soundfile as sf
 
     formats = sf.available_formats()
-    found = set()
+    found: set[str] = set()
     for name in formats:
         if name not in _NOT_SEARCHED:
             found.update(_FORMAT_SUFFIXES.get(name, ("." + name.lower(),)))

@@ -211,7 +211,7 @@ def _forced_jobs(args: argparse.Namespace, source: str, files: List[AudioFile]):
                 errors.append(reference.error)
             else:
                 kept.append((path, rel))
-                jobs[str(path)] = AlignJob.whole(path, reference.text)
+                jobs[str(path)] = AlignJob.whole(path, reference.text or "")  # a reference without error has text
         return kept, jobs, errors
     root = Path(args.textgrid)
     if root.is_file() and len(files) != 1:
@@ -322,7 +322,7 @@ def _skip_done(run: Run, args: argparse.Namespace, to_stdout: bool) -> None:
             raise UsageError(f"--resume: {e}") from None
         run.todo = [path for path in run.todo if not run.lines.is_done(str(path))]
     else:
-        run.todo = [path for path in run.todo if not run.targets[str(path)].exists()]
+        run.todo = [path for path in run.todo if not (target := run.targets[str(path)]) or not target.exists()]
     if not args.quiet:
         print(f"{run.command}: resuming: {len(run.files) - len(run.todo)} of {len(run.files)} files are already in "
               f"{args.output}, {len(run.todo)} to do", file=sys.stderr)

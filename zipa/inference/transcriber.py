@@ -24,7 +24,7 @@ import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import Tensor
@@ -178,7 +178,7 @@ class Transcriber:
         path = resolve_model(model_path)
         model, _ = load_model(path, **config_overrides)
         tokenizer = Tokenizer.from_file(bpe_model if bpe_model is not None else default_bpe_model_path())
-        transcriber = cls(model, tokenizer, device)
+        transcriber = cls(cast(EncoderModel, model), tokenizer, device)
         transcriber.load_aligner(aligner, path)
         if precision != "fp32":
             from zipa.model.precision import LowPrecisionModel
@@ -186,7 +186,7 @@ class Transcriber:
             if precision == "fp16" and transcriber.device.type != "cuda":
                 raise ValueError("precision fp16 needs a CUDA device (on a CPU use bf16)")
             dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-            transcriber.model = LowPrecisionModel(transcriber.model, dtype)
+            transcriber.model = cast(EncoderModel, LowPrecisionModel(model, dtype))
         return transcriber
 
     @classmethod
@@ -208,7 +208,7 @@ class Transcriber:
 
         path = resolve_onnx(path, precision, cache_dir)
         model = load_onnx_model(path, num_threads=num_threads, providers=providers, precision=precision)
-        return cls(model, onnx_tokenizer(path, model, bpe_model), device="cpu")
+        return cls(cast(EncoderModel, model), onnx_tokenizer(path, model, bpe_model), device="cpu")
 
     @property
     def uses_ctc(self) -> bool:
@@ -507,12 +507,13 @@ class Transcriber:
         """
         from zipa.inference.forced import align_batch
 
-        if (transcript is None) == (text is None):
+        transcripts = transcript if text is None else text
+        if transcripts is None or (transcript is not None and text is not None):
             raise ValueError("give either transcript= (IPA) or text= (orthography, with lang=)")
         if text is not None and lang is None:
             raise ValueError("text= is orthography: give its language (lang=, e.g. 'en-us') for G2P")
-        return align_batch(self, audio, transcript if text is None else text, lang if text is not None else None,
-                           sampling_rate, remove_diacritics)
+        return align_batch(self, audio, transcripts, lang if text is not None else None, sampling_rate,
+                           remove_diacritics)
 
     def align_files(
         self,
@@ -557,9 +558,9 @@ class Transcriber:
         """
         _check_file_args(window, overlap, batch_size, decoding, beam, group_files, group_seconds, topk)
         mask = self.inventory_mask(inventory)
-        paths = [Path(p) for p in paths]
-        results: List[Optional[FileTranscript]] = [None] * len(paths)
-        for i, result in self._iter_indexed(paths, window, overlap, batch_size, progress, decoding, beam,
+        files = [Path(p) for p in paths]
+        results: List[Optional[FileTranscript]] = [None] * len(files)
+        for i, result in self._iter_indexed(files, window, overlap, batch_size, progress, decoding, beam,
                                             group_files, group_seconds, None, mask, topk):
             results[i] = result
         return results  # type: ignore[return-value]

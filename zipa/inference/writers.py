@@ -30,7 +30,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from zipa.data.textgrid import IntervalTier, TextGrid
 from zipa.decoding.timestamps import Alignment, Interval
@@ -104,7 +104,7 @@ def format_jsonl(
 ) -> str:
     lines = []
     for r in records:
-        obj = {"path": r.path, "duration": round(r.duration, 6), "text": r.alignment.text}
+        obj: Dict[str, Any] = {"path": r.path, "duration": round(r.duration, 6), "text": r.alignment.text}
         if timestamps:
             obj["phones"] = _intervals_json(r.alignment.phones, "phone")
             if alternatives:

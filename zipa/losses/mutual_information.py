@@ -231,5 +231,7 @@ def mutual_information_recursion(
     grads: List[Optional[Tensor]] = [None, None]
     scores = _MutualInformationFunction.apply(px, py, boundary, return_grad, grads)
     if return_grad:
-        return scores, (grads[0], grads[1])
+        px_grad, py_grad = grads
+        assert px_grad is not None and py_grad is not None  # set by the forward pass
+        return scores, (px_grad, py_grad)
     return scores

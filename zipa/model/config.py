@@ -244,7 +244,8 @@ def infer_config(state_dict: Mapping[str, Any], base: Optional[ModelConfig] = No
     num_stacks = len(layers)
 
     num_layers, factors, dims, ffs, kernels = [], [], [], [], []
-    heads, q_dims, p_dims, v_dims, pos_dims = [], [], [], [], []
+    per_stack: tuple[list[int], ...] = ([], [], [], [], [])
+    heads, q_dims, p_dims, v_dims, pos_dims = per_stack
     causal = False
     for k in range(num_stacks):
         if sorted(layers[k]) != list(range(len(layers[k]))):

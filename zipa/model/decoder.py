@@ -24,6 +24,8 @@ class Decoder(nn.Module):
         self.blank_id = blank_id
         self.context_size = context_size
         self.vocab_size = vocab_size
+        self.conv: nn.Module
+        self.balancer2: nn.Module
         if context_size > 1:
             self.conv = nn.Conv1d(
                 decoder_dim, decoder_dim, kernel_size=context_size, padding=0, groups=decoder_dim // 4, bias=False

@@ -14,13 +14,16 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from zipa.model.config import ModelConfig, infer_config
 from zipa.utils.atomic import open_atomic
+
+if TYPE_CHECKING:
+    from zipa.model.asr_model import AsrModel
 
 PathLike = Union[str, os.PathLike]
 
@@ -171,7 +174,7 @@ def load_model(
     device: Union[str, torch.device] = "cpu",
     use_averaged: bool = False,
     **overrides: Any,
-) -> Tuple[nn.Module, ModelConfig]:
+) -> Tuple[AsrModel, ModelConfig]:
     """Build the model a checkpoint describes (or `config`), load its weights strictly, and
     return `(model in eval mode on device, config)`."""
     from zipa.model.asr_model import build_model

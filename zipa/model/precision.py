@@ -18,14 +18,19 @@ Transducer models are not supported (their search mixes decoder and joiner calls
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from zipa.model.asr_model import AsrModel
 
 
 class LowPrecisionModel(nn.Module):
     """`model` (converted in place) in `dtype`, with float32 inputs and outputs."""
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16):
+    def __init__(self, model: AsrModel, dtype: torch.dtype = torch.bfloat16):
         super().__init__()
         if not getattr(model, "use_ctc", False):
             raise ValueError("LowPrecisionModel: only CTC models are supported")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, cast
 
 import torch
 import torch.nn as nn
@@ -98,7 +98,7 @@ class Zipformer2(nn.Module):
         self.left_context_frames = tuple(left_context_frames)
         assert all(u <= d for u, d in zip(self.encoder_unmasked_dim, encoder_dim))
 
-        encoders = []
+        encoders: List[nn.Module] = []
         for i in range(num_stacks):
             layer = Zipformer2EncoderLayer(
                 embed_dim=encoder_dim[i],
@@ -113,7 +113,7 @@ class Zipformer2(nn.Module):
                 causal=causal,
             )
             # Warm-up: the stacks start learning one after another.
-            encoder = Zipformer2Encoder(
+            encoder: nn.Module = Zipformer2Encoder(
                 layer,
                 num_encoder_layers[i],
                 pos_dim=pos_dim,
@@ -381,7 +381,7 @@ class Zipformer2Encoder(nn.Module):
         delta = (warmup_end - warmup_begin) / num_layers
         for i, layer in enumerate(self.layers):
             begin = warmup_begin + i * delta
-            layer.bypass.skip_rate = ScheduledFloat(
+            cast(Zipformer2EncoderLayer, layer).bypass.skip_rate = ScheduledFloat(
                 (begin, initial_layerdrop_rate), (begin + delta, final_layerdrop_rate), default=0.0
             )
 
@@ -806,6 +806,7 @@ class ConvolutionModule(nn.Module):
             min_positive=ScheduledFloat((0.0, 0.05), (8000.0, 0.025)), max_positive=1.0,
             min_abs=1.5, max_abs=ScheduledFloat((0.0, 5.0), (8000.0, 10.0), default=1.0),
         )
+        self.depthwise_conv: nn.Module
         if causal:
             self.depthwise_conv = ChunkCausalDepthwiseConv1d(channels=channels, kernel_size=kernel_size)
         else:
@@ -831,7 +832,7 @@ class ConvolutionModule(nn.Module):
         if self.causal:
             x = self.depthwise_conv(x, chunk_size=chunk_size)
         elif not self.training:
-            conv = self.depthwise_conv
+            conv = cast(nn.Conv1d, self.depthwise_conv)
             shifted = F.conv1d(x, conv.weight, shifted_bias(conv.bias, "SwooshR"), padding=conv.padding,
                                groups=conv.groups)
             return self.out_proj.forward_shifted(shifted.permute(2, 0, 1))
@@ -852,12 +853,13 @@ class ConvolutionModule(nn.Module):
         x = x * torch.sigmoid(s)  # (time, batch, channels)
         if src_key_padding_mask is not None:
             x.masked_fill_(src_key_padding_mask.t().unsqueeze(-1), 0.0)
-        conv = self.depthwise_conv
+        conv = cast(nn.Conv1d, self.depthwise_conv)
         x = x.transpose(0, 1).contiguous()  # (batch, time, channels)
+        pad = int(conv.padding[0])
         if x.shape[0] == 1 and x.device.type == "cpu":  # channels-last (batch, channels, time, 1)
-            x, weight, padding, unit_dim = x.unsqueeze(2), conv.weight.unsqueeze(3), (conv.padding[0], 0), 3
+            x, weight, padding, unit_dim = x.unsqueeze(2), conv.weight.unsqueeze(3), (pad, 0), 3
         else:  # channels-last (batch, channels, 1, time)
-            x, weight, padding, unit_dim = x.unsqueeze(1), conv.weight.unsqueeze(2), (0, conv.padding[0]), 2
+            x, weight, padding, unit_dim = x.unsqueeze(1), conv.weight.unsqueeze(2), (0, pad), 2
         shifted = F.conv2d(x.permute(0, 3, 1, 2), weight, shifted_bias(conv.bias, "SwooshR"),
                            padding=padding, groups=conv.groups)
         return self.out_proj.forward_shifted(shifted.squeeze(unit_dim).permute(2, 0, 1))

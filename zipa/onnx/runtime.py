@@ -99,7 +99,7 @@ def graph_role(session, where: str = "graph") -> Tuple[str, str]:
     upstream ZIPA's (recognised by their input and output names, and model_type)."""
     meta = _metadata(session)
     if meta.get("model_type") == "zipa":
-        return "zipa", meta.get("graph") if meta.get("graph") in ("decoder", "joiner") else meta.get("kind", "")
+        return "zipa", meta["graph"] if meta.get("graph") in ("decoder", "joiner") else meta.get("kind", "")
     role = upstream.graph_role(*_io_names(session))
     if role is None:
         inputs, outputs = _io_names(session)
@@ -149,6 +149,8 @@ class _EncoderInfo:
 
 
 class _OnnxEncoderMixin:
+    feature_dim: int
+    files: Dict[str, Path]  # the graphs it runs (set by load_onnx_model)
     min_feature_frames = 9
     # Input names of the graph that takes features: ("feats", "feat_lens") in this project's
     # exports, ("x", "x_lens") in upstream ZIPA's.
@@ -398,9 +400,9 @@ def load_onnx_model(
             return model
     else:
         raise FileNotFoundError(f"ONNX model not found: {path} (a .onnx file or an export folder)")
-    model = OnnxTransducerModel(sessions["encoder"], sessions["decoder"], sessions["joiner"])
-    model.files = files
-    return model
+    transducer = OnnxTransducerModel(sessions["encoder"], sessions["decoder"], sessions["joiner"])
+    transducer.files = files
+    return transducer
 
 
 def bpe_model_for(path_or_dir: PathLike) -> Optional[Path]:

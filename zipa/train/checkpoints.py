@@ -42,13 +42,13 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if hasattr(model, "module") else model
+    return getattr(model, "module", model)
 
 
 def save_training_checkpoint(
     path: Path,
     model: nn.Module,
-    model_avg: Optional[nn.Module] = None,
+    model_avg: Optional[AveragedModel] = None,
     optimizer: Optional[torch.optim.Optimizer] = None,
     scheduler: Any = None,
     scaler: Any = None,
@@ -131,11 +131,11 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> Di
         raise ValueError("nothing to average")
     average = {}
     for key, first in state_dicts[0].items():
-        if first.is_floating_point():
-            total = sum(sd[key].to(torch.float64) for sd in state_dicts)
-            average[key] = (total / n).to(first.dtype)
-        else:
-            average[key] = sum(sd[key] for sd in state_dicts) // n
+        dtype = torch.float64 if first.is_floating_point() else first.dtype
+        total = first.to(dtype)
+        for sd in state_dicts[1:]:
+            total = total + sd[key].to(dtype)
+        average[key] = (total / n).to(first.dtype) if first.is_floating_point() else total // n
     return average
 
 

@@ -65,7 +65,7 @@ def prepare_finetune_args(args: argparse.Namespace) -> None:
     if not args.finetune_ckpt:
         raise ValueError("--do-finetune True needs --finetune-ckpt (a .pth, a checkpoint-N.pt/epoch-N.pt, "
                          "or a model name from `zipa models`)")
-    given = getattr(args, "given_flags", frozenset())
+    given: frozenset = getattr(args, "given_flags", frozenset())
     for name, value in FINETUNE_LR_DEFAULTS.items():
         if name not in given:
             setattr(args, name, value)

@@ -19,7 +19,7 @@ import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Tuple, Type, cast
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from zipa.train.distributed import DistInfo, all_reduce_sum, dump_rank_params, g
 from zipa.train.finetune import FINETUNE_BATCH_COUNT_OFFSET, FinetuneInit, freeze, frozen_prefixes, trainable_groups
 from zipa.train.logs import TrainLogger
 from zipa.train.optim import Eden, ScaledAdam, adjusted_batch_count, get_parameter_groups_with_lrs
+
+if TYPE_CHECKING:
+    from zipa.data.dataset import BatchLoader
 
 
 def seed_everything(seed: int) -> None:
@@ -96,7 +99,7 @@ def compute_loss(
     unsupervised: bool = False,
 ) -> Tuple[Tensor, Dict[str, float]]:
     """The weighted loss of a batch (summed over utterances) and its parts, for logging."""
-    asr: AsrModel = unwrap(model)
+    asr = cast(AsrModel, unwrap(model))
     device = next(asr.parameters()).device
     feats = batch["inputs"].to(device)
     sup = batch["supervisions"]
@@ -115,7 +118,7 @@ def compute_loss(
             cr_loss_masked_scale=args.cr_loss_masked_scale,
         )
         scales = loss_scales(args, batch_idx_train)
-        parts = {}
+        parts: Dict[str, Tensor] = {}
         loss = torch.zeros((), device=device)
         if asr.use_transducer:
             loss = loss + scales["simple"] * simple + scales["pruned"] * pruned
@@ -197,13 +200,14 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint, model)
         self.raw_model = model
-        self.model = model
+        self.model: nn.Module = model
         if dist.enabled:
-            self.model = nn.parallel.DistributedDataParallel(
+            ddp = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
-            self.model.register_comm_hook(None, sum_gradients)
+            ddp.register_comm_hook(None, sum_gradients)
+            self.model = ddp
         if args.inf_check:
             register_inf_check_hooks(model)
         self.data = data_module
@@ -283,6 +287,8 @@ class Trainer:
 
     def run(self) -> None:
         args = self.args
+        if self.data is None:
+            raise ValueError("Trainer.run needs a data module (Trainer.data)")
         deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes > 0 else math.inf
         train_cuts = self.data.train_cuts()
         unsup_cuts = self.data.unsup_cuts() if args.use_unsup_cr_ctc else None
@@ -317,7 +323,7 @@ class Trainer:
         self.log.close()
 
     def train_one_epoch(
-        self, train_dl: Iterable, unsup_batches: Optional[Iterator], valid_dl, deadline: float
+        self, train_dl: BatchLoader, unsup_batches: Optional[Iterator], valid_dl, deadline: float
     ) -> bool:
         """Returns False when the time limit stopped the epoch early. `unsup_batches`: the
         endless pseudo-labelled stream (one batch per supervised batch), or None."""

@@ -286,7 +286,8 @@ def plan_jobs(shar_dirs: Sequence[PathLike] = (), audio_files: Sequence[Tuple[Pa
             raise PseudoLabelError(str(e)) from None
         for cuts, recording in zip(fields["cuts"], fields["recording"]):
             jobs.append(Job(len(jobs), cuts=cuts, recording=recording))
-    files, seen = [], {}
+    files: List[Tuple[str, str]] = []
+    seen: Dict[str, PathLike] = {}
     for path, relative in audio_files:
         cut_id = audio_cut_id(relative)
         if cut_id in seen:
@@ -414,14 +415,17 @@ def label_job(job: Job, transcriber: Transcriber, settings: Settings,
     filters = settings.filters
     labels: Dict[int, PseudoLabel] = {}
     dropped: Dict[int, Tuple[str, str]] = {}
-    todo = []
+    todo: List[int] = []
+    durations: List[float] = []  # of the items in todo
     for i, (_, seconds) in enumerate(items):
-        reason = "unreadable" if seconds is None else filters.duration_reason(seconds)
-        if reason is None:
-            todo.append(i)
+        if seconds is None:
+            dropped[i] = ("unreadable", "cannot read its header")
+        elif (reason := filters.duration_reason(seconds)) is not None:
+            dropped[i] = (reason, f"{seconds:.3f} s")
         else:
-            dropped[i] = (reason, "cannot read its header" if seconds is None else f"{seconds:.3f} s")
-    for batch in plan_batches([items[i][1] for i in todo], settings.max_duration, settings.batch_size):
+            todo.append(i)
+            durations.append(seconds)
+    for batch in plan_batches(durations, settings.max_duration, settings.batch_size):
         positions, audio = [], []
         for i in (todo[b] for b in batch):
             try:
@@ -445,7 +449,7 @@ def label_job(job: Job, transcriber: Transcriber, settings: Settings,
                 else:
                     dropped[i] = (reason, label.detail())
         if progress is not None:
-            progress.advance(sum(items[todo[b]][1] for b in batch))
+            progress.advance(sum(durations[b] for b in batch))
     kept, kept_seconds = _write_shard(job.index, items, labels, dropped, settings.out_dir)
     record = {
         "index": job.index,
@@ -528,10 +532,12 @@ def summarise(out_dir: PathLike, jobs: Sequence[Job], params: dict) -> Optional[
     """When every job is finished: write the summary and the dropped list beside ``out_dir``
     and return the summary; else None."""
     out_dir = Path(os.path.abspath(out_dir))
-    records = [_finished(out_dir, job) for job in jobs]
-    if any(r is None for r in records):
+    finished = [_finished(out_dir, job) for job in jobs]
+    records = [r for r in finished if r is not None]
+    if len(records) < len(finished):
         return None
-    cuts, seconds = Counter(), Counter()
+    cuts: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
     for record in records:
         cuts["kept"] += record["kept"]
         seconds["kept"] += record["kept_seconds"]
@@ -539,7 +545,7 @@ def summarise(out_dir: PathLike, jobs: Sequence[Job], params: dict) -> Optional[
             cuts[reason] += 1
             seconds[reason] += duration
     dropped = [r for r in DROP_REASONS if cuts[r]]
-    summary = {
+    summary: Dict[str, object] = {
         "out_dir": str(out_dir),
         "shards": len(jobs),
         "shards_written": sum(1 for r in records if r["kept"]),

@@ -25,10 +25,10 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Dict, List, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 from zipa.audio.load import load_audio
-from zipa.inference.forced import AlignJob
+from zipa.inference.forced import AlignJob, FileAlignment
 from zipa.inference.long_audio import DEFAULT_OVERLAP, DEFAULT_WINDOW, audio_info, check_window, plan_windows
 from zipa.inference.writers import FORMATS, Record, format_jsonl
 from zipa.utils.atomic import open_atomic
@@ -36,7 +36,7 @@ from zipa.utils.progress import Progress
 from zipa.web.spectrogram import Tile, spectrogram_tiles
 
 if TYPE_CHECKING:
-    from zipa.inference.transcriber import Transcriber
+    from zipa.inference.transcriber import FileTranscript, Transcriber
 
 KEEP_JOBS = 50
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "error"
@@ -93,6 +93,8 @@ class Job:
     def download(self, fmt: str) -> tuple:
         """(file name, media type, text) of the result in ``fmt`` (one of `downloads`)."""
         output = FORMATS[fmt]
+        if self.record is None:
+            raise ValueError(f"{self.name}: not transcribed")
         return Path(self.name).stem + output.suffix, output.media_type, output.text(self.record, timestamps=True)
 
 
@@ -245,13 +247,13 @@ class JobQueue:
 
     def _decode(self, job: Job) -> Record:
         transcriber, progress = self.transcriber, _JobProgress(job)
-        common: Dict[str, object] = dict(window=self.window, overlap=self.overlap, batch_size=self.batch_size,
+        common: Dict[str, Any] = dict(window=self.window, overlap=self.overlap, batch_size=self.batch_size,
                                          progress=progress)
+        result: Union[FileTranscript, FileAlignment]
         if job.transcript is None:
-            results = transcriber.iter_transcribe_files([job.path], decoding=self.decoding, beam=self.beam, **common)
+            (result,) = transcriber.iter_transcribe_files([job.path], decoding=self.decoding, beam=self.beam, **common)
         else:
-            results = transcriber.align_files([AlignJob.whole(job.path, job.transcript)], lang=job.lang, **common)
-        (result,) = list(results)
+            (result,) = transcriber.align_files([AlignJob.whole(job.path, job.transcript)], lang=job.lang, **common)
         job.messages = [job.public(m) for m in getattr(result, "messages", ())]
         if not result.ok:
             raise ValueError(result.error)
