@@ -2,6 +2,7 @@
 pyproject.toml. It passes on the project, and it fails, naming the file and the rule, when a
 module gets an unused import (ruff) or a type error (mypy), each tool on its own."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ def lint(root, *paths):
     """(exit status, output) of ``root/local/lint.sh paths`` run with this interpreter."""
     proc = subprocess.run(
         ["bash", str(root / "local" / "lint.sh"), *paths],
-        capture_output=True, text=True, env={"PY": sys.executable, "PATH": "/usr/bin:/bin"}, timeout=600,
+        capture_output=True, text=True, env=dict(os.environ, PY=sys.executable), timeout=600,
     )
     return proc.returncode, proc.stdout + proc.stderr
 
