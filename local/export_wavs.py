@@ -10,8 +10,8 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zipa.data.shar import read_shar_dir  # noqa: E402
-from zipa.utils.atomic import open_atomic  # noqa: E402
+from zipa.data.shar import read_shar_dir
+from zipa.utils.atomic import open_atomic
 
 
 def main() -> int:

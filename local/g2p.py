@@ -73,7 +73,7 @@ def main() -> None:
     except RuntimeError as e:  # EspeakError, or epitran missing / unknown code
         sys.exit(f"g2p.py: language {args.lang!r}: {e}")
     dropped: Counter = Counter()
-    src = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    src = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115 (closed in the finally below; stdin is not)
     try:
         if args.output == "-":
             n = convert(src, name, args, sys.stdout, dropped)

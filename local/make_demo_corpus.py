@@ -38,7 +38,7 @@ def int_pair(text: str) -> tuple[int, int]:
     try:
         lo, hi = (int(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two integers), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two integers), got {text!r}") from None
     if lo > hi:
         raise argparse.ArgumentTypeError(f"LOW > HIGH in {text!r}")
     return lo, hi
@@ -58,11 +58,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--texts-dir", type=Path, default=None,
                    help="folder of <language>.txt sentence lists (default: zipa/assets/demo_texts)")
     p.add_argument("--languages", type=code_list, default=d.languages,
-                   help="training languages, comma-separated (default: %s)"
-                        % ",".join(x.code for x in TRAIN_LANGUAGES))
+                   help=f"training languages, comma-separated (default: {','.join(x.code for x in TRAIN_LANGUAGES)})")
     p.add_argument("--heldout", type=code_list, default=d.heldout,
-                   help="held-out languages (default: %s)"
-                        % ",".join(x.code for x in HELDOUT_LANGUAGES))
+                   help=f"held-out languages (default: {','.join(x.code for x in HELDOUT_LANGUAGES)})")
     p.add_argument("--num-dev", type=int, default=d.num_dev, help="dev sentences per language")
     p.add_argument("--num-test", type=int, default=d.num_test, help="test sentences per language")
     p.add_argument("--num-unlabeled", type=int, default=d.num_unlabeled,
@@ -77,8 +75,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--pitch-range", type=int_pair, default=d.pitch_range,
                    help="LOW,HIGH in 0..100")
     p.add_argument("--variants", type=lambda s: tuple(s.split(",")), default=d.variants,
-                   help="espeak-ng voice variants ('' = default voice; default: %s)"
-                        % ",".join(VOICE_VARIANTS))
+                   help=f"espeak-ng voice variants ('' = default voice; default: {','.join(VOICE_VARIANTS)})")
     p.add_argument("--max-token-rate", type=float, default=d.max_token_rate,
                    help="re-speak slower any utterance whose label has more tokens per second")
     p.add_argument("--shard-size", type=int, default=d.shard_size)

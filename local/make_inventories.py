@@ -61,7 +61,7 @@ def read_source(path: Path):
 
 def build(text: str):
     phones = defaultdict(set)
-    names = defaultdict(Counter)
+    names: defaultdict[str, Counter] = defaultdict(Counter)
     inventories = defaultdict(set)
     for row in csv.DictReader(io.StringIO(text)):
         code = row["ISO6393"]
@@ -72,7 +72,7 @@ def build(text: str):
         phones[code].add(row["Phoneme"])
         if row["Allophones"] not in ("", "NA"):
             phones[code].update(row["Allophones"].split())
-    dropped = Counter()
+    dropped: Counter = Counter()
     table = {}
     for code in sorted(phones):
         normalised = set()

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
             print(f"error: TSV not found: {args.tsv}", file=sys.stderr)
             return 2
         items = read_tsv(args.tsv, audio_dir=args.audio_dir)
-        total = _count_lines(args.tsv)
+        total: int | None = _count_lines(args.tsv)
     else:
         if not args.manifest.is_file():
             print(f"error: manifest not found: {args.manifest}", file=sys.stderr)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 if TYPE_CHECKING:
-    import os
+    from pathlib import Path
 
     import torch
 
@@ -25,13 +25,13 @@ __all__ = ["__version__", "available_models", "load_model", "write"]
 
 
 def load_model(
-    name_or_path: Union[str, "os.PathLike"],
-    device: Optional[Union[str, "torch.device"]] = None,
+    name_or_path: Union[str, Path],
+    device: Optional[Union[str, torch.device]] = None,
     *,
-    bpe_model: Optional[Union[str, "os.PathLike"]] = None,
+    bpe_model: Optional[Union[str, Path]] = None,
     aligner: Any = "auto",
     **overrides: Any,
-) -> "ZipaModel":
+) -> ZipaModel:
     """Load a ZIPA model: a name from :func:`available_models` (fetched from the Hugging Face
     Hub, or found in its cache offline), a Hub repo id, a checkpoint file (released bare
     ``.pth``, averaged model or icefall training checkpoint) or a folder holding one.
@@ -59,7 +59,7 @@ def available_models() -> List[str]:
 
 def write(
     alignments: Any,
-    path: Optional[Union[str, "os.PathLike"]],
+    path: Optional[Union[str, Path]],
     format: Optional[str] = None,
     *,
     duration: Optional[float] = None,

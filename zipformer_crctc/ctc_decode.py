@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_module import AsrDataModule  # noqa: E402
-from zipa.train.test_sets import CTC_METHODS, main  # noqa: E402
+from data_module import AsrDataModule
+from zipa.train.test_sets import CTC_METHODS, main
 
 if __name__ == "__main__":
     main(__doc__.splitlines()[0], AsrDataModule, CTC_METHODS, "ctc-greedy-search", output_downsampling_factor=1)

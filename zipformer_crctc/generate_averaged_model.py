@@ -8,13 +8,12 @@ by zipa_ctc_inference.initialize_model.
 The default output is <exp-dir>/averaged-iter-<N>-avg-<K>.pth (or -epoch-<E>-).
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zipa.train.averaging import main  # noqa: E402
+from zipa.train.averaging import main
 
 if __name__ == "__main__":
     sys.exit(main(description=__doc__.splitlines()[0]))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_module import AsrDataModule  # noqa: E402
-from zipa.train.recipe import run_training  # noqa: E402
+from data_module import AsrDataModule
+from zipa.train.recipe import run_training
 
 if __name__ == "__main__":
     run_training(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zipa.train.aligner import main  # noqa: E402
+from zipa.train.aligner import main
 
 if __name__ == "__main__":
     sys.exit(main(description=__doc__.splitlines()[0]))

@@ -3,18 +3,18 @@
 by zipa_transducer_inference.initialize_model.
 
     python zipformer_transducer/generate_averaged_model.py --exp-dir exp/transducer --iter 500000 --avg 10
-    python zipformer_transducer/generate_averaged_model.py --exp-dir exp/transducer --epoch 30 --avg 5 --use-averaged-model True
+    python zipformer_transducer/generate_averaged_model.py --exp-dir exp/transducer --epoch 30 --avg 5 \\
+        --use-averaged-model True
 
 The default output is <exp-dir>/averaged-iter-<N>-avg-<K>.pth (or -epoch-<E>-).
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zipa.train.averaging import main  # noqa: E402
+from zipa.train.averaging import main
 
 if __name__ == "__main__":
     sys.exit(main(description=__doc__.splitlines()[0]))

@@ -47,14 +47,14 @@ def find_audio(inputs: Sequence[str]) -> Tuple[List[AudioFile], List[str]]:
     return files, errors
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def audio_suffixes() -> Tuple[str, ...]:
     """The suffixes (lower case, sorted) of the audio formats this soundfile (libsndfile) reads:
     .wav .flac .ogg .oga .opus .aiff .aif .caf .au .w64 .sph ..., .mp3 where it reads MP3."""
     import soundfile as sf
 
     formats = sf.available_formats()
-    found = set()
+    found: set[str] = set()
     for name in formats:
         if name not in _NOT_SEARCHED:
             found.update(_FORMAT_SUFFIXES.get(name, ("." + name.lower(),)))

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLING_RATE = 16000
 MAX_CHANNELS = 8
 
-AudioItem = Union[str, Path, np.ndarray, "torch.Tensor"]  # noqa: F821
+AudioItem = Union[str, Path, np.ndarray, "torch.Tensor"]
 
 
 def load_audio(

@@ -17,8 +17,9 @@ Argument parsing and wiring only: decoding lives in `zipa.inference.transcriber`
 `zipa.hub.pretrained`, times in `zipa.decoding.timestamps`, formats in `zipa.inference.writers`,
 outputs that grow file by file and resume in `zipa.inference.resumable`, progress in
 `zipa.utils.progress`, scoring against references (`zipa evaluate`) in `zipa.evaluation.evaluate`
-and `zipa.evaluation.references`, the web page (`zipa serve`) in `zipa.web`. Here: which files, where their results go, and signals (a first
-SIGINT/SIGTERM stops decoding after the current batch, see `_StopRequest`).
+and `zipa.evaluation.references`, the web page (`zipa serve`) in `zipa.web`. Here: which files,
+where their results go, and signals (a first SIGINT/SIGTERM stops decoding after the current
+batch, see `_StopRequest`).
 
 Exit status: 0 when every file was transcribed, 1 when some failed (each is reported on stderr
 and skipped) or an output could not be written, 2 for a usage or setup error (bad option, model

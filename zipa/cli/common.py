@@ -70,8 +70,8 @@ def add_runtime_args(p: argparse.ArgumentParser, progress: bool = True) -> None:
                    help="which graphs of an ONNX export to run (default fp32)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="torch backend, CTC models: run the model in bfloat16 (about 1.5x faster than fp32 at "
-                        "30 s on CPUs with AVX512-BF16, and faster on CUDA) or float16 (CUDA); not exact: see the README's Performance "
-                        "section for the PER cost (default fp32)")
+                        "30 s on CPUs with AVX512-BF16, and faster on CUDA) or float16 (CUDA); not exact: see the "
+                        "README's Performance section for the PER cost (default fp32)")
 
 
 def add_progress_args(p: argparse.ArgumentParser) -> None:
@@ -117,7 +117,8 @@ def load_transcriber(args: argparse.Namespace, use_aligner: bool = True):
             )
             return transcriber, Path(args.model)
         precision = getattr(args, "precision", "fp32")
-        if precision == "fp16" and not (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"):
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if precision == "fp16" and not device.startswith("cuda"):
             raise UsageError("--precision fp16 needs --device cuda (on a CPU use bf16)")
         model_path = resolve_model(args.model, cache_dir=args.cache_dir)
         transcriber = Transcriber.from_checkpoint(model_path, args.bpe_model, args.device, aligner=aligner,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 
 class Interrupted(BaseException):
@@ -23,12 +23,12 @@ class StopRequest:
         self.signum: Optional[int] = None
         self._deferring = False
         self._pending = False
-        self._previous: Dict[int, object] = {}
+        self._previous: Dict[int, Any] = {}
 
     def __call__(self) -> bool:
         return self.signum is not None
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)

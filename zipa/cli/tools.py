@@ -22,7 +22,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
     try:
         model, _ = load_model(resolve_model(args.model, cache_dir=args.cache_dir))
-        written = export_model(model, args.out, int8=args.int8, fp16=args.fp16, bpe_model=args.bpe_model, opset=args.opset)
+        written = export_model(model, args.out, int8=args.int8, fp16=args.fp16, bpe_model=args.bpe_model,
+                               opset=args.opset)
     except (OSError, ValueError, ImportError, NotImplementedError) as e:
         raise UsageError(str(e)) from None
     for path in written.values():

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from zipa.inference.resumable import LineOutput
     from zipa.inference.writers import OutputFormat
 
-def file_targets(files: List[AudioFile], output: Optional[str], fmt: "OutputFormat") -> List[Optional[Path]]:
+def file_targets(files: List[AudioFile], output: Optional[str], fmt: OutputFormat) -> List[Optional[Path]]:
     """Where each file's own output goes (a format with a file per audio file): None for stdout
     (one input, no --output), ``output`` itself when it names a file with the format's suffix,
     else ``output/<relative path><suffix>``."""
@@ -259,7 +259,7 @@ def _annotation_jobs(args: argparse.Namespace, source: str, files: List[AudioFil
     return kept, jobs, errors
 
 
-def _corpus_jobs(run: "Run", args: argparse.Namespace) -> None:
+def _corpus_jobs(run: Run, args: argparse.Namespace) -> None:
     """--output-dir: each audio file's transcript beside it (`zipa.data.corpus`), an AlignJob
     for those that have one (the others are transcribed freely); files whose transcript cannot
     be read are failures. The summary table goes to the output folder."""
@@ -300,7 +300,7 @@ class Run:
     """What one transcribe/align command does, decided before any model is loaded."""
 
     command: str
-    fmt: "OutputFormat"
+    fmt: OutputFormat
     timestamps: bool
     words: bool
     forced: Optional[str]
@@ -311,7 +311,7 @@ class Run:
     failures: List[str]
     options: Any = None  # the DecodingOptions of the flags
     jobs: Dict[str, Any] = field(default_factory=dict)  # forced alignment: {str(path): AlignJob}
-    lines: Optional["LineOutput"] = None  # line formats: the one output
+    lines: Optional[LineOutput] = None  # line formats: the one output
     targets: Dict[str, Optional[Path]] = field(default_factory=dict)  # file formats: each file's output
     plots: Dict[str, Path] = field(default_factory=dict)
     todo: List[Path] = field(default_factory=list)

@@ -189,7 +189,8 @@ def read_texts(path: Path, max_sentences: Optional[int] = None) -> list[tuple[in
     starting with ``#`` are skipped; duplicates are an error (they would leak across splits)."""
     if not path.is_file():
         raise FileNotFoundError(f"demo text file not found: {path}")
-    out, seen = [], {}
+    out: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         s = " ".join(line.split())
         if not s or s.startswith("#"):
@@ -350,6 +351,7 @@ def synthesize_in_fresh_process(
          "from zipa.data.demo_corpus import synthesis_worker_main; synthesis_worker_main()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
     )
+    assert proc.stdin is not None and proc.stdout is not None  # both PIPE
     try:
         # The worker reads all jobs before writing anything, so this cannot deadlock.
         pickle.dump(jobs, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)

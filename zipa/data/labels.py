@@ -9,7 +9,10 @@ The filters (which must know how many tokens a cut will have) and the dataset (w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    from zipa.text.tokenizer import Tokenizer
 
 
 class LabelEncoder:
@@ -24,7 +27,7 @@ class LabelEncoder:
         self.remove_diacritics = remove_diacritics
         self.normalize_text = normalize
         self.bpe_model = str(bpe_model) if bpe_model is not None else None
-        self._tokenizer = None
+        self._tokenizer: Optional[Tokenizer] = None
 
     @property
     def tokenizer(self):

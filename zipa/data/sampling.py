@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 from itertools import islice
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
@@ -51,7 +51,13 @@ def find_shar_iterators(cuts: Any) -> List[Any]:
     return found
 
 
-class _ResumableMixin:
+if TYPE_CHECKING:  # what the mixin's super() is
+    from lhotse.dataset.sampling.base import CutSampler as _SamplerBase
+else:
+    _SamplerBase = object
+
+
+class _ResumableMixin(_SamplerBase):
     """See the module docstring. Mixed in before a lhotse sampler class."""
 
     def _init_resumable(self, cuts: Any) -> None:

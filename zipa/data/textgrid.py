@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import Any, List, Tuple, Union
 
 PathLike = Union[str, Path]
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -98,7 +98,7 @@ class TextGrid:
         lines += ["tiers? <exists>", f"size = {len(self.tiers)}", "item []:"]
         for k, tier in enumerate(self.tiers, start=1):
             point = isinstance(tier, PointTier)
-            items = tier.points if point else tier.intervals
+            items: List[Any] = tier.points if isinstance(tier, PointTier) else tier.intervals
             lines += [
                 f"    item [{k}]:",
                 f'        class = "{"TextTier" if point else "IntervalTier"}"',

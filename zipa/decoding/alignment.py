@@ -55,10 +55,10 @@ def ctc_greedy_spans(log_probs: Tensor, lengths: Tensor, blank_id: int = BLANK_I
     """
     best = log_probs.argmax(dim=-1)
     best_logp = log_probs.gather(-1, best.unsqueeze(-1)).squeeze(-1)
-    best = best.cpu().numpy()
+    best_ids = best.cpu().numpy()
     best_prob = best_logp.float().exp().cpu().numpy()
-    out = []
-    for row, prob, length in zip(best, best_prob, lengths.tolist()):
+    out: List[List[TokenSpan]] = []
+    for row, prob, length in zip(best_ids, best_prob, lengths.tolist()):
         row, prob = row[:length], prob[:length]
         if length == 0:
             out.append([])
@@ -124,7 +124,8 @@ def ctc_viterbi(
     if num_frames < max(need, 1):
         why = "one per token and a blank between repeated tokens" if repeats_need_blank else "one per token"
         raise ValueError(
-            f"ctc_viterbi: {num_tokens} tokens cannot be aligned to {num_frames} frames: they need at least {need} ({why})"
+            f"ctc_viterbi: {num_tokens} tokens cannot be aligned to {num_frames} frames: "
+            f"they need at least {need} ({why})"
         )
     labels = np.full(2 * num_tokens + 1, blank_id, dtype=np.int64)
     labels[1::2] = tokens
@@ -242,14 +243,15 @@ def transducer_forced_align(
     decoder_out = joiner.decoder_proj(decoder(contexts, need_pad=False)).squeeze(1)  # (U + 1, J)
     encoder_proj = joiner.encoder_proj(encoder_out)  # (T, J)
     next_token = torch.tensor(list(tokens), device=device)
-    blank_lp, token_lp = [], []
+    blank_parts, token_parts = [], []
     for t0 in range(0, num_frames, frames_chunk):
-        logits = joiner(encoder_proj[t0 : t0 + frames_chunk].unsqueeze(1), decoder_out.unsqueeze(0), project_input=False)
+        logits = joiner(encoder_proj[t0 : t0 + frames_chunk].unsqueeze(1), decoder_out.unsqueeze(0),
+                        project_input=False)
         lp = mask_logits(logits, token_mask).float().log_softmax(dim=-1)  # (chunk, U + 1, vocab)
-        blank_lp.append(lp[:, :, blank_id].cpu())
-        token_lp.append(lp[:, :-1].gather(2, next_token.view(1, -1, 1).expand(lp.shape[0], -1, 1)).squeeze(2).cpu())
-    blank_lp = torch.cat(blank_lp).double().numpy()  # (T, U + 1): stay at u
-    token_lp = torch.cat(token_lp).double().numpy()  # (T, U): emit token u + 1 after u tokens
+        blank_parts.append(lp[:, :, blank_id].cpu())
+        token_parts.append(lp[:, :-1].gather(2, next_token.view(1, -1, 1).expand(lp.shape[0], -1, 1)).squeeze(2).cpu())
+    blank_lp = torch.cat(blank_parts).double().numpy()  # (T, U + 1): stay at u
+    token_lp = torch.cat(token_parts).double().numpy()  # (T, U): emit token u + 1 after u tokens
 
     score = np.full(num_tokens + 1, -np.inf)
     score[0] = 0.0

@@ -63,7 +63,7 @@ class Inventory:
     name: str = "inventory"
 
     @classmethod
-    def from_phones(cls, phones: Iterable[str], name: str = "inventory") -> "Inventory":
+    def from_phones(cls, phones: Iterable[str], name: str = "inventory") -> Inventory:
         """Phones as given (whitespace inside an item separates phones); duplicates merged."""
         seen: Dict[str, None] = {}
         for item in phones:
@@ -76,7 +76,7 @@ class Inventory:
         return cls(tuple(seen), name)
 
     @classmethod
-    def from_file(cls, path: PathLike) -> "Inventory":
+    def from_file(cls, path: PathLike) -> Inventory:
         """A text file of phones: one per line, or several per line separated by spaces or
         tabs; ``#`` starts a comment; empty lines are skipped."""
         path = Path(path)
@@ -88,7 +88,7 @@ class Inventory:
         return cls.from_phones(lines, name=str(path))
 
     @classmethod
-    def for_language(cls, code: str) -> "Inventory":
+    def for_language(cls, code: str) -> Inventory:
         """The built-in inventory of a language: an ISO 639-3 code, or an espeak-ng voice /
         code that `resolve_language` maps to one. ValueError naming how to list them if none."""
         iso = resolve_language(code)

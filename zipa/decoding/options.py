@@ -56,12 +56,12 @@ class DecodingOptions:
         if self.topk < 0:
             raise ValueError(f"topk must be 0 (none) or more, got {self.topk}")
 
-    def replace(self, **changes: Any) -> "DecodingOptions":
+    def replace(self, **changes: Any) -> DecodingOptions:
         """A copy with ``changes`` (checked)."""
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def of(cls, options: Optional["DecodingOptions"] = None, **changes: Any) -> "DecodingOptions":
+    def of(cls, options: Optional[DecodingOptions] = None, **changes: Any) -> DecodingOptions:
         """``options`` (default: the defaults) with ``changes``, the keyword arguments a caller
         gave one by one; unknown names are a TypeError naming them."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(cls)}

@@ -174,9 +174,8 @@ def build_alignment(
         if pending:
             label = normalize(pending_label) if normalize is not None else pending_label
             if label:
-                alternatives = pending[0].alternatives
-                if alternatives is not None:
-                    alternatives = tuple((id_to_piece(t), p) for t, p in alternatives)
+                ids = pending[0].alternatives
+                alternatives = None if ids is None else tuple((id_to_piece(t), p) for t, p in ids)
                 words_of_phones[-1].append(
                     Interval(label, pending[0].start, pending[-1].end, _mean([t.confidence for t in pending]),
                              alternatives)

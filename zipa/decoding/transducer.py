@@ -148,5 +148,5 @@ def modified_beam_search(
 
     final = scores / (num_tokens + context_size) if length_norm else scores
     best = final.argmax(dim=1).tolist()
-    nodes = nodes.tolist()
-    return [trie.sequence(nodes[i][best[i]]) for i in range(batch_size)]
+    node_ids = nodes.tolist()
+    return [trie.sequence(node_ids[i][best[i]]) for i in range(batch_size)]

@@ -42,7 +42,7 @@ def _rows(metrics: Mapping[str, Any]) -> List[Tuple[str, List[Tuple[str, Mapping
     return rows or [("all utterances", [("all", overall)])]
 
 
-def metrics_chart(metrics: Mapping[str, Any], title: Optional[str] = None) -> "Figure":
+def metrics_chart(metrics: Mapping[str, Any], title: Optional[str] = None) -> Figure:
     """The chart of ``metrics`` (see the module docstring)."""
     Figure = _figure_class()
     rows = _rows(metrics)

@@ -174,8 +174,8 @@ def run_evaluation(
     ``total`` is the number of references when ``references`` has no length).
     ``on_failure`` is called with each failure as it happens.
     """
-    from zipa.utils.progress import Progress
     from zipa.text.ipa import remove_diacritics as strip_diacritics
+    from zipa.utils.progress import Progress
 
     options = options if options is not None else DecodingOptions()
     remove_diacritics = options.remove_diacritics
@@ -272,7 +272,8 @@ def score(
 
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-        return save_results(output_dir, test_set, settings, {run.key: run.results}, unit=unit, extra=run.extra())[run.key]
+        saved = save_results(output_dir, test_set, settings, {run.key: run.results}, unit=unit, extra=run.extra())
+        return saved[run.key]
     metrics = compute_metrics(run.results, unit=unit)
     return {"test_set": test_set, "decoding": run.key, "settings": settings, **metrics, **run.extra()}
 
@@ -312,7 +313,8 @@ def as_references(pairs: Iterable[Any], sampling_rate: Optional[int] = None) -> 
                 given = None
             else:
                 raise TypeError(f"item {n}: expected (audio, ipa[, language[, speaker]]), got {item!r:.80}")
-            cut_id = given or (Path(audio).with_suffix("").as_posix() if isinstance(audio, (str, Path)) else f"item-{n}")
+            cut_id = given or (
+                Path(audio).with_suffix("").as_posix() if isinstance(audio, (str, Path)) else f"item-{n}")
             ref = Reference(str(cut_id), audio, text, language, speaker, sampling_rate,
                             error=None if (text or "").strip() else f"item {n}: no reference")
         if ref.id in seen:

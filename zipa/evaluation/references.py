@@ -221,22 +221,22 @@ def match_references(
     by_path: Dict[str, ReferenceEntry] = {}
     by_key: Dict[str, ReferenceEntry] = {}
     by_name: Dict[str, List[ReferenceEntry]] = {}
-    for entry in entries:
-        if entry.audio is not None:
-            by_path.setdefault(_resolved(entry.audio), entry)
-            by_path.setdefault(_resolved(Path(entry.key)), entry)
-        key = _normal_key(entry.key)
-        by_key.setdefault(key, entry)
+    for given in entries:
+        if given.audio is not None:
+            by_path.setdefault(_resolved(given.audio), given)
+            by_path.setdefault(_resolved(Path(given.key)), given)
+        key = _normal_key(given.key)
+        by_key.setdefault(key, given)
         name = Path(key).name
         names = {name, Path(name).stem}
         for n in names:
-            by_name.setdefault(n, []).append(entry)
+            by_name.setdefault(n, []).append(given)
 
     ids = _unique_ids(files)
     used = set()
     refs: List[Reference] = []
     for (path, rel), cut_id in zip(files, ids):
-        entry, error = None, None
+        error: Optional[str] = None
         entry = by_path.get(_resolved(path)) or by_key.get(rel.as_posix()) or by_key.get(rel.with_suffix("").as_posix())
         if entry is None:
             for name in (path.name, path.stem):
@@ -261,7 +261,7 @@ def tsv_references(entries: Sequence[ReferenceEntry]) -> List[Reference]:
     return [_reference(Path(_normal_key(e.key)).with_suffix("").as_posix(), e.audio, e) for e in entries]
 
 
-def _reference(cut_id: str, audio: Path, entry: ReferenceEntry) -> Reference:
+def _reference(cut_id: str, audio: Optional[Path], entry: ReferenceEntry) -> Reference:
     error = entry.error
     if error is None and not (entry.text or "").strip():
         error = f"{audio}: empty reference ({entry.source})"

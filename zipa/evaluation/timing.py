@@ -162,7 +162,7 @@ def free_errors(reference: Sequence[ReferencePhone], hypothesis: Sequence[Interv
     """Signed start errors (s) of the hypothesis phones that match reference phones with a
     known start (Levenshtein alignment of the labels; equal labels only)."""
     pairs = matched_indices([p.label for p in reference], [h.label for h in hypothesis])
-    return [hypothesis[j].start - reference[i].start for i, j in pairs if reference[i].start is not None]
+    return [hypothesis[j].start - start for i, j in pairs if (start := reference[i].start) is not None]
 
 
 def forced_errors(reference: Sequence[ReferencePhone], aligned: Sequence[Interval]) -> List[float]:

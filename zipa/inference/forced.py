@@ -44,11 +44,12 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Protocol, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from zipa.data.textgrid import TextGrid
 from zipa.decoding.alignment import (
     TokenSpan,
     aligner_spans,
@@ -56,12 +57,11 @@ from zipa.decoding.alignment import (
     ctc_min_frames,
     transducer_forced_align,
 )
-from zipa.inference.long_audio import AudioInfo, Segment, audio_info, owns, plan_segments
 from zipa.decoding.fit import AlignmentFit, alignment_fit
 from zipa.decoding.options import DecodingOptions
-from zipa.utils.progress import Progress
-from zipa.data.textgrid import TextGrid
 from zipa.decoding.timestamps import Alignment, TimedToken, TimeGrid, frame_time
+from zipa.inference.long_audio import AudioInfo, Segment, audio_info, owns, plan_segments
+from zipa.utils.progress import Progress
 
 if TYPE_CHECKING:
     from zipa.model.aligner import FrameAligner
@@ -73,9 +73,9 @@ class Transcriber(Protocol):
     """What forced alignment uses of a `zipa.inference.transcriber.Transcriber` (which calls
     it, so it is not imported here)."""
 
-    model: "EncoderModel"
-    tokenizer: "Tokenizer"
-    aligner: Optional["FrameAligner"]
+    model: EncoderModel
+    tokenizer: Tokenizer
+    aligner: Optional[FrameAligner]
     device: torch.device
 
     @property
@@ -139,7 +139,7 @@ def _combining(ch: str) -> bool:
 
 
 def prepare_transcript(
-    text: str, tokenizer: "Tokenizer", lang: Optional[str] = None, remove_diacritics: bool = False
+    text: str, tokenizer: Tokenizer, lang: Optional[str] = None, remove_diacritics: bool = False
 ) -> Transcript:
     """Normalise ``text`` as training labels are (`zipa.text.ipa.normalize_ipa_report`) and
     encode it; with ``lang``, ``text`` is orthography, converted by `zipa.text.g2p` first.
@@ -214,13 +214,13 @@ class AlignJob:
     source: Optional[Path] = None  # the file the TextGrid was read from
 
     @classmethod
-    def whole(cls, path: PathLike, text: str) -> "AlignJob":
+    def whole(cls, path: PathLike, text: str) -> AlignJob:
         return cls(Path(path), [Utterance(0.0, None, text)])
 
     @classmethod
     def from_textgrid(
         cls, path: PathLike, grid: TextGrid, tier: Optional[str], source: Optional[PathLike] = None
-    ) -> "AlignJob":
+    ) -> AlignJob:
         """The non-empty intervals of ``tier`` (None: the grid's only interval tier) of ``grid``,
         read from ``source``; ValueError naming it when there is no such tier."""
         chosen = grid.interval_tier(tier, str(source) if source is not None else "TextGrid")

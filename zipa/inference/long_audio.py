@@ -38,7 +38,6 @@ from zipa.audio.load import load_audio
 from zipa.decoding.options import check_window
 
 
-
 @dataclass(frozen=True)
 class AudioInfo:
     frames: int  # samples per channel, at the file's own rate

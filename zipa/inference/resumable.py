@@ -111,9 +111,9 @@ class LineOutput:
             if self.timestamps and phones and ("alternatives" in phones[0]) != self.alternatives:
                 raise ValueError(f"{where}: written {'without' if self.alternatives else 'with'} --topk; "
                                  "resume with the options of the first run")
-        elif self.header and line.count("\t") != self.header.count("\t"):
-            raise ValueError(f"{where}: not a {self.fmt} line of this command: {line[:80]!r}")
-        elif self.fmt == "txt" and line.count("\t") != 1:
+        elif (self.header and line.count("\t") != self.header.count("\t")) or (
+            self.fmt == "txt" and line.count("\t") != 1
+        ):
             raise ValueError(f"{where}: not a {self.fmt} line of this command: {line[:80]!r}")
         return key
 
@@ -171,7 +171,7 @@ class LineOutput:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "LineOutput":
+    def __enter__(self) -> LineOutput:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -41,18 +41,7 @@ from zipa.decoding.alignment import (
     transducer_spans,
 )
 from zipa.decoding.inventory import Inventory, TokenMask, mask_log_probs, token_mask
-from zipa.decoding.topk import ctc_alternatives, transducer_alternatives
-from zipa.inference.long_audio import (
-    AudioInfo,
-    Segment,
-    audio_info,
-    owns,
-    plan_segments,
-    read_segment,
-)
-from zipa.hub.pretrained import resolve_model
 from zipa.decoding.options import DECODING_METHODS, DecodingOptions
-from zipa.utils.progress import Progress
 from zipa.decoding.timestamps import (
     FRAME_OFFSET,
     WORD_BOUNDARY,
@@ -64,10 +53,21 @@ from zipa.decoding.timestamps import (
     frame_time,
     is_modifier,
 )
+from zipa.decoding.topk import ctc_alternatives, transducer_alternatives
+from zipa.hub.pretrained import resolve_model
+from zipa.inference.long_audio import (
+    AudioInfo,
+    Segment,
+    audio_info,
+    owns,
+    plan_segments,
+    read_segment,
+)
 from zipa.model.io import default_device, load_model
 from zipa.model.protocols import EncoderModel
 from zipa.model.subsampling import MIN_FEATURE_FRAMES
 from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
+from zipa.utils.progress import Progress
 
 if TYPE_CHECKING:
     from zipa.inference.forced import AlignJob, FileAlignment
@@ -108,7 +108,7 @@ class Transcriber:
         model: EncoderModel,
         tokenizer: Tokenizer,
         device: Optional[Union[str, torch.device]] = None,
-        aligner: Optional["FrameAligner"] = None,
+        aligner: Optional[FrameAligner] = None,
     ):
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
@@ -116,11 +116,11 @@ class Transcriber:
         self.aligner = aligner
 
     @property
-    def aligner(self) -> Optional["FrameAligner"]:
+    def aligner(self) -> Optional[FrameAligner]:
         return self._aligner
 
     @aligner.setter
-    def aligner(self, aligner: Optional["FrameAligner"]) -> None:
+    def aligner(self, aligner: Optional[FrameAligner]) -> None:
         """AlignerMismatchError when ``aligner`` was not trained on this model."""
         if aligner is not None:
             from zipa.model.aligner import check_aligner
@@ -129,7 +129,7 @@ class Transcriber:
             aligner = aligner.to(self.device).eval()
         self._aligner = aligner
 
-    def load_aligner(self, aligner: AlignerLike, model_path: Optional[PathLike] = None) -> Optional["FrameAligner"]:
+    def load_aligner(self, aligner: AlignerLike, model_path: Optional[PathLike] = None) -> Optional[FrameAligner]:
         """Attach (and return) the aligner that ``aligner`` names: a file or a `FrameAligner`
         (AlignerMismatchError when it was trained on another encoder); None: none; "auto": the
         file `zipa.model.aligner.aligner_path_for(model_path)` (``<model stem>.aligner.pt``
@@ -162,7 +162,7 @@ class Transcriber:
         aligner: AlignerLike = "auto",
         precision: str = "fp32",
         **config_overrides,
-    ) -> "Transcriber":
+    ) -> Transcriber:
         """Load a released `.pth` (or an icefall checkpoint, or a model name that
         `zipa.hub.pretrained.resolve_model` knows); the architecture is read from the
         weights, settings they cannot show from `config_overrides` or a config.json beside it.
@@ -195,7 +195,7 @@ class Transcriber:
         providers: Optional[Sequence[str]] = None,
         precision: str = "fp32",
         cache_dir: Optional[PathLike] = None,
-    ) -> "Transcriber":
+    ) -> Transcriber:
         """The ONNX backend: an export folder from `zipa export-onnx` (its fp32, int8 or fp16
         graphs), a `.onnx` file, upstream ZIPA's published graphs (a folder, a file, or a model
         name / Hub repo id fetched into the cache at `cache_dir`), run by onnxruntime behind the
@@ -519,14 +519,14 @@ class Transcriber:
 
     def align_files(
         self,
-        jobs: Iterable["AlignJob"],
+        jobs: Iterable[AlignJob],
         options: Optional[DecodingOptions] = None,
         *,
         lang: Optional[str] = None,
         progress: Union[None, bool, str, Progress] = False,
         stop: Optional[Callable[[], bool]] = None,
         **settings: Any,
-    ) -> Iterator["FileAlignment"]:
+    ) -> Iterator[FileAlignment]:
         """Forced alignment of files of any length, one `zipa.inference.forced.FileAlignment`
         per `AlignJob` (a file and its transcript, or the utterance intervals of a TextGrid
         tier), yielded in order as each is done. Each file, or utterance, is aligned on its own;
@@ -549,7 +549,7 @@ class Transcriber:
         group_files: int = GROUP_FILES,
         group_seconds: float = GROUP_SECONDS,
         **settings: Any,
-    ) -> List["FileTranscript"]:
+    ) -> List[FileTranscript]:
         """Decode audio files of any length; one `FileTranscript` per path, in order.
 
         `iter_transcribe_files` collected into a list in the order of `paths`; the arguments
@@ -603,7 +603,7 @@ class Transcriber:
         group_files: int = GROUP_FILES,
         group_seconds: float = GROUP_SECONDS,
         **settings: Any,
-    ) -> Iterator["FileTranscript"]:
+    ) -> Iterator[FileTranscript]:
         """Decode audio files of any length, yielding each file's `FileTranscript` as soon as
         all its segments are decoded: NOT in the order of `paths` (see below).
 
@@ -641,7 +641,7 @@ class Transcriber:
         group_files: int,
         group_seconds: float,
         stop: Optional[Callable[[], bool]],
-    ) -> Iterator[Tuple[int, "FileTranscript"]]:
+    ) -> Iterator[Tuple[int, FileTranscript]]:
         """`iter_transcribe_files` with each result's position in `paths`."""
         if group_files < 1 or not group_seconds > 0:
             raise ValueError(f"group_files must be at least 1 and group_seconds positive, got {group_files}, "
@@ -678,12 +678,12 @@ class Transcriber:
 
     def _decode_group(
         self,
-        group: List[Tuple[int, "FileTranscript", AudioInfo]],
+        group: List[Tuple[int, FileTranscript, AudioInfo]],
         options: DecodingOptions,
         reporter: Progress,
         stop: Callable[[], bool],
         mask: Optional[TokenMask],
-    ) -> Iterator[Tuple[int, "FileTranscript"]]:
+    ) -> Iterator[Tuple[int, FileTranscript]]:
         """Decode one group's segments longest first; yield each file once all its segments
         are decoded (or as soon as one fails)."""
         results = [result for _, result, _ in group]
@@ -751,7 +751,7 @@ class Transcriber:
 
     @torch.inference_mode()
     def _decode_segments(
-        self, batch: List[Segment], results: List["FileTranscript"], options: DecodingOptions, mask: Optional[TokenMask]
+        self, batch: List[Segment], results: List[FileTranscript], options: DecodingOptions, mask: Optional[TokenMask]
     ) -> List[Tuple[Segment, List[TimedToken]]]:
         """Encode and decode one batch of segments; a segment that fails marks its file's error
         and is left out. Returns each decoded segment's kept tokens."""

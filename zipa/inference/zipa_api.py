@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union, cast
 
 import torch
 
 from zipa.inference.transcriber import PathLike, Transcriber
+from zipa.model.protocols import EncoderModel
 from zipa.text.tokenizer import default_bpe_model_path
 
 
@@ -18,7 +19,7 @@ class ZipaModel(Transcriber):
     """A loaded model, as the original's `ZIPA_CTC` / `ZIPA_TRANSDUCER`."""
 
     @property
-    def encoder(self) -> torch.nn.Module:
+    def encoder(self) -> EncoderModel:
         """The AsrModel (the original's name for it)."""
         return self.model
 
@@ -54,7 +55,8 @@ def initialize_model(
     times phones ("auto": ``<model stem>.aligner.pt`` beside the model when there is one; a
     path; None), see `Transcriber.load_aligner`.
     """
-    return ZipaModel.from_checkpoint(model_path, bpe_model, device, aligner=aligner, **config_overrides)
+    model = ZipaModel.from_checkpoint(model_path, bpe_model, device, aligner=aligner, **config_overrides)
+    return cast(ZipaModel, model)  # from_checkpoint builds its `cls`
 
 
 def main(argv: Optional[Sequence[str]] = None, description: str = "Transcribe audio files to IPA.") -> int:

@@ -74,8 +74,8 @@ def _check_boundary(boundary: Tensor, B: int, S: int, T: int) -> Tensor:
         raise TypeError(f"boundary must be int64, got {boundary.dtype}")
     b = boundary.detach().cpu()
     s_begin, t_begin, s_end, t_end = b.unbind(1)
-    if not (bool((0 <= s_begin).all()) and bool((s_begin <= s_end).all()) and bool((s_end <= S).all())
-            and bool((0 <= t_begin).all()) and bool((t_begin <= t_end).all()) and bool((t_end <= T).all())):
+    if not (bool((s_begin >= 0).all()) and bool((s_begin <= s_end).all()) and bool((s_end <= S).all())
+            and bool((t_begin >= 0).all()) and bool((t_begin <= t_end).all()) and bool((t_end <= T).all())):
         raise ValueError(
             f"boundary rows must satisfy 0 <= s_begin <= s_end <= S={S} and 0 <= t_begin <= t_end <= T={T}; "
             f"got {b.tolist()}"
@@ -184,7 +184,7 @@ class _MutualInformationFunction(torch.autograd.Function):
 def import_k2():
     """The optional k2 package (backend="k2"), with a clear error where it is not importable."""
     try:
-        import k2  # noqa: F401
+        import k2
     except ImportError as e:  # pragma: no cover - k2 is optional
         raise ImportError("backend='k2' needs the k2 package, which is not importable") from e
     return k2
@@ -222,7 +222,7 @@ def mutual_information_recursion(
         raise ValueError(f"px and py must be 3-D, got {tuple(px.shape)} and {tuple(py.shape)}")
     B, S, T1 = px.shape
     T = T1 - 1
-    if T1 == py.shape[2]:
+    if py.shape[2] == T1:
         raise NotImplementedError("only the regular topology (px of shape (B, S, T+1)) is supported")
     if tuple(py.shape) != (B, S + 1, T):
         raise ValueError(f"py must have shape {(B, S + 1, T)} for px of shape {tuple(px.shape)}, got {tuple(py.shape)}")
@@ -231,5 +231,7 @@ def mutual_information_recursion(
     grads: List[Optional[Tensor]] = [None, None]
     scores = _MutualInformationFunction.apply(px, py, boundary, return_grad, grads)
     if return_grad:
-        return scores, (grads[0], grads[1])
+        px_grad, py_grad = grads
+        assert px_grad is not None and py_grad is not None  # set by the forward pass
+        return scores, (px_grad, py_grad)
     return scores

@@ -27,7 +27,7 @@ imported (it is never required).
 from __future__ import annotations
 
 import logging
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple, Union, cast
 
 import torch
 from torch import Tensor
@@ -384,7 +384,7 @@ def _finish(px, py, boundary, reduction, return_grad):
     if return_grad:
         scores, grads = mutual_information_recursion(px, py, boundary=boundary, return_grad=True)
         return _reduce(scores, reduction), grads
-    return _reduce(mutual_information_recursion(px, py, boundary=boundary), reduction)
+    return _reduce(cast(Tensor, mutual_information_recursion(px, py, boundary=boundary)), reduction)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,7 +81,8 @@ class FrameAligner(nn.Module):
         """``lengths`` (N,): valid encoder frames of each item; the frames after them (batch
         padding) are zeroed first, so that an item's output does not depend on what pads it."""
         if lengths is not None:
-            valid = torch.arange(encoder_out.shape[1], device=encoder_out.device) < lengths.to(encoder_out.device)[:, None]
+            frames = torch.arange(encoder_out.shape[1], device=encoder_out.device)
+            valid = frames < lengths.to(encoder_out.device)[:, None]
             encoder_out = encoder_out * valid.unsqueeze(-1).to(encoder_out.dtype)
         hidden = torch.relu(self.conv(encoder_out.transpose(1, 2))).transpose(1, 2)
         logits = self.out(hidden)
@@ -89,12 +90,12 @@ class FrameAligner(nn.Module):
         return logits.reshape(n, t * self.config.subframes, self.config.vocab_size).float().log_softmax(dim=-1)
 
 
-def encoder_fingerprint(model: nn.Module, samples: int = 64) -> str:
+def encoder_fingerprint(model: object, samples: int = 64) -> str:
     """A short hash of the weights that make the encoder output (``encoder_embed`` and
     ``encoder``): name, shape and ``samples`` evenly spaced values of every parameter. Two
     encoders differ in it as soon as training has changed them; it costs milliseconds even for
     the large models."""
-    parts = [getattr(model, "encoder_embed", None), getattr(model, "encoder", None)]
+    parts: list[Any] = [getattr(model, "encoder_embed", None), getattr(model, "encoder", None)]
     if not all(isinstance(p, nn.Module) for p in parts):
         raise AlignerMismatchError("an aligner needs a PyTorch model with encoder_embed and encoder "
                                    "(the ONNX backend has none)")
@@ -108,7 +109,7 @@ def encoder_fingerprint(model: nn.Module, samples: int = 64) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_aligner(aligner: FrameAligner, model: nn.Module, vocab_size: int, frame_shift: float,
+def check_aligner(aligner: FrameAligner, model: object, vocab_size: int, frame_shift: float,
                   where: str = "the aligner") -> None:
     """AlignerMismatchError saying what differs when ``aligner`` was not trained on ``model``
     (its encoder weights, its vocabulary size or its frame rate)."""
@@ -146,7 +147,7 @@ def read_aligner_info(path: PathLike) -> Dict[str, Any]:
     return dict(_read(Path(path)).get("info", {}))
 
 
-def load_aligner(path: PathLike, model: Optional[nn.Module] = None, vocab_size: Optional[int] = None,
+def load_aligner(path: PathLike, model: Optional[object] = None, vocab_size: Optional[int] = None,
                  frame_shift: Optional[float] = None, device: Union[str, torch.device] = "cpu") -> FrameAligner:
     """The aligner saved at ``path``, in eval mode on ``device``. With ``model`` (and its
     ``vocab_size`` and ``frame_shift``), AlignerMismatchError unless it was trained on that

@@ -6,7 +6,7 @@ Attribute names, and so state_dict keys, are icefall's: `encoder_embed`, `encode
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,6 +20,9 @@ from zipa.model.scaling import ScheduledFloat, scaled_linear
 from zipa.model.spec_augment import SpecAugment, downsample_time_mask
 from zipa.model.subsampling import Conv2dSubsampling
 from zipa.model.zipformer import Zipformer2
+
+if TYPE_CHECKING:
+    from zipa.model.attention_decoder import AttentionDecoderModel
 
 
 def make_pad_mask(lengths: Tensor, max_len: int = 0) -> Tensor:
@@ -35,11 +38,11 @@ class AsrModel(nn.Module):
 
     def __init__(
         self,
-        encoder_embed: nn.Module,
-        encoder: nn.Module,
-        decoder: Optional[nn.Module] = None,
-        joiner: Optional[nn.Module] = None,
-        attention_decoder: Optional[nn.Module] = None,
+        encoder_embed: Conv2dSubsampling,
+        encoder: Zipformer2,
+        decoder: Optional[Decoder] = None,
+        joiner: Optional[Joiner] = None,
+        attention_decoder: Optional[AttentionDecoderModel] = None,
         encoder_dim: int = 384,
         decoder_dim: int = 512,
         vocab_size: int = 500,

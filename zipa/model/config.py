@@ -92,7 +92,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, params: Dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, params: Dict[str, Any]) -> ModelConfig:
         """Build from a dict such as ZIPA's `params` or our `config.json`; unknown keys are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in known})
@@ -101,7 +101,7 @@ class ModelConfig:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load_json(cls, path: Union[str, Path]) -> "ModelConfig":
+    def load_json(cls, path: Union[str, Path]) -> ModelConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
@@ -244,7 +244,8 @@ def infer_config(state_dict: Mapping[str, Any], base: Optional[ModelConfig] = No
     num_stacks = len(layers)
 
     num_layers, factors, dims, ffs, kernels = [], [], [], [], []
-    heads, q_dims, p_dims, v_dims, pos_dims = [], [], [], [], []
+    per_stack: tuple[list[int], ...] = ([], [], [], [], [])
+    heads, q_dims, p_dims, v_dims, pos_dims = per_stack
     causal = False
     for k in range(num_stacks):
         if sorted(layers[k]) != list(range(len(layers[k]))):

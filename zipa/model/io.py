@@ -14,13 +14,16 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from zipa.model.config import ModelConfig, infer_config
 from zipa.utils.atomic import open_atomic
+
+if TYPE_CHECKING:
+    from zipa.model.asr_model import AsrModel
 
 PathLike = Union[str, os.PathLike]
 
@@ -55,7 +58,7 @@ def read_state_dict(path: PathLike, use_averaged: bool = False, trusted: bool = 
         raise FileNotFoundError(f"checkpoint not found: {path}")
     with open(path, "rb") as f:
         magic = f.read(4)
-    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):  # zip or legacy pickle
+    if not magic.startswith((b"PK\x03\x04", b"\x80")):  # zip or legacy pickle
         raise CheckpointError(f"{path}: truncated or not a torch checkpoint (unknown file header {magic!r})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trusted)
@@ -141,7 +144,9 @@ def config_for_state_dict(state_dict: Mapping[str, Any], path: PathLike, **overr
     return _config_from(state_dict, Path(path), overrides)
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: PathLike = "<state_dict>") -> None:
+def load_state_dict_strict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: PathLike = "<state_dict>"
+) -> None:
     """`model.load_state_dict(state_dict, strict=True)`, after a check whose `CheckpointError`
     names the file and the first missing keys, unexpected keys and shape mismatches."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -169,7 +174,7 @@ def load_model(
     device: Union[str, torch.device] = "cpu",
     use_averaged: bool = False,
     **overrides: Any,
-) -> Tuple[nn.Module, ModelConfig]:
+) -> Tuple[AsrModel, ModelConfig]:
     """Build the model a checkpoint describes (or `config`), load its weights strictly, and
     return `(model in eval mode on device, config)`."""
     from zipa.model.asr_model import build_model

@@ -79,7 +79,7 @@ FloatLike = Union[float, ScheduledFloat]
 def set_batch_count(model: nn.Module, batch_count: float) -> None:
     """Advance every schedule in `model` (icefall calls this once per training batch)."""
     for module in model.modules():
-        if hasattr(module, "batch_count"):
+        if isinstance(module, ScheduledFloat):
             module.batch_count = batch_count
 
 
@@ -160,8 +160,10 @@ def conv_after_swoosh(shifted: Tensor, activation: str, conv: nn.Conv2d, output_
     return F.conv2d(y, conv.weight, bias, stride=conv.stride, groups=conv.groups)
 
 
-def shifted_bias(bias: Tensor, activation: str) -> Tensor:
-    """The bias that makes a layer output h - shift instead of h."""
+def shifted_bias(bias: Optional[Tensor], activation: str) -> Tensor:
+    """The bias that makes a layer output h - shift instead of h (the layer must have a bias)."""
+    if bias is None:
+        raise ValueError("shifted_bias: the layer has no bias")
     return bias - SWOOSH_SHIFT[activation]
 
 
@@ -182,6 +184,8 @@ class ActivationDropoutAndLinear(nn.Module):
 
     Holds `weight` and `bias` directly (icefall's key layout).
     """
+
+    bias: Optional[Tensor]
 
     def __init__(
         self,
@@ -292,7 +296,7 @@ class BiasNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         channel_dim = self.channel_dim % x.ndim
         bias = self.bias.reshape((-1,) + (1,) * (x.ndim - channel_dim - 1))
-        log_scale = self.log_scale
+        log_scale: Tensor = self.log_scale
         if self.training:
             log_scale = limit_param_value(log_scale, self.log_scale_min, self.log_scale_max)
         scales = torch.mean((x - bias) ** 2, dim=channel_dim, keepdim=True) ** -0.5
@@ -477,7 +481,7 @@ def whitening_metric(x: Tensor, num_groups: int) -> Tensor:
 
 class _WhiteningPenaltyFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, module: "Whiten") -> Tensor:
+    def forward(ctx, x: Tensor, module: Whiten) -> Tensor:
         ctx.save_for_backward(x)
         ctx.module = module
         return x.view_as(x)
@@ -561,7 +565,7 @@ class ChunkCausalDepthwiseConv1d(nn.Module):
         with torch.no_grad():
             self.causal_conv.weight.mul_(initial_scale)
             self.chunkwise_conv.weight.mul_(initial_scale)
-            if bias:
+            if bias and self.causal_conv.bias is not None:
                 nn.init.uniform_(self.causal_conv.bias, -0.1 * initial_scale, 0.1 * initial_scale)
 
     def forward(self, x: Tensor, chunk_size: int = -1) -> Tensor:

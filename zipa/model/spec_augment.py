@@ -12,7 +12,7 @@ from lhotse.dataset.signal_transforms import time_warp
 from torch import Tensor
 
 
-def _mask_spans(length: int, max_width: int, count: int) -> list:
+def _mask_spans(length: int, max_width: float, count: int) -> list:
     """`count` random [start, end) spans of width < max_width inside [0, length)."""
     spans = []
     for _ in range(count):

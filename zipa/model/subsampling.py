@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, cast
 
 import torch
 import torch.nn as nn
@@ -47,13 +47,16 @@ class ConvNeXt(nn.Module):
         self.layerdrop_rate = ScheduledFloat((0.0, 0.2), (20000.0, 0.015)) if layerdrop_rate is None else layerdrop_rate
         self.depthwise_conv = nn.Conv2d(channels, channels, kernel_size, padding=self.padding, groups=channels)
         self.pointwise_conv1 = nn.Conv2d(channels, hidden_channels, kernel_size=1)
-        self.hidden_balancer = Balancer(hidden_channels, channel_dim=1, min_positive=0.3, max_positive=1.0, min_abs=0.75, max_abs=5.0)
+        self.hidden_balancer = Balancer(hidden_channels, channel_dim=1, min_positive=0.3, max_positive=1.0,
+                                        min_abs=0.75, max_abs=5.0)
         self.activation = SwooshL()
         self.pointwise_conv2 = nn.Conv2d(hidden_channels, channels, kernel_size=1)
         with torch.no_grad():
             self.pointwise_conv2.weight.mul_(0.01)
-            nn.init.uniform_(self.pointwise_conv2.bias, -0.001, 0.001)
-        self.out_balancer = Balancer(channels, channel_dim=1, min_positive=0.4, max_positive=0.6, min_abs=1.0, max_abs=6.0)
+            if self.pointwise_conv2.bias is not None:
+                nn.init.uniform_(self.pointwise_conv2.bias, -0.001, 0.001)
+        self.out_balancer = Balancer(channels, channel_dim=1, min_positive=0.4, max_positive=0.6, min_abs=1.0,
+                                     max_abs=6.0)
         self.out_whiten = Whiten(num_groups=1, whitening_limit=5.0, prob=(0.025, 0.25), grad_scale=0.01)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -163,7 +166,7 @@ class Conv2dSubsampling(nn.Module):
     def _conv_eval(self, x: Tensor) -> Tensor:
         """`self.conv` without its training-only steps, each SwooshR's shift and constant
         folded into the neighbouring convolutions' biases."""
-        conv1, conv2, conv3 = self.conv[0], self.conv[4], self.conv[7]
+        conv1, conv2, conv3 = (cast(nn.Conv2d, self.conv[k]) for k in (0, 4, 7))
         x = F.conv2d(x, conv1.weight, shifted_bias(conv1.bias, "SwooshR"), padding=conv1.padding)
         shift = SWOOSH_SHIFT["SwooshR"]
         x = conv_after_swoosh(x, "SwooshR", conv2, output_shift=shift)

@@ -37,13 +37,16 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from zipa.utils.atomic import open_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from zipa.model.asr_model import AsrModel
 
 PathLike = Union[str, Path]
 
@@ -67,7 +70,7 @@ def _require_onnx():
         raise ImportError(f"ONNX export needs onnx and onnxruntime ({e}): pip install 'zipa-phones[onnx]'") from None
 
 
-def _too_big_for_one_file(model: nn.Module) -> bool:
+def _too_big_for_one_file(model: AsrModel) -> bool:
     return sum(p.numel() * 4 for p in model.parameters()) > _PROTOBUF_LIMIT
 
 
@@ -76,7 +79,7 @@ def _too_big_for_one_file(model: nn.Module) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def _encode(model: nn.Module, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
+def _encode(model: AsrModel, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
     """`AsrModel.forward_encoder` without its data-dependent branches: the padding mask is
     always built (it changes nothing without padding) and the input-length check is left to
     the caller (`zipa.onnx.runtime` checks lengths before running a graph)."""
@@ -89,7 +92,7 @@ def _encode(model: nn.Module, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor,
 class CtcGraph(nn.Module):
     """(feats, feat_lens) -> (CTC log-probs, output lengths)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: AsrModel):
         super().__init__()
         self.model = model
 
@@ -101,7 +104,7 @@ class CtcGraph(nn.Module):
 class TransducerEncoderGraph(nn.Module):
     """(feats, feat_lens) -> (joiner.encoder_proj(encoder_out), output lengths)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: AsrModel):
         super().__init__()
         self.model = model
 
@@ -113,7 +116,7 @@ class TransducerEncoderGraph(nn.Module):
 class TransducerDecoderGraph(nn.Module):
     """context (N, context_size) int64 -> joiner.decoder_proj(decoder(context)) (N, joiner_dim)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: AsrModel):
         super().__init__()
         self.decoder = model.decoder
         self.decoder_proj = model.joiner.decoder_proj
@@ -125,7 +128,7 @@ class TransducerDecoderGraph(nn.Module):
 class TransducerJoinerGraph(nn.Module):
     """(projected encoder frame (N, J), projected decoder output (N, J)) -> logits (N, V)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: AsrModel):
         super().__init__()
         self.joiner = model.joiner
 
@@ -138,7 +141,7 @@ class TransducerJoinerGraph(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_exportable(model: nn.Module) -> None:
+def _check_exportable(model: AsrModel) -> None:
     if getattr(model.encoder, "causal", False):
         # ChunkCausalDepthwiseConv1d picks its chunking from the input length in Python.
         raise NotImplementedError(
@@ -271,7 +274,7 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def _common_metadata(model: nn.Module, kind: str) -> Dict[str, object]:
+def _common_metadata(model: AsrModel, kind: str) -> Dict[str, object]:
     encoder = model.encoder
     factor = int(encoder.output_downsampling_factor)
     meta = {
@@ -286,14 +289,14 @@ def _common_metadata(model: nn.Module, kind: str) -> Dict[str, object]:
     return meta
 
 
-def _feature_dim(model: nn.Module) -> int:
+def _feature_dim(model: AsrModel) -> int:
     """Input feature dim of the conv front end (inverted from its output width)."""
     out_width = model.encoder_embed.out_width
     return 4 * out_width + 4  # 80 for the released models (as zipa.model.config._feature_dim)
 
 
 def export_ctc(
-    model: nn.Module, out_path: PathLike, opset: int = DEFAULT_OPSET, dynamo: bool = False,
+    model: AsrModel, out_path: PathLike, opset: int = DEFAULT_OPSET, dynamo: bool = False,
     feature_dim: Optional[int] = None,
 ) -> Path:
     """Export a CTC AsrModel as one graph: (feats (N, T, F) float32, feat_lens (N,) int64) ->
@@ -320,7 +323,7 @@ def export_ctc(
 
 
 def export_transducer(
-    model: nn.Module, out_dir: PathLike, opset: int = DEFAULT_OPSET, dynamo: bool = False,
+    model: AsrModel, out_dir: PathLike, opset: int = DEFAULT_OPSET, dynamo: bool = False,
     feature_dim: Optional[int] = None,
 ) -> Dict[str, Path]:
     """Export a transducer AsrModel as encoder.onnx, decoder.onnx and joiner.onnx in `out_dir`
@@ -449,7 +452,7 @@ def write_tokens(tokenizer, path: PathLike) -> Path:
 
 
 def export_model(
-    model: nn.Module,
+    model: AsrModel,
     out_dir: PathLike,
     int8: bool = False,
     fp16: bool = False,

@@ -99,7 +99,7 @@ def graph_role(session, where: str = "graph") -> Tuple[str, str]:
     upstream ZIPA's (recognised by their input and output names, and model_type)."""
     meta = _metadata(session)
     if meta.get("model_type") == "zipa":
-        return "zipa", meta.get("graph") if meta.get("graph") in ("decoder", "joiner") else meta.get("kind", "")
+        return "zipa", meta["graph"] if meta.get("graph") in ("decoder", "joiner") else meta.get("kind", "")
     role = upstream.graph_role(*_io_names(session))
     if role is None:
         inputs, outputs = _io_names(session)
@@ -137,7 +137,8 @@ def _upstream_encoder_settings(session, kind: str) -> Dict[str, int]:
             f"upstream {kind} graph: {_PROBE_FRAMES} feature frames gave {frames} output frames "
             f"(shape {out.shape}); cannot tell its frame rate"
         )
-    return {"feature_dim": feature_dim, "output_downsampling_factor": _EMBED_FRAMES // frames, "out_dim": int(out.shape[-1])}
+    return {"feature_dim": feature_dim, "output_downsampling_factor": _EMBED_FRAMES // frames,
+            "out_dim": int(out.shape[-1])}
 
 
 class _EncoderInfo:
@@ -148,6 +149,8 @@ class _EncoderInfo:
 
 
 class _OnnxEncoderMixin:
+    feature_dim: int
+    files: Dict[str, Path]  # the graphs it runs (set by load_onnx_model)
     min_feature_frames = 9
     # Input names of the graph that takes features: ("feats", "feat_lens") in this project's
     # exports, ("x", "x_lens") in upstream ZIPA's.
@@ -155,7 +158,8 @@ class _OnnxEncoderMixin:
 
     def _run_encoder(self, session, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
         if feats.ndim != 3 or feat_lens.ndim != 1 or feats.shape[0] != feat_lens.shape[0]:
-            raise ValueError(f"expected feats (N, T, F) and feat_lens (N,), got {tuple(feats.shape)} and {tuple(feat_lens.shape)}")
+            raise ValueError(f"expected feats (N, T, F) and feat_lens (N,), "
+                             f"got {tuple(feats.shape)} and {tuple(feat_lens.shape)}")
         if feats.shape[-1] != self.feature_dim:
             raise ValueError(f"the model takes {self.feature_dim}-dim features, got {feats.shape[-1]}")
         if feats.shape[0] and int(feat_lens.min()) < self.min_feature_frames:
@@ -295,8 +299,10 @@ class OnnxTransducerModel(_OnnxEncoderMixin, nn.Module):
     def _init_upstream(self, role: str, encoder_session, decoder_session, joiner_session) -> None:
         """Upstream ZIPA's graphs: settings from the decoder's and joiner's metadata (context_size,
         vocab_size; joiner_dim), the frame rate measured on the encoder; blank id 0."""
-        for session, expected in ((encoder_session, "encoder"), (decoder_session, "decoder"), (joiner_session, "joiner")):
-            layout, got = (self.layout, role) if session is encoder_session else graph_role(session, f"transducer {expected}")
+        sessions = ((encoder_session, "encoder"), (decoder_session, "decoder"), (joiner_session, "joiner"))
+        for session, expected in sessions:
+            layout, got = ((self.layout, role) if session is encoder_session
+                           else graph_role(session, f"transducer {expected}"))
             if (layout, got) != ("upstream", expected):
                 raise ValueError(f"expected upstream ZIPA's transducer {expected} graph, got a {layout} {got} graph")
         settings = _upstream_encoder_settings(encoder_session, "transducer encoder")
@@ -313,7 +319,8 @@ class OnnxTransducerModel(_OnnxEncoderMixin, nn.Module):
         self.feature_dim = settings["feature_dim"]
         self.vocab_size = int(vocab)
         self.encoder = _EncoderInfo(settings["output_downsampling_factor"])
-        self.decoder = OnnxDecoder(decoder_session, upstream.BLANK_ID, context_size, input_name=upstream.DECODER_IO[0][0])
+        self.decoder = OnnxDecoder(decoder_session, upstream.BLANK_ID, context_size,
+                                   input_name=upstream.DECODER_IO[0][0])
         self.joiner = OnnxJoiner(joiner_session, joiner_dim, self.vocab_size)
 
     def forward_encoder(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
@@ -393,9 +400,9 @@ def load_onnx_model(
             return model
     else:
         raise FileNotFoundError(f"ONNX model not found: {path} (a .onnx file or an export folder)")
-    model = OnnxTransducerModel(sessions["encoder"], sessions["decoder"], sessions["joiner"])
-    model.files = files
-    return model
+    transducer = OnnxTransducerModel(sessions["encoder"], sessions["decoder"], sessions["joiner"])
+    transducer.files = files
+    return transducer
 
 
 def bpe_model_for(path_or_dir: PathLike) -> Optional[Path]:

@@ -125,7 +125,7 @@ def _confidence_colormap():
 
 
 def _draw_tier(
-    ax: "Axes",
+    ax: Axes,
     intervals: Sequence[Interval],
     name: str,
     view: Tuple[float, float],
@@ -181,7 +181,7 @@ def alignment(
     figsize: Optional[Tuple[float, float]] = None,
     fontsize: float = 10.0,
     cmap: str = "Greys",
-) -> "Figure":
+) -> Figure:
     """A spectrogram of ``audio`` with ``alignment``'s phone and word tiers under it.
 
     ``audio``: a file path, or an array at ``sampling_rate`` (default 16 kHz).

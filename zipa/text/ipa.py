@@ -197,7 +197,7 @@ def normalize_ipa_changes(text: str, remove_diacritics: bool = False) -> tuple[s
     return result, dropped, changes
 
 
-def _normalize(text: str, remove_diacritics: bool, changes: "Counter | None") -> tuple[str, Counter]:
+def _normalize(text: str, remove_diacritics: bool, changes: Counter | None) -> tuple[str, Counter]:
     """Steps 1-7 (and ``remove_diacritics``); counts the changes into ``changes`` when given."""
     inv, recompose, ejective = _tables()
     s = unicodedata.normalize("NFD", text)

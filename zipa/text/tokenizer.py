@@ -37,14 +37,14 @@ class Tokenizer:
         self.sp = processor
 
     @classmethod
-    def from_file(cls, path: PathLike) -> "Tokenizer":
+    def from_file(cls, path: PathLike) -> Tokenizer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"sentencepiece model not found: {path}")
         return cls(spm.SentencePieceProcessor(model_file=str(path)))
 
     @classmethod
-    def default(cls) -> "Tokenizer":
+    def default(cls) -> Tokenizer:
         """The packaged ZIPA tokenizer."""
         return cls.from_file(default_bpe_model_path())
 

@@ -40,10 +40,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from zipa.data.demo_corpus import DemoCorpusConfig, TRAIN_LANGUAGES, plan_corpus
+from zipa.data.demo_corpus import TRAIN_LANGUAGES, DemoCorpusConfig, plan_corpus
 from zipa.decoding.alignment import phone_forced_align
-from zipa.evaluation.timing import TimedUtterance, espeak_reference, timing_stats
 from zipa.decoding.timestamps import FRAME_OFFSET
+from zipa.evaluation.timing import TimedUtterance, espeak_reference, timing_stats
 from zipa.model.aligner import SILENCE, AlignerConfig, FrameAligner, aligner_path_for, encoder_fingerprint, save_aligner
 from zipa.model.io import default_device
 
@@ -201,7 +201,8 @@ def fit(aligner: FrameAligner, train: Sequence[Example], epochs: int, lr: float,
     result depend less on the last few steps); returns the mean loss of each epoch."""
     optimiser = torch.optim.Adam(aligner.parameters(), lr=lr)
     steps = max(1, epochs * len(train))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
     rng = random.Random(f"{seed}:order")
     device = next(aligner.parameters()).device
     losses = []
@@ -247,7 +248,8 @@ def measure(aligner: FrameAligner, examples: Sequence[Example]) -> Dict[str, flo
     out = {"frame_accuracy": correct / max(frames, 1)}
     if errors:
         stats = timing_stats(errors)
-        out.update(phones=stats.n, within_20ms=stats.within_20, median_ms=stats.median * 1000, bias_ms=stats.bias * 1000)
+        out.update(phones=stats.n, within_20ms=stats.within_20, median_ms=stats.median * 1000,
+                   bias_ms=stats.bias * 1000)
     return out
 
 

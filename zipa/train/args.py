@@ -35,7 +35,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> Non
                  "attention_decoder_num_heads", "attention_decoder_feedforward_dim"]:
         group.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"default {getattr(base, name)}")
     for name in ["causal", "use_transducer", "use_ctc", "use_attention_decoder"]:
-        group.add_argument("--" + name.replace("_", "-"), type=str2bool, default=None, help=f"default {getattr(base, name)}")
+        group.add_argument("--" + name.replace("_", "-"), type=str2bool, default=None,
+                           help=f"default {getattr(base, name)}")
     parser.set_defaults(**defaults)
 
 
@@ -127,7 +128,7 @@ def parse_noting_given(parser: argparse.ArgumentParser, argv: Optional[Sequence[
     set (as opposed to defaults). argparse puts a default only where the namespace has no value
     yet, so a second parse into a namespace of placeholders shows which ones the command line set."""
     args = parser.parse_args(argv)
-    probe = argparse.Namespace(**{name: _NOT_GIVEN for name in vars(args)})
+    probe = argparse.Namespace(**dict.fromkeys(vars(args), _NOT_GIVEN))
     parser.parse_args(argv, namespace=probe)
     args.given_flags = frozenset(name for name, value in vars(probe).items() if value is not _NOT_GIVEN)
     return args
@@ -139,7 +140,8 @@ def add_checkpoint_selection_arguments(parser: argparse.ArgumentParser) -> None:
     add = group.add_argument
     add("--exp-dir", type=Path, default=Path("exp"))
     add("--epoch", type=int, default=0, help="use epoch-N.pt (with --avg: N-avg+1 .. N)")
-    add("--iter", type=int, default=0, help="use checkpoint-N.pt (with --avg: the newest --avg up to N); wins over --epoch")
+    add("--iter", type=int, default=0,
+        help="use checkpoint-N.pt (with --avg: the newest --avg up to N); wins over --epoch")
     add("--avg", type=int, default=1, help="number of checkpoints to average")
     add("--use-averaged-model", type=str2bool, default=False,
         help="average via the model_avg of two checkpoints --avg apart (icefall's method)")

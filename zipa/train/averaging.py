@@ -19,7 +19,8 @@ def default_output(args: argparse.Namespace) -> Path:
 def main(argv: Optional[Sequence[str]] = None, description: str = "Average checkpoints.") -> int:
     parser = argparse.ArgumentParser(description=description)
     add_checkpoint_selection_arguments(parser)
-    parser.add_argument("--output", type=Path, default=None, help="where to write the .pth (config.json goes beside it)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="where to write the .pth (config.json goes beside it)")
     args = parser.parse_args(argv)
     if args.model_path is not None:
         parser.error("--model-path is already one model: give --exp-dir with --iter or --epoch")

@@ -3,8 +3,9 @@
 A checkpoint (`checkpoint-{batch}.pt`, `epoch-{n}.pt`) is a dict with `model`, `model_avg`
 (the running average of the weights, float64), `optimizer`, `scheduler`, `grad_scaler`,
 `sampler` (where the supervised stream's sampler stood), `unsup_sampler` (the same for the
-pseudo-labelled stream of noisy-student training, or None), `rng` and the training counters (`batch_idx_train`, `cur_epoch`, ...). Writes are
-atomic: a crash never leaves a half-written file under a checkpoint's name. The training loop
+pseudo-labelled stream of noisy-student training, or None), `rng` and the training counters
+(`batch_idx_train`, `cur_epoch`, ...). Writes are atomic: a crash never leaves a half-written
+file under a checkpoint's name. The training loop
 adds `per_rank`: every rank's `rng` and Whiten probabilities, which differ between ranks.
 """
 
@@ -41,13 +42,13 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if hasattr(model, "module") else model
+    return getattr(model, "module", model)
 
 
 def save_training_checkpoint(
     path: Path,
     model: nn.Module,
-    model_avg: Optional[nn.Module] = None,
+    model_avg: Optional[AveragedModel] = None,
     optimizer: Optional[torch.optim.Optimizer] = None,
     scheduler: Any = None,
     scaler: Any = None,
@@ -106,7 +107,8 @@ class AveragedModel:
 
     def __init__(self, model: nn.Module):
         state = unwrap(model).state_dict()
-        self.weights = {k: v.detach().to("cpu", torch.float64).clone() for k, v in state.items() if v.is_floating_point()}
+        self.weights = {k: v.detach().to("cpu", torch.float64).clone()
+                        for k, v in state.items() if v.is_floating_point()}
 
     def update(self, model: nn.Module, batch_idx_train: int, average_period: int) -> None:
         """avg <- avg * (1 - w) + model * w with w = average_period / batch_idx_train."""
@@ -129,11 +131,11 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> Di
         raise ValueError("nothing to average")
     average = {}
     for key, first in state_dicts[0].items():
-        if first.is_floating_point():
-            total = sum(sd[key].to(torch.float64) for sd in state_dicts)
-            average[key] = (total / n).to(first.dtype)
-        else:
-            average[key] = sum(sd[key] for sd in state_dicts) // n
+        dtype = torch.float64 if first.is_floating_point() else first.dtype
+        total = first.to(dtype)
+        for sd in state_dicts[1:]:
+            total = total + sd[key].to(dtype)
+        average[key] = (total / n).to(first.dtype) if first.is_floating_point() else total // n
     return average
 
 
@@ -176,7 +178,8 @@ def checkpoints_to_average(
         paths = find_checkpoints(exp_dir, iteration)
         needed = avg + 1 if use_averaged_model else avg
         if len(paths) < needed:
-            raise FileNotFoundError(f"--iter {iteration} --avg {avg}: need {needed} checkpoints in {exp_dir}, found {len(paths)}")
+            raise FileNotFoundError(
+                f"--iter {iteration} --avg {avg}: need {needed} checkpoints in {exp_dir}, found {len(paths)}")
         return [paths[0], paths[avg]] if use_averaged_model else paths[:avg]
     if epoch > 0:
         if use_averaged_model:

@@ -65,7 +65,7 @@ def prepare_finetune_args(args: argparse.Namespace) -> None:
     if not args.finetune_ckpt:
         raise ValueError("--do-finetune True needs --finetune-ckpt (a .pth, a checkpoint-N.pt/epoch-N.pt, "
                          "or a model name from `zipa models`)")
-    given = getattr(args, "given_flags", frozenset())
+    given: frozenset = getattr(args, "given_flags", frozenset())
     for name, value in FINETUNE_LR_DEFAULTS.items():
         if name not in given:
             setattr(args, name, value)
@@ -122,7 +122,7 @@ class FinetuneInit:
         self.flags = flags
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, output_downsampling_factor: int) -> "FinetuneInit":
+    def from_args(cls, args: argparse.Namespace, output_downsampling_factor: int) -> FinetuneInit:
         path, trusted = resolve_source(args.finetune_ckpt)
         state_dict = read_state_dict(path, trusted=trusted)
         checkpoint_config = config_for_state_dict(state_dict, path)

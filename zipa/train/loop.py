@@ -19,7 +19,7 @@ import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Tuple, Type, cast
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ from zipa.train.finetune import FINETUNE_BATCH_COUNT_OFFSET, FinetuneInit, freez
 from zipa.train.logs import TrainLogger
 from zipa.train.optim import Eden, ScaledAdam, adjusted_batch_count, get_parameter_groups_with_lrs
 
+if TYPE_CHECKING:
+    from zipa.data.dataset import BatchLoader
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -56,7 +59,8 @@ def seed_everything(seed: int) -> None:
 def schedule_batch_count(args: argparse.Namespace, batch_idx_train: int, world_size: int) -> float:
     """The batch count the model's schedules see: batches of --ref-duration seconds so far, times
     --schedule-speedup, plus FINETUNE_BATCH_COUNT_OFFSET when fine-tuning (schedules at their end)."""
-    count = args.schedule_speedup * adjusted_batch_count(batch_idx_train, args.max_duration, world_size, args.ref_duration)
+    batches = adjusted_batch_count(batch_idx_train, args.max_duration, world_size, args.ref_duration)
+    count = args.schedule_speedup * batches
     return count + (FINETUNE_BATCH_COUNT_OFFSET if getattr(args, "do_finetune", False) else 0)
 
 
@@ -95,7 +99,7 @@ def compute_loss(
     unsupervised: bool = False,
 ) -> Tuple[Tensor, Dict[str, float]]:
     """The weighted loss of a batch (summed over utterances) and its parts, for logging."""
-    asr: AsrModel = unwrap(model)
+    asr = cast(AsrModel, unwrap(model))
     device = next(asr.parameters()).device
     feats = batch["inputs"].to(device)
     sup = batch["supervisions"]
@@ -114,7 +118,7 @@ def compute_loss(
             cr_loss_masked_scale=args.cr_loss_masked_scale,
         )
         scales = loss_scales(args, batch_idx_train)
-        parts = {}
+        parts: Dict[str, Tensor] = {}
         loss = torch.zeros((), device=device)
         if asr.use_transducer:
             loss = loss + scales["simple"] * simple + scales["pruned"] * pruned
@@ -142,7 +146,11 @@ class Trainer:
     """State and steps of one rank's training run."""
 
     def __init__(
-        self, args: argparse.Namespace, dist: DistInfo, data_module: Optional[DataModule], output_downsampling_factor: int
+        self,
+        args: argparse.Namespace,
+        dist: DistInfo,
+        data_module: Optional[DataModule],
+        output_downsampling_factor: int,
     ):
         self.args = args
         self.dist = dist
@@ -192,13 +200,14 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint, model)
         self.raw_model = model
-        self.model = model
+        self.model: nn.Module = model
         if dist.enabled:
-            self.model = nn.parallel.DistributedDataParallel(
+            ddp = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
-            self.model.register_comm_hook(None, sum_gradients)
+            ddp.register_comm_hook(None, sum_gradients)
+            self.model = ddp
         if args.inf_check:
             register_inf_check_hooks(model)
         self.data = data_module
@@ -278,6 +287,8 @@ class Trainer:
 
     def run(self) -> None:
         args = self.args
+        if self.data is None:
+            raise ValueError("Trainer.run needs a data module (Trainer.data)")
         deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes > 0 else math.inf
         train_cuts = self.data.train_cuts()
         unsup_cuts = self.data.unsup_cuts() if args.use_unsup_cr_ctc else None
@@ -303,7 +314,8 @@ class Trainer:
             self.sampler_state = None
             finished = self.train_one_epoch(train_dl, unsup_batches, valid_dl, deadline)
             if not finished:
-                self.log.info(f"time limit reached at batch {self.batch_idx_train}: saved checkpoint-{self.batch_idx_train}.pt")
+                self.log.info(f"time limit reached at batch {self.batch_idx_train}: "
+                              f"saved checkpoint-{self.batch_idx_train}.pt")
                 break
             self.save(self.exp_dir / f"epoch-{epoch}.pt", sampler_state=None)
             self.log.info(f"epoch {epoch} done; saved epoch-{epoch}.pt")
@@ -311,7 +323,7 @@ class Trainer:
         self.log.close()
 
     def train_one_epoch(
-        self, train_dl: Iterable, unsup_batches: Optional[Iterator], valid_dl, deadline: float
+        self, train_dl: BatchLoader, unsup_batches: Optional[Iterator], valid_dl, deadline: float
     ) -> bool:
         """Returns False when the time limit stopped the epoch early. `unsup_batches`: the
         endless pseudo-labelled stream (one batch per supervised batch), or None."""
@@ -395,7 +407,8 @@ class Trainer:
         frames = max(totals.get("frames", 0.0), 1.0)
         per_frame = {k: v / frames for k, v in totals.items() if k.endswith("loss")}
         self.log.scalars("valid", per_frame, self.batch_idx_train)
-        self.log.info(f"validation at batch {self.batch_idx_train}: " + ", ".join(f"{k}={v:.4f}" for k, v in per_frame.items()))
+        losses = ", ".join(f"{k}={v:.4f}" for k, v in per_frame.items())
+        self.log.info(f"validation at batch {self.batch_idx_train}: {losses}")
         self.best["valid_loss"] = min(self.best["valid_loss"], per_frame.get("loss", math.inf))
         return per_frame
 

@@ -248,7 +248,8 @@ class ScaledAdam(Optimizer):
         for p, name in zip(params, names):
             if p.grad is not None and p.grad.is_sparse:
                 raise RuntimeError("ScaledAdam optimizer does not support sparse gradients")
-            by_key[(str(p.dtype), *p.shape)].append((p, name))
+            key = (str(p.dtype), *p.shape)
+            by_key[key].append((p, name))
 
         members = [by_key[key] for key in sorted(by_key)]
         stacks = []
@@ -403,7 +404,7 @@ class ScaledAdam(Optimizer):
         state["model_norm_threshold"] = threshold
         percent_clipped = state["num_clipped"] * 100.0 / n if "num_clipped" in state else 0.0
         state["num_clipped"] = 0
-        quartile_text = " ".join("%.3e" % q for q in quartiles)
+        quartile_text = " ".join(f"{q:.3e}" for q in quartiles)
         logging.warning(
             f"Clipping_scale={clipping_scale}, grad-norm quartiles {quartile_text}, "
             f"threshold={threshold:.3e}, percent-clipped={percent_clipped:.1f}"
@@ -426,6 +427,7 @@ class ScaledAdam(Optimizer):
                 proportion = (s / tot_sumsq).item()
                 if best is None or proportion > best[0]:
                     best = (proportion, name, s, r, g)
+        assert best is not None  # a non-empty stack
         proportion, name, s, r, g = best
         logging.warning(
             f"Parameter dominating tot_sumsq {name} with proportion {proportion:.2f}, "

@@ -88,13 +88,13 @@ from zipa.data.shar import (
     shard_names,
     write_shard,
 )
-from zipa.inference.long_audio import audio_info
-from zipa.utils.progress import DEFAULT_INTERVAL, PROGRESS_MODES, Progress
-from zipa.decoding.timestamps import WORD_BOUNDARY
 from zipa.decoding.options import DECODING_METHODS
+from zipa.decoding.timestamps import WORD_BOUNDARY
+from zipa.inference.long_audio import audio_info
 from zipa.inference.transcriber import Transcriber
 from zipa.train.distributed import DistInfo, barrier, launched_by_torchrun, run_distributed
 from zipa.utils.atomic import open_atomic, write_text_atomic
+from zipa.utils.progress import DEFAULT_INTERVAL, PROGRESS_MODES, Progress
 
 logger = logging.getLogger(__name__)
 

@@ -73,8 +73,13 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, methods: Sequence[st
     group.add_argument("--device", default=str(default_device()))
 
 
-def run_decoding(args: argparse.Namespace, data_module_class: Type[DataModule], known_methods: Sequence[str],
-                 output_downsampling_factor: int, config_overrides: Optional[dict] = None) -> Dict[str, Dict[str, dict]]:
+def run_decoding(
+    args: argparse.Namespace,
+    data_module_class: Type[DataModule],
+    known_methods: Sequence[str],
+    output_downsampling_factor: int,
+    config_overrides: Optional[dict] = None,
+) -> Dict[str, Dict[str, dict]]:
     """Decode every --test-shar-dirs set with every requested method; returns the metrics."""
     methods = [m.strip() for m in args.decoding_method.split(",") if m.strip()]
     unknown = [m for m in methods if m not in known_methods]

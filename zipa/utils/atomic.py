@@ -13,7 +13,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Any, Dict, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -32,7 +32,7 @@ def open_atomic(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> Ite
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        text = {} if mode == "wb" else {"encoding": encoding, "newline": "\n"}
+        text: Dict[str, Any] = {} if mode == "wb" else {"encoding": encoding, "newline": "\n"}
         with os.fdopen(fd, mode, **text) as f:
             yield f
             f.flush()

@@ -70,7 +70,7 @@ class Progress:
             self._log(f"{self.total} {unit}s to do")
 
     @classmethod
-    def make(cls, progress: Union[None, bool, str, "Progress"], total: int, **kwargs) -> "Progress":
+    def make(cls, progress: Union[None, bool, str, Progress], total: int, **kwargs) -> Progress:
         """The `progress` argument of `Transcriber.transcribe_files`: a `Progress` as is, a mode
         name, True (a bar), False (nothing) or None (a bar when stderr is a terminal, else nothing)."""
         if isinstance(progress, Progress):
@@ -123,7 +123,7 @@ class Progress:
         elif self.mode == "log":
             self._log(self.summary())
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

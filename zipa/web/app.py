@@ -122,7 +122,7 @@ def check_limits(max_upload_mb: float, max_disk_mb: float) -> None:
 
 
 def create_app(
-    transcriber: "Transcriber",
+    transcriber: Transcriber,
     *,
     model_name: str = "",
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,

@@ -29,19 +29,19 @@ import secrets
 import shutil
 import tempfile
 import threading
-from contextlib import contextmanager
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterator, List, Optional, Union
 
 from zipa.audio.load import load_audio
+from zipa.decoding.options import DecodingOptions
 from zipa.inference.forced import AlignJob
 from zipa.inference.long_audio import audio_info, plan_windows
-from zipa.decoding.options import DecodingOptions
-from zipa.utils.progress import Progress
 from zipa.inference.writers import FORMATS, Record, format_jsonl
 from zipa.utils.atomic import open_atomic
+from zipa.utils.progress import Progress
 from zipa.web.spectrogram import Tile, spectrogram_tiles
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ class JobQueue:
 
     def __init__(
         self,
-        transcriber: "Transcriber",
+        transcriber: Transcriber,
         tmp_dir: Union[None, str, Path] = None,
         options: Optional[DecodingOptions] = None,
         keep: int = KEEP_JOBS,
@@ -172,9 +172,9 @@ class JobQueue:
         self.max_queue, self.max_bytes = max_queue, max_bytes
         self.waiting = 0  # admitted uploads not yet taken by the worker
         self.held = 0  # bytes admitted and not yet removed
-        self._jobs: "OrderedDict[str, Job]" = OrderedDict()
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
-        self._queue: "queue.Queue[Optional[Job]]" = queue.Queue()
+        self._queue: queue.Queue[Optional[Job]] = queue.Queue()
         self._worker: Optional[threading.Thread] = None
         self._running: Optional[Job] = None  # the job the worker is on
         self._ids = itertools.count(1)
