@@ -158,10 +158,16 @@ PHONE_SETS: Dict[str, Dict[str, str]] = {
 }
 
 
+# Pairs of segments that spell one sound (within a word): the radio lexicon writes an r-coloured
+# vowel as "er" + "r"; it becomes one phone, spelled as espeak-ng en-us spells it.
+JOINED: Dict[tuple, str] = {("er", "r"): "ɚ"}
+
+
 class FestivalPhone(NamedTuple):
     """One segment of Festival's ``Segment`` relation: its name in the voice's phone set, its IPA
     (``""`` for pauses), its start and end in seconds (the start is the previous end), and the
-    number of the word it belongs to in the sentence (from 0; None for pauses)."""
+    number of the word it belongs to in the sentence (from 0; None for pauses). Two segments
+    that spell one sound (:data:`JOINED`) come as one, named after the first."""
 
     name: str
     ipa: str
@@ -310,12 +316,19 @@ def synthesize(texts: Sequence[str], voice_name: str, duration_stretch: Optional
         results = []
         for i, text in enumerate(texts):
             samples = _read_wav(Path(tmp) / f"{i}.wav")
-            phones, start, words = [], 0.0, {}
+            phones, start, words, number = [], 0.0, {}, None
             for name, end, word in segments.get(i, []):
                 ipa = phone_ipa(voice_name, name)
-                # Pauses belong to no word (their word feature is 0).
-                number = words.setdefault(word, len(words)) if ipa else None
-                phones.append(FestivalPhone(name, ipa, start, end, number))
+                # Pauses belong to no word; a segment a post-lexical rule added (English linking r)
+                # has no word either (its word feature is 0): it joins the word before it.
+                if not ipa:
+                    number = None
+                elif word != "0":
+                    number = words.setdefault(word, len(words))
+                if phones and (phones[-1].name, name) in JOINED and phones[-1].word == number:
+                    phones[-1] = phones[-1]._replace(ipa=JOINED[phones[-1].name, name], end=end)
+                else:
+                    phones.append(FestivalPhone(name, ipa, start, end, number))
                 start = end
             results.append(FestivalSpeech(text, voice_name, samples, SAMPLE_RATE, phones))
         return results
