@@ -179,6 +179,7 @@ def phone_class(label: str) -> str:
 
 
 MIN_CLOSURE = 0.01  # s: a shorter silence before a stop's burst is not taken for its closure
+MAX_CLOSURE = 0.1  # s: a longer one is a pause that espeak did not mark (the stop then keeps its time)
 SILENT = 1e-3  # peak |sample| of 2.5 ms that counts as silent (espeak's closures are digital zeros)
 
 
@@ -186,7 +187,7 @@ def closure_starts(samples: np.ndarray, sample_rate: int, events: Sequence[espea
                    voice: str) -> List[espeak.PhonemeEvent]:
     """espeak's phoneme events with each stop that follows a phone moved back to the start of the
     silence before its burst (its closure; see the module docstring), the previous event ending
-    there. The silence is found in 2.5 ms steps back from the event, no further than 10 ms after
+    there; a silence over ``MAX_CLOSURE`` is taken for an unmarked pause, as after a marked one. The silence is found in 2.5 ms steps back from the event, no further than 10 ms after
     the previous event's start."""
     hop = max(1, int(0.0025 * sample_rate))
     out = list(events)
@@ -199,7 +200,7 @@ def closure_starts(samples: np.ndarray, sample_rate: int, events: Sequence[espea
         start = event.sample
         while start - hop >= earliest and np.abs(samples[start - hop:start]).max(initial=0.0) < SILENT:
             start -= hop
-        if (event.sample - start) / sample_rate >= MIN_CLOSURE:
+        if MIN_CLOSURE <= (event.sample - start) / sample_rate <= MAX_CLOSURE:
             out[k] = event._replace(sample=start, start=start / sample_rate)
             out[k - 1] = previous._replace(end=start / sample_rate)
     return out

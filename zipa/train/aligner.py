@@ -100,6 +100,7 @@ class Example:
     targets: torch.Tensor
     utterance: TimedUtterance = field(repr=False)
     classes: List[int] = field(default_factory=list)
+    voice: str = ""  # the plan's voice: espeak-ng voice+variant or festival:<voice>
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def make_examples(transcriber, plan, aligner_config: AlignerConfig, cfg: Aligner
         return transcriber.tokenizer.piece_to_id(label[0])
 
     examples, skipped, t0 = [], 0, time.time()
-    for i, ((code, n, *_), utt) in enumerate(zip(plan, synthesize_plan(plan))):
+    for i, ((code, n, _, voice, *_), utt) in enumerate(zip(plan, synthesize_plan(plan))):
         segments = phone_segments(utt)
         if segments is None:
             skipped += 1
@@ -245,7 +246,7 @@ def make_examples(transcriber, plan, aligner_config: AlignerConfig, cfg: Aligner
         targets = frame_targets(utt, segments, class_of, num, aligner_config.time_offset, aligner_config.step,
                                 cfg.min_pause)
         classes = [class_of(p.label) for p in utt.phones]
-        examples.append(Example(code, n, encoder_out, torch.from_numpy(targets), utt, classes))
+        examples.append(Example(code, n, encoder_out, torch.from_numpy(targets), utt, classes, voice))
         if (i + 1) % 50 == 0 or i + 1 == len(plan):
             log(f"  {i + 1}/{len(plan)} utterances synthesised and encoded ({time.time() - t0:.0f} s)")
     return examples, skipped
@@ -326,20 +327,25 @@ def measure(aligner: FrameAligner, examples: Sequence[Example]) -> Dict[str, flo
     return out
 
 
-def train_aligner(transcriber, cfg: AlignerTrainingConfig, log: Log = print) -> Tuple[FrameAligner, Dict]:
-    """Train an aligner for ``transcriber``'s model (see the module docstring); returns it and
-    what to store with it (settings, sizes, results, seconds)."""
-    t0 = time.time()
-    torch.manual_seed(cfg.seed)
+def aligner_config(transcriber, cfg: AlignerTrainingConfig) -> AlignerConfig:
+    """The shape of an aligner for ``transcriber``'s model with ``cfg``'s settings."""
     shift = transcriber.frame_shift
     subframes = cfg.subframes or max(1, round(shift / 0.01))
     probe = torch.zeros(1, 100, 80)  # the encoder's output width, whatever the architecture
     with torch.inference_mode():
         dim = transcriber.model.forward_encoder(probe.to(transcriber.device),
                                                 torch.tensor([100], device=transcriber.device))[0].shape[-1]
-    config = AlignerConfig(encoder_dim=int(dim), vocab_size=transcriber.tokenizer.vocab_size, frame_shift=shift,
-                           time_offset=cfg.time_offset, subframes=subframes, channels=cfg.channels,
-                           kernel_size=cfg.kernel_size)
+    return AlignerConfig(encoder_dim=int(dim), vocab_size=transcriber.tokenizer.vocab_size, frame_shift=shift,
+                         time_offset=cfg.time_offset, subframes=subframes, channels=cfg.channels,
+                         kernel_size=cfg.kernel_size)
+
+
+def train_aligner(transcriber, cfg: AlignerTrainingConfig, log: Log = print) -> Tuple[FrameAligner, Dict]:
+    """Train an aligner for ``transcriber``'s model (see the module docstring); returns it and
+    what to store with it (settings, sizes, results, seconds)."""
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    config = aligner_config(transcriber, cfg)
     plan = plan_speech(cfg)
     log(f"aligner: {len(plan)} utterances ({cfg.sentences_per_language} train sentences x {cfg.renderings} "
         f"rendering(s) in {len(cfg.languages)} languages: {' '.join(cfg.languages)}; Festival voices: "
