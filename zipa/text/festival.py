@@ -85,7 +85,7 @@ PHONE_SETS: Dict[str, Dict[str, str]] = {
     # US English (radio set; ked, kal, slt). Long vowels as espeak-ng en-us writes them.
     "radio": {
         "aa": "ɑː", "ae": "æ", "ah": "ʌ", "ao": "ɔː", "aw": "aʊ", "ax": "ə", "axr": "ɚ", "ay": "aɪ",
-        "eh": "ɛ", "er": "ɜː", "ey": "eɪ", "ih": "ɪ", "iy": "iː", "ow": "oʊ", "oy": "ɔɪ", "uh": "ʊ",
+        "eh": "ɛ", "er": "ɚ", "ey": "eɪ", "ih": "ɪ", "iy": "iː", "ow": "oʊ", "oy": "ɔɪ", "uh": "ʊ",
         "uw": "uː",
         "el": "əl", "em": "əm", "en": "ən",  # syllabic: vc +, ctype l / n
         "b": "b", "ch": "tʃ", "d": "d", "dh": "ð", "dx": "ɾ", "f": "f", "g": "ɡ", "hh": "h",

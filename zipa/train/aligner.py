@@ -420,13 +420,16 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def festival_voices(names: Sequence[str], log: Log) -> Tuple[str, ...]:
-    """``names`` without ``none``; the default voices that are not installed are dropped with a
-    message (a voice named on purpose that is missing stays: synthesis then says what to install)."""
+def festival_voices(names: Sequence[str], languages: Sequence[str], log: Log) -> Tuple[str, ...]:
+    """``names`` without ``none``. The default voices keep those of ``languages``, and those that
+    are not installed are dropped with a message (a voice named on purpose stays: planning or
+    synthesis then says what is wrong with it)."""
     from zipa.text import festival
 
     names = tuple(n for n in names if n != "none")
     if names == DEFAULT_FESTIVAL_VOICES:
+        spoken = {language(code).voice for code in languages}
+        names = tuple(n for n in names if festival.voice(n).language in spoken)
         missing = [n for n in names if n not in festival.installed_voices()]
         if missing:
             log(f"aligner: Festival voices not installed, trained without them: {' '.join(missing)} "
@@ -450,7 +453,7 @@ def main(argv: Optional[Sequence[str]] = None, description: str = "Train a frame
         languages=tuple(args.languages), sentences_per_language=args.sentences_per_language,
         renderings=args.renderings, heldout_fraction=args.heldout_fraction, epochs=args.epochs, lr=args.lr,
         channels=args.channels, kernel_size=args.kernel_size, seed=args.seed, corpus_seed=args.corpus_seed,
-        festival_voices=festival_voices(args.festival_voices, print), augment=not args.no_augment,
+        festival_voices=festival_voices(args.festival_voices, args.languages, print), augment=not args.no_augment,
     )
 
     def log(line: str) -> None:
