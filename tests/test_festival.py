@@ -211,3 +211,33 @@ def test_missing_festival_or_voice_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(festival.shutil, "which", lambda name: None)
     with pytest.raises(festival.FestivalError, match="Festival is not installed.*apt-get install festival"):
         festival.synthesize(["Hello."], "ked_diphone")
+
+
+def test_timestamps_benchmark_prints_both_synthesisers_and_marks_held_out_voices(tmp_path_factory, tmp_path):
+    # The benchmark's groups and tables (numbers of a tiny untrained model mean nothing here).
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tiny_models import tiny_model_path
+
+    for name in ("ked_diphone", "kal_diphone"):
+        _needs(name)
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "t.json"
+    result = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "timestamps.py"), "--model", str(tiny_model_path(tmp_path_factory)),
+         "--num", "1", "--voices", "m4", "--festival-voices", "ked_diphone", "kal_diphone", "--aligner", "none",
+         "--device", "cpu", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("command: python benchmarks/timestamps.py --model")
+    rows = {tuple(line.split("\t")[:2]) for line in lines}
+    for group in ("espeak-ng", "festival (allowed, never trained)", "festival (HELD OUT)"):
+        assert (group, "forced (CTC)") in rows  # free rows need matched phones, which a tiny model may lack
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["groups"]["festival (HELD OUT)"]["voices"] == ["kal_diphone"]
+    assert set(data["per_class"]["espeak-ng"]) <= {"stops", "fricatives", "nasals", "vowels", "approximants", "other"}
+    assert "stops" in data["per_class"]["festival (HELD OUT)"]
