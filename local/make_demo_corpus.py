@@ -57,6 +57,8 @@ def festival_renderings(args) -> int:
 
     needed = {v for code in args.languages for allowed, held in [FESTIVAL_VOICES.get(language(code).voice, ("", ()))]
               for v in (allowed, *held) if v}
+    if not needed:  # no language of this corpus has a Festival voice (e.g. German): espeak-ng only
+        return 0
     missing = sorted(needed - set(festival.installed_voices()))
     if missing:
         why = ("Festival is not installed" if not festival.is_available() else
