@@ -1,6 +1,7 @@
 """The embedded demo corpus: a tiny version built in a few seconds, checked end to end."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +180,19 @@ def run_cli(out, texts_dir, seed):
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     return res.stdout
+
+
+def test_cli_without_festival_builds_espeak_only_and_says_so(tmp_path, texts_dir):
+    cmd = [sys.executable, str(REPO / "local" / "make_demo_corpus.py"), "--out-dir", str(tmp_path / "c"),
+           "--texts-dir", str(texts_dir), "--languages", "en,sw", "--heldout", "id", "--num-dev", "1",
+           "--num-test", "1", "--train-renderings", "2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PATH=str(tmp_path)))
+    assert res.returncode == 0, res.stderr
+    assert "Festival is not installed; the corpus is espeak-ng only (apt-get install festival" in res.stderr
+    meta = json.loads((tmp_path / "c" / "demo_corpus.json").read_text(encoding="utf-8"))
+    assert "festival_renderings" not in meta["config"] and set(meta["splits"]) == {"train", "dev", "test", "heldout"}
+    voices = {cut.custom["voice"] for cut in load(tmp_path / "c" / "train").values()}
+    assert not any(v.startswith("festival:") for v in voices)
 
 
 def test_deterministic_across_runs(tmp_path, texts_dir):
