@@ -43,7 +43,7 @@ import numpy as np
 
 __all__ = [
     "FestivalError", "FestivalVoice", "FestivalPhone", "FestivalSpeech", "VOICES", "PHONE_SETS",
-    "SAMPLE_RATE", "allowed_voices", "heldout_voices", "installed_voices", "is_available",
+    "SAMPLE_RATE", "allowed_voices", "installed_voices", "is_available",
     "phone_ipa", "synthesize", "voice",
 ]
 
@@ -195,11 +195,6 @@ def voice(name: str) -> FestivalVoice:
 def allowed_voices() -> List[str]:
     """The voices that may be trained on and tuned with."""
     return [v.name for v in VOICES.values() if v.allowed]
-
-
-def heldout_voices() -> List[str]:
-    """The voices kept for independent checks only."""
-    return [v.name for v in VOICES.values() if not v.allowed]
 
 
 def phone_ipa(voice_name: str, phone: str) -> str:
