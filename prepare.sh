@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Data preparation for the ZIPA recipes, in icefall's staged style.
 #
-#   stage 0: build the embedded demo corpus (espeak-ng speech, 8 languages + 1 held out) as
-#            lhotse shar in $demo_dir/{train,dev,test,heldout}  (local/make_demo_corpus.py)
+#   stage 0: build the embedded demo corpus (espeak-ng speech, 8 languages + 1 held out; a quarter
+#            of the English, Russian, Hindi and Finnish train renderings spoken by Festival where
+#            it is installed, espeak-ng only otherwise) as lhotse shar in
+#            $demo_dir/{train,dev,test,heldout,test_festival,test_festival_heldout}
+#            (local/make_demo_corpus.py)
 #   stage 1: phone counts and out-of-inventory symbols per language -> $demo_dir/text_stats.json
 #            (local/text_stats.py)
 #   stage 2: the IPA tokenizer in ipa_simplified/, generated only if missing

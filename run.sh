@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The main job on the embedded demo corpus, end to end on a 2-core CPU in about 15 minutes:
 #
-#   stage 0: ./prepare.sh: espeak-ng speech in 8 training languages + 1 held out, as lhotse shar
+#   stage 0: ./prepare.sh: espeak-ng (and Festival, where installed) speech in 8 training languages
+#            + 1 held out, as lhotse shar
 #   stage 1: train a small (7.6M-parameter) Zipformer CTC model, time-boxed to $train_minutes
 #   stage 2: average the last epochs into $exp_dir/averaged.pth (loadable by zipa_ctc_inference)
-#   stage 3: decode dev, test and the held-out language: recogs/errs/metrics + a PER/PFER table
+#   stage 3: decode dev, test and the held-out language (and the test sentences spoken by Festival's
+#            allowed and held-out voices): recogs/errs/metrics + a PER/PFER table
 #   stage 4: transcribe a few test files with zipa_ctc_inference.py
 #   stage 5: encoder speed of the released small and large architectures (benchmarks/encoder.py)
 #   stage 6: German, a language the model never heard: its own corpus ($de_dir: train, dev, test
@@ -133,9 +135,13 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-    log "Stage 3: decoding dev, test and the held-out language"
+    log "Stage 3: decoding dev, test and the held-out language (and Festival's test speech, when there is some)"
+    festival_sets=()  # the test sentences spoken by Festival: allowed voices, held-out voices
+    for split in test_festival test_festival_heldout; do
+        if [ -d "$demo_dir/$split" ]; then festival_sets+=("${split//_/-}=$demo_dir/$split"); fi
+    done
     decode "$exp_dir/averaged.pth" "$exp_dir/ctc-greedy-search" \
-        "dev=$demo_dir/dev" "test=$demo_dir/test" "heldout=$demo_dir/heldout"
+        "dev=$demo_dir/dev" "test=$demo_dir/test" "heldout=$demo_dir/heldout" "${festival_sets[@]}"
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then

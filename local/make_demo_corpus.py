@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Build the embedded demo corpus: espeak-ng speech in 8 training languages + 1 held-out one.
+"""Build the embedded demo corpus: espeak-ng and Festival speech in 8 training languages + 1 held-out one.
 
-Writes OUT_DIR/{train,dev,test,heldout,unlabeled}/ (lhotse shar: cuts.NNNNNN.jsonl.gz +
+Writes OUT_DIR/{train,dev,test,heldout,unlabeled,test_festival,test_festival_heldout}/ (lhotse shar: cuts.NNNNNN.jsonl.gz +
 recording.NNNNNN.tar, 16 kHz flac), OUT_DIR/demo_corpus.json (configuration and statistics)
 and OUT_DIR/README.txt (sizes). Texts come from zipa/assets/demo_texts/<language>.txt; labels are
-espeak-ng's phonemisation of the same text normalised to ZIPA's inventory. The output is a
+espeak-ng's phonemisation of the same text normalised to ZIPA's inventory (Festival's own phones
+for what Festival speaks: --festival-renderings of each train sentence's renderings where the
+language has an allowed Festival voice; without Festival installed the corpus is espeak-ng only,
+and this says so). The output is a
 function of the options (seed included). See zipa/data/demo_corpus.py.
 
 Safe to re-run: a finished corpus with the same options is left alone; an interrupted run
@@ -25,6 +28,7 @@ import sys
 from pathlib import Path
 
 from zipa.data.demo_corpus import (
+    FESTIVAL_VOICES,
     HELDOUT_LANGUAGES,
     TRAIN_LANGUAGES,
     VOICE_VARIANTS,
@@ -42,6 +46,27 @@ def int_pair(text: str) -> tuple[int, int]:
     if lo > hi:
         raise argparse.ArgumentTypeError(f"LOW > HIGH in {text!r}")
     return lo, hi
+
+
+def festival_renderings(args) -> int:
+    """``--festival-renderings``, or 0 with a message when Festival or a voice it needs is missing."""
+    if not args.festival_renderings:
+        return 0
+    from zipa.data.demo_corpus import language
+    from zipa.text import festival
+
+    needed = {v for code in args.languages for allowed, held in [FESTIVAL_VOICES.get(language(code).voice, ("", ()))]
+              for v in (allowed, *held) if v}
+    if not needed:  # no language of this corpus has a Festival voice (e.g. German): espeak-ng only
+        return 0
+    missing = sorted(needed - set(festival.installed_voices()))
+    if missing:
+        why = ("Festival is not installed" if not festival.is_available() else
+               f"Festival voices missing: {' '.join(missing)}")
+        print(f"make_demo_corpus.py: {why}; the corpus is espeak-ng only (apt-get install "
+              f"{' '.join(sorted({festival.VOICES[v].package for v in missing} | {'festival'}))})", file=sys.stderr)
+        return 0
+    return args.festival_renderings
 
 
 def code_list(text: str) -> tuple[str, ...]:
@@ -79,6 +104,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-token-rate", type=float, default=d.max_token_rate,
                    help="re-speak slower any utterance whose label has more tokens per second")
     p.add_argument("--shard-size", type=int, default=d.shard_size)
+    p.add_argument("--festival-renderings", type=int, default=1,
+                   help="renderings of each train sentence spoken by Festival where the language has an allowed "
+                        "voice (0: espeak-ng only; also when Festival or a voice is not installed)")
     p.add_argument("--num-jobs", type=int, default=1,
                    help="processes resampling and encoding flac")
     p.add_argument("--overwrite", action="store_true",
@@ -105,6 +133,7 @@ def main() -> None:
         variants=args.variants,
         max_token_rate=args.max_token_rate,
         shard_size=args.shard_size,
+        festival_renderings=festival_renderings(args),
     )
     try:
         summary = build_demo_corpus(

@@ -186,16 +186,18 @@ def test_frame_targets_follow_espeak_phones_and_pauses():
 def test_training_sentences_are_the_corpus_train_split_and_deterministic():
     from zipa.data.demo_corpus import DemoCorpusConfig, plan_corpus
 
-    cfg = training.AlignerTrainingConfig(languages=("es", "fi"), sentences_per_language=5, renderings=2, seed=3)
+    cfg = training.AlignerTrainingConfig(languages=("es", "fi"), sentences_per_language=5, renderings=2, seed=3,
+                                         festival_voices=(), augment=False)
     plan = training.plan_speech(cfg)
     assert plan == training.plan_speech(cfg) and plan != training.plan_speech(
-        training.AlignerTrainingConfig(languages=("es", "fi"), sentences_per_language=5, renderings=2, seed=4))
+        training.AlignerTrainingConfig(languages=("es", "fi"), sentences_per_language=5, renderings=2, seed=4,
+                                       festival_voices=(), augment=False))
     corpus = plan_corpus(DemoCorpusConfig(languages=("es", "fi"), heldout=()))
     unseen = {(u.language, u.sentence) for split in ("dev", "test") for u in corpus[split]}
     assert len(plan) == 2 * 5 * 2 and not {(code, n) for code, n, *_ in plan} & unseen
     corpus_cfg = DemoCorpusConfig()
-    for code, n, text, voice, prosody, seed in plan:
-        assert voice.split("+")[0] == code and (voice.partition("+")[2] in corpus_cfg.variants)
+    for code, n, text, voice, prosody, seed, augment_seed in plan:
+        assert augment_seed is None and voice.split("+")[0] == code and (voice.partition("+")[2] in corpus_cfg.variants)
         assert corpus_cfg.rate[0] <= prosody["rate"] <= corpus_cfg.rate[1]
     for k in range(0, len(plan), 2):  # the two renderings of a sentence use two voice variants
         assert plan[k][:3] == plan[k + 1][:3] and plan[k][3] != plan[k + 1][3]
@@ -240,15 +242,111 @@ def test_fit_solves_a_planted_problem_deterministically():
     assert all(torch.equal(a, b) for a, b in zip(aligner.state_dict().values(), again.state_dict().values()))
 
 
+def test_plan_adds_festival_and_augmented_renderings_and_refuses_held_out_voices():
+    cfg = training.AlignerTrainingConfig(languages=("en", "fi"), sentences_per_language=3, renderings=2, seed=1,
+                                         festival_voices=("ked_diphone",))
+    plan = training.plan_speech(cfg)
+    english = [p for p in plan if p[0] == "en"]
+    assert len(plan) == 2 * 3 * 2 + 3 * 2 and len(english) == 3 * 4
+    festival_items = [p for p in plan if p[3].startswith(training.FESTIVAL)]
+    assert {p[3] for p in festival_items} == {"festival:ked_diphone"}
+    assert {(p[0], p[1]) for p in festival_items} == {(p[0], p[1]) for p in english}  # same sentences
+    # The first rendering of each sentence and voice is clean, the second augmented.
+    for k in range(0, len(english), 4):
+        first, second, f_first, f_second = english[k:k + 4]
+        assert first[6] is None and second[6] is not None and f_first[6] is None and f_second[6] is not None
+        assert f_first[4] == {"stretch": 1.0} and 0.85 <= f_second[4]["stretch"] <= 1.15
+    with pytest.raises(ValueError, match="held-out Festival voice"):
+        training.plan_speech(training.AlignerTrainingConfig(languages=("en",), festival_voices=("kal_diphone",)))
+    with pytest.raises(ValueError, match="none of the languages"):
+        training.plan_speech(training.AlignerTrainingConfig(languages=("es",), festival_voices=("ked_diphone",)))
+
+
+def test_augmented_utterance_moves_times_with_its_speed():
+    rate = 16000
+    x = np.zeros(rate, np.float32)
+    x[8000:9600] = np.sin(np.arange(1600) * 0.3)  # a sound from 0.5 s
+    phones = [ReferencePhone("a", 0.5), ReferencePhone("ɪ", None)]
+    events = [PhonemeEvent("", 0.0, 0.5, 0, 1), PhonemeEvent("a", 0.5, 1.0, 8000, 1)]
+    utt = TimedUtterance("", "x", x, rate, "aɪ", phones, events)
+    for seed in (0, 1, 2, 3, 5):  # seed 4 adds noise at 0 dB SNR: no onset to read
+        aug = training.augment_utterance(utt, seed)
+        speed = rate / len(aug.samples)  # the chain's speed factor
+        assert aug.sample_rate == rate and aug.phones[1].start is None
+        assert aug.phones[0].start == pytest.approx(0.5 / speed, rel=1e-3)
+        assert aug.events[1].start == pytest.approx(0.5 / speed, rel=1e-3) and abs(aug.events[1].sample - 0.5 / speed * rate) <= 2
+        env = np.sqrt(np.convolve(aug.samples.astype(np.float64) ** 2, np.ones(160) / 160, mode="same"))
+        loud = np.flatnonzero(env > 0.2 * env.max())
+        assert abs(loud[0] / rate - aug.phones[0].start) < 0.01  # the sound moved with its time
+
+
+def _stop_targets(utt, ctc_like_ids):
+    """Targets of ``utt`` on a 10 ms grid from 0, and the (start, label) of its stops after a vowel."""
+    segments = training.phone_segments(utt)
+    targets = training.frame_targets(utt, segments, ctc_like_ids, int(utt.duration / 0.01), 0.0, 0.01, 0.02)
+    return targets, segments
+
+
+def test_targets_place_a_stop_start_at_its_closure():
+    # The boundary convention: a stop begins where its closure begins. espeak-ng's p/t/k events
+    # fire at the burst after a digital-silence closure; the targets give that closure to the stop.
+    from zipa.evaluation.timing import espeak_reference, phone_class
+    from zipa.text import espeak
+
+    ids = {}
+
+    def class_of(label):
+        return ids.setdefault(label[0], len(ids) + 1)
+
+    utt = espeak_reference("Papa took a cookie to the kitten.", "en-us", seed=4)
+    targets, segments = _stop_targets(utt, class_of)
+    x, sr = utt.samples, utt.sample_rate
+    moved = 0
+    for (start, _, label), (previous_start, _, _) in zip(segments[1:], segments):
+        if label not in ("p", "t", "k"):
+            continue
+        # In the audio: the burst is the first sound after the stop's start; before it, silence.
+        burst = int(start * sr) + np.flatnonzero(np.abs(x[int(start * sr):]) > 1e-3)[0]
+        if burst / sr - start < 0.02 or np.abs(x[int(start * sr):burst]).max(initial=0) >= 1e-3:
+            continue
+        # Every 10 ms sub-frame centred in that silent closure is the stop's.
+        for k in range(int(np.ceil(start / 0.01 - 0.5)), int(burst / sr / 0.01 - 0.5)):
+            assert targets[k] == class_of(label), (label, start, k)
+        moved += 1
+    assert moved >= 4
+    assert all(phone_class(label) for _, _, label in segments)
+
+
+def test_festival_targets_place_a_stop_start_at_its_segment_start():
+    from zipa.evaluation.timing import festival_reference
+    from zipa.text import festival
+
+    if "ked_diphone" not in festival.installed_voices():
+        pytest.skip("Festival voice ked_diphone is not installed (apt-get install festival festvox-kdlpc16k)")
+    ids = {}
+
+    def class_of(label):
+        return ids.setdefault(label[0], len(ids) + 1)
+
+    (speech,) = festival.synthesize(["Papa took a cookie to the kitten."], "ked_diphone")
+    utt = festival_reference(speech)
+    targets, _ = _stop_targets(utt, class_of)
+    stops = [p for p in speech.phones if p.name in ("p", "t", "k")]
+    assert len(stops) >= 5
+    for p in stops:
+        first = int(np.ceil(p.start / 0.01 - 0.5))  # the first sub-frame centred inside the segment
+        assert targets[first] == class_of(p.ipa), p
+
+
 @pytest.fixture(scope="module")
 def trained(ctc):
     """An aligner trained on a few espeak utterances by the tiny model's encoder, with the
     training utterances."""
     cfg = training.AlignerTrainingConfig(languages=("es",), sentences_per_language=6, renderings=1,
-                                         heldout_fraction=0.0, epochs=60, channels=128, lr=5e-3, seed=0)
+                                         heldout_fraction=0.0, epochs=60, channels=128, lr=5e-3, seed=0,
+                                         festival_voices=(), augment=False)
     aligner, info = training.train_aligner(ctc, cfg, log=lambda line: None)
-    utterances = [training.espeak_reference(text, voice, seed=seed, **prosody)
-                  for _, _, text, voice, prosody, seed in training.plan_speech(cfg)]
+    utterances = training.synthesize_plan(training.plan_speech(cfg))
     return aligner, info, utterances
 
 

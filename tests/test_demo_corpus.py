@@ -1,6 +1,7 @@
 """The embedded demo corpus: a tiny version built in a few seconds, checked end to end."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,8 @@ def load(split_dir):
 
 def test_plan(texts_dir):
     plan = plan_corpus(tiny_config(texts_dir))
-    assert {s: len(u) for s, u in plan.items()} == {"train": 4, "dev": 2, "test": 2, "heldout": 2, "unlabeled": 0}
+    assert {s: len(u) for s, u in plan.items()} == {"train": 4, "dev": 2, "test": 2, "heldout": 2, "unlabeled": 0,
+                                                    "test_festival": 0, "test_festival_heldout": 0}
     # The two renderings of a train sentence use different voice variants.
     by_sentence = {}
     for u in plan["train"]:
@@ -84,6 +86,28 @@ def test_unlabeled_split_takes_train_sentences_and_leaves_the_default_plan_alone
     # A corpus built before num_unlabeled existed has the same stored configuration.
     assert "num_unlabeled" not in tiny_config(texts_dir).to_json()
     assert cfg.to_json()["num_unlabeled"] == 1
+
+
+def test_festival_renderings_replace_espeak_ones_and_keep_sentences_apart(texts_dir):
+    base = plan_corpus(tiny_config(texts_dir))
+    cfg = tiny_config(texts_dir)
+    cfg.festival_renderings = 1
+    plan = plan_corpus(cfg)
+    # English (a Festival voice) has one of its two train renderings spoken by ked_diphone instead
+    # of an espeak-ng variant; Swahili (none) and the total are unchanged.
+    assert len(plan["train"]) == len(base["train"])
+    spoken = {(u.language, u.festival) for u in plan["train"]}
+    assert spoken == {("en", ""), ("en", "ked_diphone"), ("sw", "")}
+    assert all(0.85 <= u.stretch <= 1.15 for u in plan["train"] if u.festival)
+    # The Festival test splits hold exactly the test sentences: the allowed voice, the held-out ones.
+    test = {(u.language, u.sentence) for u in plan["test"] if u.language == "en"}
+    assert {(u.language, u.sentence) for u in plan["test_festival"]} == test
+    assert [u.festival for u in plan["test_festival"]] == ["ked_diphone"]
+    assert sorted(u.festival for u in plan["test_festival_heldout"]) == ["cmu_us_slt_arctic_hts", "kal_diphone"]
+    train = {(u.language, u.sentence) for u in plan["train"]}
+    assert not train & test
+    assert cfg.to_json()["festival_renderings"] == 1 and "festival_renderings" not in base and \
+        "festival_renderings" not in tiny_config(texts_dir).to_json()
 
 
 def test_tiny_corpus(tmp_path, texts_dir):
@@ -151,10 +175,24 @@ def run_cli(out, texts_dir, seed):
         sys.executable, str(REPO / "local" / "make_demo_corpus.py"), "--out-dir", str(out),
         "--texts-dir", str(texts_dir), "--languages", "en,sw", "--heldout", "id",
         "--num-dev", "1", "--num-test", "1", "--train-renderings", "2", "--seed", str(seed),
+        "--festival-renderings", "0",
     ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     return res.stdout
+
+
+def test_cli_without_festival_builds_espeak_only_and_says_so(tmp_path, texts_dir):
+    cmd = [sys.executable, str(REPO / "local" / "make_demo_corpus.py"), "--out-dir", str(tmp_path / "c"),
+           "--texts-dir", str(texts_dir), "--languages", "en,sw", "--heldout", "id", "--num-dev", "1",
+           "--num-test", "1", "--train-renderings", "2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PATH=str(tmp_path)))
+    assert res.returncode == 0, res.stderr
+    assert "Festival is not installed; the corpus is espeak-ng only (apt-get install festival" in res.stderr
+    meta = json.loads((tmp_path / "c" / "demo_corpus.json").read_text(encoding="utf-8"))
+    assert "festival_renderings" not in meta["config"] and set(meta["splits"]) == {"train", "dev", "test", "heldout"}
+    voices = {cut.custom["voice"] for cut in load(tmp_path / "c" / "train").values()}
+    assert not any(v.startswith("festival:") for v in voices)
 
 
 def test_deterministic_across_runs(tmp_path, texts_dir):
@@ -218,7 +256,10 @@ def test_prepare_sh_builds_documented_corpus(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     meta = json.loads((out / "demo_corpus.json").read_text(encoding="utf-8"))
     cuts = {s: sum(v["cuts"] for v in per.values()) for s, per in meta["splits"].items()}
-    assert cuts == {"train": 1920, "dev": 80, "test": 80, "heldout": 80}
+    expected = {"train": 1920, "dev": 80, "test": 80, "heldout": 80}
+    if meta["config"].get("festival_renderings"):  # Festival installed: its test sentences too
+        expected.update(test_festival=40, test_festival_heldout=30)
+    assert cuts == expected
     hours = sum(v["seconds"] for v in meta["splits"]["train"].values()) / 3600
     assert 1.2 < hours < 1.4
     assert set(meta["splits"]["train"]) == {lang.code for lang in TRAIN_LANGUAGES}

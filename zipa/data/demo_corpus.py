@@ -21,6 +21,17 @@ clone without downloading anything. What it holds:
 * labels are espeak-ng's own phonemisation of the same text (so audio and label agree by
   construction), cleaned (:func:`zipa.text.g2p.clean_espeak`) and normalised to ZIPA's inventory
   (:func:`zipa.text.ipa.normalize_ipa`), words separated by spaces;
+* a second synthesiser, Festival (`zipa.text.festival`), speaks ``festival_renderings`` of the
+  renderings of each train (and unlabeled) sentence of every language that has an *allowed*
+  Festival voice (:data:`FESTIVAL_VOICES`: English, Russian, Hindi, Finnish), in place of
+  espeak-ng voice variants, so the total stays the same; their labels are Festival's own phones
+  (`zipa.text.festival.transcript`), and a random ``Duration_Stretch`` varies their
+  speed. Two more test splits hold the same *test* sentences spoken by Festival: ``test_festival``
+  with the allowed voices (trained on, other sentences) and ``test_festival_heldout`` with the
+  held-out voices (never trained on; English ``kal_diphone``, ``cmu_us_slt_arctic_hts``, Finnish
+  ``hy_fi_mv_diphone``), so that PER is reported per synthesiser. Without Festival
+  (``festival_renderings=0``, which ``local/make_demo_corpus.py`` picks and says so when it is not
+  installed) the corpus is espeak-ng only, as before;
 * audio is resampled from espeak's 22050 Hz to 16 kHz by the shar writer
   (:func:`zipa.data.shar.write_shar`), which also makes every split folder atomic and resumable.
 
@@ -85,7 +96,7 @@ __all__ = [
     "build_demo_corpus",
 ]
 
-SPLITS = ("train", "dev", "test", "heldout", "unlabeled")
+SPLITS = ("train", "dev", "test", "heldout", "unlabeled", "test_festival", "test_festival_heldout")
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,14 @@ HELDOUT_LANGUAGES: tuple[DemoLanguage, ...] = (
 ADAPTATION_LANGUAGES: tuple[DemoLanguage, ...] = (
     DemoLanguage("de", "de", "Indo-European, Germanic"),
 )
+# Festival voices per espeak-ng voice (zipa.text.festival.VOICES): (allowed, held out).
+FESTIVAL_VOICES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "en-us": ("ked_diphone", ("kal_diphone", "cmu_us_slt_arctic_hts")),
+    "ru": ("msu_ru_nsh_clunits", ()),
+    "hi": ("hindi_NSK_diphone", ()),
+    "fi": ("suo_fi_lj_diphone", ("hy_fi_mv_diphone",)),
+}
+FESTIVAL_STRETCH = (0.85, 1.15)  # Festival's Duration_Stretch range for train renderings
 # espeak-ng voice variants ("" = the language's default voice): male, female, one Klatt voice.
 VOICE_VARIANTS: tuple[str, ...] = (
     "", "m1", "m2", "m3", "m5", "m7", "f1", "f2", "f3", "f4", "klatt4",
@@ -142,6 +161,9 @@ class DemoCorpusConfig:
     # slowly, so that every cut fits a 25 Hz encoder output (the transducer recipe's) with room.
     max_token_rate: float = 20.0
     shard_size: int = 500
+    # Of train_renderings, spoken by Festival where the language has an allowed voice (0: espeak-ng
+    # only; local/make_demo_corpus.py and ./prepare.sh default to 1 when Festival is installed).
+    festival_renderings: int = 0
 
     def texts_path(self) -> Path:
         return Path(self.texts_dir) if self.texts_dir else default_texts_dir()
@@ -152,6 +174,8 @@ class DemoCorpusConfig:
         d = json.loads(json.dumps(asdict(self)))  # tuples -> lists
         if not self.num_unlabeled:
             del d["num_unlabeled"]  # corpora built before the field existed stay complete
+        if not self.festival_renderings:
+            del d["festival_renderings"]
         digest = hashlib.sha256()
         for code in (*self.languages, *self.heldout):
             path = self.texts_path() / f"{code}.txt"
@@ -173,6 +197,8 @@ class DemoUtterance:
     pitch: int
     pitch_range: int
     seed: int  # espeak-ng's noise generator (breathy voice variants)
+    festival: str = ""  # a Festival voice speaks it instead of espeak-ng (voice, rate, pitch unused)
+    stretch: float = 1.0  # Festival's Duration_Stretch
 
 
 _LANGS = {lang.code: lang for lang in TRAIN_LANGUAGES + HELDOUT_LANGUAGES + ADAPTATION_LANGUAGES}
@@ -250,9 +276,12 @@ def plan_corpus(cfg: DemoCorpusConfig) -> dict[str, list[DemoUtterance]]:
         raise ValueError(
             f"train_renderings={cfg.train_renderings} > {len(cfg.variants)} voice variants"
         )
+    if not 0 <= cfg.festival_renderings <= cfg.train_renderings:
+        raise ValueError(f"festival_renderings must be 0 to train_renderings ({cfg.train_renderings})")
     for code in cfg.languages:
         lang = language(code)
         rng = random.Random(f"{cfg.seed}:{code}")
+        festival_voice = FESTIVAL_VOICES.get(lang.voice, ("",))[0] if cfg.festival_renderings else ""
         sents = read_texts(texts / f"{code}.txt", cfg.max_sentences)
         parts = split_sentences(sents, cfg.num_dev, cfg.num_test, rng, cfg.num_unlabeled)
         for split in ("train", "dev", "test", "unlabeled"):
@@ -260,10 +289,23 @@ def plan_corpus(cfg: DemoCorpusConfig) -> dict[str, list[DemoUtterance]]:
             for n, text in parts[split]:
                 variants = rng.sample(list(cfg.variants), renderings)
                 for k, variant in enumerate(variants):
-                    plan[split].append(_render(
+                    utt = _render(
                         f"{code}-{split}-{n:03d}-{k}", split, code, lang.voice, n, text,
                         variant, cfg, rng,
-                    ))
+                    )
+                    if festival_voice and k >= renderings - cfg.festival_renderings:
+                        low, high = FESTIVAL_STRETCH
+                        utt.festival = festival_voice
+                        utt.stretch = round(low + (high - low) * (utt.seed % 1000) / 999, 3)
+                    plan[split].append(utt)
+            if split == "test" and cfg.festival_renderings and lang.voice in FESTIVAL_VOICES:
+                allowed, held = FESTIVAL_VOICES[lang.voice]
+                for name, voices in (("test_festival", (allowed,)), ("test_festival_heldout", held)):
+                    for n, text in parts[split]:
+                        for voice in voices:
+                            plan[name].append(DemoUtterance(
+                                f"{code}-{name}-{n:03d}-{voice}", name, code, n, text, voice,
+                                0, 0, 0, 0, festival=voice))
     for code in cfg.heldout:
         lang = language(code)
         rng = random.Random(f"{cfg.seed}:{code}")
@@ -377,15 +419,53 @@ def records(
     synthesised on the fly (in a fresh process, see :func:`synthesize_in_fresh_process`)."""
     from zipa.data.shar import ShardRecord
 
-    texts = [labeller(utt.text, utt.language) for utt in utts]
-    jobs = [(utt, num_tokens(text), max_token_rate) for utt, text in zip(utts, texts)]
-    for utt, text, (samples, sr, rate) in zip(utts, texts, synthesize_in_fresh_process(jobs)):
+    festival_speech = festival_records(utts, max_token_rate)
+    spoken = [utt for utt in utts if not utt.festival]
+    texts = [labeller(utt.text, utt.language) for utt in spoken]
+    jobs = [(utt, num_tokens(text), max_token_rate) for utt, text in zip(spoken, texts)]
+    espeak_speech = zip(spoken, texts, synthesize_in_fresh_process(jobs))
+    for utt in utts:
+        if utt.festival:
+            yield festival_speech[utt.id]
+            continue
+        _, text, (samples, sr, rate) = next(espeak_speech)
         utt.rate = rate
         yield ShardRecord(
             id=utt.id, audio=samples, sampling_rate=sr, text=text, language=utt.language,
             custom={"voice": utt.voice, "rate": utt.rate, "pitch": utt.pitch,
                     "pitch_range": utt.pitch_range, "sentence": utt.sentence},
         )
+
+
+def festival_records(utts: Sequence[DemoUtterance], max_token_rate: float = 20.0) -> dict:
+    """Shar records of the utterances of ``utts`` that Festival speaks, by id: one Festival run
+    per voice; labels are Festival's own phones; one that would need more than
+    ``max_token_rate`` tokens per second is spoken again more slowly."""
+    from zipa.data.shar import ShardRecord
+    from zipa.text import festival
+
+    out = {}
+    for voice in sorted({utt.festival for utt in utts if utt.festival}):
+        todo = [utt for utt in utts if utt.festival == voice]
+        for _ in range(3):
+            if not todo:
+                break
+            again = []
+            for utt, speech in zip(todo, festival.synthesize([u.text for u in todo], voice,
+                                                             [u.stretch for u in todo])):
+                text = festival.transcript(speech)
+                if not text:
+                    raise InputError(f"{utt.language}: Festival {voice} gave no phones for {utt.text!r}")
+                if num_tokens(text) > max_token_rate * len(speech.samples) / speech.sample_rate:
+                    utt.stretch = round(utt.stretch * 1.25, 3)
+                    again.append(utt)
+                out[utt.id] = ShardRecord(
+                    id=utt.id, audio=speech.samples, sampling_rate=speech.sample_rate, text=text,
+                    language=utt.language,
+                    custom={"voice": f"festival:{voice}", "stretch": utt.stretch, "sentence": utt.sentence},
+                )
+            todo = again
+    return out
 
 
 @dataclass

@@ -45,13 +45,13 @@ class Eaf:
     def to_textgrid(self) -> TextGrid:
         """The tiers as TextGrid interval tiers over [0, the last annotation's end]; annotations
         that overlap within a tier cannot be TextGrid intervals (ValueError naming the tier)."""
-        end = max((b for annotations in self.tiers.values() for _, b, _ in annotations), default=0.0)
+        end = max((b for spans in self.tiers.values() for _, b, _ in spans), default=0.0)
         grid = TextGrid(0.0, end)
-        for name, annotations in self.tiers.items():
-            for (_, b, _), (a, _, _) in zip(annotations, annotations[1:]):
+        for name, spans in self.tiers.items():
+            for (_, b, _), (a, _, _) in zip(spans, spans[1:]):
                 if a < b:
                     raise ValueError(f"{self.path or 'ELAN file'}: tier {name!r}: annotations overlap at {a:.3f} s")
-            grid.tiers.append(IntervalTier(name, 0.0, end, list(annotations)))
+            grid.tiers.append(IntervalTier(name, 0.0, end, list(spans)))
         return grid
 
 
@@ -126,10 +126,10 @@ def eaf_text(
     kept: Dict[str, List[Optional[str]]] = {}  # tier -> the id of each annotation (None: left out)
     count = 0
     tier_elements = []
-    for name, annotations in tiers:
+    for name, spans in tiers:
         element = ET.Element("TIER", {"LINGUISTIC_TYPE_REF": ALIGNED, "TIER_ID": name})
         kept[name] = []
-        for start, end, value in annotations:
+        for start, end, value in spans:
             a, b = round(start * 1000), round(end * 1000)
             if b <= a or not value:
                 kept[name].append(None)

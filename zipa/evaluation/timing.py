@@ -30,8 +30,26 @@ alignment uses.
 
 The statistics (:class:`TimingStats`) are over signed errors ``hypothesis start - reference
 start`` in seconds: median and mean of their absolute values, the bias (mean signed error:
-positive = times late), and the share within 20 and 40 ms. ``benchmarks/timestamps.py``
+positive = times late), and the share within 20 and 40 ms, overall and per phone class
+(:func:`phone_class`: stops, fricatives, nasals, vowels, approximants). ``benchmarks/timestamps.py``
 measures a model this way on sentences and voices of its own.
+
+Where a phone begins (the boundary convention)
+----------------------------------------------
+A stop (or affricate) begins where its closure begins, as in TIMIT's labelling and Praat/MFA
+practice: the silent or near-silent stretch before the burst belongs to the stop, not to the
+phone before it. Festival's segments already follow it (a ``k`` segment starts at the closure).
+espeak-ng's phoneme event for a voiceless stop fires at the burst, after a run of digital
+silence that espeak counts in the previous phone; :func:`espeak_reference` therefore moves such a
+stop's start back to where that silence begins (:func:`closure_starts`; voiced stops, whose
+events espeak fires at the closure, and stops after a pause keep their event time).
+
+Festival speech
+---------------
+:func:`festival_reference` builds the same timed reference from Festival
+(`zipa.text.festival`): transcript and times both come from the voice's ``Segment`` relation
+(IPA through the voice's phone-set table, words from its word structure); geminates, which
+Festival writes as two identical segments, become one long phone (``t t`` -> ``tː``).
 """
 
 from __future__ import annotations
@@ -43,19 +61,26 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from zipa.decoding.timestamps import Interval, is_modifier, split_phones
-from zipa.text import espeak
+from zipa.text import espeak, festival
 from zipa.text.g2p import clean_espeak
-from zipa.text.ipa import normalize_ipa
+from zipa.text.ipa import PHONE_CLASSES, normalize_ipa, phone_class
 
 __all__ = [
     "ReferencePhone",
     "TimedUtterance",
     "TimingStats",
     "espeak_reference",
+    "festival_reference",
+    "closure_starts",
+    "phone_class",
+    "PHONE_CLASSES",
+    "class_stats",
     "reference_phones",
     "matched_indices",
     "free_errors",
     "forced_errors",
+    "free_pairs",
+    "forced_pairs",
     "timing_stats",
 ]
 
@@ -136,6 +161,34 @@ def reference_phones(transcript: str, events: Sequence[espeak.PhonemeEvent], voi
     return [ReferencePhone(p, s) for p, s in zip(phones, starts)]
 
 
+MIN_CLOSURE = 0.01  # s: a shorter silence before a stop's burst is not taken for its closure
+MAX_CLOSURE = 0.1  # s: a longer one is a pause that espeak did not mark (the stop then keeps its time)
+SILENT = 1e-3  # peak |sample| of 2.5 ms that counts as silent (espeak's closures are digital zeros)
+
+
+def closure_starts(samples: np.ndarray, sample_rate: int, events: Sequence[espeak.PhonemeEvent],
+                   voice: str) -> List[espeak.PhonemeEvent]:
+    """espeak's phoneme events with each stop that follows a phone moved back to the start of the
+    silence before its burst (its closure; see the module docstring), the previous event ending
+    there; a silence over ``MAX_CLOSURE`` is taken for an unmarked pause, as after a marked one. The silence is found in 2.5 ms steps back from the event, no further than 10 ms after
+    the previous event's start."""
+    hop = max(1, int(0.0025 * sample_rate))
+    out = list(events)
+    for k in range(1, len(out)):
+        event, previous = out[k], out[k - 1]
+        phones = split_phones(normalize_ipa(clean_espeak(event.phoneme, voice)))
+        if not previous.phoneme or not phones or phone_class(phones[0]) != "stops":
+            continue
+        earliest = previous.sample + hop * 4
+        start = event.sample
+        while start - hop >= earliest and np.abs(samples[start - hop:start]).max(initial=0.0) < SILENT:
+            start -= hop
+        if MIN_CLOSURE <= (event.sample - start) / sample_rate <= MAX_CLOSURE:
+            out[k] = event._replace(sample=start, start=start / sample_rate)
+            out[k - 1] = previous._replace(end=start / sample_rate)
+    return out
+
+
 def espeak_reference(
     text: str,
     voice: str,
@@ -150,27 +203,51 @@ def espeak_reference(
     speech = espeak.synthesize_with_phones(text, voice, rate, pitch, pitch_range, seed)
     language = voice.split("+")[0]
     transcript = normalize_ipa(clean_espeak(espeak.phonemize(text, language), language))
-    phones = reference_phones(transcript, speech.phonemes, language)
-    return TimedUtterance(text, voice, speech.samples, speech.sample_rate, transcript, phones, list(speech.phonemes))
+    events = closure_starts(speech.samples, speech.sample_rate, speech.phonemes, language)
+    phones = reference_phones(transcript, events, language)
+    return TimedUtterance(text, voice, speech.samples, speech.sample_rate, transcript, phones, events)
+
+
+def festival_reference(speech) -> TimedUtterance:
+    """The timed reference of a `zipa.text.festival.FestivalSpeech` (see the module docstring).
+    Its ``events`` are the segments as `espeak.PhonemeEvent`s (pauses with an empty name)."""
+    segments = festival.joined_segments(speech)
+    rate = speech.sample_rate
+    events = [espeak.PhonemeEvent(ipa, start, end, int(round(start * rate)), -1 if word is None else word)
+              for ipa, start, end, word in segments]
+    phones = [ReferencePhone(p, start if k == 0 else None)
+              for ipa, start, _, _ in segments if ipa for k, p in enumerate(split_phones(ipa))]
+    return TimedUtterance(speech.text, speech.voice, speech.samples, rate, festival.transcript(speech), phones, events)
 
 
 # ---------------------------------------------------------------------------------------------
 # Errors
 
 
-def free_errors(reference: Sequence[ReferencePhone], hypothesis: Sequence[Interval]) -> List[float]:
-    """Signed start errors (s) of the hypothesis phones that match reference phones with a
-    known start (Levenshtein alignment of the labels; equal labels only)."""
+def free_pairs(reference: Sequence[ReferencePhone], hypothesis: Sequence[Interval]) -> List[Tuple[str, float]]:
+    """``(label, signed start error in s)`` of the hypothesis phones that match reference phones
+    with a known start (Levenshtein alignment of the labels; equal labels only)."""
     pairs = matched_indices([p.label for p in reference], [h.label for h in hypothesis])
-    return [hypothesis[j].start - start for i, j in pairs if (start := reference[i].start) is not None]
+    return [(reference[i].label, hypothesis[j].start - reference[i].start)
+            for i, j in pairs if reference[i].start is not None]
+
+
+def forced_pairs(reference: Sequence[ReferencePhone], aligned: Sequence[Interval]) -> List[Tuple[str, float]]:
+    """``(label, signed start error in s)`` of a forced alignment of the reference transcript
+    (phone k of ``aligned`` is reference phone k)."""
+    if [p.label for p in reference] != [a.label for a in aligned]:
+        raise ValueError("the forced alignment's phones are not the reference phones")
+    return [(r.label, a.start - r.start) for r, a in zip(reference, aligned) if r.start is not None]
+
+
+def free_errors(reference: Sequence[ReferencePhone], hypothesis: Sequence[Interval]) -> List[float]:
+    """The errors of :func:`free_pairs`."""
+    return [e for _, e in free_pairs(reference, hypothesis)]
 
 
 def forced_errors(reference: Sequence[ReferencePhone], aligned: Sequence[Interval]) -> List[float]:
-    """Signed start errors (s) of a forced alignment of the reference transcript (phone k of
-    ``aligned`` is reference phone k)."""
-    if [p.label for p in reference] != [a.label for a in aligned]:
-        raise ValueError("the forced alignment's phones are not the reference phones")
-    return [a.start - r.start for r, a in zip(reference, aligned) if r.start is not None]
+    """The errors of :func:`forced_pairs`."""
+    return [e for _, e in forced_pairs(reference, aligned)]
 
 
 @dataclass(frozen=True)
@@ -196,6 +273,15 @@ class TimingStats:
             "within_20ms_%": round(self.within_20 * 100, 1),
             "within_40ms_%": round(self.within_40 * 100, 1),
         }
+
+
+def class_stats(labels: Sequence[str], errors: Sequence[float]) -> Dict[str, TimingStats]:
+    """:func:`timing_stats` per :func:`phone_class` of ``labels`` (one per error); classes with no
+    phone are left out."""
+    by_class: Dict[str, List[float]] = {}
+    for label, error in zip(labels, errors):
+        by_class.setdefault(phone_class(label), []).append(error)
+    return {name: timing_stats(e) for name, e in sorted(by_class.items())}
 
 
 def timing_stats(errors: Sequence[float]) -> TimingStats:

@@ -50,7 +50,7 @@ import unicodedata
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Dict, Iterable
 
 from zipa.assets import PHONE_SET
 
@@ -262,3 +262,20 @@ def phone_counts(texts: Iterable[str]) -> Counter:
     for text in texts:
         counts.update(ch for ch in text if not ch.isspace())
     return counts
+
+
+# Base characters of each phone class (IPA; affricates count as stops, by their first letter).
+PHONE_CLASSES: Dict[str, str] = {
+    "stops": "pbtdʈɖcɟkgɡqɢʔ",
+    "fricatives": "fvθðszʃʒʂʐçʝxɣχʁħʕhɦɸβɕʑ",
+    "nasals": "mɱnɳɲŋɴ",
+    "vowels": "aeiouyɑɒæɛɜəɐɪʊʌɔøœɵɤɯɨʉɘɞɶ",
+    "approximants": "lɭʎʟɫɹɻjwʋɰɥrɾɽʀɺ",
+}
+_CLASS_OF = {ch: name for name, chars in PHONE_CLASSES.items() for ch in chars}
+
+
+def phone_class(label: str) -> str:
+    """``stops``, ``fricatives``, ``nasals``, ``vowels``, ``approximants`` (liquids, glides,
+    taps and trills), or ``other``, by the phone's first character."""
+    return _CLASS_OF.get(label[:1], "other")

@@ -4,18 +4,26 @@
     # -> exp/demo_ctc/averaged.aligner.pt, used by `zipa align` and `model.align` from then on
 
 The data makes itself: espeak-ng speaks sentences and says when it starts each phoneme
-(`zipa.evaluation.timing.espeak_reference`), so each 10 ms sub-frame of the speech gets the
-class of the phone sounding at its centre (`frame_targets`). The sentences are the demo corpus's
-*train* sentences (`zipa.data.demo_corpus.plan_corpus`: its dev and test sentences stay unseen),
-``sentences_per_language`` of them per language, each spoken ``renderings`` times with one of
-the corpus's voice variants and a speaking rate, pitch and pitch range drawn from the corpus's
-ranges. The model encodes each utterance once (frozen, batch of one, as `Transcriber.align`
+(`zipa.evaluation.timing.espeak_reference`), and so does Festival, a second synthesiser built
+from recordings of real speakers (`zipa.evaluation.timing.festival_reference`, voices in
+``festival_voices``: only those `zipa.text.festival` marks allowed), so each 10 ms sub-frame of
+the speech gets the class of the phone sounding at its centre (`frame_targets`). The sentences
+are the demo corpus's *train* sentences (`zipa.data.demo_corpus.plan_corpus`: its dev and test
+sentences stay unseen), ``sentences_per_language`` of them per language, each spoken
+``renderings`` times by espeak-ng with one of the corpus's voice variants and a speaking rate,
+pitch and pitch range drawn from the corpus's ranges, and ``renderings`` times by each Festival
+voice of its language (a random speed, Festival's ``Duration_Stretch`` 0.85-1.15, after the
+first). With ``augment``, every rendering after the first of each sentence and voice goes
+through a random chain of what recordings do (`zipa.audio.augment`: noise at 0-30 dB SNR,
+reverberation, speed 0.9-1.1 with the times scaled, loudness, telephone band, lossy codecs). The model encodes each utterance once (frozen, batch of one, as `Transcriber.align`
 encodes one item); the aligner is then trained on the encoder outputs with cross-entropy (Adam,
 one utterance per step). A tenth of the sentences (``heldout_fraction``) is kept out of
 training to report frame accuracy and how far the aligned phone starts are from espeak's.
 
-Targets. Each phone with a start time owns the stretch from its start to the next timed
-phone's start (the last to the end of the audio); phones without a start of their own (the
+Targets. Phones start where the project's boundary convention puts them (a stop at the start
+of its closure, `zipa.evaluation.timing`: espeak-ng's stop events are moved back to it,
+Festival's segments already follow it). Each phone with a start time owns the stretch from its
+start to the next timed phone's start (the last to the end of the audio); phones without a start of their own (the
 second half of an affricate or diphthong, which espeak speaks as one phoneme) share the
 stretch of the timed phone before them equally; before the first phone, and in espeak's pauses
 longer than ``min_pause``, it is silence (class 0, the blank id). An utterance whose first
@@ -40,14 +48,20 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from zipa.data.demo_corpus import TRAIN_LANGUAGES, DemoCorpusConfig, plan_corpus
+from zipa.data.demo_corpus import FESTIVAL_STRETCH, TRAIN_LANGUAGES, DemoCorpusConfig, language, plan_corpus
 from zipa.decoding.alignment import phone_forced_align
 from zipa.decoding.timestamps import FRAME_OFFSET
-from zipa.evaluation.timing import TimedUtterance, espeak_reference, timing_stats
+from zipa.evaluation.timing import ReferencePhone, TimedUtterance, espeak_reference, festival_reference, timing_stats
 from zipa.model.aligner import SILENCE, AlignerConfig, FrameAligner, aligner_path_for, encoder_fingerprint, save_aligner
 from zipa.model.io import default_device
 
 Log = Callable[[str], None]
+
+
+# The allowed Festival voices of the demo corpus's languages (lp_diphone and czech_ph have no
+# sentences there: they stay never-trained allowed voices for measuring).
+DEFAULT_FESTIVAL_VOICES = ("ked_diphone", "msu_ru_nsh_clunits", "hindi_NSK_diphone", "suo_fi_lj_diphone")
+FESTIVAL = "festival:"  # voice prefix of Festival utterances in the plan
 
 
 @dataclass
@@ -70,6 +84,9 @@ class AlignerTrainingConfig:
     min_pause: float = 0.02  # espeak pauses longer than this (s) are silence
     seed: int = 0
     corpus_seed: int = DemoCorpusConfig.seed  # the corpus whose train split the sentences come from
+    # Allowed Festival voices (zipa.text.festival) that also speak their language's sentences.
+    festival_voices: Tuple[str, ...] = DEFAULT_FESTIVAL_VOICES
+    augment: bool = True  # renderings after the first go through zipa.audio.augment
 
 
 @dataclass
@@ -83,6 +100,7 @@ class Example:
     targets: torch.Tensor
     utterance: TimedUtterance = field(repr=False)
     classes: List[int] = field(default_factory=list)
+    voice: str = ""  # the plan's voice: espeak-ng voice+variant or festival:<voice>
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,10 +108,23 @@ class Example:
 # ---------------------------------------------------------------------------------------------
 
 
-def plan_speech(cfg: AlignerTrainingConfig) -> List[Tuple[str, int, str, str, dict, int]]:
-    """``(language, sentence number, text, voice with variant, prosody, noise seed)`` of every
-    utterance to synthesise: train sentences of the demo corpus (its plan with
-    ``cfg.corpus_seed``), drawn and spoken as the module docstring says."""
+def plan_speech(cfg: AlignerTrainingConfig) -> List[Tuple[str, int, str, str, dict, int, Optional[int]]]:
+    """``(language, sentence number, text, voice, prosody, noise seed, augmentation seed or None)``
+    of every utterance to synthesise: train sentences of the demo corpus (its plan with
+    ``cfg.corpus_seed``), drawn and spoken as the module docstring says. ``voice`` is an espeak-ng
+    voice with its variant, or ``festival:<voice>`` (prosody then ``{"stretch": s}``)."""
+    from zipa.text import festival
+
+    by_language: Dict[str, List[str]] = {}
+    for name in cfg.festival_voices:
+        if not festival.voice(name).allowed:
+            raise ValueError(f"{name} is a held-out Festival voice: never train on it "
+                             f"(allowed: {', '.join(festival.allowed_voices())})")
+        codes = [c for c in cfg.languages if language(c).voice == festival.voice(name).language]
+        if not codes:
+            raise ValueError(f"Festival voice {name} speaks {festival.voice(name).language}, none of the "
+                             f"languages {' '.join(cfg.languages)}")
+        by_language.setdefault(codes[0], []).append(name)
     corpus = DemoCorpusConfig(seed=cfg.corpus_seed, languages=tuple(cfg.languages), heldout=())
     if cfg.renderings < 1 or cfg.renderings > len(corpus.variants):
         raise ValueError(f"renderings must be 1 to {len(corpus.variants)} (the corpus's voice variants)")
@@ -107,10 +138,56 @@ def plan_speech(cfg: AlignerTrainingConfig) -> List[Tuple[str, int, str, str, di
         chosen = sorted(rng.sample(available, min(cfg.sentences_per_language, len(available))))
         for n in chosen:
             text, voice = sentences[code][n]
-            for variant in rng.sample(list(corpus.variants), cfg.renderings):
+            for k, variant in enumerate(rng.sample(list(corpus.variants), cfg.renderings)):
                 prosody = dict(rate=rng.randint(*corpus.rate), pitch=rng.randint(*corpus.pitch),
                                pitch_range=rng.randint(*corpus.pitch_range))
-                out.append((code, n, text, voice + (f"+{variant}" if variant else ""), prosody, rng.randrange(2**31)))
+                out.append((code, n, text, voice + (f"+{variant}" if variant else ""), prosody, rng.randrange(2**31),
+                            rng.randrange(2**31) if cfg.augment and k else None))
+            for name in by_language.get(code, []):
+                for k in range(cfg.renderings):
+                    stretch = round(rng.uniform(*FESTIVAL_STRETCH), 3) if k else 1.0
+                    out.append((code, n, text, FESTIVAL + name, {"stretch": stretch}, 0,
+                                rng.randrange(2**31) if cfg.augment and k else None))
+    return out
+
+
+def augment_utterance(utt: TimedUtterance, seed: int) -> TimedUtterance:
+    """``utt`` at 16 kHz through one random chain of `zipa.audio.augment` (drawn from ``seed``),
+    its phone and event times scaled by the chain's speed change."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    from zipa.audio import augment
+
+    rate = augment.SAMPLE_RATE
+    x = utt.samples
+    if utt.sample_rate != rate:
+        g = gcd(utt.sample_rate, rate)
+        x = resample_poly(x, rate // g, utt.sample_rate // g).astype(np.float32)
+    speed, transform, _ = augment.random_augmentation(random.Random(seed))
+    x = transform(augment.change_speed(x, speed))
+    phones = [p if p.start is None else ReferencePhone(p.label, p.start / speed) for p in utt.phones]
+    events = [e._replace(start=e.start / speed, end=e.end / speed, sample=int(round(e.start / speed * rate)))
+              for e in utt.events]
+    return TimedUtterance(utt.text, utt.voice, x, rate, utt.transcript, phones, events)
+
+
+def synthesize_plan(plan) -> List[TimedUtterance]:
+    """The timed utterance of each planned item (Festival's in one run per voice), augmented
+    where the plan says so."""
+    from zipa.text import festival
+
+    spoken: Dict[int, TimedUtterance] = {}
+    for name in sorted({voice for _, _, _, voice, _, _, _ in plan if voice.startswith(FESTIVAL)}):
+        items = [i for i, item in enumerate(plan) if item[3] == name]
+        speech = festival.synthesize([plan[i][2] for i in items], name[len(FESTIVAL):],
+                                     [plan[i][4]["stretch"] for i in items])
+        spoken.update((i, festival_reference(s)) for i, s in zip(items, speech))
+    out = []
+    for i, (code, n, text, voice, prosody, seed, augment_seed) in enumerate(plan):
+        utt = spoken[i] if i in spoken else espeak_reference(text, voice, seed=seed, **prosody)
+        out.append(utt if augment_seed is None else augment_utterance(utt, augment_seed))
     return out
 
 
@@ -137,7 +214,7 @@ def frame_targets(utt: TimedUtterance, segments: Sequence[Tuple[float, float, st
                   num_frames: int, offset: float, step: float, min_pause: float) -> np.ndarray:
     """The class of each of ``num_frames`` sub-frames (sub-frame k centred at ``offset + (k +
     0.5) * step`` s): the phone whose segment holds its centre, else silence; espeak's pauses
-    longer than ``min_pause`` are silence."""
+    longer than ``min_pause`` are silence (Festival's pauses are events with an empty name too)."""
     centres = offset + (np.arange(num_frames) + 0.5) * step
     targets = np.full(num_frames, SILENCE, dtype=np.int64)
     for start, end, label in segments:
@@ -155,8 +232,7 @@ def make_examples(transcriber, plan, aligner_config: AlignerConfig, cfg: Aligner
         return transcriber.tokenizer.piece_to_id(label[0])
 
     examples, skipped, t0 = [], 0, time.time()
-    for i, (code, n, text, voice, prosody, seed) in enumerate(plan):
-        utt = espeak_reference(text, voice, seed=seed, **prosody)
+    for i, ((code, n, _, voice, *_), utt) in enumerate(zip(plan, synthesize_plan(plan))):
         segments = phone_segments(utt)
         if segments is None:
             skipped += 1
@@ -170,7 +246,7 @@ def make_examples(transcriber, plan, aligner_config: AlignerConfig, cfg: Aligner
         targets = frame_targets(utt, segments, class_of, num, aligner_config.time_offset, aligner_config.step,
                                 cfg.min_pause)
         classes = [class_of(p.label) for p in utt.phones]
-        examples.append(Example(code, n, encoder_out, torch.from_numpy(targets), utt, classes))
+        examples.append(Example(code, n, encoder_out, torch.from_numpy(targets), utt, classes, voice))
         if (i + 1) % 50 == 0 or i + 1 == len(plan):
             log(f"  {i + 1}/{len(plan)} utterances synthesised and encoded ({time.time() - t0:.0f} s)")
     return examples, skipped
@@ -253,23 +329,29 @@ def measure(aligner: FrameAligner, examples: Sequence[Example]) -> Dict[str, flo
     return out
 
 
-def train_aligner(transcriber, cfg: AlignerTrainingConfig, log: Log = print) -> Tuple[FrameAligner, Dict]:
-    """Train an aligner for ``transcriber``'s model (see the module docstring); returns it and
-    what to store with it (settings, sizes, results, seconds)."""
-    t0 = time.time()
-    torch.manual_seed(cfg.seed)
+def aligner_config(transcriber, cfg: AlignerTrainingConfig) -> AlignerConfig:
+    """The shape of an aligner for ``transcriber``'s model with ``cfg``'s settings."""
     shift = transcriber.frame_shift
     subframes = cfg.subframes or max(1, round(shift / 0.01))
     probe = torch.zeros(1, 100, 80)  # the encoder's output width, whatever the architecture
     with torch.inference_mode():
         dim = transcriber.model.forward_encoder(probe.to(transcriber.device),
                                                 torch.tensor([100], device=transcriber.device))[0].shape[-1]
-    config = AlignerConfig(encoder_dim=int(dim), vocab_size=transcriber.tokenizer.vocab_size, frame_shift=shift,
-                           time_offset=cfg.time_offset, subframes=subframes, channels=cfg.channels,
-                           kernel_size=cfg.kernel_size)
+    return AlignerConfig(encoder_dim=int(dim), vocab_size=transcriber.tokenizer.vocab_size, frame_shift=shift,
+                         time_offset=cfg.time_offset, subframes=subframes, channels=cfg.channels,
+                         kernel_size=cfg.kernel_size)
+
+
+def train_aligner(transcriber, cfg: AlignerTrainingConfig, log: Log = print) -> Tuple[FrameAligner, Dict]:
+    """Train an aligner for ``transcriber``'s model (see the module docstring); returns it and
+    what to store with it (settings, sizes, results, seconds)."""
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    config = aligner_config(transcriber, cfg)
     plan = plan_speech(cfg)
     log(f"aligner: {len(plan)} utterances ({cfg.sentences_per_language} train sentences x {cfg.renderings} "
-        f"rendering(s) in {len(cfg.languages)} languages: {' '.join(cfg.languages)})")
+        f"rendering(s) in {len(cfg.languages)} languages: {' '.join(cfg.languages)}; Festival voices: "
+        f"{' '.join(cfg.festival_voices) or 'none'}; augmented: {sum(p[6] is not None for p in plan)})")
     examples, skipped = make_examples(transcriber, plan, config, cfg, log)
     train, heldout = split_heldout(examples, cfg.heldout_fraction, cfg.seed)
     if not train:
@@ -328,12 +410,34 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--channels", type=int, default=d.channels, help="channels of the aligner's convolution")
     p.add_argument("--kernel-size", type=int, default=d.kernel_size, help="its width in encoder frames (odd)")
+    p.add_argument("--festival-voices", nargs="*", default=list(d.festival_voices),
+                   help="allowed Festival voices that also speak their language's sentences (none: espeak-ng "
+                        "only; the default drops, with a message, voices that are not installed)")
+    p.add_argument("--no-augment", action="store_true", help="train on clean synthetic speech only")
     p.add_argument("--seed", type=int, default=d.seed, help="sentences, voices, prosody, initialisation and order")
     p.add_argument("--corpus-seed", type=int, default=d.corpus_seed,
                    help="seed of the demo corpus whose train split the sentences come from")
     p.add_argument("--device", default=str(default_device()), help="cuda or cpu (default: cuda when available)")
     p.add_argument("--num-threads", type=int, default=argparse.SUPPRESS, help="CPU threads for torch")
     return p
+
+
+def festival_voices(names: Sequence[str], languages: Sequence[str], log: Log) -> Tuple[str, ...]:
+    """``names`` without ``none``. The default voices keep those of ``languages``, and those that
+    are not installed are dropped with a message (a voice named on purpose stays: planning or
+    synthesis then says what is wrong with it)."""
+    from zipa.text import festival
+
+    names = tuple(n for n in names if n != "none")
+    if names == DEFAULT_FESTIVAL_VOICES:
+        spoken = {language(code).voice for code in languages}
+        names = tuple(n for n in names if festival.voice(n).language in spoken)
+        missing = [n for n in names if n not in festival.installed_voices()]
+        if missing:
+            log(f"aligner: Festival voices not installed, trained without them: {' '.join(missing)} "
+                f"(apt-get install {festival.DEBIAN_PACKAGES})")
+            names = tuple(n for n in names if n not in missing)
+    return names
 
 
 def main(argv: Optional[Sequence[str]] = None, description: str = "Train a frame aligner for a model.") -> int:
@@ -351,6 +455,7 @@ def main(argv: Optional[Sequence[str]] = None, description: str = "Train a frame
         languages=tuple(args.languages), sentences_per_language=args.sentences_per_language,
         renderings=args.renderings, heldout_fraction=args.heldout_fraction, epochs=args.epochs, lr=args.lr,
         channels=args.channels, kernel_size=args.kernel_size, seed=args.seed, corpus_seed=args.corpus_seed,
+        festival_voices=festival_voices(args.festival_voices, args.languages, print), augment=not args.no_augment,
     )
 
     def log(line: str) -> None:
