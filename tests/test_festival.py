@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 pytest.importorskip("espeakng_loader")
 
 from zipa.evaluation.timing import festival_reference, phone_class  # noqa: E402
-from zipa.inference.timestamps import is_modifier, split_phones  # noqa: E402
+from zipa.decoding.timestamps import is_modifier, split_phones  # noqa: E402
 from zipa.text import espeak  # noqa: E402
 from zipa.text.g2p import clean_espeak  # noqa: E402
 from zipa.text.ipa import normalize_ipa, normalize_ipa_report  # noqa: E402
