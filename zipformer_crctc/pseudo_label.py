@@ -21,7 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zipa.cli import find_audio  # noqa: E402
-from zipa.data.pseudo_label import main  # noqa: E402
+from zipa.data.pseudo_label import get_parser as pseudo_label_parser, main  # noqa: E402
+
+DESCRIPTION = __doc__.splitlines()[0]
+
+
+def get_parser():
+    return pseudo_label_parser(DESCRIPTION, "ctc")
+
 
 if __name__ == "__main__":
-    main(__doc__.splitlines()[0], find_audio=find_audio)
+    main(DESCRIPTION, find_audio=find_audio, recipe="ctc")
