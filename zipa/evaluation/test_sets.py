@@ -22,7 +22,13 @@ from zipa.evaluation.metrics import EvaluationResult, summarise_table
 from zipa.model.io import default_device
 from zipa.model.protocols import EncoderModel
 from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
-from zipa.train.args import BPE_MODEL_HELP, ZIPA_BPE_MODEL, add_checkpoint_selection_arguments, load_selected_model
+from zipa.train.args import (
+    BPE_MODEL_HELP,
+    ZIPA_BPE_MODEL,
+    add_checkpoint_selection_arguments,
+    check_data_dirs,
+    load_selected_model,
+)
 from zipa.train.compat import (
     CTC_DECODING_FLAGS,
     DATA_FLAGS,
@@ -88,7 +94,9 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, methods: Sequence[st
                            bpe_model: str = ZIPA_BPE_MODEL) -> None:
     add_checkpoint_selection_arguments(parser)
     group = parser.add_argument_group("decoding")
-    group.add_argument("--decoding-method", default=default, help=f"one or more, comma-separated: {', '.join(methods)}")
+    same = " (ctc-decoding, ZIPA's default, is k2's best path through the CTC topology: the greedy path)"
+    group.add_argument("--decoding-method", default=default, help=f"one or more, comma-separated: {', '.join(methods)}"
+                       + (same if "ctc-decoding" in methods else ""))
     group.add_argument("--beam-size", type=int, default=4)
     group.add_argument("--bpe-model", default=bpe_model, help=BPE_MODEL_HELP)
     group.add_argument("--res-dir", type=Path, default=None, help="results folder (default: <exp-dir>/<method>)")
@@ -105,6 +113,7 @@ def run_decoding(args: argparse.Namespace, data_module_class: Type[DataModule], 
     if not getattr(args, "test_shar_dirs", None):
         raise UsageError("no test sets: give --test-shar-dirs NAME=DIR ... (lhotse shar folders; ZIPA's test-set "
                          "paths are not built in)")
+    check_data_dirs(args, "test_shar_dirs")
     device = torch.device(args.device)
     model, config = load_selected_model(args, device=str(device), **(config_overrides or {}))
     if any(m in CTC_METHODS for m in methods) and not config.use_ctc:

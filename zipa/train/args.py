@@ -164,6 +164,17 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
 _NOT_GIVEN = object()
 
 
+def check_data_dirs(args: argparse.Namespace, *names: str) -> None:
+    """A `UsageError` naming the first folder of the data flags `names` (dests such as
+    "train_shar_dirs"; entries DIR or NAME=DIR) that does not exist."""
+    for name in names:
+        for entry in getattr(args, name, None) or []:
+            folder = entry.split("=", 1)[-1]
+            if not Path(folder).is_dir():
+                raise UsageError(f"--{name.replace('_', '-')} {entry}: no such folder; give lhotse shar folders "
+                                 "(cuts.NNNNNN.jsonl.gz and recording.NNNNNN.tar files)")
+
+
 def resolve_bpe_model(args: argparse.Namespace) -> None:
     """Set `args.bpe_model` to the tokenizer file to read: the one given (a `UsageError` when it
     is not there), or the default where it exists, else the packaged one."""

@@ -32,7 +32,6 @@ from zipa.model.scaling import Whiten, set_batch_count
 from zipa.model.spec_augment import SpecAugment
 from zipa.text.tokenizer import Tokenizer, default_bpe_model_path
 from zipa.train.args import model_config_from_args
-from zipa.train.diagnostics import DIAGNOSTIC_BATCHES, Diagnostics
 from zipa.train.checkpoints import (
     AveragedModel,
     load_training_checkpoint,
@@ -42,6 +41,7 @@ from zipa.train.checkpoints import (
     set_rng_state,
     unwrap,
 )
+from zipa.train.diagnostics import DIAGNOSTIC_BATCHES, Diagnostics
 from zipa.train.distributed import DistInfo, all_reduce_sum, dump_rank_params, gather_objects, sum_gradients
 from zipa.train.finetune import FINETUNE_BATCH_COUNT_OFFSET, FinetuneInit, freeze, frozen_prefixes, trainable_groups
 from zipa.train.logs import TrainLogger

@@ -36,8 +36,11 @@ RELEASED = {
 
 
 def objective_of(args: argparse.Namespace, config: ModelConfig) -> Dict[str, Any]:
-    """The objective a run trains with: the heads of the model it built, the loss flags."""
-    return {**{h: getattr(config, h) for h in HEADS}, **{f: getattr(args, f) for f in LOSS_FLAGS}}
+    """The objective a run trains with: the heads of the model it built, the loss flags (CR-CTC
+    only where there is a CTC head to regularise, as the loss computes it)."""
+    objective = {**{h: getattr(config, h) for h in HEADS}, **{f: getattr(args, f) for f in LOSS_FLAGS}}
+    objective["use_cr_ctc"] = bool(args.use_cr_ctc and config.use_ctc)
+    return objective
 
 
 def describe(objective: Optional[Dict[str, Any]]) -> str:

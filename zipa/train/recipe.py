@@ -17,6 +17,7 @@ from zipa.train.args import (
     add_model_arguments,
     add_training_arguments,
     architecture_problem,
+    check_data_dirs,
     model_config_from_args,
     parse_noting_given,
     resolve_bpe_model,
@@ -53,9 +54,11 @@ def parse_training_args(parser: argparse.ArgumentParser, argv: Optional[Sequence
     return args
 
 
-def _check_resumable(path: Path, flag: str) -> None:
+def _check_resumable(path: Path, flag: str, world_size: int = 0, seed: int = 0) -> None:
     """A `UsageError` unless `path` is a complete checkpoint file (torch writes zip archives; a
-    truncated one has lost the archive's directory at its end)."""
+    truncated one has lost the archive's directory at its end) and, given the `world_size` and
+    `seed` of a mid-epoch resume, one whose sampler position was saved by as many ranks with
+    that seed (the sampler can only continue the same sequence of batches)."""
     if not path.is_file():
         present = sorted(p.name for p in path.parent.glob("*.pt")) if path.parent.is_dir() else []
         there = f"it holds {', '.join(present[-5:])}" if present else "it holds no checkpoint"
@@ -63,6 +66,16 @@ def _check_resumable(path: Path, flag: str) -> None:
                          f"there, or {flag.split()[0]} {'0' if 'batch' in flag else '1'} to start afresh")
     if not zipfile.is_zipfile(path):
         raise UsageError(f"{flag}: {path} is truncated or not a torch checkpoint; resume from another one")
+    if world_size:
+        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: tensors not read
+        sampler = saved.get("sampler") or {}
+        ranks, saved_seed = sampler.get("world_size", world_size), sampler.get("seed", seed)
+        if ranks != world_size:
+            raise UsageError(f"{flag}: {path.name} stopped mid-epoch on {ranks} rank(s), and its sampler cannot "
+                             f"split the rest of the epoch over {world_size}: resume with --world-size {ranks}")
+        if saved_seed != seed:
+            raise UsageError(f"{flag}: {path.name} stopped mid-epoch in a run with --seed {saved_seed}, whose "
+                             f"batches --seed {seed} cannot continue: resume with --seed {saved_seed}")
 
 
 def check_training_args(args: argparse.Namespace, output_downsampling_factor: int) -> List[str]:
@@ -73,12 +86,16 @@ def check_training_args(args: argparse.Namespace, output_downsampling_factor: in
     if not args.train_shar_dirs:
         raise UsageError("no training data: give --train-shar-dirs DIR [DIR ...] (lhotse shar folders; ZIPA's "
                          "hard-coded data paths are not built in)")
+    check_data_dirs(args, "train_shar_dirs", "dev_shar_dirs", "unsup_shar_dirs", "mux_shar_dirs")
     if args.use_unsup_cr_ctc and not getattr(args, "unsup_shar_dirs", None):
         raise UsageError("--use-unsup-cr-ctc True needs pseudo-labelled data: give --unsup-shar-dirs DIR [DIR ...] "
                          "(zipformer_crctc/pseudo_label.py writes them)")
+    notes += _device_notes(args)
     exp_dir = Path(args.exp_dir)
     if args.start_batch > 0:
-        _check_resumable(exp_dir / f"checkpoint-{args.start_batch}.pt", f"--start-batch {args.start_batch}")
+        world_size = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else args.world_size
+        _check_resumable(exp_dir / f"checkpoint-{args.start_batch}.pt", f"--start-batch {args.start_batch}",
+                         world_size, args.seed)
     elif args.start_epoch > 1:
         _check_resumable(exp_dir / f"epoch-{args.start_epoch - 1}.pt", f"--start-epoch {args.start_epoch}")
     given = getattr(args, "given_flags", frozenset())
@@ -93,7 +110,6 @@ def check_training_args(args: argparse.Namespace, output_downsampling_factor: in
             raise UsageError("--use-cr-ctc True applies SpecAugment inside the model: give --enable-spec-aug False")
         args.enable_spec_aug = False
         notes.append("--use-cr-ctc True: SpecAugment runs inside the model (--enable-spec-aug False)")
-    notes += _device_notes(args)
     return notes
 
 
