@@ -91,6 +91,20 @@ def exp(tmp_path_factory, corpus):
 
 
 @pytest.mark.parametrize("flags, expected", [
+    (("--seed", "8"), "--start-batch 1: checkpoint-1.pt stopped mid-epoch in a run with --seed 7, whose batches "
+                      "--seed 8 cannot continue: resume with --seed 7"),
+    (("--world-size", "2"), "--start-batch 1: checkpoint-1.pt stopped mid-epoch on 1 rank(s), and its sampler cannot "
+                            "split the rest of the epoch over 2: resume with --world-size 1"),
+    (("--dev-shar-dirs", "dev=/nonexistent"), "--dev-shar-dirs dev=/nonexistent: no such folder; give lhotse shar "
+                                              "folders"),
+])
+def test_resuming_mid_epoch_needs_the_same_sampler_and_data_that_exists(capsys, corpus, exp, flags, expected):
+    argv = training_flags(corpus, exp, "--use-ctc", "True", "--start-batch", "1", *flags)
+    assert expected in one_line_exit(capsys, train(argv))
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (("--test-shar-dirs", "/nonexistent"), "--test-shar-dirs /nonexistent: no such folder"),
     (("--iter", "100", "--avg", "10"), "--iter 100 --avg 10 --use-averaged-model True needs 11 checkpoint-N.pt with "
                                        "N <= 100 in {exp}, found 1 (newest: checkpoint-1.pt): give "
                                        "--use-averaged-model False"),
@@ -105,8 +119,8 @@ def exp(tmp_path_factory, corpus):
     (("--nnlm-scale", "0.5"), "--nnlm-scale 0.5: neural LM rescoring: LM decoding is not supported here"),
 ])
 def test_ctc_decode_errors(capsys, corpus, exp, flags, expected):
-    argv = [f.format(exp=exp) for f in flags] + ["--exp-dir", str(exp), "--test-shar-dirs", str(corpus["dev"]),
-                                                 "--num-workers", "0"]
+    argv = ["--exp-dir", str(exp), "--test-shar-dirs", str(corpus["dev"]), "--num-workers", "0"]
+    argv += [f.format(exp=exp) for f in flags]
     assert expected.format(exp=exp) in one_line_exit(capsys, ctc_decode(argv))
 
 
