@@ -82,7 +82,7 @@ finetune() {  # finetune CKPT EXP_DIR EPOCHS train-shar-dir...
         log "  $epochs epochs already trained in $dir, skipping"
     else
         "$PY" zipformer_crctc/train.py --do-finetune True --finetune-ckpt "$ckpt" \
-            --use-cr-ctc False --base-lr 0.01 --max-duration 16 --ref-duration 16 \
+            --use-cr-ctc False --enable-spec-aug False --base-lr 0.01 --max-duration 16 --ref-duration 16 \
             --schedule-speedup 10 --num-epochs "$epochs" --start-epoch $(( ${done_epochs:-0} + 1 )) \
             --device "$device" --num-workers "$num_workers" --train-shar-dirs "$@" \
             --use-mux True --mux-shar-dirs "$demo_dir/train" --mux-weight 0.5 \
@@ -90,7 +90,7 @@ finetune() {  # finetune CKPT EXP_DIR EPOCHS train-shar-dir...
             --save-every-n 200 --keep-last-k 2
     fi
     "$PY" zipformer_crctc/generate_averaged_model.py --exp-dir "$dir" --epoch "$epochs" --avg 1 \
-        --output "$dir/averaged.pth"
+        --use-averaged-model False --output "$dir/averaged.pth"
 }
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
@@ -105,7 +105,8 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
         # (dropout, layer skipping, regularisers) advanced 10 counts per batch: --ref-duration
         # equal to --max-duration makes one batch count as one, --schedule-speedup multiplies.
         "$PY" zipformer_crctc/train.py \
-            --preset demo --use-cr-ctc False --base-lr 0.035 --max-duration 16 \
+            --preset demo --use-ctc True --use-transducer False --use-cr-ctc False --enable-spec-aug False \
+            --base-lr 0.035 --max-duration 16 \
             --ref-duration 16 --schedule-speedup 10 --num-epochs "$num_epochs" --start-epoch $((done_epochs + 1)) \
             --max-minutes "$train_minutes" --device "$device" --num-workers "$num_workers" \
             --train-shar-dirs "$demo_dir/train" --dev-shar-dirs "dev=$demo_dir/dev" \
@@ -131,7 +132,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
         selection=(--iter "$iter" --avg 1)
     fi
     "$PY" zipformer_crctc/generate_averaged_model.py --exp-dir "$exp_dir" "${selection[@]}" \
-        --output "$exp_dir/averaged.pth"
+        --use-averaged-model False --output "$exp_dir/averaged.pth"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then

@@ -291,7 +291,6 @@ def test_targets_place_a_stop_start_at_its_closure():
     # The boundary convention: a stop begins where its closure begins. espeak-ng's p/t/k events
     # fire at the burst after a digital-silence closure; the targets give that closure to the stop.
     from zipa.evaluation.timing import espeak_reference, phone_class
-    from zipa.text import espeak
 
     ids = {}
 

@@ -280,7 +280,7 @@ def test_ctc_decode_reads_the_fine_tuned_run(corpus, sources, tmp_path):
                                                "--mux-shar-dirs", str(original))))
     result = subprocess.run(
         [sys.executable, "zipformer_crctc/ctc_decode.py", "--exp-dir", str(exp), "--epoch", "2", "--avg", "2",
-         "--device", "cpu", "--num-workers", "0", "--res-dir", str(tmp_path / "res"),
+         "--use-averaged-model", "False", "--device", "cpu", "--num-workers", "0", "--res-dir", str(tmp_path / "res"),
          "--test-shar-dirs", f"dev={corpus['dev']}"],
         capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -6,8 +6,11 @@
     python zipformer_crctc/ctc_decode.py --model-path zipa_large_crctc_500000_avg10.pth \\
         --decoding-method ctc-greedy-search,prefix-beam-search --test-shar-dirs data/test/*
 
-Model flags (--num-encoder-layers ...) are accepted as in ZIPA; the architecture is read from
-the checkpoint (or exp-dir/config.json), and given flags override what weights cannot show.
+The flags and defaults are ZIPA's ctc_decode.py's (--epoch 30 --avg 15, averaging through
+model_avg, --decoding-method ctc-decoding, which is ctc-greedy-search without k2). Model flags
+(--num-encoder-layers ...) are accepted as in ZIPA; the architecture is read from the checkpoint
+(or exp-dir/config.json), and given flags override what weights cannot show. HLG, n-best and LM
+decoding need k2: their flags are accepted and answered with what to use instead.
 """
 
 import sys
@@ -15,8 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_module import AsrDataModule
-from zipa.train.test_sets import CTC_METHODS, main
+from data_module import AsrDataModule  # noqa: E402
+from zipa.train.test_sets import CTC_DECODING, decoding_parser, main  # noqa: E402
+
+DESCRIPTION = __doc__.splitlines()[0]
+
+
+def get_parser():
+    return decoding_parser(DESCRIPTION, AsrDataModule, **CTC_DECODING)
+
 
 if __name__ == "__main__":
-    main(__doc__.splitlines()[0], AsrDataModule, CTC_METHODS, "ctc-greedy-search", output_downsampling_factor=1)
+    main(DESCRIPTION, AsrDataModule, output_downsampling_factor=1, **CTC_DECODING)

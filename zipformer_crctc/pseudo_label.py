@@ -11,8 +11,9 @@ Decodes --shar-dirs (cuts with recordings) and --audio-dirs (searched recursivel
 of --model-path (a file, a name from `zipa models`) or --exp-dir with --iter/--epoch and --avg;
 writes the kept utterances to --out-dir as shar (16 kHz flac, the hypothesis as the supervision
 text, its confidence in supervision.custom). Killed, the same command resumes where it stopped.
-The summary is printed and written beside --out-dir (.NAME.summary.json). See
-zipa/train/pseudo_label.py.
+The summary is printed and written beside --out-dir (.NAME.summary.json). The flags of ZIPA's
+ctc_decode_train_data.py are accepted too (--decoding-method names --decoding; the k2 ones are
+answered with what to use instead). See zipa/train/pseudo_label.py.
 """
 
 import sys
@@ -20,7 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from zipa.train.pseudo_label import get_parser as pseudo_label_parser
 from zipa.train.pseudo_label import main
 
+DESCRIPTION = __doc__.splitlines()[0]
+
+
+def get_parser():
+    return pseudo_label_parser(DESCRIPTION, "ctc")
+
+
 if __name__ == "__main__":
-    main(__doc__.splitlines()[0])
+    main(DESCRIPTION, recipe="ctc")

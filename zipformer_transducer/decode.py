@@ -4,7 +4,9 @@
     python zipformer_transducer/decode.py --exp-dir exp/transducer --epoch 30 --avg 5 \\
         --decoding-method greedy_search,modified_beam_search --beam-size 4 --test-shar-dirs data/test/*
 
-fast_beam_search is not available: it needs k2's FSA machinery.
+The flags and defaults are ZIPA's decode.py's (--epoch 30 --avg 15, averaging through
+model_avg). fast_beam_search and LM shallow fusion/rescoring need k2 or an LM: their flags are
+accepted and answered with what to use instead.
 """
 
 import sys
@@ -12,8 +14,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_module import AsrDataModule
-from zipa.train.test_sets import TRANSDUCER_METHODS, main
+from data_module import AsrDataModule  # noqa: E402
+from zipa.train.test_sets import TRANSDUCER_DECODING, decoding_parser, main  # noqa: E402
+
+DESCRIPTION = __doc__.splitlines()[0]
+
+
+def get_parser():
+    return decoding_parser(DESCRIPTION, AsrDataModule, **TRANSDUCER_DECODING)
+
 
 if __name__ == "__main__":
-    main(__doc__.splitlines()[0], AsrDataModule, TRANSDUCER_METHODS, "greedy_search", output_downsampling_factor=2)
+    main(DESCRIPTION, AsrDataModule, output_downsampling_factor=2, **TRANSDUCER_DECODING)

@@ -6,7 +6,9 @@ by zipa_transducer_inference.initialize_model.
     python zipformer_transducer/generate_averaged_model.py --exp-dir exp/transducer --epoch 30 --avg 5 \\
         --use-averaged-model True
 
-The default output is <exp-dir>/averaged-iter-<N>-avg-<K>.pth (or -epoch-<E>-).
+The default output is <exp-dir>/averaged-iter-<N>-avg-<K>.pth (or -epoch-<E>-). The flags and
+defaults are ZIPA's generate_averaged_model.py's (--epoch 30 --avg 9, averaging through
+model_avg: --use-averaged-model False for the plain mean of the checkpoints).
 """
 
 import sys
@@ -14,7 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zipa.train.averaging import main
+from zipa.train.averaging import get_parser as averaging_parser, main  # noqa: E402
+
+DESCRIPTION = __doc__.splitlines()[0]
+
+
+def get_parser():
+    return averaging_parser(DESCRIPTION)
+
 
 if __name__ == "__main__":
-    sys.exit(main(description=__doc__.splitlines()[0]))
+    sys.exit(main(description=DESCRIPTION))

@@ -14,7 +14,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from zipa.train.pseudo_label import get_parser as pseudo_label_parser
 from zipa.train.pseudo_label import main
 
+DESCRIPTION = __doc__.splitlines()[0]
+
+
+def get_parser():
+    return pseudo_label_parser(DESCRIPTION, "transducer")
+
+
 if __name__ == "__main__":
-    main(__doc__.splitlines()[0])
+    main(DESCRIPTION, recipe="transducer")

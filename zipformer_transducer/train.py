@@ -5,6 +5,7 @@
         --use-transducer True --use-ctc False --context-size 2 --prune-range 5 \\
         --train-shar-dirs data/train --dev-shar-dirs data/dev --max-duration 600
 
+The flags and their defaults are ZIPA's train.py's (and icefall's for the CR-CTC flags it lacks).
 Multi-node: torchrun --nnodes N --nproc-per-node G ... zipformer_transducer/train.py <same flags>.
 Output frame rate 25 Hz (output_downsampling_factor=2).
 """
@@ -14,14 +15,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_module import AsrDataModule
-from zipa.train.recipe import run_training
+from data_module import AsrDataModule  # noqa: E402
+from zipa.train.recipe import ZIPA_MODEL_DEFAULTS, run_training, training_parser  # noqa: E402
+
+DESCRIPTION = __doc__.splitlines()[0]
+TRAINING_DEFAULTS = dict(cr_loss_scale=0.2, time_mask_ratio=2.5)  # icefall's zipformer/train.py
+
+
+def get_parser():
+    return training_parser(DESCRIPTION, AsrDataModule, ZIPA_MODEL_DEFAULTS, TRAINING_DEFAULTS)
+
 
 if __name__ == "__main__":
-    run_training(
-        __doc__.splitlines()[0],
-        AsrDataModule,
-        output_downsampling_factor=2,
-        model_defaults=dict(use_ctc=False, use_transducer=True),
-        training_defaults=dict(use_cr_ctc=False),
-    )
+    run_training(DESCRIPTION, AsrDataModule, 2, ZIPA_MODEL_DEFAULTS, TRAINING_DEFAULTS)

@@ -141,7 +141,7 @@ class AsrDataModule:
                            help="Shuffle the training cuts each epoch.")
         group.add_argument("--drop-last", type=str2bool, default=True,
                            help="Drop the last, incomplete training batch of an epoch.")
-        group.add_argument("--num-workers", type=int, default=2,
+        group.add_argument("--num-workers", type=int, default=4,
                            help="DataLoader workers (audio decoding, fbank, SpecAugment).")
         group.add_argument("--on-the-fly-feats", type=str2bool, default=True,
                            help="Compute fbank in the workers with the inference Fbank; false: "

@@ -92,7 +92,7 @@ def read_state_dict(path: PathLike, use_averaged: bool = False, trusted: bool = 
     return dict(obj)
 
 
-def _config_json_for(path: Path) -> Optional[Path]:
+def config_json_for(path: Path) -> Optional[Path]:
     """`<stem>.config.json` beside the checkpoint, else `config.json` there, else None."""
     for candidate in (path.with_name(path.stem + ".config.json"), path.with_name("config.json")):
         if candidate.is_file():
@@ -124,7 +124,7 @@ def _apply_overrides(config: ModelConfig, overrides: Mapping[str, Any]) -> Model
 
 
 def _config_from(state_dict: Mapping[str, Any], path: Path, overrides: Mapping[str, Any]) -> ModelConfig:
-    base = _read_base_config(_config_json_for(path))
+    base = _read_base_config(config_json_for(path))
     try:
         config = infer_config(state_dict, base)
     except ValueError as e:

@@ -9,18 +9,33 @@ from typing import Any, Dict, Optional, Sequence
 
 from zipa.model.config import ModelConfig, preset
 from zipa.model.io import default_device
-from zipa.utils.flags import str2bool
+from zipa.utils.flags import UsageError, str2bool
+
+# ZIPA's defaults of --exp-dir and --bpe-model (relative to where the command runs).
+ZIPA_EXP_DIR = "zipformer/exp"
+ZIPA_BPE_MODEL = "ipa_simplified/unigram_127.model"
+BPE_MODEL_HELP = ("the tokenizer; where the default path does not exist (run outside a checkout), the packaged "
+                  "copy of the same model")
 
 # The `zipa.model.config` presets a recipe starts from (the recipe's flags choose the heads):
 # the released small and large, the demo model of ./run.sh, the tests' tiny model.
 PRESET_CHOICES = ("small", "large", "demo", "tiny")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None:
+# The model flags of the scripts that load a checkpoint (decode, average, pseudo-label): a
+# default kept different from ZIPA's, said in their --help.
+FROM_CHECKPOINT = ("not given, the architecture is read from the checkpoint (or exp-dir/config.json), so the "
+                   "defaults shown are not applied; given, they set what the weights cannot show (--causal, "
+                   "--chunk-size, --left-context-frames). ZIPA builds the model from these flags instead, "
+                   "and they must match the weights")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, from_checkpoint: bool = False, **defaults: Any) -> None:
     """Architecture flags (per-stack values as comma-separated strings, as in ZIPA). Defaults:
-    the `small` preset unless `--preset` or explicit flags say otherwise."""
+    the `small` preset unless `--preset` or explicit flags say otherwise; with `from_checkpoint`
+    (decoding), the checkpoint's."""
     base = preset("small")
-    group = parser.add_argument_group("model")
+    group = parser.add_argument_group("model", FROM_CHECKPOINT if from_checkpoint else None)
     group.add_argument("--preset", choices=PRESET_CHOICES, default=None,
                        help="start from a zipa.model.config preset: small, large (released), demo "
                        "(run.sh's 7.6M-parameter CPU model), tiny (tests); flags given explicitly still win")
@@ -35,8 +50,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> Non
                  "attention_decoder_num_heads", "attention_decoder_feedforward_dim"]:
         group.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"default {getattr(base, name)}")
     for name in ["causal", "use_transducer", "use_ctc", "use_attention_decoder"]:
-        group.add_argument("--" + name.replace("_", "-"), type=str2bool, default=None,
-                           help=f"default {getattr(base, name)}")
+        group.add_argument("--" + name.replace("_", "-"), type=str2bool, default=None, help=f"default {getattr(base, name)}")
+    group.add_argument("--remove-diacritics", type=str2bool, default=False,
+                       help="strip diacritics (ZIPA's list) from the transcripts: the training labels, and the "
+                       "references when decoding")
     parser.set_defaults(**defaults)
 
 
@@ -53,6 +70,27 @@ def model_config_from_args(args: argparse.Namespace, output_downsampling_factor:
     return ModelConfig.from_dict({**config.to_dict(), **values})
 
 
+def architecture_problem(config: ModelConfig) -> Optional[str]:
+    """One line naming the architecture flags that contradict each other, or None."""
+    stacks = len(config.num_encoder_layers)
+    expanded = {}
+    for name in ("downsampling_factor", "feedforward_dim", "num_heads", "encoder_dim", "query_head_dim",
+                 "value_head_dim", "pos_head_dim", "encoder_unmasked_dim", "cnn_module_kernel"):
+        values = getattr(config, name)
+        if len(values) not in (1, stacks):
+            return (f"--{name.replace('_', '-')} {','.join(map(str, values))} has {len(values)} values but "
+                    f"--num-encoder-layers {','.join(map(str, config.num_encoder_layers))} has {stacks} stacks: "
+                    "give one value per stack (or one for all)")
+        expanded[name] = values * stacks if len(values) == 1 else values
+    for stack, (unmasked, dim) in enumerate(zip(expanded["encoder_unmasked_dim"], expanded["encoder_dim"])):
+        if unmasked > dim:
+            return (f"--encoder-unmasked-dim: {unmasked} at stack {stack} exceeds --encoder-dim {dim} there; "
+                    "give values no larger than --encoder-dim's")
+    if not (config.use_ctc or config.use_transducer):
+        return "--use-ctc and --use-transducer are both False: give --use-ctc True or --use-transducer True"
+    return None
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Loop, optimiser, checkpointing and logging flags of ZIPA's train.py."""
     group = parser.add_argument_group("training")
@@ -63,8 +101,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--num-epochs", type=int, default=30)
     add("--start-epoch", type=int, default=1, help="resume from epoch-(N-1).pt when > 1")
     add("--start-batch", type=int, default=0, help="resume from checkpoint-N.pt when > 0 (wins over --start-epoch)")
-    add("--exp-dir", type=Path, default=Path("exp"))
-    add("--bpe-model", type=str, default=None, help="tokenizer (default: the packaged ipa_simplified model)")
+    add("--exp-dir", type=Path, default=Path(ZIPA_EXP_DIR))
+    add("--bpe-model", type=str, default=ZIPA_BPE_MODEL, help=BPE_MODEL_HELP)
     add("--base-lr", type=float, default=0.045, help="with --do-finetune: 0.0045 unless given")
     add("--lr-batches", type=float, default=7500, help="with --do-finetune: 100000 unless given")
     add("--lr-epochs", type=float, default=3.5, help="with --do-finetune: 100 unless given")
@@ -73,6 +111,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--grad-accumulation", type=int, default=1)
     add("--seed", type=int, default=42)
     add("--inf-check", type=str2bool, default=False, help="log modules producing non-finite values")
+    add("--print-diagnostics", type=str2bool, default=False,
+        help="train a few batches, then print statistics of every module's activations, gradients and "
+        "parameters (zipa.train.diagnostics) and stop")
+    add("--max-batches", type=int, default=0,
+        help="stop after this many batches (saving a checkpoint); 0: no limit. For trying a command line")
     add("--save-every-n", type=int, default=4000)
     add("--keep-last-k", type=int, default=100)
     add("--average-period", type=int, default=200)
@@ -82,8 +125,6 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--log-interval", type=int, default=50)
     add("--valid-interval", type=int, default=3000)
     add("--max-minutes", type=float, default=0, help="stop (saving a checkpoint) after this long; 0: no limit")
-    add("--full-libri", type=str2bool, default=True, help="accepted for ZIPA command lines; has no effect")
-    add("--wandb", type=str2bool, default=False, help="accepted for ZIPA command lines; logs go to TensorBoard")
     add("--schedule-speedup", type=float, default=1.0,
         help="advance the model's warm-up schedules this many times faster (small CPU runs)")
     # Losses.
@@ -123,6 +164,31 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
 _NOT_GIVEN = object()
 
 
+def check_data_dirs(args: argparse.Namespace, *names: str) -> None:
+    """A `UsageError` naming the first folder of the data flags `names` (dests such as
+    "train_shar_dirs"; entries DIR or NAME=DIR) that does not exist."""
+    for name in names:
+        for entry in getattr(args, name, None) or []:
+            folder = entry.split("=", 1)[-1]
+            if not Path(folder).is_dir():
+                raise UsageError(f"--{name.replace('_', '-')} {entry}: no such folder; give lhotse shar folders "
+                                 "(cuts.NNNNNN.jsonl.gz and recording.NNNNNN.tar files)")
+
+
+def resolve_bpe_model(args: argparse.Namespace) -> None:
+    """Set `args.bpe_model` to the tokenizer file to read: the one given (a `UsageError` when it
+    is not there), or the default where it exists, else the packaged one."""
+    from zipa.text.tokenizer import default_bpe_model_path
+
+    value = getattr(args, "bpe_model", None)
+    if value is not None and Path(value).is_file():
+        return
+    if value is not None and "bpe_model" in getattr(args, "given_flags", ()):
+        raise UsageError(f"--bpe-model {value}: no such file; give the tokenizer's .model file, or leave the flag "
+                         "out for the packaged ipa_simplified/unigram_127.model")
+    args.bpe_model = str(default_bpe_model_path())
+
+
 def parse_noting_given(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """`parser.parse_args(argv)`, with `args.given_flags`: the names of the flags the command line
     set (as opposed to defaults). argparse puts a default only where the namespace has no value
@@ -134,32 +200,40 @@ def parse_noting_given(parser: argparse.ArgumentParser, argv: Optional[Sequence[
     return args
 
 
-def add_checkpoint_selection_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which weights to use: icefall's --exp-dir with --iter/--epoch and --avg, or --model-path."""
+def add_checkpoint_selection_arguments(parser: argparse.ArgumentParser, avg: int = 15,
+                                       use_averaged_model: bool = True) -> None:
+    """Which weights to use: icefall's --exp-dir with --iter/--epoch and --avg, or --model-path.
+    The defaults are ZIPA's decode scripts' (its generate_averaged_model.py: --avg 9)."""
     group = parser.add_argument_group("checkpoint selection")
     add = group.add_argument
-    add("--exp-dir", type=Path, default=Path("exp"))
-    add("--epoch", type=int, default=0, help="use epoch-N.pt (with --avg: N-avg+1 .. N)")
-    add("--iter", type=int, default=0,
-        help="use checkpoint-N.pt (with --avg: the newest --avg up to N); wins over --epoch")
-    add("--avg", type=int, default=1, help="number of checkpoints to average")
-    add("--use-averaged-model", type=str2bool, default=False,
-        help="average via the model_avg of two checkpoints --avg apart (icefall's method)")
+    add("--exp-dir", type=Path, default=Path(ZIPA_EXP_DIR))
+    add("--epoch", type=int, default=30, help="use epoch-N.pt (with --avg: N-avg+1 .. N)")
+    add("--iter", type=int, default=0, help="use checkpoint-N.pt (with --avg: the newest --avg up to N); wins over --epoch")
+    add("--avg", type=int, default=avg, help="number of checkpoints to average")
+    add("--use-averaged-model", type=str2bool, default=use_averaged_model,
+        help="average via the model_avg of two checkpoints --avg apart (icefall's method: --iter needs --avg + 1 "
+        "checkpoints, --epoch N needs epoch-(N-avg).pt); False: the mean of the --avg checkpoints' weights")
     add("--model-path", type=Path, default=None, help="a bare .pth (released or averaged) instead of --exp-dir")
 
 
 def load_selected_model(args: argparse.Namespace, device: str = "cpu", **config_overrides: Any):
-    """(model, config) chosen by the checkpoint-selection flags."""
-    if args.model_path is not None:
-        from zipa.model.io import load_model
+    """(model, config) chosen by the checkpoint-selection flags; a checkpoint that is missing or
+    cannot be read is a `UsageError` naming the flag."""
+    from zipa.model.io import CheckpointError
 
-        return load_model(args.model_path, device=device, **config_overrides)
-    from zipa.train.checkpoints import load_averaged_model
+    try:
+        if args.model_path is not None:
+            from zipa.model.io import load_model
 
-    if args.iter <= 0 and args.epoch <= 0:
-        raise SystemExit("give --model-path, or --exp-dir with --iter or --epoch")
-    return load_averaged_model(args.exp_dir, args.avg, args.iter, args.epoch if args.iter <= 0 else 0,
-                               args.use_averaged_model, device, **config_overrides)
+            return load_model(args.model_path, device=device, **config_overrides)
+        from zipa.train.checkpoints import load_averaged_model
+
+        return load_averaged_model(args.exp_dir, args.avg, args.iter, args.epoch if args.iter <= 0 else 0,
+                                   args.use_averaged_model, device, **config_overrides)
+    except (FileNotFoundError, CheckpointError) as error:
+        flag = "--model-path" if args.model_path is not None else "--iter" if args.iter > 0 else "--epoch"
+        first = str(error).splitlines()[0].rstrip(":")
+        raise UsageError(f"{flag}: {first}; choose a checkpoint that is there and complete") from None
 
 
 def decoding_overrides(args: argparse.Namespace) -> Dict[str, Any]:

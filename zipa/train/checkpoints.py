@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from zipa.model.io import CheckpointError, read_state_dict, save_checkpoint_atomic
+from zipa.utils.flags import UsageError
 
 _ITERATION = re.compile(r"checkpoint-(\d+)\.pt$")
 
@@ -172,25 +173,39 @@ def checkpoints_to_average(
     """The files icefall's `--iter N --avg K` / `--epoch E --avg K` select (newest first).
 
     With `use_averaged_model` the list is [end, start]: K+1 iteration checkpoints apart, or
-    epoch-E.pt and epoch-(E-K).pt."""
+    epoch-E.pt and epoch-(E-K).pt. Files that are not there: a `UsageError` naming the flags."""
     exp_dir = Path(exp_dir)
+    if avg < 1:
+        raise UsageError(f"--avg {avg}: give 1 or more checkpoints to average")
+    mode = " --use-averaged-model True" if use_averaged_model else ""
     if iteration > 0:
         paths = find_checkpoints(exp_dir, iteration)
         needed = avg + 1 if use_averaged_model else avg
         if len(paths) < needed:
-            raise FileNotFoundError(
-                f"--iter {iteration} --avg {avg}: need {needed} checkpoints in {exp_dir}, found {len(paths)}")
+            present = find_checkpoints(exp_dir)
+            newest = f" (newest: {present[0].name})" if present else ""
+            most = len(paths) - 1 if use_averaged_model else len(paths)
+            fixes = [f"lower --avg to {most}"] if most >= 1 else []
+            fixes += ["give --use-averaged-model False"] if use_averaged_model and paths else []
+            fix = ", or ".join(fixes) or "give --iter N of a checkpoint-N.pt there, or --exp-dir where they are"
+            raise UsageError(f"--iter {iteration} --avg {avg}{mode} needs {needed} checkpoint-N.pt with N <= {iteration} "
+                             f"in {exp_dir}, found {len(paths)}{newest}: {fix}")
         return [paths[0], paths[avg]] if use_averaged_model else paths[:avg]
     if epoch > 0:
         if use_averaged_model:
             paths = [exp_dir / f"epoch-{epoch}.pt", exp_dir / f"epoch-{epoch - avg}.pt"]
         else:
             paths = [exp_dir / f"epoch-{e}.pt" for e in range(epoch, epoch - avg, -1)]
-        missing = [str(p) for p in paths if not p.is_file()]
+        missing = [p.name for p in paths if not p.is_file()]
         if missing:
-            raise FileNotFoundError("missing checkpoints: " + ", ".join(missing))
+            present = sorted(p.name for p in exp_dir.glob("epoch-*.pt"))
+            fix = (f"that folder holds {', '.join(present)}" if present else
+                   "that folder holds no epoch-N.pt (give --iter N for checkpoint-N.pt, or --model-path)")
+            hint = "; or give --use-averaged-model False" if use_averaged_model else ""
+            raise UsageError(f"--epoch {epoch} --avg {avg}{mode}: no {', '.join(missing)} in {exp_dir}; "
+                             f"{fix}{hint}")
         return paths
-    raise ValueError("give --iter or --epoch")
+    raise UsageError("--iter and --epoch are both 0: give --iter N (checkpoint-N.pt) or --epoch N (epoch-N.pt)")
 
 
 def averaged_weights(

@@ -20,7 +20,9 @@ import torch
 import torch.nn as nn
 
 from zipa.model.config import ModelConfig, preset
-from zipa.model.io import config_for_state_dict, read_state_dict
+from zipa.model.io import CheckpointError, config_for_state_dict, read_state_dict
+from zipa.train.objective import checkpoint_objective, follow_checkpoint
+from zipa.utils.flags import UsageError
 
 # The learning-rate schedule of ZIPA's finetune.py: a tenth of the base rate, decaying slowly.
 FINETUNE_LR_DEFAULTS = {"base_lr": 0.0045, "lr_batches": 100000.0, "lr_epochs": 100.0}
@@ -55,21 +57,28 @@ def _check_each_used(names: Sequence[str], prefixes: Sequence[str], flag: str) -
 
 def prepare_finetune_args(args: argparse.Namespace) -> None:
     """Check the fine-tuning flags, apply the fine-tuning learning-rate defaults to the ones the
-    command line did not set (`args.given_flags`), and fetch a named model once (before any
-    rank starts)."""
+    command line did not set (`args.given_flags`), fetch a named model once (before any rank
+    starts), and take the loss settings the command line did not give from the objective the
+    checkpoint was trained with (`zipa.train.objective`; `args.finetune_objective` keeps it and
+    where this run's comes from, for the log)."""
     if not args.do_finetune:
         stray = [flag for flag in ("finetune_ckpt", "init_modules") if getattr(args, flag) is not None]
         if stray:
-            raise ValueError(f"--{stray[0].replace('_', '-')} needs --do-finetune True")
+            raise UsageError(f"--{stray[0].replace('_', '-')} needs --do-finetune True")
         return
     if not args.finetune_ckpt:
-        raise ValueError("--do-finetune True needs --finetune-ckpt (a .pth, a checkpoint-N.pt/epoch-N.pt, "
+        raise UsageError("--do-finetune True needs --finetune-ckpt (a .pth, a checkpoint-N.pt/epoch-N.pt, "
                          "or a model name from `zipa models`)")
     given: frozenset = getattr(args, "given_flags", frozenset())
     for name, value in FINETUNE_LR_DEFAULTS.items():
         if name not in given:
             setattr(args, name, value)
-    resolve_source(args.finetune_ckpt)
+    try:
+        path, _ = resolve_source(args.finetune_ckpt)
+    except FileNotFoundError as error:
+        raise UsageError(f"--finetune-ckpt {args.finetune_ckpt}: {str(error).splitlines()[0]}") from None
+    recorded = checkpoint_objective(args.finetune_ckpt, path)
+    args.finetune_objective = (recorded, follow_checkpoint(args, recorded))
 
 
 def given_model_flags(args: argparse.Namespace) -> List[str]:
@@ -124,7 +133,10 @@ class FinetuneInit:
     @classmethod
     def from_args(cls, args: argparse.Namespace, output_downsampling_factor: int) -> FinetuneInit:
         path, trusted = resolve_source(args.finetune_ckpt)
-        state_dict = read_state_dict(path, trusted=trusted)
+        try:
+            state_dict = read_state_dict(path, trusted=trusted)
+        except CheckpointError as error:
+            raise UsageError(f"--finetune-ckpt: {str(error).splitlines()[0]}") from None
         checkpoint_config = config_for_state_dict(state_dict, path)
         names = given_model_flags(args)
         base = preset(args.preset) if "preset" in names else checkpoint_config
@@ -134,7 +146,7 @@ class FinetuneInit:
         return cls(path, state_dict, config, checkpoint_config, split_prefixes(args.init_modules),
                    _flag_text(args, names))
 
-    def _contradiction(self, problem: str) -> ValueError:
+    def _contradiction(self, problem: str) -> UsageError:
         who = f"{self.flags} contradicts" if self.flags else "the model contradicts"
         message = f"{who} the checkpoint {self.path}: {problem}"
         theirs, ours = self.checkpoint_config.output_downsampling_factor, self.config.output_downsampling_factor
@@ -142,7 +154,7 @@ class FinetuneInit:
             message += (f" (the checkpoint's output_downsampling_factor is {theirs}, this recipe's {ours}: "
                         f"fine-tune it with {_RECIPE_OF_FACTOR.get(theirs, 'the other recipe')}, or load "
                         f"parts of it with --init-modules)")
-        return ValueError(message)
+        return UsageError(message)
 
     def load_into(self, model: nn.Module) -> str:
         """Copy the selected weights (all, or those under --init-modules) into `model`, after

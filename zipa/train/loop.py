@@ -41,10 +41,13 @@ from zipa.train.checkpoints import (
     set_rng_state,
     unwrap,
 )
+from zipa.train.diagnostics import DIAGNOSTIC_BATCHES, Diagnostics
 from zipa.train.distributed import DistInfo, all_reduce_sum, dump_rank_params, gather_objects, sum_gradients
 from zipa.train.finetune import FINETUNE_BATCH_COUNT_OFFSET, FinetuneInit, freeze, frozen_prefixes, trainable_groups
 from zipa.train.logs import TrainLogger
+from zipa.train.objective import describe, objective_of, save_config
 from zipa.train.optim import Eden, ScaledAdam, adjusted_batch_count, get_parameter_groups_with_lrs
+from zipa.utils.flags import UsageError
 
 if TYPE_CHECKING:
     from zipa.data.dataset import BatchLoader
@@ -163,10 +166,17 @@ class Trainer:
         # Denormal floats (tiny gradients, regulariser terms) make CPU arithmetic several times
         # slower; flushing them to zero changes nothing measurable in training.
         torch.set_flush_denormal(True)
+        for note in getattr(args, "startup_notes", ()):
+            self.log.info(note)
         finetune = FinetuneInit.from_args(args, output_downsampling_factor) if args.do_finetune else None
         self.config = finetune.config if finetune else model_config_from_args(args, output_downsampling_factor)
         if args.use_cr_ctc and getattr(args, "enable_spec_aug", False):
-            raise ValueError("--use-cr-ctc applies SpecAugment inside the model: set --enable-spec-aug False")
+            raise UsageError("--use-cr-ctc True applies SpecAugment inside the model: give --enable-spec-aug False")
+        self.objective = objective_of(args, self.config)
+        if finetune is not None:
+            recorded, source = getattr(args, "finetune_objective", (None, "this recipe's defaults"))
+            self.log.info(f"objective: {finetune.path} was trained with {describe(recorded)}; this run trains "
+                          f"with {describe(self.objective)} ({source})")
         model = build_model(self.config)
         self.tokenizer = Tokenizer.from_file(args.bpe_model or default_bpe_model_path())
         if self.tokenizer.vocab_size != self.config.vocab_size:
@@ -210,12 +220,15 @@ class Trainer:
             self.model = ddp
         if args.inf_check:
             register_inf_check_hooks(model)
+        self.diagnostics = Diagnostics(model) if args.print_diagnostics else None
+        self.batches_this_run = 0
         self.data = data_module
         self.spec_augment = cr_ctc_spec_augment(args.time_mask_ratio) if args.use_cr_ctc else None
         if dist.is_main:
-            self.config.save_json(self.exp_dir / "config.json")
+            save_config(self.config, self.objective, self.exp_dir / "config.json")
             n_params = sum(p.numel() for p in model.parameters())
             self.log.info(f"model: {n_params / 1e6:.2f} M parameters; config saved to {self.exp_dir / 'config.json'}")
+            self.log.info(f"objective: {describe(self.objective)}")
 
     # -- resuming ------------------------------------------------------------------------------
 
@@ -273,7 +286,8 @@ class Trainer:
         save_training_checkpoint(
             path, self.raw_model, self.model_avg, self.optimizer, self.scheduler, self.scaler, sampler_state,
             counters={"batch_idx_train": self.batch_idx_train, "cur_epoch": self.cur_epoch, "best": self.best,
-                      "whiten_probs": per_rank[0]["whiten_probs"], "per_rank": per_rank, "freeze_modules": self.frozen},
+                      "whiten_probs": per_rank[0]["whiten_probs"], "per_rank": per_rank, "freeze_modules": self.frozen,
+                      "objective": self.objective},
             unsup_sampler_state=unsup_dl.sampler.state_dict() if unsup_dl is not None else None,
         )
 
@@ -313,8 +327,11 @@ class Trainer:
                 train_dl.sampler.set_epoch(epoch - 1)
             self.sampler_state = None
             finished = self.train_one_epoch(train_dl, unsup_batches, valid_dl, deadline)
+            if self.diagnostics is not None:
+                self.log.info(f"diagnostics over the first {DIAGNOSTIC_BATCHES} batches:\n{self.diagnostics.table()}")
+                break
             if not finished:
-                self.log.info(f"time limit reached at batch {self.batch_idx_train}: "
+                self.log.info(f"stopped at batch {self.batch_idx_train} (--max-minutes or --max-batches): "
                               f"saved checkpoint-{self.batch_idx_train}.pt")
                 break
             self.save(self.exp_dir / f"epoch-{epoch}.pt", sampler_state=None)
@@ -337,7 +354,11 @@ class Trainer:
             self.batch_idx_train += 1
             set_batch_count(self.model, schedule_batch_count(args, self.batch_idx_train, self.dist.world_size))
             info = self.train_step(batch, next(unsup_batches) if unsup_batches is not None else None)
+            self.batches_this_run += 1
             progress.update(1)
+            if self.diagnostics is not None and self.batches_this_run >= DIAGNOSTIC_BATCHES:
+                progress.close()
+                return False
             self.log.batch(self.batch_idx_train, info, lr=max(self.scheduler.get_last_lr()),
                            grad_norm=self.optimizer.clipping_info().get("grad_norm"),
                            every=args.log_interval)
@@ -345,7 +366,7 @@ class Trainer:
                 self.model_avg.update(self.raw_model, self.batch_idx_train, args.average_period)
             if valid_dl is not None and self.batch_idx_train % args.valid_interval == 0:
                 self.validate(valid_dl)
-            out_of_time = past_deadline(deadline, self.device)
+            out_of_time = past_deadline(deadline, self.device) or 0 < args.max_batches <= self.batches_this_run
             if self.batch_idx_train % args.save_every_n == 0 or out_of_time:
                 self.save(self.exp_dir / f"checkpoint-{self.batch_idx_train}.pt", train_dl.sampler.state_dict())
                 if self.dist.is_main:
@@ -382,6 +403,8 @@ class Trainer:
             self.scaler.scale(scaled).backward()
         else:
             scaled.backward()
+        if self.diagnostics is not None:
+            self.diagnostics.record_parameters()
         self.scheduler.step_batch(self.batch_idx_train)
         if self.batch_idx_train % args.grad_accumulation == 0:
             if self.scaler is not None:

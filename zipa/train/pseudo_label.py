@@ -719,16 +719,71 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
 
-def main(description: str, argv: Optional[Sequence[str]] = None) -> Optional[dict]:
-    """A recipe's pseudo_label.py: the flags above, then `run`; prints the summary."""
+# ZIPA's pseudo-labelling scripts per recipe: their --decoding-method and --bpe-model defaults,
+# and which of their decoding methods is --decoding greedy or beam here.
+ORIGINAL_SCRIPTS = {
+    "ctc": dict(method="ctc-decoding", bpe_model="ipa_simplified/unigram_127.model"),
+    "transducer": dict(method="greedy_search", bpe_model="data/lang_bpe_500/bpe.model"),
+}
+DECODING_OF_METHOD = {"ctc-decoding": "greedy", "ctc-greedy-search": "greedy", "greedy_search": "greedy",
+                      "prefix-beam-search": "beam", "modified_beam_search": "beam"}
+
+
+def get_parser(description: str, recipe: str = "ctc") -> argparse.ArgumentParser:
+    """The flags above, plus those of ZIPA's pseudo-labelling script for `recipe` ("ctc" or
+    "transducer"): its model flags (what the weights cannot show is taken from them), its
+    --decoding-method, and its k2, LM and data-module flags (`zipa.train.compat`)."""
+    from zipa.train.args import BPE_MODEL_HELP, add_model_arguments
+    from zipa.train.compat import (CTC_DECODING_FLAGS, PSEUDO_LABEL_DATA_FLAGS, TRANSDUCER_DECODING_FLAGS,
+                                   add_foreign_flags)
+
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    add_model_arguments(parser, from_checkpoint=True)
+    original = ORIGINAL_SCRIPTS[recipe]
+    parser.add_argument("--decoding-method", default=original["method"],
+                        help=f"ZIPA's name for --decoding: {', '.join(DECODING_OF_METHOD)}")
+    decoding = CTC_DECODING_FLAGS if recipe == "ctc" else TRANSDUCER_DECODING_FLAGS
+    add_foreign_flags(parser, [*decoding, *PSEUDO_LABEL_DATA_FLAGS], "original flags")
+    parser.set_defaults(bpe_model=original["bpe_model"])
+    for action in parser._actions:
+        if "--bpe-model" in action.option_strings:
+            action.help = BPE_MODEL_HELP
+    return parser
+
+
+def _apply_original_flags(args: argparse.Namespace, recipe: str) -> None:
+    """--bpe-model resolved, the original's flags checked (notes logged), --decoding-method
+    given: the --decoding it names."""
+    from zipa.train.args import resolve_bpe_model
+    from zipa.train.compat import (CTC_DECODING_FLAGS, PSEUDO_LABEL_DATA_FLAGS, TRANSDUCER_DECODING_FLAGS,
+                                   UNSUPPORTED_CTC_METHODS, UNSUPPORTED_TRANSDUCER_METHODS, check_decoding_methods,
+                                   check_foreign_flags, log_notes)
+
+    resolve_bpe_model(args)
+    decoding = CTC_DECODING_FLAGS if recipe == "ctc" else TRANSDUCER_DECODING_FLAGS
+    log_notes(check_foreign_flags(args, [*decoding, *PSEUDO_LABEL_DATA_FLAGS]))
+    if "decoding_method" in args.given_flags:
+        check_decoding_methods([args.decoding_method], list(DECODING_OF_METHOD),
+                               {**UNSUPPORTED_CTC_METHODS, **UNSUPPORTED_TRANSDUCER_METHODS})
+        args.decoding = DECODING_OF_METHOD[args.decoding_method]
+
+
+def main(description: str, argv: Optional[Sequence[str]] = None, recipe: str = "ctc") -> Optional[dict]:
+    """A recipe's pseudo_label.py: `get_parser`'s flags, then `run`; prints the summary. A user
+    error ends in one line and exit status 2."""
+    from zipa.train.args import parse_noting_given
+    from zipa.utils.flags import UsageError, usage_errors_exit
+
+    parser = get_parser(description, recipe)
+    args = parse_noting_given(parser, argv)
     _setup_logging()
-    try:
-        summary = run(args)
-    except PseudoLabelError as e:
-        raise SystemExit(f"error: {e}") from None
+    with usage_errors_exit(parser.prog):
+        _apply_original_flags(args, recipe)
+        try:
+            summary = run(args)
+        except PseudoLabelError as e:
+            raise UsageError(str(e)) from None
     if summary is None:
         print(f"this rank is done; the last rank to finish writes {summary_path(args.out_dir)}")
     else:
