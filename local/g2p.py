@@ -30,18 +30,18 @@ from zipa.utils.tsv import InputError, parse_tsv_lines
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", nargs="?", default="-", help="text file, or '-' for stdin")
-    p.add_argument("--lang", required=True,
-                   help="espeak-ng voice/language (en-us, fr, cmn, sw, ...), ISO 639-3 code "
-                        "(eng, spa, ...) or epitran code (yor-Latn, ...)")
+    p.add_argument(
+        "--lang",
+        required=True,
+        help="espeak-ng voice/language (en-us, fr, cmn, sw, ...), ISO 639-3 code "
+        "(eng, spa, ...) or epitran code (yor-Latn, ...)",
+    )
     p.add_argument("-o", "--output", default="-", help="output file, or '-' for stdout")
     p.add_argument("--tsv", action="store_true", help="lines are id<TAB>text; write id<TAB>ipa")
     p.add_argument("--backend", choices=["auto", "espeak", "epitran"], default="auto")
-    p.add_argument("--remove-diacritics", action="store_true",
-                   help="also apply ZIPA's --remove-diacritics mapping")
+    p.add_argument("--remove-diacritics", action="store_true", help="also apply ZIPA's --remove-diacritics mapping")
     return p
 
 

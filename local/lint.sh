@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint (ruff) and type-check (mypy) with the settings in pyproject.toml: the package, the root
+# Lint and format check (ruff) and type-check (mypy) with the settings in pyproject.toml: the package, the root
 # scripts, the recipes and local/. Both tools always run; the exit status is non-zero when either
 # finds something. Arguments: other paths to check instead (relative to the repository root).
 # PY: the Python with ruff and mypy (default: the project's .venv, created on first use).
@@ -14,5 +14,6 @@ if [ $# -eq 0 ]; then
 fi
 status=0
 "$PY" -m ruff check "$@" || status=1
+"$PY" -m ruff format --check "$@" || status=1
 "$PY" -m mypy "$@" || status=1
 exit "$status"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Build the embedded demo corpus: espeak-ng and Festival speech in 8 training languages + 1 held-out one.
 
-Writes OUT_DIR/{train,dev,test,heldout,unlabeled,test_festival,test_festival_heldout}/ (lhotse shar: cuts.NNNNNN.jsonl.gz +
+Writes OUT_DIR/{train,dev,test,heldout,unlabeled,test_festival,test_festival_heldout}/
+(lhotse shar: cuts.NNNNNN.jsonl.gz +
 recording.NNNNNN.tar, 16 kHz flac), OUT_DIR/demo_corpus.json (configuration and statistics)
 and OUT_DIR/README.txt (sizes). Texts come from zipa/assets/demo_texts/<language>.txt; labels are
 espeak-ng's phonemisation of the same text normalised to ZIPA's inventory (Festival's own phones
@@ -55,16 +56,27 @@ def festival_renderings(args) -> int:
     from zipa.data.demo_corpus import language
     from zipa.text import festival
 
-    needed = {v for code in args.languages for allowed, held in [FESTIVAL_VOICES.get(language(code).voice, ("", ()))]
-              for v in (allowed, *held) if v}
+    needed = {
+        v
+        for code in args.languages
+        for allowed, held in [FESTIVAL_VOICES.get(language(code).voice, ("", ()))]
+        for v in (allowed, *held)
+        if v
+    }
     if not needed:  # no language of this corpus has a Festival voice (e.g. German): espeak-ng only
         return 0
     missing = sorted(needed - set(festival.installed_voices()))
     if missing:
-        why = ("Festival is not installed" if not festival.is_available() else
-               f"Festival voices missing: {' '.join(missing)}")
-        print(f"make_demo_corpus.py: {why}; the corpus is espeak-ng only (apt-get install "
-              f"{' '.join(sorted({festival.VOICES[v].package for v in missing} | {'festival'}))})", file=sys.stderr)
+        why = (
+            "Festival is not installed"
+            if not festival.is_available()
+            else f"Festival voices missing: {' '.join(missing)}"
+        )
+        print(
+            f"make_demo_corpus.py: {why}; the corpus is espeak-ng only (apt-get install "
+            f"{' '.join(sorted({festival.VOICES[v].package for v in missing} | {'festival'}))})",
+            file=sys.stderr,
+        )
         return 0
     return args.festival_renderings
 
@@ -75,42 +87,75 @@ def code_list(text: str) -> tuple[str, ...]:
 
 def get_parser() -> argparse.ArgumentParser:
     d = DemoCorpusConfig()
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", type=Path, default=Path("data/demo"))
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--texts-dir", type=Path, default=None,
-                   help="folder of <language>.txt sentence lists (default: zipa/assets/demo_texts)")
-    p.add_argument("--languages", type=code_list, default=d.languages,
-                   help=f"training languages, comma-separated (default: {','.join(x.code for x in TRAIN_LANGUAGES)})")
-    p.add_argument("--heldout", type=code_list, default=d.heldout,
-                   help=f"held-out languages (default: {','.join(x.code for x in HELDOUT_LANGUAGES)})")
+    p.add_argument(
+        "--texts-dir",
+        type=Path,
+        default=None,
+        help="folder of <language>.txt sentence lists (default: zipa/assets/demo_texts)",
+    )
+    p.add_argument(
+        "--languages",
+        type=code_list,
+        default=d.languages,
+        help=f"training languages, comma-separated (default: {','.join(x.code for x in TRAIN_LANGUAGES)})",
+    )
+    p.add_argument(
+        "--heldout",
+        type=code_list,
+        default=d.heldout,
+        help=f"held-out languages (default: {','.join(x.code for x in HELDOUT_LANGUAGES)})",
+    )
     p.add_argument("--num-dev", type=int, default=d.num_dev, help="dev sentences per language")
     p.add_argument("--num-test", type=int, default=d.num_test, help="test sentences per language")
-    p.add_argument("--num-unlabeled", type=int, default=d.num_unlabeled,
-                   help="train sentences per language put instead into unlabeled/ (speech for "
-                        "pseudo-labelling), spoken as often as train sentences")
-    p.add_argument("--max-sentences", type=int, default=None,
-                   help="use only the first N sentences of each text file (tiny corpora)")
-    p.add_argument("--train-renderings", type=int, default=d.train_renderings,
-                   help="voice variants each train sentence is spoken with")
+    p.add_argument(
+        "--num-unlabeled",
+        type=int,
+        default=d.num_unlabeled,
+        help="train sentences per language put instead into unlabeled/ (speech for "
+        "pseudo-labelling), spoken as often as train sentences",
+    )
+    p.add_argument(
+        "--max-sentences",
+        type=int,
+        default=None,
+        help="use only the first N sentences of each text file (tiny corpora)",
+    )
+    p.add_argument(
+        "--train-renderings",
+        type=int,
+        default=d.train_renderings,
+        help="voice variants each train sentence is spoken with",
+    )
     p.add_argument("--rate", type=int_pair, default=d.rate, help="LOW,HIGH words per minute")
     p.add_argument("--pitch", type=int_pair, default=d.pitch, help="LOW,HIGH in 0..100")
-    p.add_argument("--pitch-range", type=int_pair, default=d.pitch_range,
-                   help="LOW,HIGH in 0..100")
-    p.add_argument("--variants", type=lambda s: tuple(s.split(",")), default=d.variants,
-                   help=f"espeak-ng voice variants ('' = default voice; default: {','.join(VOICE_VARIANTS)})")
-    p.add_argument("--max-token-rate", type=float, default=d.max_token_rate,
-                   help="re-speak slower any utterance whose label has more tokens per second")
+    p.add_argument("--pitch-range", type=int_pair, default=d.pitch_range, help="LOW,HIGH in 0..100")
+    p.add_argument(
+        "--variants",
+        type=lambda s: tuple(s.split(",")),
+        default=d.variants,
+        help=f"espeak-ng voice variants ('' = default voice; default: {','.join(VOICE_VARIANTS)})",
+    )
+    p.add_argument(
+        "--max-token-rate",
+        type=float,
+        default=d.max_token_rate,
+        help="re-speak slower any utterance whose label has more tokens per second",
+    )
     p.add_argument("--shard-size", type=int, default=d.shard_size)
-    p.add_argument("--festival-renderings", type=int, default=1,
-                   help="renderings of each train sentence spoken by Festival where the language has an allowed "
-                        "voice (0: espeak-ng only; also when Festival or a voice is not installed)")
-    p.add_argument("--num-jobs", type=int, default=1,
-                   help="processes resampling and encoding flac")
-    p.add_argument("--overwrite", action="store_true",
-                   help="rebuild even if OUT_DIR holds a corpus (of any configuration)")
+    p.add_argument(
+        "--festival-renderings",
+        type=int,
+        default=1,
+        help="renderings of each train sentence spoken by Festival where the language has an allowed "
+        "voice (0: espeak-ng only; also when Festival or a voice is not installed)",
+    )
+    p.add_argument("--num-jobs", type=int, default=1, help="processes resampling and encoding flac")
+    p.add_argument(
+        "--overwrite", action="store_true", help="rebuild even if OUT_DIR holds a corpus (of any configuration)"
+    )
     return p
 
 
@@ -136,9 +181,7 @@ def main() -> None:
         festival_renderings=festival_renderings(args),
     )
     try:
-        summary = build_demo_corpus(
-            args.out_dir, cfg, num_jobs=args.num_jobs, progress=True, overwrite=args.overwrite
-        )
+        summary = build_demo_corpus(args.out_dir, cfg, num_jobs=args.num_jobs, progress=True, overwrite=args.overwrite)
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         sys.exit(f"make_demo_corpus.py: {e}")
     if summary.already_complete:

@@ -39,24 +39,26 @@ from zipa.data.shar import LabelTransform, read_tsv, write_shar
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--tsv", type=Path, help="id<TAB>path<TAB>ipa[<TAB>language] lines")
     src.add_argument("--manifest", type=Path, help="a lhotse CutSet manifest (jsonl/jsonl.gz)")
     p.add_argument("--out-dir", type=Path, required=True, help="output shar folder")
-    p.add_argument("--audio-dir", type=Path, default=None,
-                   help="folder that relative TSV paths start from (default: the TSV's folder)")
+    p.add_argument(
+        "--audio-dir",
+        type=Path,
+        default=None,
+        help="folder that relative TSV paths start from (default: the TSV's folder)",
+    )
     p.add_argument("--shard-size", type=int, default=1000, help="cuts per shard (default 1000)")
-    p.add_argument("--language", default=None,
-                   help="language code for items without one (default: the --g2p language)")
-    p.add_argument("--g2p", metavar="LANG", default=None,
-                   help="the label column is orthographic text in LANG: convert it to IPA")
-    p.add_argument("--remove-diacritics", action="store_true",
-                   help="drop ʰ ʲ ʷ ʼ ː ˞ ˠ ˤ and combining diacritics (ZIPA's flag)")
-    p.add_argument("--no-normalize", action="store_true",
-                   help="store the IPA labels as given (no inventory mapping)")
+    p.add_argument("--language", default=None, help="language code for items without one (default: the --g2p language)")
+    p.add_argument(
+        "--g2p", metavar="LANG", default=None, help="the label column is orthographic text in LANG: convert it to IPA"
+    )
+    p.add_argument(
+        "--remove-diacritics", action="store_true", help="drop ʰ ʲ ʷ ʼ ː ˞ ˠ ˤ and combining diacritics (ZIPA's flag)"
+    )
+    p.add_argument("--no-normalize", action="store_true", help="store the IPA labels as given (no inventory mapping)")
     p.add_argument("--num-jobs", type=int, default=1, help="parallel shard writers")
     p.add_argument("--overwrite", action="store_true", help="replace a complete or partial output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -92,13 +92,19 @@ def write_tokens_jsonl(phones: list[str], out_path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--phone-set", type=Path, default=REPO / "ipa_simplified" / "phone_set.txt",
-                        help="phone inventory, one symbol per line")
+    parser.add_argument(
+        "--phone-set",
+        type=Path,
+        default=REPO / "ipa_simplified" / "phone_set.txt",
+        help="phone inventory, one symbol per line",
+    )
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
-    parser.add_argument("--no-package-copy", action="store_true",
-                        help=f"do not copy the outputs into {PACKAGE_COPY.relative_to(REPO)}")
-    parser.add_argument("--vocab-size", type=int, default=None,
-                        help="default: number of phones + 4 (<blk>, <sos/eos>, <unk>, ▁)")
+    parser.add_argument(
+        "--no-package-copy", action="store_true", help=f"do not copy the outputs into {PACKAGE_COPY.relative_to(REPO)}"
+    )
+    parser.add_argument(
+        "--vocab-size", type=int, default=None, help="default: number of phones + 4 (<blk>, <sos/eos>, <unk>, ▁)"
+    )
     args = parser.parse_args()
 
     phones = read_phone_set(args.phone_set)

@@ -28,8 +28,10 @@ def main(argv: list[str]) -> int:
     for name, before_path, after_path in zip(argv[0::3], argv[1::3], argv[2::3]):
         before, after = overall(before_path), overall(after_path)
         change = (after["PER"] - before["PER"]) / before["PER"] * 100 if before["PER"] else float("nan")
-        print(f"{name:<24} {before['PER']:>9.1f}% {after['PER']:>9.1f}% {change:>+8.0f}% "
-              f"{before['PFER mean']:>12.2f} {after['PFER mean']:>11.2f}")
+        print(
+            f"{name:<24} {before['PER']:>9.1f}% {after['PER']:>9.1f}% {change:>+8.0f}% "
+            f"{before['PFER mean']:>12.2f} {after['PFER mean']:>11.2f}"
+        )
     return 0
 
 

@@ -30,9 +30,7 @@ from zipa.utils.tsv import InputError
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, help="TSV files and/or shar folders")
     p.add_argument("--lang", default=None, help="language for items that name none")
     p.add_argument("--top", type=int, default=10, help="phones / symbols shown per language")
@@ -53,8 +51,7 @@ def items(paths, lang):
 def main() -> None:
     args = get_parser().parse_args()
     try:
-        stats = collect(tqdm(items(args.inputs, args.lang), desc="text stats", unit="utt",
-                             file=sys.stderr))
+        stats = collect(tqdm(items(args.inputs, args.lang), desc="text stats", unit="utt", file=sys.stderr))
     except (InputError, FileNotFoundError, ValueError) as e:
         sys.exit(f"text_stats.py: {e}")
     print(format_report(stats, args.top), end="")

@@ -11,7 +11,7 @@ Everything here is imported on first use, so ``import zipa`` and ``zipa --help``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -25,10 +25,10 @@ __all__ = ["__version__", "available_models", "load_model", "write"]
 
 
 def load_model(
-    name_or_path: Union[str, Path],
-    device: Optional[Union[str, torch.device]] = None,
+    name_or_path: str | Path,
+    device: str | torch.device | None = None,
     *,
-    bpe_model: Optional[Union[str, Path]] = None,
+    bpe_model: str | Path | None = None,
     aligner: Any = "auto",
     **overrides: Any,
 ) -> ZipaModel:
@@ -50,7 +50,7 @@ def load_model(
     return initialize_model(name_or_path, bpe_model, device, aligner=aligner, **overrides)
 
 
-def available_models() -> List[str]:
+def available_models() -> list[str]:
     """Names of the released ZIPA models that :func:`load_model` accepts (``zipa models``)."""
     from zipa.hub.pretrained import MODELS
 
@@ -59,10 +59,10 @@ def available_models() -> List[str]:
 
 def write(
     alignments: Any,
-    path: Optional[Union[str, Path]],
-    format: Optional[str] = None,
+    path: str | Path | None,
+    format: str | None = None,
     *,
-    duration: Optional[float] = None,
+    duration: float | None = None,
     words: bool = True,
 ) -> None:
     """Write an alignment (what ``model.timestamps`` and ``model.align`` return, one per file),

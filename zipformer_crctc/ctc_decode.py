@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_module import AsrDataModule  # noqa: E402
-from zipa.train.test_sets import CTC_DECODING, decoding_parser, main  # noqa: E402
+from data_module import AsrDataModule
+from zipa.train.test_sets import CTC_DECODING, decoding_parser, main
 
 DESCRIPTION = __doc__.splitlines()[0]
 

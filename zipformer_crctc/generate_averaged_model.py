@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zipa.train.averaging import get_parser as averaging_parser, main  # noqa: E402
+from zipa.train.averaging import get_parser as averaging_parser
+from zipa.train.averaging import main
 
 DESCRIPTION = __doc__.splitlines()[0]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_module import AsrDataModule  # noqa: E402
-from zipa.train.recipe import ZIPA_MODEL_DEFAULTS, run_training, training_parser  # noqa: E402
+from data_module import AsrDataModule
+from zipa.train.recipe import ZIPA_MODEL_DEFAULTS, run_training, training_parser
 
 DESCRIPTION = __doc__.splitlines()[0]
 TRAINING_DEFAULTS = dict(cr_loss_scale=0.2, time_mask_ratio=2.5)  # icefall's zipformer/train.py

@@ -19,12 +19,21 @@ from __future__ import annotations
 
 import io
 import random
-from typing import Callable, List, Tuple
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["SAMPLE_RATE", "add_noise", "reverberate", "change_gain", "telephone", "codec", "change_speed",
-           "available_codecs", "random_augmentation"]
+__all__ = [
+    "SAMPLE_RATE",
+    "add_noise",
+    "reverberate",
+    "change_gain",
+    "telephone",
+    "codec",
+    "change_speed",
+    "available_codecs",
+    "random_augmentation",
+]
 
 SAMPLE_RATE = 16000
 
@@ -53,10 +62,10 @@ def reverberate(x: np.ndarray, rt60: float, rng: np.random.Generator) -> np.ndar
     n = int(rt60 * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
     rir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
-    rir[:int(0.002 * SAMPLE_RATE)] = 0.0  # the first reflection 2 ms after the direct path
+    rir[: int(0.002 * SAMPLE_RATE)] = 0.0  # the first reflection 2 ms after the direct path
     rir[0] = 1.0
-    rir /= np.sqrt(np.sum(rir ** 2))
-    y = fftconvolve(x, rir)[:len(x)]
+    rir /= np.sqrt(np.sum(rir**2))
+    y = fftconvolve(x, rir)[: len(x)]
     return (y * (np.abs(x).max() / max(np.abs(y).max(), 1e-9))).astype(np.float32)
 
 
@@ -70,10 +79,10 @@ def telephone(x: np.ndarray) -> np.ndarray:
 
     sos = butter(4, [300, 3400], btype="bandpass", fs=SAMPLE_RATE, output="sos")
     y = resample_poly(sosfiltfilt(sos, x), 1, 2)
-    return resample_poly(y, 2, 1)[:len(x)].astype(np.float32)
+    return resample_poly(y, 2, 1)[: len(x)].astype(np.float32)
 
 
-def available_codecs() -> List[Tuple[str, str]]:
+def available_codecs() -> list[tuple[str, str]]:
     """``(format, subtype)`` of the lossy codecs this soundfile writes."""
     import soundfile as sf
 
@@ -93,7 +102,7 @@ def codec(x: np.ndarray, fmt: str, subtype: str) -> np.ndarray:
     y, _ = sf.read(buf, dtype="float32")
     if y.ndim > 1:
         y = y.mean(axis=1)
-    y = y[:len(x)]
+    y = y[: len(x)]
     return np.pad(y, (0, len(x) - len(y))).astype(np.float32)
 
 
@@ -104,12 +113,12 @@ def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
     return resample(x, max(1, int(round(len(x) / factor)))).astype(np.float32)
 
 
-def random_augmentation(rng: random.Random) -> Tuple[float, Callable[[np.ndarray], np.ndarray], str]:
+def random_augmentation(rng: random.Random) -> tuple[float, Callable[[np.ndarray], np.ndarray], str]:
     """``(speed factor, transform, description)``: one random chain of the above (speed 0.9-1.1,
     then each of reverberation, noise, telephone, codec with probability 1/2, 1/2, 1/4, 1/4,
     then a gain). Apply the transform after :func:`change_speed` with the factor."""
     nrng = np.random.default_rng(rng.randrange(2**32))
-    steps: List[Tuple[str, Callable[[np.ndarray], np.ndarray]]] = []
+    steps: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = []
     if rng.random() < 0.5:
         rt60 = rng.uniform(0.15, 0.7)
         steps.append((f"reverb {rt60:.2f}s", lambda x: reverberate(x, rt60, nrng)))

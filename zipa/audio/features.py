@@ -10,7 +10,7 @@ gives a relative L2 difference of ~4e-6, largest in near-silent mel bins.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -34,8 +34,8 @@ def get_fbank():
 
 
 def compute_fbank(
-    audios: Sequence[Union[np.ndarray, torch.Tensor]],
-    device: Optional[Union[str, torch.device]] = None,
+    audios: Sequence[np.ndarray | torch.Tensor],
+    device: str | torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of a batch of 16 kHz mono clips.
 
@@ -52,8 +52,7 @@ def compute_fbank(
             raise ValueError(f"compute_fbank: item {i} must be 1-D, got shape {tuple(t.shape)}")
         if t.numel() < MIN_SAMPLES:
             raise ValueError(
-                f"compute_fbank: item {i} is too short ({t.numel()} samples; at least "
-                f"{MIN_SAMPLES} = 10 ms needed)"
+                f"compute_fbank: item {i} is too short ({t.numel()} samples; at least {MIN_SAMPLES} = 10 ms needed)"
             )
         samples.append(t)
 

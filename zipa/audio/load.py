@@ -16,9 +16,10 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -34,8 +35,8 @@ AudioItem = Union[str, Path, np.ndarray, "torch.Tensor"]
 def load_audio(
     item: AudioItem,
     sampling_rate: int = SAMPLING_RATE,
-    source_rate: Optional[int] = None,
-    name: Optional[str] = None,
+    source_rate: int | None = None,
+    name: str | None = None,
 ) -> np.ndarray:
     """Return ``item`` as 1-D float32 samples at ``sampling_rate``.
 
@@ -62,7 +63,7 @@ def load_audio(
 def load_batch(
     items: Sequence[AudioItem],
     sampling_rate: int = SAMPLING_RATE,
-    source_rate: Optional[int] = None,
+    source_rate: int | None = None,
 ) -> list[np.ndarray]:
     """``load_audio`` over a list; an error names the index of the bad item ("item 3 (a.wav)")."""
     out = []
@@ -102,9 +103,7 @@ def _to_numpy(item, label: str) -> np.ndarray:
     if hasattr(item, "detach"):  # torch.Tensor, without importing torch here
         item = item.detach().cpu().numpy()
     if not isinstance(item, np.ndarray):
-        raise ValueError(
-            f"{label}: expected a path, numpy array or torch tensor, got {type(item).__name__}"
-        )
+        raise ValueError(f"{label}: expected a path, numpy array or torch tensor, got {type(item).__name__}")
     if np.issubdtype(item.dtype, np.signedinteger):
         return item.astype(np.float32) / float(2 ** (8 * item.dtype.itemsize - 1))
     if not np.issubdtype(item.dtype, np.floating):
@@ -116,10 +115,7 @@ def _to_mono(samples: np.ndarray, label: str, file_layout: bool) -> np.ndarray:
     if samples.ndim == 1:
         return samples
     if samples.ndim != 2:
-        raise ValueError(
-            f"{label}: expected 1-D samples or 2-D (channels, samples), got shape "
-            f"{tuple(samples.shape)}"
-        )
+        raise ValueError(f"{label}: expected 1-D samples or 2-D (channels, samples), got shape {tuple(samples.shape)}")
     # soundfile always gives (samples, channels); for arrays the shorter axis is the channels.
     channel_axis = 1 if file_layout else int(np.argmin(samples.shape))
     if samples.shape[channel_axis] > MAX_CHANNELS and not file_layout:

@@ -33,7 +33,7 @@ import argparse
 import os
 import signal
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from zipa import __version__
 from zipa.cli import evaluate, tools, transcribe
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -78,4 +78,3 @@ def _stdout_to_devnull() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
-

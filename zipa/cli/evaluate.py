@@ -57,8 +57,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         import importlib.util
 
         if importlib.util.find_spec("matplotlib") is None:
-            print(f"{command}: warning: no chart: it needs matplotlib (pip install 'zipa-phones[plot]'); "
-                  "--no-chart silences this", file=sys.stderr)
+            print(
+                f"{command}: warning: no chart: it needs matplotlib (pip install 'zipa-phones[plot]'); "
+                "--no-chart silences this",
+                file=sys.stderr,
+            )
             args.no_chart = True
     transcriber, model_path = load_transcriber(args, use_aligner=False)
     for message in input_errors:
@@ -66,8 +69,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     mode = "none" if args.quiet else args.progress
     with Progress(total or 0, mode, interval=args.progress_interval, desc=command) as progress:
-        run = run_evaluation(transcriber, references, options, progress=progress, total=total,
-                             on_failure=lambda failure: progress.write(f"error: {failure.error}"))
+        run = run_evaluation(
+            transcriber,
+            references,
+            options,
+            progress=progress,
+            total=total,
+            on_failure=lambda failure: progress.write(f"error: {failure.error}"),
+        )
     try:
         metrics = score(run, args.output_dir, name, model_path.stem)
         chart = None if args.no_chart or not run.results else save_chart(metrics, args.output_dir)
@@ -112,28 +121,48 @@ reported and skipped, and listed under "failed" in the metrics JSON), 2 usage er
 
 
 def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="*", metavar="AUDIO_OR_DIR",
-                   help="audio files, or folders searched recursively (as zipa transcribe); none for a shar "
-                        "--ref, or a TSV --ref whose paths name the files")
-    p.add_argument("--ref", required=True, metavar="REFS",
-                   help="references: a TSV, a folder of TextGrids or a shar folder (see below)")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="AUDIO_OR_DIR",
+        help="audio files, or folders searched recursively (as zipa transcribe); none for a shar "
+        "--ref, or a TSV --ref whose paths name the files",
+    )
+    p.add_argument(
+        "--ref",
+        required=True,
+        metavar="REFS",
+        help="references: a TSV, a folder of TextGrids or a shar folder (see below)",
+    )
     p.add_argument("--tier", default=None, metavar="NAME", help="the TextGrid tier holding the reference")
     p.add_argument("--output-dir", "-o", required=True, type=Path, help="folder for the result files")
-    p.add_argument("--name", default=None,
-                   help="test set name in the file names (default: the --ref file's stem or folder's name)")
+    p.add_argument(
+        "--name", default=None, help="test set name in the file names (default: the --ref file's stem or folder's name)"
+    )
     p.add_argument("--no-chart", action="store_true", help="do not draw the PER/PFER chart")
-    p.add_argument("--remove-diacritics", action="store_true",
-                   help="score without diacritics: ZIPA's --remove-diacritics on references and hypotheses")
-    p.add_argument("--batch-size", type=positive_int, default=8,
-                   help="files decoded together (default 8; 1 decodes each file alone, see zipa transcribe)")
+    p.add_argument(
+        "--remove-diacritics",
+        action="store_true",
+        help="score without diacritics: ZIPA's --remove-diacritics on references and hypotheses",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        help="files decoded together (default 8; 1 decodes each file alone, see zipa transcribe)",
+    )
     add_runtime_args(p)
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("evaluate", help="PER and PFER against reference IPA (TSV, TextGrids or shar)",
-                       epilog=EVALUATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Decode audio and score it against reference IPA: icefall's recogs-*, errs-* "
-                                   "and metrics-*.json (as ctc_decode.py writes them), a PER/PFER table overall "
-                                   "and per language/speaker, and a bar chart.")
+    p = sub.add_parser(
+        "evaluate",
+        help="PER and PFER against reference IPA (TSV, TextGrids or shar)",
+        epilog=EVALUATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Decode audio and score it against reference IPA: icefall's recogs-*, errs-* "
+        "and metrics-*.json (as ctc_decode.py writes them), a PER/PFER table overall "
+        "and per language/speaker, and a bar chart.",
+    )
     _add_evaluate_args(p)
     p.set_defaults(func=cmd_evaluate)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Any, Dict, Optional
+from typing import Any
 
 
 class Interrupted(BaseException):
@@ -20,10 +20,10 @@ class StopRequest:
     file's output (`deferred()`). Handlers are installed for the ``with`` block only."""
 
     def __init__(self):
-        self.signum: Optional[int] = None
+        self.signum: int | None = None
         self._deferring = False
         self._pending = False
-        self._previous: Dict[int, Any] = {}
+        self._previous: dict[int, Any] = {}
 
     def __call__(self) -> bool:
         return self.signum is not None
@@ -57,4 +57,3 @@ class StopRequest:
         if self._pending:
             self._pending = False
             raise Interrupted()
-

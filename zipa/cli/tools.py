@@ -22,8 +22,9 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
     try:
         model, _ = load_model(resolve_model(args.model, cache_dir=args.cache_dir))
-        written = export_model(model, args.out, int8=args.int8, fp16=args.fp16, bpe_model=args.bpe_model,
-                               opset=args.opset)
+        written = export_model(
+            model, args.out, int8=args.int8, fp16=args.fp16, bpe_model=args.bpe_model, opset=args.opset
+        )
     except (OSError, ValueError, ImportError, NotImplementedError) as e:
         raise UsageError(str(e)) from None
     for path in written.values():
@@ -67,14 +68,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {e}") from None
     with sock:
         transcriber, model_path = load_transcriber(args)
-        app = create_app(transcriber, model_name=model_path.name, max_upload_mb=args.max_upload_mb, options=options,
-                         allowed_hosts=hosts, max_queue=args.max_queue, max_disk_mb=args.max_disk_mb)
+        app = create_app(
+            transcriber,
+            model_name=model_path.name,
+            max_upload_mb=args.max_upload_mb,
+            options=options,
+            allowed_hosts=hosts,
+            max_queue=args.max_queue,
+            max_disk_mb=args.max_disk_mb,
+        )
         if not is_loopback(args.host):
-            print(f"zipa serve: warning: listening on {args.host}: whoever reaches this address can use the model "
-                  "and upload files; browsers allow the microphone only at localhost or over https; it answers "
-                  f"only for the host names {', '.join(hosts)} (add others with --allow-host)", file=sys.stderr)
-        print(f"zipa serve: {address(sock)} (model {model_path.name}, device {transcriber.device}); Ctrl-C stops",
-              flush=True)
+            print(
+                f"zipa serve: warning: listening on {args.host}: whoever reaches this address can use the model "
+                "and upload files; browsers allow the microphone only at localhost or over https; it answers "
+                f"only for the host names {', '.join(hosts)} (add others with --allow-host)",
+                file=sys.stderr,
+            )
+        print(
+            f"zipa serve: {address(sock)} (model {model_path.name}, device {transcriber.device}); Ctrl-C stops",
+            flush=True,
+        )
         run(app, sock)
     return 0
 
@@ -110,12 +123,19 @@ of another origin (Origin, Sec-Fetch-Site) gets HTTP 403.
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("export-onnx", help="export a model to ONNX (fp32, and int8/fp16 copies)",
-                       description="Export a model to ONNX for onnxruntime: model.onnx (CTC) or encoder/decoder/"
-                                   "joiner.onnx (transducer), with tokens.txt, bpe.model and config.json. "
-                                   "Run it with `zipa transcribe --backend onnx --model DIR`.")
-    p.add_argument("--model", "-m", required=True,
-                   help="a .pth checkpoint, a folder holding one, a model name or Hub repo id (see `zipa models`)")
+    p = sub.add_parser(
+        "export-onnx",
+        help="export a model to ONNX (fp32, and int8/fp16 copies)",
+        description="Export a model to ONNX for onnxruntime: model.onnx (CTC) or encoder/decoder/"
+        "joiner.onnx (transducer), with tokens.txt, bpe.model and config.json. "
+        "Run it with `zipa transcribe --backend onnx --model DIR`.",
+    )
+    p.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        help="a .pth checkpoint, a folder holding one, a model name or Hub repo id (see `zipa models`)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--int8", action="store_true", help="also write int8 (dynamic quantisation) graphs: *.int8.onnx")
     p.add_argument("--fp16", action="store_true", help="also write float16 graphs (for GPUs): *.fp16.onnx")
@@ -124,38 +144,69 @@ def add_parsers(sub) -> None:
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: HF_HUB_CACHE)")
     p.set_defaults(func=cmd_export_onnx)
 
-    p = sub.add_parser("inventories", help="list the built-in phone inventories (--lang)",
-                       description="The built-in phone inventories that --lang selects: without CODE, one line per "
-                                   "language (ISO 639-3 code, number of phones, name); with codes, each one's "
-                                   "phones (code TAB phones separated by spaces, usable as an --inventory file "
-                                   "after `cut -f2`). Derived from PHOIBLE 2.0 as extended by Allophoible (the "
-                                   "allophant package, MIT licence): each language's phonemes and allophones over "
-                                   "all its PHOIBLE inventories, mapped onto ZIPA's IPA inventory.")
+    p = sub.add_parser(
+        "inventories",
+        help="list the built-in phone inventories (--lang)",
+        description="The built-in phone inventories that --lang selects: without CODE, one line per "
+        "language (ISO 639-3 code, number of phones, name); with codes, each one's "
+        "phones (code TAB phones separated by spaces, usable as an --inventory file "
+        "after `cut -f2`). Derived from PHOIBLE 2.0 as extended by Allophoible (the "
+        "allophant package, MIT licence): each language's phonemes and allophones over "
+        "all its PHOIBLE inventories, mapped onto ZIPA's IPA inventory.",
+    )
     p.add_argument("codes", nargs="*", metavar="CODE", help="ISO 639-3 or espeak-ng codes (eng, en-us, cmn...)")
     p.set_defaults(func=cmd_inventories)
 
-    p = sub.add_parser("serve", help="a local web page: drop audio, see and hear phones, download TextGrids",
-                       epilog=SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Serve a web page for transcribing and aligning audio in the browser (needs "
-                                   "pip install 'zipa-phones[web]'). Prints the page's address.")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    p = sub.add_parser(
+        "serve",
+        help="a local web page: drop audio, see and hear phones, download TextGrids",
+        epilog=SERVE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve a web page for transcribing and aligning audio in the browser (needs "
+        "pip install 'zipa-phones[web]'). Prints the page's address.",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)",
+    )
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
-    p.add_argument("--max-upload-mb", type=positive_float, default=200.0, metavar="MB",
-                   help="largest upload accepted, in MB (default 200); larger ones are refused with HTTP 413")
-    p.add_argument("--max-queue", type=positive_int, default=64, metavar="N",
-                   help="files waiting to be decoded at most (default 64); more are refused with HTTP 503 and "
-                        "Retry-After (the page retries)")
-    p.add_argument("--max-disk-mb", type=positive_float, default=2048.0, metavar="MB",
-                   help="the uploads held in the temporary folder at most, in MB (default 2048); more are refused "
-                        "with HTTP 507 and Retry-After (the page retries)")
-    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                   help="also answer requests for this host name (repeatable; *.example.org for its subdomains): "
-                        "the name a proxy or another machine reaches the page by. Others get HTTP 400, against "
-                        "DNS rebinding; allowed are only the --host address (and localhost, 127.0.0.1, [::1] for "
-                        "a loopback one)")
-    p.add_argument("--batch-size", type=positive_int, default=8,
-                   help="windows of a long file decoded together (default 8)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=positive_float,
+        default=200.0,
+        metavar="MB",
+        help="largest upload accepted, in MB (default 200); larger ones are refused with HTTP 413",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=64,
+        metavar="N",
+        help="files waiting to be decoded at most (default 64); more are refused with HTTP 503 and "
+        "Retry-After (the page retries)",
+    )
+    p.add_argument(
+        "--max-disk-mb",
+        type=positive_float,
+        default=2048.0,
+        metavar="MB",
+        help="the uploads held in the temporary folder at most, in MB (default 2048); more are refused "
+        "with HTTP 507 and Retry-After (the page retries)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this host name (repeatable; *.example.org for its subdomains): "
+        "the name a proxy or another machine reaches the page by. Others get HTTP 400, against "
+        "DNS rebinding; allowed are only the --host address (and localhost, 127.0.0.1, [::1] for "
+        "a loopback one)",
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=8, help="windows of a long file decoded together (default 8)"
+    )
     add_runtime_args(p, progress=False)
     p.set_defaults(func=cmd_serve)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any
 
 from zipa.audio.files import AudioFile, find_audio
 from zipa.cli.common import (
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from zipa.inference.resumable import LineOutput
     from zipa.inference.writers import OutputFormat
 
-def file_targets(files: List[AudioFile], output: Optional[str], fmt: OutputFormat) -> List[Optional[Path]]:
+
+def file_targets(files: list[AudioFile], output: str | None, fmt: OutputFormat) -> list[Path | None]:
     """Where each file's own output goes (a format with a file per audio file): None for stdout
     (one input, no --output), ``output`` itself when it names a file with the format's suffix,
     else ``output/<relative path><suffix>``."""
@@ -39,17 +41,18 @@ def file_targets(files: List[AudioFile], output: Optional[str], fmt: OutputForma
     out = Path(output)
     if out.suffix.lower() == fmt.suffix.lower() and not out.is_dir():
         if len(files) > 1:
-            raise UsageError(f"--output {out} names one {fmt.suffix.lstrip('.')} file, but there are {len(files)} "
-                             "audio files")
+            raise UsageError(
+                f"--output {out} names one {fmt.suffix.lstrip('.')} file, but there are {len(files)} audio files"
+            )
         return [out]
     return list(targets_in_folder(files, out, fmt.suffix))
 
 
-def targets_in_folder(files: List[AudioFile], folder: Path, suffix: str) -> List[Path]:
+def targets_in_folder(files: list[AudioFile], folder: Path, suffix: str) -> list[Path]:
     """``folder/<relative path><suffix>`` for each audio file; two files that would share a
     target (``a.wav`` and ``a.flac``) are a usage error."""
     paths = [folder / rel.with_suffix(suffix) for _, rel in files]
-    seen: Dict[Path, Path] = {}
+    seen: dict[Path, Path] = {}
     for (audio, _), target in zip(files, paths):
         if target in seen:
             raise UsageError(f"{seen[target]} and {audio} would both be written to {target}")
@@ -60,7 +63,7 @@ def targets_in_folder(files: List[AudioFile], folder: Path, suffix: str) -> List
 PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 
 
-def plot_paths(files: List[AudioFile], output: str) -> List[Path]:
+def plot_paths(files: list[AudioFile], output: str) -> list[Path]:
     """Where `zipa align --plot OUT` puts each file's picture: ``OUT`` itself for one file
     when it names an image (.png, .svg, .pdf...), else ``OUT/<relative path>.png``."""
     out = Path(output)
@@ -89,13 +92,15 @@ def _check_plot(args: argparse.Namespace) -> None:
         plot_paths(find_audio(args.inputs)[0], args.plot)
 
 
-def _normalizer(remove_diacritics: bool) -> Optional[Callable[[str], str]]:
+def _normalizer(remove_diacritics: bool) -> Callable[[str], str] | None:
     if not remove_diacritics:
         return None
     try:
         from zipa.text.ipa import normalize_ipa
     except ImportError as e:
-        raise UsageError(f"--remove-diacritics needs zipa.text.ipa.normalize_ipa, which cannot be imported ({e})") from None
+        raise UsageError(
+            f"--remove-diacritics needs zipa.text.ipa.normalize_ipa, which cannot be imported ({e})"
+        ) from None
     return lambda text: normalize_ipa(text, remove_diacritics=True)
 
 
@@ -145,19 +150,21 @@ def _inventory_mask(transcriber, inventory, command: str):
 FORCED_SOURCES = ("transcript", "text", "transcripts", "textgrid", "eaf")
 
 
-def _forced_source(args: argparse.Namespace) -> Optional[str]:
+def _forced_source(args: argparse.Namespace) -> str | None:
     """Which of --transcript, --text, --transcripts, --textgrid, --eaf was given, or "corpus"
     for --output-dir (None: none of them, or a command without them)."""
     source = next((name for name in FORCED_SOURCES if getattr(args, name, None) is not None), None)
     if getattr(args, "output_dir", None) is None:
         return source
     if source is not None or args.output is not None:
-        raise UsageError(f"--output-dir aligns a corpus folder with the transcripts beside its audio files; "
-                         f"it does not go with --{source or 'output'}")
+        raise UsageError(
+            f"--output-dir aligns a corpus folder with the transcripts beside its audio files; "
+            f"it does not go with --{source or 'output'}"
+        )
     return "corpus"
 
 
-def _g2p_lang(args: argparse.Namespace, source: str) -> Optional[str]:
+def _g2p_lang(args: argparse.Namespace, source: str) -> str | None:
     """The G2P language when the texts are orthography (--text, --orthographic, a corpus
     without --ipa), else None."""
     return args.lang if source == "text" or args.orthographic or (source == "corpus" and not args.ipa) else None
@@ -172,22 +179,33 @@ def _check_forced_args(args: argparse.Namespace, source: str) -> None:
     if args.ipa and source != "corpus":
         raise UsageError("--ipa is for the transcripts of a corpus folder (--output-dir)")
     if source == "corpus" and bool(args.lang) == bool(args.ipa):
-        raise UsageError("--output-dir: say what the transcripts are: orthography in a language (--lang CODE, "
-                         "converted by G2P) or IPA (--ipa)")
+        raise UsageError(
+            "--output-dir: say what the transcripts are: orthography in a language (--lang CODE, "
+            "converted by G2P) or IPA (--ipa)"
+        )
     if args.orthographic and source not in ("transcripts", "textgrid", "eaf"):
-        raise UsageError("--orthographic is for the texts of --transcripts, --textgrid or --eaf (--text is "
-                         "orthography, --transcript IPA, a corpus folder says --lang or --ipa)")
-    for name, value, default in (("--decoding", args.decoding, "greedy"), ("--inventory", args.inventory, None),
-                                 ("--topk", args.topk, 0)):
+        raise UsageError(
+            "--orthographic is for the texts of --transcripts, --textgrid or --eaf (--text is "
+            "orthography, --transcript IPA, a corpus folder says --lang or --ipa)"
+        )
+    for name, value, default in (
+        ("--decoding", args.decoding, "greedy"),
+        ("--inventory", args.inventory, None),
+        ("--topk", args.topk, 0),
+    ):
         if value != default:
             raise UsageError(f"{name} does not apply to forced alignment: the transcript fixes the phones")
     lang = _g2p_lang(args, source)
     if (source == "text" or args.orthographic) and not args.lang:
-        raise UsageError(f"{'--text' if source == 'text' else '--orthographic'} needs --lang CODE: the language "
-                         "the text is converted to IPA in (en-us, fra, cmn...; epitran codes such as yor-Latn)")
+        raise UsageError(
+            f"{'--text' if source == 'text' else '--orthographic'} needs --lang CODE: the language "
+            "the text is converted to IPA in (en-us, fra, cmn...; epitran codes such as yor-Latn)"
+        )
     if args.lang and lang is None:
-        raise UsageError(f"--lang with IPA transcripts (--{source}) does nothing: the transcript fixes the phones. "
-                         "For orthographic text use --text, or --orthographic with --transcripts/--textgrid")
+        raise UsageError(
+            f"--lang with IPA transcripts (--{source}) does nothing: the transcript fixes the phones. "
+            "For orthographic text use --text, or --orthographic with --transcripts/--textgrid"
+        )
     if lang is not None:
         from zipa.text.g2p import check_language
 
@@ -197,7 +215,7 @@ def _check_forced_args(args: argparse.Namespace, source: str) -> None:
             raise UsageError(f"--lang {lang}: {e}") from None
 
 
-def _forced_jobs(args: argparse.Namespace, source: str, files: List[AudioFile]):
+def _forced_jobs(args: argparse.Namespace, source: str, files: list[AudioFile]):
     """(the audio files that have a transcript, {str(path): AlignJob}, errors for those that
     have none): --transcript/--text for one file, a --transcripts TSV (matched as `zipa
     evaluate --ref` matches: `zipa.evaluation.references.match_references`), or --textgrid /
@@ -206,8 +224,10 @@ def _forced_jobs(args: argparse.Namespace, source: str, files: List[AudioFile]):
 
     if source in ("transcript", "text"):
         if len(files) != 1:
-            raise UsageError(f"--{source} is the transcript of one audio file, but there are {len(files)}; "
-                             "give several with --transcripts TSV")
+            raise UsageError(
+                f"--{source} is the transcript of one audio file, but there are {len(files)}; "
+                "give several with --transcripts TSV"
+            )
         return files, {str(files[0][0]): AlignJob.whole(files[0][0], getattr(args, source))}, []
     kept, jobs, errors = [], {}, []
     if source == "transcripts":
@@ -228,7 +248,7 @@ def _forced_jobs(args: argparse.Namespace, source: str, files: List[AudioFile]):
     return _annotation_jobs(args, source, files)
 
 
-def _annotation_jobs(args: argparse.Namespace, source: str, files: List[AudioFile]):
+def _annotation_jobs(args: argparse.Namespace, source: str, files: list[AudioFile]):
     """`_forced_jobs` for --textgrid and --eaf: the utterance tier (--tier, --eaf-tier) of an
     annotation file, an ELAN file's read as a TextGrid's (`zipa.data.eaf.Eaf.to_textgrid`)."""
     from zipa.data.eaf import read_eaf
@@ -237,11 +257,14 @@ def _annotation_jobs(args: argparse.Namespace, source: str, files: List[AudioFil
 
     kept, jobs, errors = [], {}, []
     root = Path(getattr(args, source))
-    kind, suffix, tier = ("TextGrid", ".TextGrid", args.tier) if source == "textgrid" else ("ELAN file", ".eaf",
-                                                                                           args.eaf_tier)
+    kind, suffix, tier = (
+        ("TextGrid", ".TextGrid", args.tier) if source == "textgrid" else ("ELAN file", ".eaf", args.eaf_tier)
+    )
     if root.is_file() and len(files) != 1:
-        raise UsageError(f"--{source} {root} is one {kind}, but there are {len(files)} audio files; give a "
-                         f"folder of {kind}s named as the audio files")
+        raise UsageError(
+            f"--{source} {root} is one {kind}, but there are {len(files)} audio files; give a "
+            f"folder of {kind}s named as the audio files"
+        )
     if not root.exists():
         raise UsageError(f"--{source} {root}: no such file or folder")
     for path, rel in files:
@@ -278,11 +301,14 @@ def _corpus_jobs(run: Run, args: argparse.Namespace) -> None:
             run.jobs[str(item.audio)] = AlignJob(item.audio, utterances, None, item.transcript)
     free = sum(1 for item in items if item.transcript is None)
     if free and not args.quiet:
-        print(f"{run.command}: {free} of {len(items)} audio files have no transcript beside them (.lab, .txt, "
-              f".TextGrid): transcribed freely, marked \"free\" in {run.summary.path}", file=sys.stderr)
+        print(
+            f"{run.command}: {free} of {len(items)} audio files have no transcript beside them (.lab, .txt, "
+            f'.TextGrid): transcribed freely, marked "free" in {run.summary.path}',
+            file=sys.stderr,
+        )
 
 
-def _check_not_overwriting_inputs(targets: Dict[str, Optional[Path]], jobs: Dict[str, object]) -> None:
+def _check_not_overwriting_inputs(targets: dict[str, Path | None], jobs: dict[str, object]) -> None:
     """TextGrid outputs must not replace the TextGrids they copy."""
     for key, target in targets.items():
         source = getattr(jobs.get(key), "source", None)
@@ -303,20 +329,20 @@ class Run:
     fmt: OutputFormat
     timestamps: bool
     words: bool
-    forced: Optional[str]
+    forced: str | None
     topk: int
     inventory: Any
-    normalize: Optional[Callable[[str], str]]
-    files: List[AudioFile]
-    failures: List[str]
+    normalize: Callable[[str], str] | None
+    files: list[AudioFile]
+    failures: list[str]
     options: Any = None  # the DecodingOptions of the flags
-    jobs: Dict[str, Any] = field(default_factory=dict)  # forced alignment: {str(path): AlignJob}
-    lines: Optional[LineOutput] = None  # line formats: the one output
-    targets: Dict[str, Optional[Path]] = field(default_factory=dict)  # file formats: each file's output
-    plots: Dict[str, Path] = field(default_factory=dict)
-    todo: List[Path] = field(default_factory=list)
+    jobs: dict[str, Any] = field(default_factory=dict)  # forced alignment: {str(path): AlignJob}
+    lines: LineOutput | None = None  # line formats: the one output
+    targets: dict[str, Path | None] = field(default_factory=dict)  # file formats: each file's output
+    plots: dict[str, Path] = field(default_factory=dict)
+    todo: list[Path] = field(default_factory=list)
     where: str = "stdout"
-    corpus: Dict[str, Any] = field(default_factory=dict)  # --output-dir: {str(path): zipa.data.corpus.CorpusFile}
+    corpus: dict[str, Any] = field(default_factory=dict)  # --output-dir: {str(path): zipa.data.corpus.CorpusFile}
     summary: Any = None  # --output-dir: the zipa.data.corpus.CorpusSummary
 
 
@@ -331,22 +357,36 @@ def plan_run(args: argparse.Namespace, timestamps: bool) -> Run:
     if forced:
         _check_forced_args(args, forced)
     elif getattr(args, "strict", False):
-        raise UsageError("--strict is for forced alignment (--transcript, --text, --transcripts, --textgrid, --eaf, "
-                         "--output-dir)")
+        raise UsageError(
+            "--strict is for forced alignment (--transcript, --text, --transcripts, --textgrid, --eaf, --output-dir)"
+        )
     topk = getattr(args, "topk", 0) or 0
     if topk and not fmt.topk:
-        raise UsageError(f"--topk is written per phone in {', '.join(n for n, f in FORMATS.items() if f.topk)}, "
-                         f"not in {args.format}")
-    run = Run(f"zipa {args.command}", fmt, timestamps or fmt.timed or bool(topk), not args.no_word_boundaries,
-              forced, topk, _inventory(args), _normalizer(args.remove_diacritics), [], [])
+        raise UsageError(
+            f"--topk is written per phone in {', '.join(n for n, f in FORMATS.items() if f.topk)}, not in {args.format}"
+        )
+    run = Run(
+        f"zipa {args.command}",
+        fmt,
+        timestamps or fmt.timed or bool(topk),
+        not args.no_word_boundaries,
+        forced,
+        topk,
+        _inventory(args),
+        _normalizer(args.remove_diacritics),
+        [],
+        [],
+    )
     run.options = decoding_options(args)
     run.files, run.failures = find_audio(args.inputs)
     if not run.files and not run.failures:
         raise UsageError("no audio files found")
     if forced == "corpus":
         if not fmt.one_file_each:
-            raise UsageError(f"--output-dir writes a file per audio file: --format {args.format} writes one; use "
-                             f"{' or '.join(n for n, f in FORMATS.items() if f.one_file_each)}")
+            raise UsageError(
+                f"--output-dir writes a file per audio file: --format {args.format} writes one; use "
+                f"{' or '.join(n for n, f in FORMATS.items() if f.one_file_each)}"
+            )
         _corpus_jobs(run, args)
     elif forced:
         run.files, run.jobs, unmatched = _forced_jobs(args, forced, run.files)
@@ -355,15 +395,19 @@ def plan_run(args: argparse.Namespace, timestamps: bool) -> Run:
     to_stdout = output is None or output == "-"
     run.where = "stdout" if to_stdout else str(output)
     if fmt.one_file_each:
-        targets = targets_in_folder(run.files, Path(output), fmt.suffix) if forced == "corpus" \
+        targets = (
+            targets_in_folder(run.files, Path(output), fmt.suffix)
+            if forced == "corpus"
             else file_targets(run.files, output, fmt)
+        )
         run.targets = {str(path): target for (path, _), target in zip(run.files, targets)}
         _check_not_overwriting_inputs(run.targets, run.jobs)
     else:
         if not to_stdout and Path(args.output).is_dir():
             raise UsageError(f"--output {args.output} is a folder; --format {args.format} writes one file")
-        run.lines = LineOutput(None if to_stdout else Path(args.output), args.format, run.timestamps, run.words,
-                               alternatives=bool(topk))
+        run.lines = LineOutput(
+            None if to_stdout else Path(args.output), args.format, run.timestamps, run.words, alternatives=bool(topk)
+        )
     plot = getattr(args, "plot", None)
     if plot:
         run.plots = {str(path): target for (path, _), target in zip(run.files, plot_paths(run.files, plot))}
@@ -391,8 +435,11 @@ def _skip_done(run: Run, args: argparse.Namespace, to_stdout: bool) -> None:
         except (ValueError, OSError) as e:
             raise UsageError(f"--resume: {e}") from None
     if not args.quiet:
-        print(f"{run.command}: resuming: {len(run.files) - len(run.todo)} of {len(run.files)} files are already in "
-              f"{run.where}, {len(run.todo)} to do", file=sys.stderr)
+        print(
+            f"{run.command}: resuming: {len(run.files) - len(run.todo)} of {len(run.files)} files are already in "
+            f"{run.where}, {len(run.todo)} to do",
+            file=sys.stderr,
+        )
 
 
 def decode(transcriber, run: Run, args: argparse.Namespace, progress, stop: StopRequest, mask) -> Iterator[Any]:
@@ -400,12 +447,17 @@ def decode(transcriber, run: Run, args: argparse.Namespace, progress, stop: Stop
     (of every file, or in a corpus folder of the files without a transcript)."""
     free = [path for path in run.todo if str(path) not in run.jobs] if run.forced == "corpus" else []
     if run.forced:
-        yield from transcriber.align_files([run.jobs[str(path)] for path in run.todo if str(path) in run.jobs],
-                                           run.options, lang=_g2p_lang(args, run.forced), progress=progress,
-                                           stop=stop)
+        yield from transcriber.align_files(
+            [run.jobs[str(path)] for path in run.todo if str(path) in run.jobs],
+            run.options,
+            lang=_g2p_lang(args, run.forced),
+            progress=progress,
+            stop=stop,
+        )
     if free or not run.forced:
-        yield from transcriber.iter_transcribe_files(free or run.todo, run.options.replace(inventory=mask),
-                                                     progress=progress, stop=stop)
+        yield from transcriber.iter_transcribe_files(
+            free or run.todo, run.options.replace(inventory=mask), progress=progress, stop=stop
+        )
 
 
 def write_record(run: Run, record) -> None:
@@ -430,7 +482,7 @@ def write_record(run: Run, record) -> None:
         raise OSError(f"cannot write {target or 'stdout'}: {e}") from e
 
 
-def _speakers(run: Run, path) -> Optional[List[Tuple[str, float, float]]]:
+def _speakers(run: Run, path) -> list[tuple[str, float, float]] | None:
     """--output-dir: the speakers' stretches of a file (MFA's tier layout), else None."""
     item = run.corpus.get(str(path))
     return None if item is None else item.speaker_spans()
@@ -447,8 +499,10 @@ def _name_written_words(run: Run, args: argparse.Namespace, result, alignment) -
         return
     written = written_words(item.utterances, lang, run.options.remove_diacritics)
     if written is None or len(written) != len(alignment.words):
-        result.messages.append(f"{result.path}: the words tier holds IPA words: G2P's words do not match the "
-                               "transcript's written words one to one")
+        result.messages.append(
+            f"{result.path}: the words tier holds IPA words: G2P's words do not match the "
+            "transcript's written words one to one"
+        )
         return
     alignment.words = [replace(word, label=label) for word, label in zip(alignment.words, written)]
 
@@ -507,8 +561,13 @@ def run_transcription(args: argparse.Namespace, timestamps: bool) -> int:
                 alignment.fit, alignment.warnings = getattr(result, "fit", None), list(warned)
                 if run.forced == "corpus":
                     _name_written_words(run, args, result, alignment)
-                record = Record(str(result.path), result.duration, alignment, getattr(result, "textgrid", None),
-                                speakers=_speakers(run, result.path))
+                record = Record(
+                    str(result.path),
+                    result.duration,
+                    alignment,
+                    getattr(result, "textgrid", None),
+                    speakers=_speakers(run, result.path),
+                )
                 with stop.deferred():
                     try:
                         write_record(run, record)
@@ -534,16 +593,24 @@ def _report(run: Run, written: int, problems: int, stop: StopRequest) -> int:
     command, todo = run.command, len(run.todo)
     if stop.signum is not None:
         name = signal.Signals(stop.signum).name
-        rest = f"run the same command with --resume to do the other {todo - written}" if run.where != "stdout" \
+        rest = (
+            f"run the same command with --resume to do the other {todo - written}"
+            if run.where != "stdout"
             else "--resume needs --output"
-        print(f"{command}: interrupted by {name}: {written} of {todo} files written to {run.where}; {rest}",
-              file=sys.stderr)
+        )
+        print(
+            f"{command}: interrupted by {name}: {written} of {todo} files written to {run.where}; {rest}",
+            file=sys.stderr,
+        )
         return 128 + stop.signum
     if run.failures:
         print(f"{len(run.failures)} of {len(run.failures) + written} inputs failed", file=sys.stderr)
     if problems:
-        print(f"{problems} utterance{'s' if problems > 1 else ''} could not be aligned (the rest of "
-              f"{'their files is' if problems > 1 else 'its file is'} written)", file=sys.stderr)
+        print(
+            f"{problems} utterance{'s' if problems > 1 else ''} could not be aligned (the rest of "
+            f"{'their files is' if problems > 1 else 'its file is'} written)",
+            file=sys.stderr,
+        )
     return 1 if run.failures or problems else 0
 
 
@@ -630,112 +697,207 @@ them); --aligner none uses CTC spikes. Measured on the demo model (benchmarks/ti
 def _add_decoding_args(p: argparse.ArgumentParser, default_format: str) -> None:
     from zipa.inference.writers import FORMATS
 
-    p.add_argument("inputs", nargs="+", metavar="AUDIO_OR_DIR",
-                   help="audio files, or folders searched recursively for the audio formats soundfile reads "
-                        "(wav, flac, ogg/opus, aiff, caf, au, sph..., mp3 with libsndfile >= 1.1)")
-    p.add_argument("--format", "-f", choices=list(FORMATS), default=default_format,
-                   help=f"output format (default: {default_format})")
-    p.add_argument("--output", "-o", default=None,
-                   help="output file (default: stdout); for textgrid a folder, or a .TextGrid file for one input. "
-                        "Each file's result is written as soon as it is decoded (files finish in order of "
-                        "length within groups, not in input order; each line names its file)")
-    p.add_argument("--resume", action="store_true",
-                   help="go on with an interrupted run: skip the files already in --output (for textgrid: whose "
-                        ".TextGrid exists), drop a last line cut off mid-write, append the rest. Without it an "
-                        "existing output is replaced")
-    p.add_argument("--batch-size", type=positive_int, default=8,
-                   help="files (or windows of long files) decoded together (default 8). They are sorted by "
-                        "length to limit padding, but padding still changes a file's result slightly, as in "
-                        "the original ZIPA; 1 decodes each file alone, exactly as one-file inference")
-    p.add_argument("--inventory", metavar="FILE", default=None,
-                   help="restrict the output to the phones in FILE (one per line or separated by spaces; # starts "
-                        "a comment): the search never emits other tokens (word boundaries stay allowed). Tokens are "
-                        "IPA characters, so a phone allows each of its characters (tʰ allows t and ʰ). Symbols "
-                        "the model's tokenizer lacks are named in a warning. Overrides the inventory of --lang")
-    p.add_argument("--lang", metavar="CODE", default=None,
-                   help="the language of the audio: an ISO 639-3 code (eng, cmn, yor...) or an espeak-ng code "
-                        "(en-us, es, fr-fr...). Restricts the output to its built-in phone inventory (from PHOIBLE; "
-                        "`zipa inventories` lists the codes). In forced alignment (zipa align --text, or "
-                        "--orthographic) it is instead the language the text is converted to IPA in (G2P: "
-                        "espeak-ng codes, or epitran codes such as yor-Latn)")
-    p.add_argument("--topk", type=positive_int, default=0, metavar="K",
-                   help="also write each phone's K most probable tokens with their probabilities (jsonl: "
-                        "\"alternatives\": [{\"phone\", \"prob\"}...] per phone; tsv: an alternatives column "
-                        "\"a:0.7100 e:0.1200 ...\"); implies --timestamps, jsonl and tsv only. CTC: the posteriors "
-                        "averaged over the phone's frames; transducer: the joiner's distribution where the phone "
-                        "was emitted; both renormalised over the non-blank tokens")
-    p.add_argument("--remove-diacritics", action="store_true",
-                   help="strip diacritics from the output (zipa.text.ipa.normalize_ipa)")
-    p.add_argument("--aligner", default="auto", metavar="PATH",
-                   help="the frame aligner that times phones (trained by zipformer_crctc/train_aligner.py): a file; "
-                        "auto (default): <model stem>.aligner.pt beside the model when there is one; none: CTC "
-                        "spike times. Forced alignment places the given phones with it, free transcription the "
-                        "decoded ones (the phones themselves do not change)")
-    p.add_argument("--no-word-boundaries", action="store_true",
-                   help="transcript = all phones joined with no spaces; no word tier/list")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="AUDIO_OR_DIR",
+        help="audio files, or folders searched recursively for the audio formats soundfile reads "
+        "(wav, flac, ogg/opus, aiff, caf, au, sph..., mp3 with libsndfile >= 1.1)",
+    )
+    p.add_argument(
+        "--format",
+        "-f",
+        choices=list(FORMATS),
+        default=default_format,
+        help=f"output format (default: {default_format})",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        help="output file (default: stdout); for textgrid a folder, or a .TextGrid file for one input. "
+        "Each file's result is written as soon as it is decoded (files finish in order of "
+        "length within groups, not in input order; each line names its file)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with an interrupted run: skip the files already in --output (for textgrid: whose "
+        ".TextGrid exists), drop a last line cut off mid-write, append the rest. Without it an "
+        "existing output is replaced",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        help="files (or windows of long files) decoded together (default 8). They are sorted by "
+        "length to limit padding, but padding still changes a file's result slightly, as in "
+        "the original ZIPA; 1 decodes each file alone, exactly as one-file inference",
+    )
+    p.add_argument(
+        "--inventory",
+        metavar="FILE",
+        default=None,
+        help="restrict the output to the phones in FILE (one per line or separated by spaces; # starts "
+        "a comment): the search never emits other tokens (word boundaries stay allowed). Tokens are "
+        "IPA characters, so a phone allows each of its characters (tʰ allows t and ʰ). Symbols "
+        "the model's tokenizer lacks are named in a warning. Overrides the inventory of --lang",
+    )
+    p.add_argument(
+        "--lang",
+        metavar="CODE",
+        default=None,
+        help="the language of the audio: an ISO 639-3 code (eng, cmn, yor...) or an espeak-ng code "
+        "(en-us, es, fr-fr...). Restricts the output to its built-in phone inventory (from PHOIBLE; "
+        "`zipa inventories` lists the codes). In forced alignment (zipa align --text, or "
+        "--orthographic) it is instead the language the text is converted to IPA in (G2P: "
+        "espeak-ng codes, or epitran codes such as yor-Latn)",
+    )
+    p.add_argument(
+        "--topk",
+        type=positive_int,
+        default=0,
+        metavar="K",
+        help="also write each phone's K most probable tokens with their probabilities (jsonl: "
+        '"alternatives": [{"phone", "prob"}...] per phone; tsv: an alternatives column '
+        '"a:0.7100 e:0.1200 ..."); implies --timestamps, jsonl and tsv only. CTC: the posteriors '
+        "averaged over the phone's frames; transducer: the joiner's distribution where the phone "
+        "was emitted; both renormalised over the non-blank tokens",
+    )
+    p.add_argument(
+        "--remove-diacritics",
+        action="store_true",
+        help="strip diacritics from the output (zipa.text.ipa.normalize_ipa)",
+    )
+    p.add_argument(
+        "--aligner",
+        default="auto",
+        metavar="PATH",
+        help="the frame aligner that times phones (trained by zipformer_crctc/train_aligner.py): a file; "
+        "auto (default): <model stem>.aligner.pt beside the model when there is one; none: CTC "
+        "spike times. Forced alignment places the given phones with it, free transcription the "
+        "decoded ones (the phones themselves do not change)",
+    )
+    p.add_argument(
+        "--no-word-boundaries",
+        action="store_true",
+        help="transcript = all phones joined with no spaces; no word tier/list",
+    )
     add_runtime_args(p)
 
 
 def _add_forced_args(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("forced alignment (see below)")
     source = group.add_mutually_exclusive_group()
-    source.add_argument("--transcript", metavar="IPA", default=None,
-                        help="align these phones (IPA; spaces separate words) to the one audio file")
-    source.add_argument("--text", metavar="TEXT", default=None,
-                        help="align this orthographic text of the one audio file, converted to IPA in --lang by "
-                             "zipa.text.g2p (espeak-ng; epitran for codes such as yor-Latn)")
-    source.add_argument("--transcripts", metavar="TSV", default=None,
-                        help="path<TAB>IPA per line (the TSV of zipa evaluate --ref; a header and language/speaker "
-                             "columns are allowed): each audio file is matched by its path, its path below an input "
-                             "folder, or its file name")
-    source.add_argument("--textgrid", metavar="FILE_OR_DIR", default=None,
-                        help="a Praat TextGrid with utterance intervals (for one audio file), or a folder of them "
-                             "named as the audio files (<relative path or name>.TextGrid): each non-empty interval "
-                             "of --tier is aligned with its text; --format textgrid writes a copy with phone and "
-                             "word tiers added")
-    source.add_argument("--eaf", metavar="FILE_OR_DIR", default=None,
-                        help="an ELAN file with utterance annotations (for one audio file), or a folder of them named "
-                             "as the audio files: each annotation of --eaf-tier is aligned with its text, as with "
-                             "--textgrid")
-    group.add_argument("--tier", metavar="NAME", default=None,
-                       help="the interval tier of --textgrid holding the utterances (default: the only one)")
-    group.add_argument("--eaf-tier", metavar="NAME", default=None,
-                       help="the tier of --eaf holding the utterances (default: the only one)")
-    group.add_argument("--strict", action="store_true",
-                       help="a transcript that cannot be the audio's (too many phones for its length, phones "
-                            "squeezed into single frames, or a very low mean confidence: zipa.decoding.fit) fails its "
-                            "file instead of a warning")
-    group.add_argument("--orthographic", action="store_true",
-                       help="the texts of --transcripts, --textgrid or --eaf are orthography: converted to IPA in "
-                            "--lang")
+    source.add_argument(
+        "--transcript",
+        metavar="IPA",
+        default=None,
+        help="align these phones (IPA; spaces separate words) to the one audio file",
+    )
+    source.add_argument(
+        "--text",
+        metavar="TEXT",
+        default=None,
+        help="align this orthographic text of the one audio file, converted to IPA in --lang by "
+        "zipa.text.g2p (espeak-ng; epitran for codes such as yor-Latn)",
+    )
+    source.add_argument(
+        "--transcripts",
+        metavar="TSV",
+        default=None,
+        help="path<TAB>IPA per line (the TSV of zipa evaluate --ref; a header and language/speaker "
+        "columns are allowed): each audio file is matched by its path, its path below an input "
+        "folder, or its file name",
+    )
+    source.add_argument(
+        "--textgrid",
+        metavar="FILE_OR_DIR",
+        default=None,
+        help="a Praat TextGrid with utterance intervals (for one audio file), or a folder of them "
+        "named as the audio files (<relative path or name>.TextGrid): each non-empty interval "
+        "of --tier is aligned with its text; --format textgrid writes a copy with phone and "
+        "word tiers added",
+    )
+    source.add_argument(
+        "--eaf",
+        metavar="FILE_OR_DIR",
+        default=None,
+        help="an ELAN file with utterance annotations (for one audio file), or a folder of them named "
+        "as the audio files: each annotation of --eaf-tier is aligned with its text, as with "
+        "--textgrid",
+    )
+    group.add_argument(
+        "--tier",
+        metavar="NAME",
+        default=None,
+        help="the interval tier of --textgrid holding the utterances (default: the only one)",
+    )
+    group.add_argument(
+        "--eaf-tier",
+        metavar="NAME",
+        default=None,
+        help="the tier of --eaf holding the utterances (default: the only one)",
+    )
+    group.add_argument(
+        "--strict",
+        action="store_true",
+        help="a transcript that cannot be the audio's (too many phones for its length, phones "
+        "squeezed into single frames, or a very low mean confidence: zipa.decoding.fit) fails its "
+        "file instead of a warning",
+    )
+    group.add_argument(
+        "--orthographic",
+        action="store_true",
+        help="the texts of --transcripts, --textgrid or --eaf are orthography: converted to IPA in --lang",
+    )
     corpus = p.add_argument_group("corpus folders as the Montreal Forced Aligner keeps them (see below)")
-    corpus.add_argument("--output-dir", metavar="DIR", default=None,
-                        help="align the AUDIO_OR_DIR folders as an MFA corpus: each audio file with the transcript "
-                             "beside it (<stem>.lab or .txt: one utterance; <stem>.TextGrid: its intervals), written "
-                             "to DIR/<relative path>.TextGrid with tiers words and phones (<speaker> - words... for "
-                             "TextGrids with several speaker tiers), and DIR/alignment_summary.csv; files without a "
-                             "transcript are transcribed freely. Needs --lang (orthographic transcripts) or --ipa")
+    corpus.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        default=None,
+        help="align the AUDIO_OR_DIR folders as an MFA corpus: each audio file with the transcript "
+        "beside it (<stem>.lab or .txt: one utterance; <stem>.TextGrid: its intervals), written "
+        "to DIR/<relative path>.TextGrid with tiers words and phones (<speaker> - words... for "
+        "TextGrids with several speaker tiers), and DIR/alignment_summary.csv; files without a "
+        "transcript are transcribed freely. Needs --lang (orthographic transcripts) or --ipa",
+    )
     corpus.add_argument("--ipa", action="store_true", help="the transcripts of --output-dir are IPA")
 
 
 def add_parsers(sub) -> None:
     """zipa transcribe and zipa align."""
-    p = sub.add_parser("transcribe", help="audio -> IPA transcripts", epilog=formats_help(),
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Transcribe audio files to IPA phones.")
+    p = sub.add_parser(
+        "transcribe",
+        help="audio -> IPA transcripts",
+        epilog=formats_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Transcribe audio files to IPA phones.",
+    )
     _add_decoding_args(p, "txt")
-    p.add_argument("--timestamps", action="store_true",
-                   help="per-phone times and confidences in jsonl/tsv (always on for ctm/textgrid)")
+    p.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="per-phone times and confidences in jsonl/tsv (always on for ctm/textgrid)",
+    )
     p.set_defaults(func=cmd_transcribe)
 
-    p = sub.add_parser("align", help="audio -> timed phones and words (TextGrid, CTM...)",
-                       epilog=formats_help() + FORCED_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Per-phone and per-word times and confidences from the model's frame "
-                                   "alignment (greedy path), or of given phones (forced alignment: --transcript, "
-                                   "--text, --transcripts, --textgrid), written as Praat TextGrid, CTM, jsonl or tsv.")
+    p = sub.add_parser(
+        "align",
+        help="audio -> timed phones and words (TextGrid, CTM...)",
+        epilog=formats_help() + FORCED_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Per-phone and per-word times and confidences from the model's frame "
+        "alignment (greedy path), or of given phones (forced alignment: --transcript, "
+        "--text, --transcripts, --textgrid), written as Praat TextGrid, CTM, jsonl or tsv.",
+    )
     _add_decoding_args(p, "textgrid")
-    p.add_argument("--plot", metavar="OUT", default=None,
-                   help="also draw each file's spectrogram with its phone and word tiers: OUT.png for one "
-                        "input, else a folder OUT holding <relative path>.png (needs matplotlib)")
+    p.add_argument(
+        "--plot",
+        metavar="OUT",
+        default=None,
+        help="also draw each file's spectrogram with its phone and word tiers: OUT.png for one "
+        "input, else a folder OUT holding <relative path>.png (needs matplotlib)",
+    )
     _add_forced_args(p)
     p.set_defaults(func=cmd_align)

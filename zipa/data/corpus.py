@@ -19,9 +19,10 @@ tier (named by the tier).
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Union
 
 from zipa.data.textgrid import IntervalTier, read_textgrid
 from zipa.utils.atomic import open_atomic
@@ -37,7 +38,7 @@ class SpeakerUtterance:
 
     speaker: str
     start: float
-    end: Optional[float]
+    end: float | None
     text: str
 
 
@@ -49,24 +50,23 @@ class CorpusFile:
     audio: Path
     relative: Path
     speaker: str
-    transcript: Optional[Path] = None
-    utterances: List[SpeakerUtterance] = field(default_factory=list)
-    error: Optional[str] = None
+    transcript: Path | None = None
+    utterances: list[SpeakerUtterance] = field(default_factory=list)
+    error: str | None = None
 
     @property
     def transcript_name(self) -> str:
         """The transcript's path relative to the corpus ("" without one)."""
         return "" if self.transcript is None else str(self.relative.parent / self.transcript.name)
 
-    def speaker_spans(self) -> List[Tuple[str, float, float]]:
+    def speaker_spans(self) -> list[tuple[str, float, float]]:
         """(speaker, start, end) of each utterance; the whole file for its folder's speaker when
         it has no transcript."""
         spans = [(u.speaker, u.start, float("inf") if u.end is None else u.end) for u in self.utterances]
         return spans or [(self.speaker, 0.0, float("inf"))]
 
 
-def find_transcript(audio: PathLike, listing: Optional[Dict[Path, Dict[str, Dict[str, Path]]]] = None
-                    ) -> Optional[Path]:
+def find_transcript(audio: PathLike, listing: dict[Path, dict[str, dict[str, Path]]] | None = None) -> Path | None:
     """The transcript beside ``audio``: ``<stem>.lab``, ``.txt`` or ``.TextGrid`` (any case of
     the suffix; that order when there are several), or None. ``listing``: the transcripts of
     each folder read so far (filled here), so that a folder of many files is read once."""
@@ -87,7 +87,7 @@ def speaker_of(audio: PathLike) -> str:
     return Path(audio).resolve().parent.name
 
 
-def read_utterances(transcript: PathLike, speaker: str, tier: Optional[str] = None) -> List[SpeakerUtterance]:
+def read_utterances(transcript: PathLike, speaker: str, tier: str | None = None) -> list[SpeakerUtterance]:
     """The utterances of a transcript file: a .lab/.txt is one utterance of ``speaker`` over the
     whole file (its lines joined); a TextGrid gives the non-empty intervals of ``tier``, or, with
     ``tier`` None, of its only interval tier (speaker ``speaker``) or of every interval tier
@@ -107,15 +107,21 @@ def read_utterances(transcript: PathLike, speaker: str, tier: Optional[str] = No
         if not interval_tiers:
             raise ValueError(f"{path}: no interval tier")
         tiers = [(speaker if len(interval_tiers) == 1 else t.name, t) for t in interval_tiers]
-    utterances = sorted((SpeakerUtterance(name, float(a), float(b), text.strip())
-                         for name, t in tiers for a, b, text in t.intervals if text.strip()),
-                        key=lambda u: (u.start, u.speaker))
+    utterances = sorted(
+        (
+            SpeakerUtterance(name, float(a), float(b), text.strip())
+            for name, t in tiers
+            for a, b, text in t.intervals
+            if text.strip()
+        ),
+        key=lambda u: (u.start, u.speaker),
+    )
     if not utterances:
         raise ValueError(f"{path}: no interval has text: nothing to align")
     return utterances
 
 
-def pair_transcripts(files: Sequence[Tuple[Path, Path]], tier: Optional[str] = None) -> List[CorpusFile]:
+def pair_transcripts(files: Sequence[tuple[Path, Path]], tier: str | None = None) -> list[CorpusFile]:
     """Each audio file (path, path relative to its input folder) with its speaker, transcript
     and utterances; a transcript that cannot be read is the file's ``error``."""
     out, listing = [], {}
@@ -130,15 +136,16 @@ def pair_transcripts(files: Sequence[Tuple[Path, Path]], tier: Optional[str] = N
     return out
 
 
-def written_words(utterances: Sequence[SpeakerUtterance], lang: str, remove_diacritics: bool = False
-                  ) -> Optional[List[str]]:
+def written_words(
+    utterances: Sequence[SpeakerUtterance], lang: str, remove_diacritics: bool = False
+) -> list[str] | None:
     """The written words of orthographic utterances, in order (punctuation around them removed),
     for MFA's ``words`` tier, when G2P gives each utterance as many IPA words as it has written
     words, so that the aligned words can be named by them; None when it does not (a number read
     as several words, a word whose symbols were all dropped...): the tier then keeps IPA words."""
     from zipa.text.g2p import g2p_report
 
-    out: List[str] = []
+    out: list[str] = []
     for utterance in utterances:
         written = [w for w in (_strip_punctuation(w) for w in utterance.text.split()) if w]
         phones, _ = g2p_report(utterance.text, lang, remove_diacritics)
@@ -154,15 +161,26 @@ def _strip_punctuation(word: str) -> str:
     keep = [unicodedata.category(ch)[0] not in "PSZ" for ch in word]
     if True not in keep:
         return ""
-    return word[keep.index(True): len(word) - keep[::-1].index(True)]
+    return word[keep.index(True) : len(word) - keep[::-1].index(True)]
 
 
 # ---------------------------------------------------------------------------------------------
 # The summary table
 # ---------------------------------------------------------------------------------------------
 
-SUMMARY_COLUMNS = ("file", "speaker", "transcript", "alignment", "duration", "phones", "words", "mean_confidence",
-                   "fit_warnings", "notes", "error")
+SUMMARY_COLUMNS = (
+    "file",
+    "speaker",
+    "transcript",
+    "alignment",
+    "duration",
+    "phones",
+    "words",
+    "mean_confidence",
+    "fit_warnings",
+    "notes",
+    "error",
+)
 
 
 class CorpusSummary:
@@ -177,7 +195,7 @@ class CorpusSummary:
     def __init__(self, path: PathLike, order: Sequence[str]):
         self.path = Path(path)
         self.order = {name: k for k, name in enumerate(order)}
-        self.rows: Dict[str, Dict[str, str]] = {}
+        self.rows: dict[str, dict[str, str]] = {}
 
     def load(self) -> None:
         """The rows of an earlier run (none when there is no file); ValueError when the file is not
@@ -203,20 +221,31 @@ class CorpusSummary:
         """The row of ``item`` from what aligning or transcribing it gave: ``result`` (a
         `zipa.inference.forced.FileAlignment` or a free `FileTranscript`: its duration, notes and
         fit warnings) and ``alignment`` (its phones and words), or the ``error`` that failed it."""
-        row = dict(speaker=", ".join(dict.fromkeys(s for s, _, _ in item.speaker_spans())),
-                   transcript=item.transcript_name, error=error,
-                   alignment="failed" if alignment is None else "forced" if item.transcript else "free")
+        row = dict(
+            speaker=", ".join(dict.fromkeys(s for s, _, _ in item.speaker_spans())),
+            transcript=item.transcript_name,
+            error=error,
+            alignment="failed" if alignment is None else "forced" if item.transcript else "free",
+        )
         if result is not None:
-            row.update(duration=round(result.duration, 3), fit_warnings=list(getattr(result, "warnings", [])),
-                       notes=list(getattr(result, "messages", [])) + list(getattr(result, "problems", [])))
+            row.update(
+                duration=round(result.duration, 3),
+                fit_warnings=list(getattr(result, "warnings", [])),
+                notes=list(getattr(result, "messages", [])) + list(getattr(result, "problems", [])),
+            )
         if alignment is not None:
             phones = alignment.phones
-            row.update(phones=len(phones), words=len(alignment.words),
-                       mean_confidence=sum(p.confidence for p in phones) / len(phones) if phones else "")
+            row.update(
+                phones=len(phones),
+                words=len(alignment.words),
+                mean_confidence=sum(p.confidence for p in phones) / len(phones) if phones else "",
+            )
         self.add(str(item.relative), **row)
 
     def save(self) -> None:
-        ordered = sorted(self.rows.values(), key=lambda row: (self.order.get(row["file"], len(self.order)), row["file"]))
+        ordered = sorted(
+            self.rows.values(), key=lambda row: (self.order.get(row["file"], len(self.order)), row["file"])
+        )
         with open_atomic(self.path) as f:
             writer = csv.DictWriter(f, SUMMARY_COLUMNS, lineterminator="\n")
             writer.writeheader()

@@ -27,7 +27,8 @@ a batch is augmented the same way whichever worker makes it, and after a resume.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,12 +44,12 @@ SAMPLING_RATE = 16000
 class IpaAsrDataset(torch.utils.data.Dataset):
     def __init__(
         self,
-        labels: Optional[LabelEncoder] = None,
+        labels: LabelEncoder | None = None,
         on_the_fly_feats: bool = True,
         cut_transforms: Sequence[Callable] = (),
         input_transforms: Sequence[Callable] = (),
         return_cuts: bool = True,
-        seed: Optional[int] = 0,
+        seed: int | None = 0,
     ):
         super().__init__()
         self.labels = labels if labels is not None else LabelEncoder()
@@ -59,7 +60,7 @@ class IpaAsrDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.num_unreadable = 0
 
-    def __getitem__(self, cuts) -> Dict[str, Any]:
+    def __getitem__(self, cuts) -> dict[str, Any]:
         state = getattr(cuts, "sampler_state", None)
         if self.seed is None or not (self.cut_transforms or self.input_transforms):
             return self._batch(cuts, state)
@@ -67,7 +68,7 @@ class IpaAsrDataset(torch.utils.data.Dataset):
         with seeded_rngs(batch_seed(self.seed, epoch, [c.id for c in cuts])):
             return self._batch(cuts, state)
 
-    def _batch(self, cuts, state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    def _batch(self, cuts, state: dict[str, Any] | None) -> dict[str, Any]:
         from lhotse import CutSet
 
         cuts = cuts.sort_by_duration(ascending=False)
@@ -79,7 +80,7 @@ class IpaAsrDataset(torch.utils.data.Dataset):
             feats, ok = self._fbank(cuts)
         else:
             feats, ok = self._precomputed(cuts)
-        batch: Dict[str, Any] = {}
+        batch: dict[str, Any] = {}
         if state is not None:
             batch["sampler_state"] = state
         if not ok:
@@ -98,7 +99,7 @@ class IpaAsrDataset(torch.utils.data.Dataset):
                 texts.append(text)
                 token_ids.append(ids)
                 languages.append(sup.language)
-        supervisions: Dict[str, Any] = {"text": texts, "token_ids": token_ids, "language": languages}
+        supervisions: dict[str, Any] = {"text": texts, "token_ids": token_ids, "language": languages}
         supervisions.update(intervals)
         if self.return_cuts:
             supervisions["cut"] = [cut for cut in cuts for _ in cut.supervisions]
@@ -117,7 +118,7 @@ class IpaAsrDataset(torch.utils.data.Dataset):
             return OnTheFlyFeatures(get_fbank())
         return PrecomputedFeatures()
 
-    def _fbank(self, cuts) -> Tuple[List[torch.Tensor], List[Any]]:
+    def _fbank(self, cuts) -> tuple[list[torch.Tensor], list[Any]]:
         from zipa.audio.features import get_fbank
 
         audios, ok = [], []
@@ -141,7 +142,7 @@ class IpaAsrDataset(torch.utils.data.Dataset):
         feats = list(feats) if isinstance(feats, torch.Tensor) else feats
         return [torch.as_tensor(f) for f in feats], ok
 
-    def _precomputed(self, cuts) -> Tuple[List[torch.Tensor], List[Any]]:
+    def _precomputed(self, cuts) -> tuple[list[torch.Tensor], list[Any]]:
         feats, ok = [], []
         for cut in cuts:
             try:
@@ -156,12 +157,15 @@ class IpaAsrDataset(torch.utils.data.Dataset):
         self.num_unreadable += 1
         logger.warning(
             "skipping cut %s: cannot read its %s (%s: %s); %d cut(s) skipped so far in this process",
-            cut.id, "audio" if self.on_the_fly_feats else "features", type(error).__name__,
-            " ".join(str(error).split())[:200], self.num_unreadable,
+            cut.id,
+            "audio" if self.on_the_fly_feats else "features",
+            type(error).__name__,
+            " ".join(str(error).split())[:200],
+            self.num_unreadable,
         )
 
 
-def _collate(feats: List[torch.Tensor]) -> torch.Tensor:
+def _collate(feats: list[torch.Tensor]) -> torch.Tensor:
     from lhotse.dataset.collation import collate_matrices
     from lhotse.utils import LOG_EPSILON
 

@@ -69,9 +69,9 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 from zipa.assets import DEMO_TEXTS_DIR
 from zipa.text import espeak
@@ -116,13 +116,9 @@ TRAIN_LANGUAGES: tuple[DemoLanguage, ...] = (
     DemoLanguage("tr", "tr", "Turkic"),
     DemoLanguage("fi", "fi", "Uralic"),
 )
-HELDOUT_LANGUAGES: tuple[DemoLanguage, ...] = (
-    DemoLanguage("id", "id", "Austronesian"),
-)
+HELDOUT_LANGUAGES: tuple[DemoLanguage, ...] = (DemoLanguage("id", "id", "Austronesian"),)
 # A language the demo model never hears, with its own sentences: fine-tuning shows what it adds.
-ADAPTATION_LANGUAGES: tuple[DemoLanguage, ...] = (
-    DemoLanguage("de", "de", "Indo-European, Germanic"),
-)
+ADAPTATION_LANGUAGES: tuple[DemoLanguage, ...] = (DemoLanguage("de", "de", "Indo-European, Germanic"),)
 # Festival voices per espeak-ng voice (zipa.text.festival.VOICES): (allowed, held out).
 FESTIVAL_VOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "en-us": ("ked_diphone", ("kal_diphone", "cmu_us_slt_arctic_hts")),
@@ -133,7 +129,17 @@ FESTIVAL_VOICES: dict[str, tuple[str, tuple[str, ...]]] = {
 FESTIVAL_STRETCH = (0.85, 1.15)  # Festival's Duration_Stretch range for train renderings
 # espeak-ng voice variants ("" = the language's default voice): male, female, one Klatt voice.
 VOICE_VARIANTS: tuple[str, ...] = (
-    "", "m1", "m2", "m3", "m5", "m7", "f1", "f2", "f3", "f4", "klatt4",
+    "",
+    "m1",
+    "m2",
+    "m3",
+    "m5",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "klatt4",
 )
 
 
@@ -145,13 +151,13 @@ def default_texts_dir() -> Path:
 @dataclass
 class DemoCorpusConfig:
     seed: int = 42
-    texts_dir: Optional[str] = None  # default: zipa/assets/demo_texts
+    texts_dir: str | None = None  # default: zipa/assets/demo_texts
     languages: tuple[str, ...] = tuple(lang.code for lang in TRAIN_LANGUAGES)
     heldout: tuple[str, ...] = tuple(lang.code for lang in HELDOUT_LANGUAGES)
     num_dev: int = 10  # sentences per training language
     num_test: int = 10
     num_unlabeled: int = 0  # train sentences per language moved to the `unlabeled` split
-    max_sentences: Optional[int] = None  # use only the first N lines of each text file
+    max_sentences: int | None = None  # use only the first N lines of each text file
     train_renderings: int = 4  # voice variants per train sentence
     rate: tuple[int, int] = (130, 190)  # words per minute (espeak default 175)
     pitch: tuple[int, int] = (30, 70)  # 0..100 (default 50)
@@ -210,7 +216,7 @@ def language(code: str) -> DemoLanguage:
     return DemoLanguage(code, code, "unknown")  # any espeak voice works as a code
 
 
-def read_texts(path: Path, max_sentences: Optional[int] = None) -> list[tuple[int, str]]:
+def read_texts(path: Path, max_sentences: int | None = None) -> list[tuple[int, str]]:
     """``(line number, sentence)`` of a text file: one sentence per line; blank lines and lines
     starting with ``#`` are skipped; duplicates are an error (they would leak across splits)."""
     if not path.is_file():
@@ -233,7 +239,10 @@ def read_texts(path: Path, max_sentences: Optional[int] = None) -> list[tuple[in
 
 
 def split_sentences(
-    sentences: Sequence[tuple[int, str]], num_dev: int, num_test: int, rng: random.Random,
+    sentences: Sequence[tuple[int, str]],
+    num_dev: int,
+    num_test: int,
+    rng: random.Random,
     num_unlabeled: int = 0,
 ) -> dict[str, list[tuple[int, str]]]:
     """Shuffle and cut into dev / test / unlabeled / train (train keeps at least one sentence)."""
@@ -247,21 +256,34 @@ def split_sentences(
         )
     return {
         "dev": sorted(order[:num_dev]),
-        "test": sorted(order[num_dev:num_dev + num_test]),
-        "unlabeled": sorted(order[num_dev + num_test:held]),
+        "test": sorted(order[num_dev : num_dev + num_test]),
+        "unlabeled": sorted(order[num_dev + num_test : held]),
         "train": sorted(order[held:]),
     }
 
 
 def _render(
-    utt_id: str, split: str, code: str, voice: str, n: int, text: str, variant: str,
-    cfg: DemoCorpusConfig, rng: random.Random,
+    utt_id: str,
+    split: str,
+    code: str,
+    voice: str,
+    n: int,
+    text: str,
+    variant: str,
+    cfg: DemoCorpusConfig,
+    rng: random.Random,
 ) -> DemoUtterance:
     return DemoUtterance(
-        id=utt_id, split=split, language=code, sentence=n, text=text,
+        id=utt_id,
+        split=split,
+        language=code,
+        sentence=n,
+        text=text,
         voice=voice + (f"+{variant}" if variant else ""),
-        rate=rng.randint(*cfg.rate), pitch=rng.randint(*cfg.pitch),
-        pitch_range=rng.randint(*cfg.pitch_range), seed=rng.randrange(2**31),
+        rate=rng.randint(*cfg.rate),
+        pitch=rng.randint(*cfg.pitch),
+        pitch_range=rng.randint(*cfg.pitch_range),
+        seed=rng.randrange(2**31),
     )
 
 
@@ -273,9 +295,7 @@ def plan_corpus(cfg: DemoCorpusConfig) -> dict[str, list[DemoUtterance]]:
     if overlap:
         raise ValueError(f"languages both trained on and held out: {sorted(overlap)}")
     if cfg.train_renderings > len(cfg.variants):
-        raise ValueError(
-            f"train_renderings={cfg.train_renderings} > {len(cfg.variants)} voice variants"
-        )
+        raise ValueError(f"train_renderings={cfg.train_renderings} > {len(cfg.variants)} voice variants")
     if not 0 <= cfg.festival_renderings <= cfg.train_renderings:
         raise ValueError(f"festival_renderings must be 0 to train_renderings ({cfg.train_renderings})")
     for code in cfg.languages:
@@ -290,8 +310,15 @@ def plan_corpus(cfg: DemoCorpusConfig) -> dict[str, list[DemoUtterance]]:
                 variants = rng.sample(list(cfg.variants), renderings)
                 for k, variant in enumerate(variants):
                     utt = _render(
-                        f"{code}-{split}-{n:03d}-{k}", split, code, lang.voice, n, text,
-                        variant, cfg, rng,
+                        f"{code}-{split}-{n:03d}-{k}",
+                        split,
+                        code,
+                        lang.voice,
+                        n,
+                        text,
+                        variant,
+                        cfg,
+                        rng,
                     )
                     if festival_voice and k >= renderings - cfg.festival_renderings:
                         low, high = FESTIVAL_STRETCH
@@ -303,18 +330,39 @@ def plan_corpus(cfg: DemoCorpusConfig) -> dict[str, list[DemoUtterance]]:
                 for name, voices in (("test_festival", (allowed,)), ("test_festival_heldout", held)):
                     for n, text in parts[split]:
                         for voice in voices:
-                            plan[name].append(DemoUtterance(
-                                f"{code}-{name}-{n:03d}-{voice}", name, code, n, text, voice,
-                                0, 0, 0, 0, festival=voice))
+                            plan[name].append(
+                                DemoUtterance(
+                                    f"{code}-{name}-{n:03d}-{voice}",
+                                    name,
+                                    code,
+                                    n,
+                                    text,
+                                    voice,
+                                    0,
+                                    0,
+                                    0,
+                                    0,
+                                    festival=voice,
+                                )
+                            )
     for code in cfg.heldout:
         lang = language(code)
         rng = random.Random(f"{cfg.seed}:{code}")
         for n, text in read_texts(texts / f"{code}.txt", cfg.max_sentences):
             variant = rng.choice(list(cfg.variants))
-            plan["heldout"].append(_render(
-                f"{code}-heldout-{n:03d}-0", "heldout", code, lang.voice, n, text, variant,
-                cfg, rng,
-            ))
+            plan["heldout"].append(
+                _render(
+                    f"{code}-heldout-{n:03d}-0",
+                    "heldout",
+                    code,
+                    lang.voice,
+                    n,
+                    text,
+                    variant,
+                    cfg,
+                    rng,
+                )
+            )
     return plan
 
 
@@ -342,7 +390,11 @@ class _Labeller:
 def synthesize_utterance(utt: DemoUtterance):
     """``(samples float32, sample_rate)`` of one planned utterance (espeak's 22050 Hz)."""
     return espeak.synthesize(
-        utt.text, utt.voice, rate=utt.rate, pitch=utt.pitch, pitch_range=utt.pitch_range,
+        utt.text,
+        utt.voice,
+        rate=utt.rate,
+        pitch=utt.pitch,
+        pitch_range=utt.pitch_range,
         seed=utt.seed,
     )
 
@@ -389,9 +441,10 @@ def synthesize_in_fresh_process(
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.Popen(
-        [sys.executable, "-c",
-         "from zipa.data.demo_corpus import synthesis_worker_main; synthesis_worker_main()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        [sys.executable, "-c", "from zipa.data.demo_corpus import synthesis_worker_main; synthesis_worker_main()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
     )
     assert proc.stdin is not None and proc.stdout is not None  # both PIPE
     try:
@@ -402,9 +455,7 @@ def synthesize_in_fresh_process(
             try:
                 yield pickle.load(proc.stdout)
             except EOFError:
-                raise RuntimeError(
-                    f"the espeak-ng synthesis process stopped early (exit code {proc.wait()})"
-                ) from None
+                raise RuntimeError(f"the espeak-ng synthesis process stopped early (exit code {proc.wait()})") from None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -412,9 +463,7 @@ def synthesize_in_fresh_process(
         proc.stdout.close()
 
 
-def records(
-    utts: Sequence[DemoUtterance], labeller: _Labeller, max_token_rate: float = 20.0
-) -> Iterator:
+def records(utts: Sequence[DemoUtterance], labeller: _Labeller, max_token_rate: float = 20.0) -> Iterator:
     """Shar writer records for ``utts``: labels from espeak-ng's phonemisation, audio
     synthesised on the fly (in a fresh process, see :func:`synthesize_in_fresh_process`)."""
     from zipa.data.shar import ShardRecord
@@ -431,9 +480,18 @@ def records(
         _, text, (samples, sr, rate) = next(espeak_speech)
         utt.rate = rate
         yield ShardRecord(
-            id=utt.id, audio=samples, sampling_rate=sr, text=text, language=utt.language,
-            custom={"voice": utt.voice, "rate": utt.rate, "pitch": utt.pitch,
-                    "pitch_range": utt.pitch_range, "sentence": utt.sentence},
+            id=utt.id,
+            audio=samples,
+            sampling_rate=sr,
+            text=text,
+            language=utt.language,
+            custom={
+                "voice": utt.voice,
+                "rate": utt.rate,
+                "pitch": utt.pitch,
+                "pitch_range": utt.pitch_range,
+                "sentence": utt.sentence,
+            },
         )
 
 
@@ -451,8 +509,7 @@ def festival_records(utts: Sequence[DemoUtterance], max_token_rate: float = 20.0
             if not todo:
                 break
             again = []
-            for utt, speech in zip(todo, festival.synthesize([u.text for u in todo], voice,
-                                                             [u.stretch for u in todo])):
+            for utt, speech in zip(todo, festival.synthesize([u.text for u in todo], voice, [u.stretch for u in todo])):
                 text = festival.transcript(speech)
                 if not text:
                     raise InputError(f"{utt.language}: Festival {voice} gave no phones for {utt.text!r}")
@@ -460,7 +517,10 @@ def festival_records(utts: Sequence[DemoUtterance], max_token_rate: float = 20.0
                     utt.stretch = round(utt.stretch * 1.25, 3)
                     again.append(utt)
                 out[utt.id] = ShardRecord(
-                    id=utt.id, audio=speech.samples, sampling_rate=speech.sample_rate, text=text,
+                    id=utt.id,
+                    audio=speech.samples,
+                    sampling_rate=speech.sample_rate,
+                    text=text,
                     language=utt.language,
                     custom={"voice": f"festival:{voice}", "stretch": utt.stretch, "sentence": utt.sentence},
                 )
@@ -482,7 +542,10 @@ README_NAME = "README.txt"
 
 
 def build_demo_corpus(
-    out_dir, cfg: DemoCorpusConfig, num_jobs: int = 1, progress: bool = False,
+    out_dir,
+    cfg: DemoCorpusConfig,
+    num_jobs: int = 1,
+    progress: bool = False,
     overwrite: bool = False,
 ) -> DemoCorpusSummary:
     """Write ``out_dir/{train,dev,test,heldout}`` shar folders, ``demo_corpus.json`` (config and
@@ -509,8 +572,11 @@ def build_demo_corpus(
             for split in SPLITS:
                 move_side_files_out(out_dir / split)
             return DemoCorpusSummary(
-                out_dir, splits=stored["splits"], seconds=stored["generation_seconds"],
-                already_complete=True, dropped=stored.get("dropped", {}),
+                out_dir,
+                splits=stored["splits"],
+                seconds=stored["generation_seconds"],
+                already_complete=True,
+                dropped=stored.get("dropped", {}),
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(config_path, json.dumps({"config": wanted, "complete": False}, indent=1))
@@ -524,8 +590,13 @@ def build_demo_corpus(
         if not utts:
             continue
         summary = write_shar(
-            records(utts, labeller, cfg.max_token_rate), out_dir / split, shard_size=cfg.shard_size,
-            overwrite=overwrite, num_jobs=num_jobs, progress=progress, total=len(utts),
+            records(utts, labeller, cfg.max_token_rate),
+            out_dir / split,
+            shard_size=cfg.shard_size,
+            overwrite=overwrite,
+            num_jobs=num_jobs,
+            progress=progress,
+            total=len(utts),
         )
         if summary.skipped:
             raise RuntimeError(f"{summary.line()}: the demo corpus must not skip utterances")
@@ -533,10 +604,20 @@ def build_demo_corpus(
     elapsed = time.time() - start
     result = DemoCorpusSummary(out_dir, splits=stats, seconds=elapsed, dropped=labeller.dropped)
     write_text_atomic(out_dir / README_NAME, readme_text(cfg, result))
-    write_text_atomic(config_path, json.dumps({
-        "config": wanted, "complete": True, "splits": stats,
-        "generation_seconds": round(elapsed, 1), "dropped": labeller.dropped,
-    }, indent=1, ensure_ascii=False))
+    write_text_atomic(
+        config_path,
+        json.dumps(
+            {
+                "config": wanted,
+                "complete": True,
+                "splits": stats,
+                "generation_seconds": round(elapsed, 1),
+                "dropped": labeller.dropped,
+            },
+            indent=1,
+            ensure_ascii=False,
+        ),
+    )
     return result
 
 
@@ -575,25 +656,20 @@ def readme_text(cfg: DemoCorpusConfig, summary: DemoCorpusSummary) -> str:
         "else; the hidden .<split>.shar_index.json here holds each split's counts.",
         "Labels: espeak-ng's IPA of the same text, normalised to ZIPA's inventory "
         "(zipa/text/ipa.py), words separated by spaces.",
-        f"Texts: {cfg.texts_dir or 'zipa/assets/demo_texts'}/<language>.txt; no sentence is in two "
-        "splits.",
+        f"Texts: {cfg.texts_dir or 'zipa/assets/demo_texts'}/<language>.txt; no sentence is in two splits.",
         f"Seed {cfg.seed}; train sentences spoken {cfg.train_renderings}x with distinct voice "
         f"variants of {list(cfg.variants)}; rate {cfg.rate[0]}-{cfg.rate[1]} wpm, pitch "
         f"{cfg.pitch[0]}-{cfg.pitch[1]}, pitch range {cfg.pitch_range[0]}-{cfg.pitch_range[1]}; "
         f"re-spoken slower where a label exceeds {cfg.max_token_rate:g} tokens/s.",
         f"Generated in {summary.seconds:.0f} s.",
         "",
-        f"{'split':<8} {'language':<9} {'family':<28} {'cuts':>6} {'sentences':>9} "
-        f"{'minutes':>8}",
+        f"{'split':<8} {'language':<9} {'family':<28} {'cuts':>6} {'sentences':>9} {'minutes':>8}",
     ]
     for split, per_lang in summary.splits.items():
         total_cuts, total_sec = 0, 0.0
         for code, s in sorted(per_lang.items()):
             fam = langs[code].family if code in langs else "?"
-            lines.append(
-                f"{split:<8} {code:<9} {fam:<28} {s['cuts']:>6} {s['sentences']:>9} "
-                f"{s['seconds'] / 60:>8.1f}"
-            )
+            lines.append(f"{split:<8} {code:<9} {fam:<28} {s['cuts']:>6} {s['sentences']:>9} {s['seconds'] / 60:>8.1f}")
             total_cuts += s["cuts"]
             total_sec += s["seconds"]
         lines.append(

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import mimetypes
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Union
 
 from zipa.data.textgrid import IntervalTier, TextGrid
 
 PathLike = Union[str, Path]
-Annotation = Tuple[float, float, str]  # (start s, end s, value)
+Annotation = tuple[float, float, str]  # (start s, end s, value)
 SYMBOLIC = "symbolic"  # the linguistic type of the dependent tiers written here
 ALIGNED = "default-lt"  # ELAN's default type of a time-aligned tier
 
@@ -37,10 +38,10 @@ class Eaf:
     """An ELAN file's tiers: ``{name: [(start, end, value)...]}`` in document order (sorted by
     start), the parent of each dependent tier, and the media files it links."""
 
-    tiers: Dict[str, List[Annotation]] = field(default_factory=dict)
-    parents: Dict[str, str] = field(default_factory=dict)
-    media: List[str] = field(default_factory=list)
-    path: Optional[Path] = None  # the file read
+    tiers: dict[str, list[Annotation]] = field(default_factory=dict)
+    parents: dict[str, str] = field(default_factory=dict)
+    media: list[str] = field(default_factory=list)
+    path: Path | None = None  # the file read
 
     def to_textgrid(self) -> TextGrid:
         """The tiers as TextGrid interval tiers over [0, the last annotation's end]; annotations
@@ -66,10 +67,10 @@ def read_eaf(path: PathLike) -> Eaf:
     if root.tag != "ANNOTATION_DOCUMENT":
         raise ValueError(f"{path}: not an ELAN file (the root element is {root.tag}, not ANNOTATION_DOCUMENT)")
     slots = {s.get("TIME_SLOT_ID"): s.get("TIME_VALUE") for s in root.iter("TIME_SLOT")}
-    spans: Dict[str, Tuple[Optional[str], Optional[str]]] = {}  # annotation id -> its time slots
-    refs: Dict[str, str] = {}  # symbolic annotation id -> the annotation it refers to
+    spans: dict[str, tuple[str | None, str | None]] = {}  # annotation id -> its time slots
+    refs: dict[str, str] = {}  # symbolic annotation id -> the annotation it refers to
     eaf = Eaf(media=[m.get("MEDIA_URL", "") for m in root.iter("MEDIA_DESCRIPTOR")], path=path)
-    raw: Dict[str, List[Tuple[str, str]]] = {}
+    raw: dict[str, list[tuple[str, str]]] = {}
     for tier in root.iter("TIER"):
         name = tier.get("TIER_ID", "")
         if tier.get("PARENT_REF"):
@@ -86,15 +87,17 @@ def read_eaf(path: PathLike) -> Eaf:
                     continue
                 raw[name].append((key, item.findtext("ANNOTATION_VALUE") or ""))
 
-    def times(key: str, tier: str) -> Tuple[float, float]:
+    def times(key: str, tier: str) -> tuple[float, float]:
         seen = set()
         while key in refs and key not in seen:
             seen.add(key)
             key = refs[key]
         values = [slots.get(slot) for slot in spans.get(key, (None, None))]
         if any(v is None for v in values):
-            raise ValueError(f"{path}: tier {tier!r}: annotation {key} has no time of its own (an unaligned "
-                             "time slot); align it in ELAN first")
+            raise ValueError(
+                f"{path}: tier {tier!r}: annotation {key} has no time of its own (an unaligned "
+                "time slot); align it in ELAN first"
+            )
         return float(values[0]) / 1000, float(values[1]) / 1000
 
     for name, items in raw.items():
@@ -103,18 +106,25 @@ def read_eaf(path: PathLike) -> Eaf:
 
 
 def eaf_text(
-    media: Optional[PathLike],
-    tiers: Sequence[Tuple[str, Sequence[Annotation]]],
-    dependents: Sequence[Tuple[str, str, Sequence[str]]] = (),
+    media: PathLike | None,
+    tiers: Sequence[tuple[str, Sequence[Annotation]]],
+    dependents: Sequence[tuple[str, str, Sequence[str]]] = (),
 ) -> str:
     """An EAF 3.0 document linking ``media`` (an audio file; None: none) with the time-aligned
     ``tiers`` (name, annotations) and the symbolic-association ``dependents`` (name, parent
     tier, one value per annotation of the parent). Annotations shorter than a millisecond once
     rounded, and empty ones, are left out (with their dependent values)."""
-    root = ET.Element("ANNOTATION_DOCUMENT", {
-        "AUTHOR": "zipa", "DATE": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-        "FORMAT": "3.0", "VERSION": "3.0", "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
-        "xsi:noNamespaceSchemaLocation": "http://www.mpi.nl/tools/elan/EAFv3.0.xsd"})
+    root = ET.Element(
+        "ANNOTATION_DOCUMENT",
+        {
+            "AUTHOR": "zipa",
+            "DATE": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+            "FORMAT": "3.0",
+            "VERSION": "3.0",
+            "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
+            "xsi:noNamespaceSchemaLocation": "http://www.mpi.nl/tools/elan/EAFv3.0.xsd",
+        },
+    )
     header = ET.SubElement(root, "HEADER", {"MEDIA_FILE": "", "TIME_UNITS": "milliseconds"})
     if media is not None:
         media = Path(media).resolve()
@@ -122,8 +132,8 @@ def eaf_text(
         ET.SubElement(header, "MEDIA_DESCRIPTOR", {"MEDIA_URL": media.as_uri(), "MIME_TYPE": mime})
     last_id = ET.SubElement(header, "PROPERTY", {"NAME": "lastUsedAnnotationId"})
     order = ET.SubElement(root, "TIME_ORDER")
-    slot_of: Dict[int, str] = {}
-    kept: Dict[str, List[Optional[str]]] = {}  # tier -> the id of each annotation (None: left out)
+    slot_of: dict[int, str] = {}
+    kept: dict[str, list[str | None]] = {}  # tier -> the id of each annotation (None: left out)
     count = 0
     tier_elements = []
     for name, spans in tiers:
@@ -138,8 +148,11 @@ def eaf_text(
             key = f"a{count}"
             kept[name].append(key)
             refs = [slot_of.setdefault(t, f"ts{len(slot_of) + 1}") for t in (a, b)]
-            item = ET.SubElement(ET.SubElement(element, "ANNOTATION"), "ALIGNABLE_ANNOTATION",
-                                 {"ANNOTATION_ID": key, "TIME_SLOT_REF1": refs[0], "TIME_SLOT_REF2": refs[1]})
+            item = ET.SubElement(
+                ET.SubElement(element, "ANNOTATION"),
+                "ALIGNABLE_ANNOTATION",
+                {"ANNOTATION_ID": key, "TIME_SLOT_REF1": refs[0], "TIME_SLOT_REF2": refs[1]},
+            )
             ET.SubElement(item, "ANNOTATION_VALUE").text = value
         tier_elements.append(element)
     for name, parent, values in dependents:
@@ -148,18 +161,32 @@ def eaf_text(
             if ref is None:
                 continue
             count += 1
-            item = ET.SubElement(ET.SubElement(element, "ANNOTATION"), "REF_ANNOTATION",
-                                 {"ANNOTATION_ID": f"a{count}", "ANNOTATION_REF": ref})
+            item = ET.SubElement(
+                ET.SubElement(element, "ANNOTATION"),
+                "REF_ANNOTATION",
+                {"ANNOTATION_ID": f"a{count}", "ANNOTATION_REF": ref},
+            )
             ET.SubElement(item, "ANNOTATION_VALUE").text = value
         tier_elements.append(element)
     for t, slot in sorted(slot_of.items()):
         ET.SubElement(order, "TIME_SLOT", {"TIME_SLOT_ID": slot, "TIME_VALUE": str(t)})
     last_id.text = str(count)
     root.extend(tier_elements)
-    ET.SubElement(root, "LINGUISTIC_TYPE", {"GRAPHIC_REFERENCES": "false", "LINGUISTIC_TYPE_ID": ALIGNED,
-                                            "TIME_ALIGNABLE": "true"})
-    ET.SubElement(root, "LINGUISTIC_TYPE", {"CONSTRAINTS": "Symbolic_Association", "GRAPHIC_REFERENCES": "false",
-                                            "LINGUISTIC_TYPE_ID": SYMBOLIC, "TIME_ALIGNABLE": "false"})
+    ET.SubElement(
+        root,
+        "LINGUISTIC_TYPE",
+        {"GRAPHIC_REFERENCES": "false", "LINGUISTIC_TYPE_ID": ALIGNED, "TIME_ALIGNABLE": "true"},
+    )
+    ET.SubElement(
+        root,
+        "LINGUISTIC_TYPE",
+        {
+            "CONSTRAINTS": "Symbolic_Association",
+            "GRAPHIC_REFERENCES": "false",
+            "LINGUISTIC_TYPE_ID": SYMBOLIC,
+            "TIME_ALIGNABLE": "false",
+        },
+    )
     for stereotype, description in CONSTRAINTS:
         ET.SubElement(root, "CONSTRAINT", {"DESCRIPTION": description, "STEREOTYPE": stereotype})
     ET.indent(root)
@@ -168,10 +195,14 @@ def eaf_text(
 
 # The four constraints every EAF 3.0 file declares (ELAN writes them all).
 CONSTRAINTS = (
-    ("Time_Subdivision", "Time subdivision of parent annotation's time interval, no time gaps allowed within this "
-                         "interval"),
-    ("Symbolic_Subdivision", "Symbolic subdivision of a parent annotation. Annotations refering to the same parent "
-                             "are ordered"),
+    (
+        "Time_Subdivision",
+        "Time subdivision of parent annotation's time interval, no time gaps allowed within this interval",
+    ),
+    (
+        "Symbolic_Subdivision",
+        "Symbolic subdivision of a parent annotation. Annotations refering to the same parent are ordered",
+    ),
     ("Symbolic_Association", "1-1 association with a parent annotation"),
     ("Included_In", "Time alignment within the parent's time interval, gaps are allowed"),
 )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from zipa.data.labels import LabelEncoder, cut_text
 
@@ -65,9 +65,9 @@ class CutFilter:
 
     def __init__(
         self,
-        labels: Optional[LabelEncoder] = None,
+        labels: LabelEncoder | None = None,
         min_duration: float = 0.0,
-        max_duration: Optional[float] = None,
+        max_duration: float | None = None,
         output_downsampling_factor: int = 1,
         ctc: bool = True,
         drop_empty: bool = True,
@@ -85,7 +85,7 @@ class CutFilter:
         self.kept = 0
         self.dropped: Counter = Counter()
 
-    def reason(self, cut) -> Optional[str]:
+    def reason(self, cut) -> str | None:
         """Why ``cut`` must be dropped (a short reason and detail), or None to keep it."""
         if cut.duration < self.min_duration:
             return f"shorter than {self.min_duration} s|{cut.duration:.2f} s"
@@ -118,7 +118,12 @@ class CutFilter:
         if _is_log_point(total):
             logger.warning(
                 "%s: dropped %d cut(s) so far (kept %d): %s; latest: %s (%s)",
-                self.name, total, self.kept, self.summary(), cut.id, detail or reason,
+                self.name,
+                total,
+                self.kept,
+                self.summary(),
+                cut.id,
+                detail or reason,
             )
         return False
 

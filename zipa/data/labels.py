@@ -9,7 +9,7 @@ The filters (which must know how many tokens a cut will have) and the dataset (w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from zipa.text.tokenizer import Tokenizer
@@ -22,24 +22,22 @@ class LabelEncoder:
         self,
         remove_diacritics: bool = False,
         normalize: bool = True,
-        bpe_model: Optional[Union[str, Path]] = None,
+        bpe_model: str | Path | None = None,
     ):
         self.remove_diacritics = remove_diacritics
         self.normalize_text = normalize
         self.bpe_model = str(bpe_model) if bpe_model is not None else None
-        self._tokenizer: Optional[Tokenizer] = None
+        self._tokenizer: Tokenizer | None = None
 
     @property
     def tokenizer(self):
         if self._tokenizer is None:
             from zipa.text.tokenizer import Tokenizer
 
-            self._tokenizer = (
-                Tokenizer.from_file(self.bpe_model) if self.bpe_model else Tokenizer.default()
-            )
+            self._tokenizer = Tokenizer.from_file(self.bpe_model) if self.bpe_model else Tokenizer.default()
         return self._tokenizer
 
-    def normalize(self, text: Optional[str]) -> str:
+    def normalize(self, text: str | None) -> str:
         text = text or ""
         if self.normalize_text:
             from zipa.text.ipa import normalize_ipa
@@ -51,7 +49,7 @@ class LabelEncoder:
             return remove_diacritics(text)
         return " ".join(text.split())
 
-    def encode(self, text: Optional[str]) -> Tuple[str, List[int]]:
+    def encode(self, text: str | None) -> tuple[str, list[int]]:
         norm = self.normalize(text)
         return norm, (self.tokenizer.encode(norm) if norm else [])
 

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import torch
 from lhotse import CutSet
@@ -53,9 +54,9 @@ from zipa.data.shar import read_shar_dir
 from zipa.utils.flags import str2bool
 
 
-def parse_named_dirs(entries: Optional[Sequence[str]]) -> Dict[str, Path]:
+def parse_named_dirs(entries: Sequence[str] | None) -> dict[str, Path]:
     """``["dev=/data/dev", "/data/test_fr"]`` -> ``{"dev": .../dev, "test_fr": .../test_fr}``."""
-    out: Dict[str, Path] = {}
+    out: dict[str, Path] = {}
     for entry in entries or []:
         name, sep, path = entry.partition("=")
         if not sep:
@@ -74,8 +75,8 @@ class AsrDataModule:
     def __init__(
         self,
         args: argparse.Namespace,
-        world_size: Optional[int] = None,
-        rank: Optional[int] = None,
+        world_size: int | None = None,
+        rank: int | None = None,
         output_downsampling_factor: int = 1,
         ctc: bool = True,
     ):
@@ -100,86 +101,174 @@ class AsrDataModule:
             description="Lhotse shar folders, batching, sampling and augmentation.",
         )
         # Shared with the recipe: registered here only when the recipe has not done so.
-        _add_once(parser, group, "--seed", type=int, default=42,
-                  help="Seed of shard shuffling, source mixing, samplers and workers.")
-        _add_once(parser, group, "--remove-diacritics", type=str2bool, default=False,
-                  help="Drop ʰ ʲ ʷ ʼ ː ˞ ˠ ˤ and combining diacritics from the labels (ZIPA's flag).")
+        _add_once(
+            parser,
+            group,
+            "--seed",
+            type=int,
+            default=42,
+            help="Seed of shard shuffling, source mixing, samplers and workers.",
+        )
+        _add_once(
+            parser,
+            group,
+            "--remove-diacritics",
+            type=str2bool,
+            default=False,
+            help="Drop ʰ ʲ ʷ ʼ ː ˞ ˠ ˤ and combining diacritics from the labels (ZIPA's flag).",
+        )
 
-        group.add_argument("--train-shar-dirs", type=str, nargs="+", default=[],
-                           help="Training shar folders (one or more; mixed with CutSet.mux).")
-        group.add_argument("--train-weights", type=float, nargs="+", default=None,
-                           help="Mixing weights of --train-shar-dirs (default: equal).")
-        group.add_argument("--train-repeat", type=str2bool, default=False,
-                           help="Repeat each training source forever, as ZIPA did; the loop "
-                           "then stops by its own step limit instead of at epoch ends.")
-        group.add_argument("--use-mux", type=str2bool, default=False,
-                           help="Mix the training data with the original training data "
-                           "(--mux-shar-dirs), as ZIPA's finetune.py: an epoch is one pass over "
-                           "--train-shar-dirs; the original data is repeated as needed.")
-        group.add_argument("--mux-shar-dirs", type=str, nargs="+", default=[],
-                           help="The original training data's shar folders (for --use-mux).")
-        group.add_argument("--mux-weight", type=float, default=0.5,
-                           help="With --use-mux: the share of cuts drawn from --train-shar-dirs; "
-                           "the rest come from --mux-shar-dirs.")
-        group.add_argument("--unsup-shar-dirs", type=str, nargs="+", default=[],
-                           help="Pseudo-labelled shar folders for unsupervised CR-CTC "
-                           "(repeated forever).")
-        group.add_argument("--dev-shar-dirs", type=str, nargs="+", default=[],
-                           help="Dev shar folders as NAME=DIR (or DIR, named by its basename).")
-        group.add_argument("--test-shar-dirs", type=str, nargs="+", default=[],
-                           help="Test shar folders as NAME=DIR (or DIR, named by its basename).")
-        group.add_argument("--max-duration", type=float, default=600.0,
-                           help="Maximum pooled duration (seconds) of the cuts in one batch.")
-        group.add_argument("--bucketing-sampler", type=str2bool, default=True,
-                           help="Batch cuts of similar duration (DynamicBucketingSampler).")
-        group.add_argument("--num-buckets", type=int, default=10,
-                           help="Buckets of the DynamicBucketingSampler.")
-        group.add_argument("--bucket-buffer-size", type=int, default=None,
-                           help="Cuts the bucketing sampler holds (default 150 x --num-buckets, "
-                           "ZIPA's buffer + shuffle buffer).")
-        group.add_argument("--shuffle", type=str2bool, default=True,
-                           help="Shuffle the training cuts each epoch.")
-        group.add_argument("--drop-last", type=str2bool, default=True,
-                           help="Drop the last, incomplete training batch of an epoch.")
-        group.add_argument("--num-workers", type=int, default=4,
-                           help="DataLoader workers (audio decoding, fbank, SpecAugment).")
-        group.add_argument("--on-the-fly-feats", type=str2bool, default=True,
-                           help="Compute fbank in the workers with the inference Fbank; false: "
-                           "read the shards' precomputed 'features' field.")
-        group.add_argument("--normalize-ipa", type=str2bool, default=True,
-                           help="Map labels onto the tokenizer's inventory (zipa.text.ipa.normalize_ipa).")
-        group.add_argument("--min-utt-duration", type=float, default=0.0,
-                           help="Drop training/dev cuts shorter than this (seconds).")
-        group.add_argument("--max-utt-duration", type=float, default=None,
-                           help="Drop training/dev cuts longer than this (seconds; default: no limit).")
-        group.add_argument("--perturb-volume", type=str2bool, default=True,
-                           help="Scale training audio volume by 0.125-2 with p=0.5 (as ZIPA; "
-                           "on-the-fly features only).")
-        group.add_argument("--enable-spec-aug", type=str2bool, default=True,
-                           help="SpecAugment in the training DataLoader (false for CR-CTC, "
-                           "which augments inside the model).")
-        group.add_argument("--spec-aug-time-warp-factor", type=int, default=80,
-                           help="Time warp factor of SpecAugment; < 1 disables time warping.")
-        group.add_argument("--spec-aug-num-frame-masks", type=int, default=10,
-                           help="Number of time masks.")
-        group.add_argument("--spec-aug-frames-mask-size", type=int, default=100,
-                           help="Maximum frames of one time mask.")
-        group.add_argument("--spec-aug-max-frames-mask-fraction", type=float, default=0.15,
-                           help="Maximum fraction of the frames masked in time.")
-        group.add_argument("--spec-aug-num-feature-masks", type=int, default=2,
-                           help="Number of frequency masks.")
-        group.add_argument("--spec-aug-features-mask-size", type=int, default=27,
-                           help="Maximum mel bins of one frequency mask.")
+        group.add_argument(
+            "--train-shar-dirs",
+            type=str,
+            nargs="+",
+            default=[],
+            help="Training shar folders (one or more; mixed with CutSet.mux).",
+        )
+        group.add_argument(
+            "--train-weights",
+            type=float,
+            nargs="+",
+            default=None,
+            help="Mixing weights of --train-shar-dirs (default: equal).",
+        )
+        group.add_argument(
+            "--train-repeat",
+            type=str2bool,
+            default=False,
+            help="Repeat each training source forever, as ZIPA did; the loop "
+            "then stops by its own step limit instead of at epoch ends.",
+        )
+        group.add_argument(
+            "--use-mux",
+            type=str2bool,
+            default=False,
+            help="Mix the training data with the original training data "
+            "(--mux-shar-dirs), as ZIPA's finetune.py: an epoch is one pass over "
+            "--train-shar-dirs; the original data is repeated as needed.",
+        )
+        group.add_argument(
+            "--mux-shar-dirs",
+            type=str,
+            nargs="+",
+            default=[],
+            help="The original training data's shar folders (for --use-mux).",
+        )
+        group.add_argument(
+            "--mux-weight",
+            type=float,
+            default=0.5,
+            help="With --use-mux: the share of cuts drawn from --train-shar-dirs; the rest come from --mux-shar-dirs.",
+        )
+        group.add_argument(
+            "--unsup-shar-dirs",
+            type=str,
+            nargs="+",
+            default=[],
+            help="Pseudo-labelled shar folders for unsupervised CR-CTC (repeated forever).",
+        )
+        group.add_argument(
+            "--dev-shar-dirs",
+            type=str,
+            nargs="+",
+            default=[],
+            help="Dev shar folders as NAME=DIR (or DIR, named by its basename).",
+        )
+        group.add_argument(
+            "--test-shar-dirs",
+            type=str,
+            nargs="+",
+            default=[],
+            help="Test shar folders as NAME=DIR (or DIR, named by its basename).",
+        )
+        group.add_argument(
+            "--max-duration",
+            type=float,
+            default=600.0,
+            help="Maximum pooled duration (seconds) of the cuts in one batch.",
+        )
+        group.add_argument(
+            "--bucketing-sampler",
+            type=str2bool,
+            default=True,
+            help="Batch cuts of similar duration (DynamicBucketingSampler).",
+        )
+        group.add_argument("--num-buckets", type=int, default=10, help="Buckets of the DynamicBucketingSampler.")
+        group.add_argument(
+            "--bucket-buffer-size",
+            type=int,
+            default=None,
+            help="Cuts the bucketing sampler holds (default 150 x --num-buckets, ZIPA's buffer + shuffle buffer).",
+        )
+        group.add_argument("--shuffle", type=str2bool, default=True, help="Shuffle the training cuts each epoch.")
+        group.add_argument(
+            "--drop-last", type=str2bool, default=True, help="Drop the last, incomplete training batch of an epoch."
+        )
+        group.add_argument(
+            "--num-workers", type=int, default=4, help="DataLoader workers (audio decoding, fbank, SpecAugment)."
+        )
+        group.add_argument(
+            "--on-the-fly-feats",
+            type=str2bool,
+            default=True,
+            help="Compute fbank in the workers with the inference Fbank; false: "
+            "read the shards' precomputed 'features' field.",
+        )
+        group.add_argument(
+            "--normalize-ipa",
+            type=str2bool,
+            default=True,
+            help="Map labels onto the tokenizer's inventory (zipa.text.ipa.normalize_ipa).",
+        )
+        group.add_argument(
+            "--min-utt-duration", type=float, default=0.0, help="Drop training/dev cuts shorter than this (seconds)."
+        )
+        group.add_argument(
+            "--max-utt-duration",
+            type=float,
+            default=None,
+            help="Drop training/dev cuts longer than this (seconds; default: no limit).",
+        )
+        group.add_argument(
+            "--perturb-volume",
+            type=str2bool,
+            default=True,
+            help="Scale training audio volume by 0.125-2 with p=0.5 (as ZIPA; on-the-fly features only).",
+        )
+        group.add_argument(
+            "--enable-spec-aug",
+            type=str2bool,
+            default=True,
+            help="SpecAugment in the training DataLoader (false for CR-CTC, which augments inside the model).",
+        )
+        group.add_argument(
+            "--spec-aug-time-warp-factor",
+            type=int,
+            default=80,
+            help="Time warp factor of SpecAugment; < 1 disables time warping.",
+        )
+        group.add_argument("--spec-aug-num-frame-masks", type=int, default=10, help="Number of time masks.")
+        group.add_argument(
+            "--spec-aug-frames-mask-size", type=int, default=100, help="Maximum frames of one time mask."
+        )
+        group.add_argument(
+            "--spec-aug-max-frames-mask-fraction",
+            type=float,
+            default=0.15,
+            help="Maximum fraction of the frames masked in time.",
+        )
+        group.add_argument("--spec-aug-num-feature-masks", type=int, default=2, help="Number of frequency masks.")
+        group.add_argument(
+            "--spec-aug-features-mask-size", type=int, default=27, help="Maximum mel bins of one frequency mask."
+        )
 
     # -- cut sets ------------------------------------------------------------------------------
 
-    def _read(self, path: Union[str, Path], **kwargs) -> CutSet:
+    def _read(self, path: str | Path, **kwargs) -> CutSet:
         fields = ("recording",) if self.args.on_the_fly_feats else ("features",)
         return read_shar_dir(path, fields=fields, **kwargs)
 
-    def _mixed(
-        self, dirs: Sequence[str], weights: Optional[Sequence[float]], repeat: bool, first_seed: int = 0
-    ) -> CutSet:
+    def _mixed(self, dirs: Sequence[str], weights: Sequence[float] | None, repeat: bool, first_seed: int = 0) -> CutSet:
         seed = self.args.seed
         sources = [
             self._read(d, shuffle_shards=True, stateful_shuffle=True, seed=seed + first_seed + i)
@@ -210,8 +299,9 @@ class AsrDataModule:
             raise ValueError("--use-mux needs the original training data: --mux-shar-dirs DIR [DIR ...]")
         if not 0.0 < a.mux_weight < 1.0:
             raise ValueError(f"--mux-weight is the new data's share, between 0 and 1 (exclusive); got {a.mux_weight}")
-        logging.info("Mixing in the original training data (share %.3g): %s",
-                     1 - a.mux_weight, ", ".join(a.mux_shar_dirs))
+        logging.info(
+            "Mixing in the original training data (share %.3g): %s", 1 - a.mux_weight, ", ".join(a.mux_shar_dirs)
+        )
         original = self._mixed(a.mux_shar_dirs, None, repeat=True, first_seed=len(a.train_shar_dirs))
         return CutSet.mux(new, original, weights=[a.mux_weight, 1.0 - a.mux_weight], stop_early=True, seed=a.seed)
 
@@ -222,10 +312,10 @@ class AsrDataModule:
         logging.info("Unsupervised shar folders: %s", ", ".join(self.args.unsup_shar_dirs))
         return self._mixed(self.args.unsup_shar_dirs, None, repeat=True)
 
-    def dev_cuts(self) -> Dict[str, CutSet]:
+    def dev_cuts(self) -> dict[str, CutSet]:
         return {name: self._read(d) for name, d in parse_named_dirs(self.args.dev_shar_dirs).items()}
 
-    def test_cuts(self) -> Dict[str, CutSet]:
+    def test_cuts(self) -> dict[str, CutSet]:
         return {name: self._read(d) for name, d in parse_named_dirs(self.args.test_shar_dirs).items()}
 
     # -- filters and transforms ------------------------------------------------------------------
@@ -242,7 +332,7 @@ class AsrDataModule:
             name=name,
         )
 
-    def make_spec_augment(self, time_mask_ratio: float = 1.0, time_warp_factor: Optional[int] = None):
+    def make_spec_augment(self, time_mask_ratio: float = 1.0, time_warp_factor: int | None = None):
         """SpecAugment from the --spec-aug-* flags; CR-CTC uses ``time_warp_factor=0`` and its
         ``--time-mask-ratio`` here (ZIPA's ``get_spec_augment``)."""
         a = self.args
@@ -258,9 +348,7 @@ class AsrDataModule:
 
     # -- dataloaders -----------------------------------------------------------------------------
 
-    def train_dataloaders(
-        self, cuts_train: CutSet, sampler_state_dict: Optional[Dict[str, Any]] = None
-    ) -> BatchLoader:
+    def train_dataloaders(self, cuts_train: CutSet, sampler_state_dict: dict[str, Any] | None = None) -> BatchLoader:
         a = self.args
         # Volume perturbation acts on audio; precomputed features would be detached by it.
         perturb = a.perturb_volume and a.on_the_fly_feats
@@ -301,7 +389,7 @@ class AsrDataModule:
             )
         )
 
-    def _eval_loader(self, cuts: Union[CutSet, Mapping[str, CutSet]], name: str, check_labels: bool) -> BatchLoader:
+    def _eval_loader(self, cuts: CutSet | Mapping[str, CutSet], name: str, check_labels: bool) -> BatchLoader:
         cuts = _concat(cuts)
         dataset = IpaAsrDataset(labels=self.labels, on_the_fly_feats=self.args.on_the_fly_feats)
         sampler = make_eval_sampler(
@@ -311,11 +399,9 @@ class AsrDataModule:
             world_size=self.world_size,
             rank=self.rank,
         )
-        return BatchLoader(
-            DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.args.num_workers)
-        )
+        return BatchLoader(DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.args.num_workers))
 
-    def valid_dataloaders(self, cuts_valid: Union[CutSet, Mapping[str, CutSet]]) -> BatchLoader:
+    def valid_dataloaders(self, cuts_valid: CutSet | Mapping[str, CutSet]) -> BatchLoader:
         """One loader over the dev cuts (a CutSet, or the dict of :meth:`dev_cuts`, joined)."""
         return self._eval_loader(cuts_valid, "dev", check_labels=True)
 
@@ -325,7 +411,7 @@ class AsrDataModule:
         return self._eval_loader(cuts, "test", check_labels=False)
 
 
-def _concat(cuts: Union[CutSet, Mapping[str, CutSet], Sequence[CutSet]]) -> CutSet:
+def _concat(cuts: CutSet | Mapping[str, CutSet] | Sequence[CutSet]) -> CutSet:
     if isinstance(cuts, CutSet):
         return cuts
     parts = list(cuts.values()) if isinstance(cuts, Mapping) else list(cuts)

@@ -13,7 +13,8 @@ scripts can name the interface without importing lhotse and the data stack behin
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Protocol, Union
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from lhotse import CutSet
@@ -31,8 +32,8 @@ class DataModule(Protocol):
         self,
         args: argparse.Namespace,
         *,
-        world_size: Optional[int] = ...,
-        rank: Optional[int] = ...,
+        world_size: int | None = ...,
+        rank: int | None = ...,
         output_downsampling_factor: int = ...,
         ctc: bool = ...,
     ) -> None:
@@ -41,8 +42,7 @@ class DataModule(Protocol):
         loss is computed, for the filter that drops cuts too short for their labels."""
         ...
 
-    def train_cuts(self) -> CutSet:
-        ...
+    def train_cuts(self) -> CutSet: ...
 
     def unsup_cuts(self) -> CutSet:
         """The pseudo-labelled cuts (read only with --use-unsup-cr-ctc)."""
@@ -56,14 +56,12 @@ class DataModule(Protocol):
         """Test sets by name."""
         ...
 
-    def train_dataloaders(
-        self, cuts_train: CutSet, *, sampler_state_dict: Optional[Dict[str, Any]] = ...
-    ) -> BatchLoader:
+    def train_dataloaders(self, cuts_train: CutSet, *, sampler_state_dict: dict[str, Any] | None = ...) -> BatchLoader:
         """Batches for training; `loader.sampler` has `set_epoch` and a `state_dict` that
         `sampler_state_dict` restores when resuming mid-epoch."""
         ...
 
-    def valid_dataloaders(self, cuts_valid: Union[CutSet, Mapping[str, CutSet]]) -> BatchLoader:
+    def valid_dataloaders(self, cuts_valid: CutSet | Mapping[str, CutSet]) -> BatchLoader:
         """Batches of all the dev sets together."""
         ...
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any
 
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
@@ -30,7 +30,7 @@ from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 logger = logging.getLogger(__name__)
 
 
-def find_shar_iterators(cuts: Any) -> List[Any]:
+def find_shar_iterators(cuts: Any) -> list[Any]:
     """The ``LazySharIterator`` readers inside a (lazy, possibly muxed/filtered) CutSet."""
     from lhotse.shar.readers.lazy import LazySharIterator
 
@@ -61,7 +61,7 @@ class _ResumableMixin(_SamplerBase):
     """See the module docstring. Mixed in before a lhotse sampler class."""
 
     def _init_resumable(self, cuts: Any) -> None:
-        self._consumed_state: Optional[Dict[str, Any]] = None
+        self._consumed_state: dict[str, Any] | None = None
         self._shar_readers = find_shar_iterators(cuts)
 
     def __iter__(self):
@@ -77,18 +77,18 @@ class _ResumableMixin(_SamplerBase):
         batch.sampler_state = super().state_dict()
         return batch
 
-    def mark_consumed(self, state: Optional[Dict[str, Any]]) -> None:
+    def mark_consumed(self, state: dict[str, Any] | None) -> None:
         """Record that the loop received the batch that carried ``state``."""
         if state is not None:
             self._consumed_state = state
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """State after the last batch the loop received (or lhotse's own before any)."""
         if self._consumed_state is not None:
             return copy.deepcopy(self._consumed_state)
         return super().state_dict()
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._consumed_state = None
         # SimpleCutSampler replays without calling __iter__: set the shard epoch here too.
         for reader in self._shar_readers:
@@ -119,19 +119,25 @@ def make_sampler(
     shuffle: bool = True,
     drop_last: bool = False,
     num_buckets: int = 10,
-    buffer_size: Optional[int] = None,
+    buffer_size: int | None = None,
     seed: int = 0,
-    world_size: Optional[int] = None,
-    rank: Optional[int] = None,
+    world_size: int | None = None,
+    rank: int | None = None,
 ):
     """A resumable bucketing or simple sampler. ``world_size``/``rank`` None: lhotse reads them
     from torch.distributed (or WORLD_SIZE/RANK); each rank then gets its own batches."""
     if bucketing:
         return bucketing_sampler(
-            ResumableBucketingSampler, cuts, num_buckets,
-            max_duration=max_duration, shuffle=shuffle, drop_last=drop_last,
+            ResumableBucketingSampler,
+            cuts,
+            num_buckets,
+            max_duration=max_duration,
+            shuffle=shuffle,
+            drop_last=drop_last,
             buffer_size=buffer_size if buffer_size is not None else num_buckets * 150,
-            seed=seed, world_size=world_size, rank=rank,
+            seed=seed,
+            world_size=world_size,
+            rank=rank,
         )
     return ResumableSimpleSampler(
         cuts,
@@ -167,11 +173,16 @@ def make_eval_sampler(
     cuts: CutSet,
     max_duration: float,
     num_buckets: int = 10,
-    world_size: Optional[int] = None,
-    rank: Optional[int] = None,
+    world_size: int | None = None,
+    rank: int | None = None,
 ) -> DynamicBucketingSampler:
     """Unshuffled bucketing sampler for dev/test (lhotse's, not resumable)."""
     return bucketing_sampler(
-        DynamicBucketingSampler, cuts, num_buckets,
-        max_duration=max_duration, shuffle=False, world_size=world_size, rank=rank,
+        DynamicBucketingSampler,
+        cuts,
+        num_buckets,
+        max_duration=max_duration,
+        shuffle=False,
+        world_size=world_size,
+        rank=rank,
     )

@@ -52,12 +52,13 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from io import BytesIO
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -93,9 +94,9 @@ class ShardRecord:
     id: str
     audio: Any
     text: str
-    language: Optional[str] = None
-    sampling_rate: Optional[int] = None
-    custom: Optional[Dict[str, Any]] = None
+    language: str | None = None
+    sampling_rate: int | None = None
+    custom: dict[str, Any] | None = None
 
 
 class SkipItem(Exception):
@@ -113,7 +114,10 @@ def as_record(item: Any) -> ShardRecord:
         langs = [s.language for s in item.supervisions if s.language]
         custom = dict(item.custom) if getattr(item, "custom", None) else None
         return ShardRecord(
-            id=item.id, audio=item, text=" ".join(texts), language=langs[0] if langs else None,
+            id=item.id,
+            audio=item,
+            text=" ".join(texts),
+            language=langs[0] if langs else None,
             custom=custom,
         )
     raise TypeError(f"write_shar: cannot use an item of type {type(item).__name__}")
@@ -179,12 +183,22 @@ def record_to_cut(record: ShardRecord, require_text: bool = True):
     sf.write(stream, quantize_pcm16(samples), SAMPLING_RATE, format="WAV", subtype="PCM_16")
     recording = Recording.from_bytes(stream.getvalue(), recording_id=record.id)
     sup = SupervisionSegment(
-        id=record.id, recording_id=record.id, start=0.0, duration=recording.duration, channel=0,
-        text=text, language=record.language,
+        id=record.id,
+        recording_id=record.id,
+        start=0.0,
+        duration=recording.duration,
+        channel=0,
+        text=text,
+        language=record.language,
     )
     return MonoCut(
-        id=record.id, start=0.0, duration=recording.duration, channel=0, recording=recording,
-        supervisions=[sup], custom=dict(record.custom) if record.custom else None,
+        id=record.id,
+        start=0.0,
+        duration=recording.duration,
+        channel=0,
+        recording=recording,
+        supervisions=[sup],
+        custom=dict(record.custom) if record.custom else None,
     )
 
 
@@ -211,7 +225,7 @@ class SharSummary:
     num_shards: int
     duration: float  # seconds of audio written
     already_complete: bool = False
-    skipped_report: Optional[Path] = None
+    skipped_report: Path | None = None
 
     def line(self) -> str:
         state = " (already complete, nothing done)" if self.already_complete else ""
@@ -229,7 +243,7 @@ class _GroupResult:
     num_items: int
     written: int
     duration: float
-    skipped: List[Tuple[str, str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def _as_dir(out_dir: PathLike) -> Path:
@@ -245,13 +259,18 @@ def beside(out_dir: PathLike, name: str) -> Path:
     return folder.parent / f".{folder.name}.{name}"
 
 
-def shard_names(index: int) -> Tuple[str, str]:
+def shard_names(index: int) -> tuple[str, str]:
     """The files of shard ``index``, the recording first (publishing renames it first)."""
     return f"recording.{index:06d}.tar", f"cuts.{index:06d}.jsonl.gz"
 
 
-def write_shard(index: int, items: Sequence[Any], to_cut: Callable[[Any], Any], folder: Path,
-                on_item: Optional[Callable[[], None]] = None) -> Tuple[Dict[int, float], Dict[int, str]]:
+def write_shard(
+    index: int,
+    items: Sequence[Any],
+    to_cut: Callable[[Any], Any],
+    folder: Path,
+    on_item: Callable[[], None] | None = None,
+) -> tuple[dict[int, float], dict[int, str]]:
     """Write the cuts ``to_cut`` makes of ``items`` (in order) as shard ``index`` into ``folder``
     (emptied first): 16 kHz flac recordings and the cuts. An item whose ``to_cut`` raises
     :class:`SkipItem` is left out. Returns ({position: seconds} of the cuts written, {position:
@@ -260,8 +279,8 @@ def write_shard(index: int, items: Sequence[Any], to_cut: Callable[[Any], Any], 
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    written: Dict[int, float] = {}
-    skipped: Dict[int, str] = {}
+    written: dict[int, float] = {}
+    skipped: dict[int, str] = {}
     writer = None
     try:
         for position, item in enumerate(items):
@@ -271,8 +290,9 @@ def write_shard(index: int, items: Sequence[Any], to_cut: Callable[[Any], Any], 
                 skipped[position] = str(e)
             else:
                 if writer is None:
-                    writer = SharWriter(str(folder), fields={"recording": "flac"}, shard_size=max(len(items), 1),
-                                        shard_offset=index)
+                    writer = SharWriter(
+                        str(folder), fields={"recording": "flac"}, shard_size=max(len(items), 1), shard_offset=index
+                    )
                     writer.__enter__()
                 writer.write(cut)
                 written[position] = cut.duration
@@ -284,7 +304,7 @@ def write_shard(index: int, items: Sequence[Any], to_cut: Callable[[Any], Any], 
     return written, skipped
 
 
-def publish_shard(index: int, folder: Path, out_dir: Path, after_each: Optional[Callable[[], None]] = None) -> None:
+def publish_shard(index: int, folder: Path, out_dir: Path, after_each: Callable[[], None] | None = None) -> None:
     """Rename the files of shard ``index`` that :func:`write_shard` left in ``folder`` into
     ``out_dir``, in the order of :func:`shard_names`, then remove ``folder``. ``after_each``
     runs after each rename (a test's crash point)."""
@@ -308,7 +328,7 @@ def skipped_path(out_dir: PathLike) -> Path:
     return beside(out_dir, SKIPPED_NAME)
 
 
-def _find_index(out_dir: PathLike) -> Optional[Path]:
+def _find_index(out_dir: PathLike) -> Path | None:
     """The index of a complete output: beside the folder, or inside it (older layout)."""
     folder = _as_dir(out_dir)
     if not folder.is_dir():
@@ -351,8 +371,8 @@ def write_shar(
     num_jobs: int = 1,
     require_text: bool = True,
     progress: bool = False,
-    total: Optional[int] = None,
-    transform: Optional[Callable[[ShardRecord], ShardRecord]] = None,
+    total: int | None = None,
+    transform: Callable[[ShardRecord], ShardRecord] | None = None,
 ) -> SharSummary:
     """Write ``items`` as shar shards in ``out_dir`` (see the module docstring).
 
@@ -391,7 +411,7 @@ def write_shar(
         except TypeError:
             total = None
     bar = _progress_bar(progress, total, out_dir.name)
-    results: List[_GroupResult] = []
+    results: list[_GroupResult] = []
     logged = [0]
 
     def finish(res: _GroupResult) -> None:
@@ -425,9 +445,7 @@ def write_shar(
                         finish(done)
                         continue
                     pending.add(
-                        pool.submit(
-                            _write_group, index, records, pre_skipped, work, require_text, transform, None
-                        )
+                        pool.submit(_write_group, index, records, pre_skipped, work, require_text, transform, None)
                     )
                     if len(pending) >= 2 * num_jobs:
                         finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -444,7 +462,7 @@ def write_shar(
 
 def _groups(
     items: Iterable[Any], shard_size: int, seen_ids: set
-) -> Iterator[Tuple[int, List[ShardRecord], List[Tuple[str, str, str]]]]:
+) -> Iterator[tuple[int, list[ShardRecord], list[tuple[str, str, str]]]]:
     """Consecutive groups of ``shard_size`` items as records; duplicate ids are pre-skipped."""
     it = iter(items)
     index = 0
@@ -467,10 +485,10 @@ def _groups(
 def _write_group(
     index: int,
     records: Sequence[ShardRecord],
-    pre_skipped: List[Tuple[str, str, str]],
+    pre_skipped: list[tuple[str, str, str]],
     work: Path,
     require_text: bool,
-    transform: Optional[Callable[[ShardRecord], ShardRecord]],
+    transform: Callable[[ShardRecord], ShardRecord] | None,
     bar: Any,
 ) -> _GroupResult:
     """Write shard ``index`` from one group into ``work`` and leave its completion marker."""
@@ -486,8 +504,9 @@ def _write_group(
     if bar is not None and pre_skipped:
         bar.update(len(pre_skipped))
     publish_shard(index, tmp, shards)
-    res = _GroupResult(index=index, num_items=len(records) + len(pre_skipped), written=len(written),
-                       duration=sum(written.values()))
+    res = _GroupResult(
+        index=index, num_items=len(records) + len(pre_skipped), written=len(written), duration=sum(written.values())
+    )
     res.skipped.extend(pre_skipped)
     res.skipped.extend((records[i].id, describe_source(records[i]), why) for i, why in skipped.items())
     marker = {
@@ -502,7 +521,7 @@ def _write_group(
     return res
 
 
-def _first_id(records: Sequence[ShardRecord], pre_skipped: Sequence[Tuple[str, str, str]]) -> str:
+def _first_id(records: Sequence[ShardRecord], pre_skipped: Sequence[tuple[str, str, str]]) -> str:
     ids = [r.id for r in records] + [s[0] for s in pre_skipped]
     return min(ids) if ids else ""
 
@@ -512,8 +531,8 @@ def _marker_path(work: Path, index: int) -> Path:
 
 
 def _load_marker(
-    work: Path, index: int, records: Sequence[ShardRecord], pre_skipped: Sequence[Tuple[str, str, str]]
-) -> Optional[_GroupResult]:
+    work: Path, index: int, records: Sequence[ShardRecord], pre_skipped: Sequence[tuple[str, str, str]]
+) -> _GroupResult | None:
     path = _marker_path(work, index)
     if not path.is_file():
         return None
@@ -524,12 +543,15 @@ def _load_marker(
             "pass overwrite=True (--overwrite) to start again"
         )
     return _GroupResult(
-        index=index, num_items=m["num_items"], written=m["written"], duration=m["duration"],
+        index=index,
+        num_items=m["num_items"],
+        written=m["written"],
+        duration=m["duration"],
         skipped=[tuple(s) for s in m["skipped"]],
     )
 
 
-def _check_params(work: Path, params: Dict[str, Any]) -> None:
+def _check_params(work: Path, params: dict[str, Any]) -> None:
     path = work / "params.json"
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
@@ -542,7 +564,7 @@ def _check_params(work: Path, params: Dict[str, Any]) -> None:
         write_text_atomic(path, json.dumps(params))
 
 
-def _finalize(work: Path, out_dir: Path, results: List[_GroupResult], shard_size: int) -> SharSummary:
+def _finalize(work: Path, out_dir: Path, results: list[_GroupResult], shard_size: int) -> SharSummary:
     """Write the side files beside ``out_dir`` and rename the shard folder into place.
 
     Order: the previous output (``overwrite``) is moved aside, the index and skip report are
@@ -608,7 +630,7 @@ def _tsv(s: str) -> str:
     return " ".join(str(s).replace("\t", " ").split())
 
 
-def _progress_bar(enabled: bool, total: Optional[int], desc: str):
+def _progress_bar(enabled: bool, total: int | None, desc: str):
     if not enabled:
         return None
     from tqdm import tqdm
@@ -621,8 +643,8 @@ def _progress_bar(enabled: bool, total: Optional[int], desc: str):
 
 
 def discover_shards(
-    in_dir: PathLike, fields: Sequence[str] = ("recording",), recursive: Optional[bool] = None
-) -> Dict[str, List[str]]:
+    in_dir: PathLike, fields: Sequence[str] = ("recording",), recursive: bool | None = None
+) -> dict[str, list[str]]:
     """The ``fields`` dict for ``CutSet.from_shar`` of the shards in ``in_dir``.
 
     Pairs every ``cuts.N.jsonl.gz`` with ``<field>.N.tar`` for each requested field, in shard
@@ -645,7 +667,7 @@ def discover_shards(
             f"no shar shards in {in_dir}: expected cuts.NNNNNN.jsonl.gz with matching "
             "recording.NNNNNN.tar files (place all tar and json files in the same folder)"
         )
-    out: Dict[str, List[str]] = {"cuts": [str(p) for _, p in cuts]}
+    out: dict[str, list[str]] = {"cuts": [str(p) for _, p in cuts]}
     for name in fields:
         ext = "jsonl.gz" if name.endswith("jsonl") else "tar"
         found = dict(_find(in_dir, name, ext, recursive=deep))
@@ -662,7 +684,7 @@ def discover_shards(
     return out
 
 
-def _find(root: Path, name: str, ext: str, recursive: bool) -> List[Tuple[Tuple[str, int], Path]]:
+def _find(root: Path, name: str, ext: str, recursive: bool) -> list[tuple[tuple[str, int], Path]]:
     """``((relative folder, shard number), path)`` of ``name[.N].ext`` files, sorted."""
     paths = root.rglob(f"{name}*.{ext}") if recursive else root.glob(f"{name}*.{ext}")
     found = []
@@ -677,14 +699,12 @@ def _find(root: Path, name: str, ext: str, recursive: bool) -> List[Tuple[Tuple[
     return sorted(found)
 
 
-def _fmt_keys(keys: Sequence[Tuple[str, int]]) -> str:
+def _fmt_keys(keys: Sequence[tuple[str, int]]) -> str:
     shown = [f"{d}/{i:06d}" if d != "." else f"{i:06d}" for d, i in keys[:5]]
     return ", ".join(shown) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
-def read_shar_dir(
-    in_dir: PathLike, fields: Sequence[str] = ("recording",), recursive: Optional[bool] = None, **kwargs
-):
+def read_shar_dir(in_dir: PathLike, fields: Sequence[str] = ("recording",), recursive: bool | None = None, **kwargs):
     """A lazy ``CutSet`` over the shards in ``in_dir`` (``kwargs`` go to ``CutSet.from_shar``:
     ``shuffle_shards``, ``stateful_shuffle``, ``seed``, ...)."""
     from lhotse import CutSet
@@ -719,10 +739,10 @@ class LabelTransform:
 
     def __init__(
         self,
-        g2p_language: Optional[str] = None,
+        g2p_language: str | None = None,
         remove_diacritics: bool = False,
         normalize: bool = True,
-        default_language: Optional[str] = None,
+        default_language: str | None = None,
     ):
         self.g2p_language = g2p_language
         self.remove_diacritics = remove_diacritics
@@ -751,7 +771,7 @@ class LabelTransform:
         return replace(record, text=text, language=record.language or self.default_language)
 
 
-def read_tsv(tsv: PathLike, audio_dir: Optional[PathLike] = None) -> Iterator[ShardRecord]:
+def read_tsv(tsv: PathLike, audio_dir: PathLike | None = None) -> Iterator[ShardRecord]:
     """Records from ``id<TAB>path<TAB>text[<TAB>language]`` lines.
 
     Relative paths are taken from ``audio_dir`` (default: the TSV's folder). Blank lines and

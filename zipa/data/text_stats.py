@@ -11,9 +11,10 @@ symbols the normalisation had to drop.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Union
 
 from zipa.text.ipa import inventory, normalize_ipa_report, phone_counts
 from zipa.utils.tsv import read_tsv
@@ -47,9 +48,7 @@ class LanguageStats:
             "distinct_phones": len(self.phones),
             "empty_after_normalisation": self.empty,
             "phone_counts": dict(self.phones.most_common()),
-            "dropped_symbols": {
-                f"{ch} U+{ord(ch):04X}": c for ch, c in self.dropped.most_common()
-            },
+            "dropped_symbols": {f"{ch} U+{ord(ch):04X}": c for ch, c in self.dropped.most_common()},
         }
 
 
@@ -65,14 +64,14 @@ def collect(items: Iterable[tuple[str, str]]) -> dict[str, LanguageStats]:
     return out
 
 
-def tsv_items(path: PathLike, default_language: Optional[str] = None) -> Iterator[tuple[str, str]]:
+def tsv_items(path: PathLike, default_language: str | None = None) -> Iterator[tuple[str, str]]:
     """``(language, ipa)`` from ``id<TAB>path<TAB>ipa[<TAB>lang]`` lines."""
     for _, fields in read_tsv(path, 3, 4):
         lang = fields[3] if len(fields) == 4 and fields[3] else default_language
         yield lang or UNKNOWN_LANGUAGE, fields[2]
 
 
-def shar_items(shar_dir: PathLike, default_language: Optional[str] = None):
+def shar_items(shar_dir: PathLike, default_language: str | None = None):
     """``(language, text)`` of every cut in a shar folder, reading only the cut manifests."""
     from lhotse import CutSet
 
@@ -87,8 +86,10 @@ def shar_items(shar_dir: PathLike, default_language: Optional[str] = None):
 def format_report(stats: dict[str, LanguageStats], top: int = 10) -> str:
     """A short human-readable table."""
     inv = inventory()
-    lines = [f"{'language':<10} {'utts':>7} {'words':>8} {'phones':>9} {'distinct':>8} "
-             f"{'dropped':>8}  most frequent phones / dropped symbols"]
+    lines = [
+        f"{'language':<10} {'utts':>7} {'words':>8} {'phones':>9} {'distinct':>8} "
+        f"{'dropped':>8}  most frequent phones / dropped symbols"
+    ]
     for lang, s in stats.items():
         frequent = " ".join(f"{ch}:{c}" for ch, c in s.phones.most_common(top))
         lines.append(

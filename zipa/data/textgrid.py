@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Tuple, Union
+from typing import Any, Union
 
 PathLike = Union[str, Path]
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -33,7 +33,7 @@ class IntervalTier:
     name: str
     xmin: float
     xmax: float
-    intervals: List[Tuple[float, float, str]] = field(default_factory=list)
+    intervals: list[tuple[float, float, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -43,7 +43,7 @@ class PointTier:
     name: str
     xmin: float
     xmax: float
-    points: List[Tuple[float, str]] = field(default_factory=list)
+    points: list[tuple[float, str]] = field(default_factory=list)
 
 
 Tier = Union[IntervalTier, PointTier]
@@ -53,13 +53,13 @@ Tier = Union[IntervalTier, PointTier]
 class TextGrid:
     xmin: float
     xmax: float
-    tiers: List[Tier] = field(default_factory=list)
+    tiers: list[Tier] = field(default_factory=list)
 
     @property
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return [t.name for t in self.tiers]
 
-    def interval_tier(self, name: Union[str, None], where: str = "TextGrid") -> IntervalTier:
+    def interval_tier(self, name: str | None, where: str = "TextGrid") -> IntervalTier:
         """The interval tier called ``name``; with ``name`` None, the only interval tier.
         ValueError (listing the interval tiers there are) when there is no such one tier."""
         tiers = [t for t in self.tiers if isinstance(t, IntervalTier)]
@@ -98,7 +98,7 @@ class TextGrid:
         lines += ["tiers? <exists>", f"size = {len(self.tiers)}", "item []:"]
         for k, tier in enumerate(self.tiers, start=1):
             point = isinstance(tier, PointTier)
-            items: List[Any] = tier.points if isinstance(tier, PointTier) else tier.intervals
+            items: list[Any] = tier.points if isinstance(tier, PointTier) else tier.intervals
             lines += [
                 f"    item [{k}]:",
                 f'        class = "{"TextTier" if point else "IntervalTier"}"',
@@ -109,11 +109,18 @@ class TextGrid:
             ]
             for i, item in enumerate(items, start=1):
                 if point:
-                    lines += [f"        points [{i}]:", f"            number = {_num(item[0])}",
-                              f"            mark = {_quote(item[1])}"]
+                    lines += [
+                        f"        points [{i}]:",
+                        f"            number = {_num(item[0])}",
+                        f"            mark = {_quote(item[1])}",
+                    ]
                 else:
-                    lines += [f"        intervals [{i}]:", f"            xmin = {_num(item[0])}",
-                              f"            xmax = {_num(item[1])}", f"            text = {_quote(item[2])}"]
+                    lines += [
+                        f"        intervals [{i}]:",
+                        f"            xmin = {_num(item[0])}",
+                        f"            xmax = {_num(item[1])}",
+                        f"            text = {_quote(item[2])}",
+                    ]
         return "\n".join(lines) + "\n"
 
 
@@ -145,9 +152,9 @@ def _decode(data: bytes, where: str) -> str:
         return data.decode("latin-1")
 
 
-def _tokens(text: str, where: str) -> List[Tuple[str, object]]:
+def _tokens(text: str, where: str) -> list[tuple[str, object]]:
     """("num", float), ("str", str) and ("flag", str) tokens; everything else is skipped."""
-    out: List[Tuple[str, object]] = []
+    out: list[tuple[str, object]] = []
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -195,7 +202,7 @@ def _tokens(text: str, where: str) -> List[Tuple[str, object]]:
 
 
 class _Reader:
-    def __init__(self, tokens: List[Tuple[str, object]], where: str):
+    def __init__(self, tokens: list[tuple[str, object]], where: str):
         self.tokens, self.pos, self.where = tokens, 0, where
 
     def take(self, kind: str, what: str):
@@ -230,9 +237,12 @@ def parse_textgrid(text: str, where: str = "TextGrid") -> TextGrid:
         xmin, xmax = r.take("num", "the tier's xmin"), r.take("num", "the tier's xmax")
         size = r.count(f"the size of tier {name!r}")
         if kind == "IntervalTier":
-            tier: Tier = IntervalTier(name, xmin, xmax, [
-                (r.take("num", "xmin"), r.take("num", "xmax"), r.take("str", "text")) for _ in range(size)
-            ])
+            tier: Tier = IntervalTier(
+                name,
+                xmin,
+                xmax,
+                [(r.take("num", "xmin"), r.take("num", "xmax"), r.take("str", "text")) for _ in range(size)],
+            )
         elif kind == "TextTier":
             tier = PointTier(name, xmin, xmax, [(r.take("num", "number"), r.take("str", "mark")) for _ in range(size)])
         else:

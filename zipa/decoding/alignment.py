@@ -23,8 +23,8 @@ blank standing for silence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,10 +44,10 @@ class TokenSpan:
     start: int
     end: int
     confidence: float
-    alternatives: Optional[Tuple[Tuple[int, float], ...]] = None
+    alternatives: tuple[tuple[int, float], ...] | None = None
 
 
-def ctc_greedy_spans(log_probs: Tensor, lengths: Tensor, blank_id: int = BLANK_ID) -> List[List[TokenSpan]]:
+def ctc_greedy_spans(log_probs: Tensor, lengths: Tensor, blank_id: int = BLANK_ID) -> list[list[TokenSpan]]:
     """Greedy CTC hypotheses with each token's run of frames and mean posterior.
 
     log_probs: (batch, T, vocab) log-softmax outputs; lengths: (batch,). The token ids are those
@@ -57,7 +57,7 @@ def ctc_greedy_spans(log_probs: Tensor, lengths: Tensor, blank_id: int = BLANK_I
     best_logp = log_probs.gather(-1, best.unsqueeze(-1)).squeeze(-1)
     best_ids = best.cpu().numpy()
     best_prob = best_logp.float().exp().cpu().numpy()
-    out: List[List[TokenSpan]] = []
+    out: list[list[TokenSpan]] = []
     for row, prob, length in zip(best_ids, best_prob, lengths.tolist()):
         row, prob = row[:length], prob[:length]
         if length == 0:
@@ -74,13 +74,12 @@ def ctc_greedy_spans(log_probs: Tensor, lengths: Tensor, blank_id: int = BLANK_I
     return out
 
 
-def transducer_spans(hyps: List[List[int]], frames: List[List[int]], probs: List[List[float]]) -> List[List[TokenSpan]]:
+def transducer_spans(hyps: list[list[int]], frames: list[list[int]], probs: list[list[float]]) -> list[list[TokenSpan]]:
     """Spans of transducer tokens: each occupies the one frame it was emitted at."""
     return [
         [TokenSpan(int(t), int(f), int(f) + 1, float(p)) for t, f, p in zip(hyp, frame, prob)]
         for hyp, frame, prob in zip(hyps, frames, probs)
     ]
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,8 +98,8 @@ def ctc_viterbi(
     tokens: Sequence[int],
     blank_id: int = BLANK_ID,
     repeats_need_blank: bool = True,
-    not_before: Optional[Sequence[int]] = None,
-) -> Tuple[np.ndarray, float]:
+    not_before: Sequence[int] | None = None,
+) -> tuple[np.ndarray, float]:
     """The best CTC path that spells `tokens` (Viterbi over the CTC topology: blank, token 1,
     blank, token 2, ..., blank; a state repeats or moves on by one, or by two past an optional
     blank unless the two tokens around it are equal).
@@ -171,11 +170,11 @@ def _numpy(log_probs: Tensor) -> np.ndarray:
 
 def ctc_forced_align(
     log_probs: Tensor,
-    tokens: List[int],
+    tokens: list[int],
     blank_id: int = BLANK_ID,
     repeats_need_blank: bool = True,
-    not_before: Optional[Sequence[int]] = None,
-) -> List[TokenSpan]:
+    not_before: Sequence[int] | None = None,
+) -> list[TokenSpan]:
     """The best CTC path that spells `tokens` (`ctc_viterbi`), as spans like `ctc_greedy_spans`:
     token ``k`` spans the frames the path spends in its state, and its confidence is its
     posterior probability averaged over those frames.
@@ -199,8 +198,8 @@ def ctc_forced_align(
 
 
 def phone_forced_align(
-    log_probs: Tensor, classes: Sequence[int], silence: int = BLANK_ID, not_before: Optional[Sequence[int]] = None
-) -> List[TokenSpan]:
+    log_probs: Tensor, classes: Sequence[int], silence: int = BLANK_ID, not_before: Sequence[int] | None = None
+) -> list[TokenSpan]:
     """Where each phone sounds, from a frame classifier's log-probabilities
     (`zipa.model.aligner.FrameAligner`: per frame, the class of the phone sounding, ``silence``
     where none is): the best path through ``[silence] p1 [silence] p2 ... pN [silence]``, each
@@ -219,10 +218,10 @@ def phone_forced_align(
 def transducer_forced_align(
     model: TransducerHead,
     encoder_out: Tensor,
-    tokens: List[int],
+    tokens: list[int],
     frames_chunk: int = 64,
-    token_mask: Optional[TokenMask] = None,
-) -> List[TokenSpan]:
+    token_mask: TokenMask | None = None,
+) -> list[TokenSpan]:
     """The best way to emit `tokens`, at most one per frame, as `modified_beam_search` and
     `transducer_greedy_search` do (Viterbi over frames x tokens emitted so far).
 
@@ -245,8 +244,9 @@ def transducer_forced_align(
     next_token = torch.tensor(list(tokens), device=device)
     blank_parts, token_parts = [], []
     for t0 in range(0, num_frames, frames_chunk):
-        logits = joiner(encoder_proj[t0 : t0 + frames_chunk].unsqueeze(1), decoder_out.unsqueeze(0),
-                        project_input=False)
+        logits = joiner(
+            encoder_proj[t0 : t0 + frames_chunk].unsqueeze(1), decoder_out.unsqueeze(0), project_input=False
+        )
         lp = mask_logits(logits, token_mask).float().log_softmax(dim=-1)  # (chunk, U + 1, vocab)
         blank_parts.append(lp[:, :, blank_id].cpu())
         token_parts.append(lp[:, :-1].gather(2, next_token.view(1, -1, 1).expand(lp.shape[0], -1, 1)).squeeze(2).cpu())
@@ -271,8 +271,9 @@ def transducer_forced_align(
     return spans[::-1]
 
 
-def aligner_spans(log_probs: Tensor, tokens: Sequence[int], groups: Sequence[Sequence[int]],
-                  not_before: Optional[Sequence[int]] = None) -> List[TokenSpan]:
+def aligner_spans(
+    log_probs: Tensor, tokens: Sequence[int], groups: Sequence[Sequence[int]], not_before: Sequence[int] | None = None
+) -> list[TokenSpan]:
     """One span per token of ``tokens`` on a frame aligner's sub-frames (``log_probs``: (T,
     vocab) of one utterance): the phones, ``groups`` of token indices (a base token and the
     modifiers after it; word boundaries in none), placed by `phone_forced_align`, each token of
@@ -283,7 +284,7 @@ def aligner_spans(log_probs: Tensor, tokens: Sequence[int], groups: Sequence[Seq
     tokens = [int(t) for t in tokens]
     earliest = None if not_before is None else [int(not_before[g[0]]) for g in groups]
     phones = phone_forced_align(log_probs, [tokens[g[0]] for g in groups], not_before=earliest) if groups else []
-    spans: List[Optional[TokenSpan]] = [None] * len(tokens)
+    spans: list[TokenSpan | None] = [None] * len(tokens)
     for group, phone in zip(groups, phones):
         for k in group:
             spans[k] = TokenSpan(tokens[k], phone.start, phone.end, phone.confidence)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
-
 import torch
 from torch import Tensor
 
@@ -14,7 +12,7 @@ BLANK_ID = 0
 
 def ctc_greedy_search(
     log_probs: Tensor, lengths: Tensor, blank_id: int = BLANK_ID, return_frames: bool = False
-) -> Union[List[List[int]], Tuple[List[List[int]], List[List[int]]]]:
+) -> list[list[int]] | tuple[list[list[int]], list[list[int]]]:
     """Best path: argmax per frame, repeats collapsed, blanks dropped.
 
     log_probs: (batch, T, vocab); lengths: (batch,). With `return_frames`, also returns for
@@ -39,8 +37,8 @@ def ctc_prefix_beam_search(
     lengths: Tensor,
     beam: int = 4,
     blank_id: int = BLANK_ID,
-    tokens_per_frame: Optional[int] = None,
-) -> List[List[int]]:
+    tokens_per_frame: int | None = None,
+) -> list[list[int]]:
     """CTC prefix beam search: the most probable label sequence, summing over its alignments.
 
     Greedy search returns the labels of the single best *path*; a label sequence's probability is

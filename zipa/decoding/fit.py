@@ -14,14 +14,16 @@ this audio's, not that the alignment is poor."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Protocol, Sequence
+from typing import Protocol
 
 
 class _Timed(Protocol):
     start: float
     end: float
     confidence: float
+
 
 MIN_MEAN_CONFIDENCE = 0.25
 MAX_PHONES_PER_SECOND = 25.0
@@ -37,23 +39,30 @@ class AlignmentFit:
     squeezed_share: float
     num_phones: int
 
-    def problems(self) -> List[str]:
+    def problems(self) -> list[str]:
         """Why the transcript cannot be the audio's, one reason a line (none: it fits)."""
         out = []
         if self.num_phones and self.phones_per_second > MAX_PHONES_PER_SECOND:
-            out.append(f"{self.num_phones} phones in {self.num_phones / self.phones_per_second:.2f} s is "
-                       f"{self.phones_per_second:.1f} phones a second, more than speech holds "
-                       f"(at most {MAX_PHONES_PER_SECOND:g})")
+            out.append(
+                f"{self.num_phones} phones in {self.num_phones / self.phones_per_second:.2f} s is "
+                f"{self.phones_per_second:.1f} phones a second, more than speech holds "
+                f"(at most {MAX_PHONES_PER_SECOND:g})"
+            )
         if self.num_phones and self.squeezed_share > MAX_SQUEEZED_SHARE:
             out.append(f"{self.squeezed_share:.0%} of the phones are squeezed into a single frame")
         if self.num_phones and self.mean_confidence < MIN_MEAN_CONFIDENCE:
-            out.append(f"the phones' mean confidence is {self.mean_confidence:.2f} (below {MIN_MEAN_CONFIDENCE:g}): "
-                       "the model hears other sounds")
+            out.append(
+                f"the phones' mean confidence is {self.mean_confidence:.2f} (below {MIN_MEAN_CONFIDENCE:g}): "
+                "the model hears other sounds"
+            )
         return out
 
     def to_json(self) -> dict:
-        return {"mean_confidence": round(self.mean_confidence, 4), "phones_per_second": round(self.phones_per_second, 2),
-                "squeezed_share": round(self.squeezed_share, 4)}
+        return {
+            "mean_confidence": round(self.mean_confidence, 4),
+            "phones_per_second": round(self.phones_per_second, 2),
+            "squeezed_share": round(self.squeezed_share, 4),
+        }
 
 
 def alignment_fit(phones: Sequence[_Timed], seconds: float, frame: float) -> AlignmentFit:

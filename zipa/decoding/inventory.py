@@ -34,10 +34,11 @@ voices and codes of `zipa.text.g2p.ISO3_TO_ESPEAK` (``en-us``, ``es``, ``fr-fr``
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -48,8 +49,19 @@ WORD_BOUNDARY = "\u2581"  # ▁
 _SPECIAL = re.compile(r"^<[^<>]+>$")  # <blk>, <sos/eos>, <unk>
 # ISO 639-3 macrolanguage codes -> the individual language PHOIBLE has an inventory for.
 MACROLANGUAGES = {
-    "ara": "arb", "msa": "zsm", "swa": "swh", "fas": "pes", "zho": "cmn", "est": "ekk", "lav": "lvs",
-    "aze": "azj", "uzb": "uzn", "sqi": "als", "ori": "ory", "kur": "kmr", "pus": "pbu",
+    "ara": "arb",
+    "msa": "zsm",
+    "swa": "swh",
+    "fas": "pes",
+    "zho": "cmn",
+    "est": "ekk",
+    "lav": "lvs",
+    "aze": "azj",
+    "uzb": "uzn",
+    "sqi": "als",
+    "ori": "ory",
+    "kur": "kmr",
+    "pus": "pbu",
 }
 
 PathLike = Union[str, Path]
@@ -59,13 +71,13 @@ PathLike = Union[str, Path]
 class Inventory:
     """A set of phones (IPA strings) and a name for messages."""
 
-    phones: Tuple[str, ...]
+    phones: tuple[str, ...]
     name: str = "inventory"
 
     @classmethod
     def from_phones(cls, phones: Iterable[str], name: str = "inventory") -> Inventory:
         """Phones as given (whitespace inside an item separates phones); duplicates merged."""
-        seen: Dict[str, None] = {}
+        seen: dict[str, None] = {}
         for item in phones:
             if not isinstance(item, str):
                 raise TypeError(f"{name}: phones must be strings, got {type(item).__name__}")
@@ -96,7 +108,7 @@ class Inventory:
         return cls(phones, f"{iso} ({name}, PHOIBLE)")
 
 
-def available_languages() -> Dict[str, Tuple[str, int]]:
+def available_languages() -> dict[str, tuple[str, int]]:
     """The built-in inventories: ISO 639-3 code -> (language name, number of phones)."""
     return {code: (name, len(phones)) for code, (name, phones) in _builtin().items()}
 
@@ -128,8 +140,8 @@ def resolve_language(code: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _builtin() -> Dict[str, Tuple[str, Tuple[str, ...]]]:
-    table: Dict[str, Tuple[str, Tuple[str, ...]]] = {}
+def _builtin() -> dict[str, tuple[str, tuple[str, ...]]]:
+    table: dict[str, tuple[str, tuple[str, ...]]] = {}
     with open(BUILTIN_INVENTORIES, encoding="utf-8") as f:
         lines = [line.rstrip("\n") for line in f if not line.startswith("#")]
     for line in lines[1:]:  # after the header
@@ -152,14 +164,14 @@ class TokenMask:
 
     allowed: Tensor
     name: str = "inventory"
-    missing: Tuple[Tuple[str, str], ...] = ()
+    missing: tuple[tuple[str, str], ...] = ()
 
     @property
     def full(self) -> bool:
         """True when every token is allowed (the mask changes nothing)."""
         return bool(self.allowed.all())
 
-    def warning(self) -> Optional[str]:
+    def warning(self) -> str | None:
         """A message naming the phones with symbols the tokenizer lacks, or None."""
         if not self.missing:
             return None
@@ -170,7 +182,7 @@ class TokenMask:
         )
 
 
-def token_mask(inventory: Union[Inventory, Iterable[str]], tokenizer) -> TokenMask:
+def token_mask(inventory: Inventory | Iterable[str], tokenizer) -> TokenMask:
     """The mask of `inventory` over `tokenizer`'s tokens (see the module docstring).
 
     `tokenizer`: anything with `vocab_size`, `id_to_piece` and `blank_id`
@@ -185,7 +197,7 @@ def token_mask(inventory: Union[Inventory, Iterable[str]], tokenizer) -> TokenMa
     allowed[int(getattr(tokenizer, "blank_id", 0))] = True
     if WORD_BOUNDARY in pieces:
         allowed[pieces[WORD_BOUNDARY]] = True
-    missing: List[Tuple[str, str]] = []
+    missing: list[tuple[str, str]] = []
     any_phone = False
     for phone in inventory.phones:
         if all(c in chars for c in phone):
@@ -203,14 +215,14 @@ def token_mask(inventory: Union[Inventory, Iterable[str]], tokenizer) -> TokenMa
     return TokenMask(allowed, inventory.name, tuple(missing))
 
 
-def _allowed(mask: Union[TokenMask, Tensor, None]) -> Optional[Tensor]:
+def _allowed(mask: TokenMask | Tensor | None) -> Tensor | None:
     if mask is None:
         return None
     allowed = mask.allowed if isinstance(mask, TokenMask) else mask
     return None if bool(allowed.all()) else allowed
 
 
-def mask_logits(logits: Tensor, mask: Union[TokenMask, Tensor, None]) -> Tensor:
+def mask_logits(logits: Tensor, mask: TokenMask | Tensor | None) -> Tensor:
     """Logits (..., vocab) with the tokens outside the mask set to -inf (unchanged when the mask
     is None or allows every token); a softmax over them renormalises over the allowed ones."""
     allowed = _allowed(mask)
@@ -219,7 +231,7 @@ def mask_logits(logits: Tensor, mask: Union[TokenMask, Tensor, None]) -> Tensor:
     return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
 
 
-def mask_log_probs(log_probs: Tensor, mask: Union[TokenMask, Tensor, None]) -> Tensor:
+def mask_log_probs(log_probs: Tensor, mask: TokenMask | Tensor | None) -> Tensor:
     """CTC log-probs (..., vocab) restricted to the mask and renormalised over the allowed
     tokens (log-softmax of the masked values); unchanged when the mask is None or full."""
     allowed = _allowed(mask)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 # How hypotheses are searched: "greedy" (as the released ZIPA inference) or "beam" (CTC prefix
 # beam search / transducer modified beam search).
@@ -61,7 +61,7 @@ class DecodingOptions:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def of(cls, options: Optional[DecodingOptions] = None, **changes: Any) -> DecodingOptions:
+    def of(cls, options: DecodingOptions | None = None, **changes: Any) -> DecodingOptions:
         """``options`` (default: the defaults) with ``changes``, the keyword arguments a caller
         gave one by one; unknown names are a TypeError naming them."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(cls)}

@@ -9,7 +9,7 @@ spell a sequence back out only once, for the winner.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 ROOT = 0  # the id of the empty sequence
 
@@ -18,14 +18,14 @@ class PrefixTrie:
     """Id 0 is the empty sequence; `extend` gives the ids of sequences one token longer."""
 
     def __init__(self) -> None:
-        self.parents: List[int] = [-1]
-        self.tokens: List[int] = [-1]
-        self._children: Dict[Tuple[int, int], int] = {}
+        self.parents: list[int] = [-1]
+        self.tokens: list[int] = [-1]
+        self._children: dict[tuple[int, int], int] = {}
 
     def __len__(self) -> int:
         return len(self.parents)
 
-    def extend(self, ids: Sequence[int], tokens: Sequence[int]) -> List[int]:
+    def extend(self, ids: Sequence[int], tokens: Sequence[int]) -> list[int]:
         """The id of `sequence(ids[k]) + [tokens[k]]` for each k (created on first use)."""
         out = []
         for parent, token in zip(ids, tokens):
@@ -38,7 +38,7 @@ class PrefixTrie:
             out.append(child)
         return out
 
-    def sequence(self, node: int) -> List[int]:
+    def sequence(self, node: int) -> list[int]:
         """The tokens of sequence `node`, first to last."""
         out = []
         while node != ROOT:

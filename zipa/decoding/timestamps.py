@@ -51,8 +51,8 @@ interval runs from its first phone's start to its last phone's end.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
 
 from zipa.decoding.fit import AlignmentFit
 
@@ -100,7 +100,7 @@ class TimedToken:
     start: float
     end: float
     confidence: float
-    alternatives: Optional[Tuple[Tuple[int, float], ...]] = None
+    alternatives: tuple[tuple[int, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class Interval:
     start: float
     end: float
     confidence: float
-    alternatives: Optional[Tuple[Tuple[str, float], ...]] = None
+    alternatives: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass
@@ -122,10 +122,10 @@ class Alignment:
     and, in `warnings`, why it may not be the audio's."""
 
     text: str
-    phones: List[Interval]
-    words: List[Interval]
-    fit: Optional[AlignmentFit] = None
-    warnings: List[str] = field(default_factory=list)
+    phones: list[Interval]
+    words: list[Interval]
+    fit: AlignmentFit | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def is_modifier(piece: str) -> bool:
@@ -133,11 +133,11 @@ def is_modifier(piece: str) -> bool:
     return bool(piece) and all(unicodedata.category(c) in _MODIFIER_CATEGORIES for c in piece)
 
 
-def split_phones(text: str) -> List[str]:
+def split_phones(text: str) -> list[str]:
     """The phones of IPA text, as `build_alignment` groups tokens: each base character with the
     modifiers after it, word by word (whitespace and ``▁`` separate words and are dropped); a
     modifier with no phone before it in its word stands alone. ``"tʰaː kʲ"`` -> ``tʰ aː kʲ``."""
-    phones: List[str] = []
+    phones: list[str] = []
     for word in text.replace(WORD_BOUNDARY, " ").split():
         first = len(phones)
         for ch in word:
@@ -155,8 +155,8 @@ def _mean(values: Sequence[float]) -> float:
 def build_alignment(
     tokens: Sequence[TimedToken],
     id_to_piece: Callable[[int], str],
-    duration: Optional[float] = None,
-    normalize: Optional[Callable[[str], str]] = None,
+    duration: float | None = None,
+    normalize: Callable[[str], str] | None = None,
 ) -> Alignment:
     """Group timed tokens into phones and words.
 
@@ -165,8 +165,8 @@ def build_alignment(
     interval's start (neighbouring long-audio windows may disagree by a frame) and to
     ``duration``. ``text`` is the words joined by single spaces.
     """
-    words_of_phones: List[List[Interval]] = [[]]
-    pending: List[TimedToken] = []  # tokens of the phone being built
+    words_of_phones: list[list[Interval]] = [[]]
+    pending: list[TimedToken] = []  # tokens of the phone being built
     pending_label = ""
 
     def flush() -> None:
@@ -177,8 +177,9 @@ def build_alignment(
                 ids = pending[0].alternatives
                 alternatives = None if ids is None else tuple((id_to_piece(t), p) for t, p in ids)
                 words_of_phones[-1].append(
-                    Interval(label, pending[0].start, pending[-1].end, _mean([t.confidence for t in pending]),
-                             alternatives)
+                    Interval(
+                        label, pending[0].start, pending[-1].end, _mean([t.confidence for t in pending]), alternatives
+                    )
                 )
         pending, pending_label = [], ""
 
@@ -208,7 +209,7 @@ def build_alignment(
     return Alignment(" ".join(w.label for w in words), phones, words)
 
 
-def _clip(intervals: List[Interval], duration: Optional[float]) -> List[Interval]:
+def _clip(intervals: list[Interval], duration: float | None) -> list[Interval]:
     out = []
     for i, iv in enumerate(intervals):
         end = iv.end

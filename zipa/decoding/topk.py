@@ -14,7 +14,7 @@ Computed in float64.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -22,7 +22,7 @@ from torch import Tensor
 from zipa.decoding.inventory import TokenMask, mask_logits
 from zipa.model.protocols import TransducerHead
 
-Alternatives = Tuple[Tuple[int, float], ...]
+Alternatives = tuple[tuple[int, float], ...]
 
 
 def top_alternatives(probs: Tensor, k: int, blank_id: int = 0) -> Alternatives:
@@ -39,8 +39,8 @@ def top_alternatives(probs: Tensor, k: int, blank_id: int = 0) -> Alternatives:
 
 
 def ctc_alternatives(
-    log_probs: Tensor, frames: Sequence[Tuple[int, int]], k: int, blank_id: int = 0
-) -> List[Alternatives]:
+    log_probs: Tensor, frames: Sequence[tuple[int, int]], k: int, blank_id: int = 0
+) -> list[Alternatives]:
     """For each frame range [start, end) of one utterance's CTC log-probs (T, vocab): the top-k
     tokens of the posteriors averaged over those frames (see the module docstring)."""
     probs = log_probs.detach().double().exp()
@@ -55,8 +55,8 @@ def transducer_alternatives(
     frames: Sequence[int],
     which: Sequence[int],
     k: int,
-    token_mask: Optional[TokenMask] = None,
-) -> List[Alternatives]:
+    token_mask: TokenMask | None = None,
+) -> list[Alternatives]:
     """Top-k tokens of the joiner's distribution where token ``tokens[u]`` was emitted, for each
     u in `which`: at encoder frame ``frames[u]``, with the decoder fed the tokens before it.
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
-
 import torch
 from torch import Tensor
 
@@ -18,8 +16,8 @@ def transducer_greedy_search(
     encoder_out: Tensor,
     encoder_out_lens: Tensor,
     return_frames: bool = False,
-    token_mask: Optional[TokenMask] = None,
-) -> Union[List[List[int]], Tuple[List[List[int]], List[List[int]], List[List[float]]]]:
+    token_mask: TokenMask | None = None,
+) -> list[list[int]] | tuple[list[list[int]], list[list[int]], list[list[float]]]:
     """Batched greedy search emitting at most one symbol per frame (icefall's
     `greedy_search_batch`).
 
@@ -36,8 +34,8 @@ def transducer_greedy_search(
     lengths = encoder_out_lens.tolist()
     # Histories start with context_size - 1 "no token" slots (-1) and a blank.
     hyps = [[-1] * (context_size - 1) + [blank_id] for _ in range(batch_size)]
-    frames: List[List[int]] = [[] for _ in range(batch_size)]
-    probs: List[List[float]] = [[] for _ in range(batch_size)]
+    frames: list[list[int]] = [[] for _ in range(batch_size)]
+    probs: list[list[float]] = [[] for _ in range(batch_size)]
     context = torch.tensor(hyps, dtype=torch.int64, device=device)
     decoder_out = joiner.decoder_proj(decoder(context, need_pad=False))  # (batch, 1, joiner_dim)
     encoder_proj = joiner.encoder_proj(encoder_out)  # (batch, T, joiner_dim)
@@ -72,8 +70,8 @@ def modified_beam_search(
     encoder_out_lens: Tensor,
     beam: int = 4,
     length_norm: bool = True,
-    token_mask: Optional[TokenMask] = None,
-) -> List[List[int]]:
+    token_mask: TokenMask | None = None,
+) -> list[list[int]]:
     """icefall's `modified_beam_search`: beam search emitting at most one symbol per frame.
 
     At each frame every hypothesis is scored against every token (blank keeps it as it is, any

@@ -14,8 +14,9 @@ matplotlib is optional (``pip install 'zipa-phones[plot]'``) and imported on fir
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any
 
 from zipa.utils.atomic import open_atomic
 
@@ -35,14 +36,14 @@ def _figure_class():
     return Figure
 
 
-def _rows(metrics: Mapping[str, Any]) -> List[Tuple[str, List[Tuple[str, Mapping[str, Any]]]]]:
+def _rows(metrics: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, Mapping[str, Any]]]]]:
     """(row title, [(bar label, block), ...]) per split present; the overall block first."""
     overall = metrics["overall"]
     rows = [(title, [("all", overall), *metrics[key].items()]) for key, title in SPLITS if metrics.get(key)]
     return rows or [("all utterances", [("all", overall)])]
 
 
-def metrics_chart(metrics: Mapping[str, Any], title: Optional[str] = None) -> Figure:
+def metrics_chart(metrics: Mapping[str, Any], title: str | None = None) -> Figure:
     """The chart of ``metrics`` (see the module docstring)."""
     Figure = _figure_class()
     rows = _rows(metrics)
@@ -68,7 +69,7 @@ def metrics_chart(metrics: Mapping[str, Any], title: Optional[str] = None) -> Fi
 
 
 def save_metrics_chart(
-    metrics: Mapping[str, Any], path: Union[str, Path], title: Optional[str] = None, dpi: float = 100
+    metrics: Mapping[str, Any], path: str | Path, title: str | None = None, dpi: float = 100
 ) -> Path:
     """Draw ``metrics`` and write the picture atomically (format from the suffix, png without
     one). Returns ``path``."""

@@ -23,10 +23,11 @@ from __future__ import annotations
 import tempfile
 import unicodedata
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Union
 
 from zipa.decoding.options import DecodingOptions
 from zipa.evaluation.metrics import EvaluationResult
@@ -89,9 +90,10 @@ class NormalizationReport:
                 self.mapped[f"{symbol}→{replacement}"] += n
         return result
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """For the metrics JSON: counts, most frequent first."""
-        def ordered(counter: Counter) -> Dict[str, int]:
+
+        def ordered(counter: Counter) -> dict[str, int]:
             return dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
 
         return {
@@ -106,12 +108,17 @@ class NormalizationReport:
 
     def format(self) -> str:
         """A few lines for the terminal."""
-        head = (f"reference normalisation{' (with --remove-diacritics)' if self.remove_diacritics else ''}: "
-                f"{self.changed} of {self.references} references changed")
+        head = (
+            f"reference normalisation{' (with --remove-diacritics)' if self.remove_diacritics else ''}: "
+            f"{self.changed} of {self.references} references changed"
+        )
         lines = [head]
-        for title, counter in (("mapped to the inventory", self.mapped), ("removed", self.removed),
-                               ("became word boundaries", self.boundaries),
-                               ("dropped (not in the inventory)", self.dropped)):
+        for title, counter in (
+            ("mapped to the inventory", self.mapped),
+            ("removed", self.removed),
+            ("became word boundaries", self.boundaries),
+            ("dropped (not in the inventory)", self.dropped),
+        ):
             if counter:
                 items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
                 lines.append(f"  {title}: " + ", ".join(f"{show_symbol(s)} ×{n}" for s, n in items))
@@ -144,11 +151,11 @@ class EvaluationRun:
     normalisation report and the decoding key (``ctc-greedy-search``...)."""
 
     key: str
-    results: List[EvaluationResult]
-    failures: List[Failure]
+    results: list[EvaluationResult]
+    failures: list[Failure]
     normalization: NormalizationReport
 
-    def extra(self) -> Dict[str, Any]:
+    def extra(self) -> dict[str, Any]:
         """The metrics keys beyond ``compute_metrics``'s: normalisation and failures."""
         return {
             "normalization": self.normalization.to_dict(),
@@ -160,10 +167,10 @@ class EvaluationRun:
 def run_evaluation(
     transcriber,
     references: Iterable[Reference],
-    options: Optional[DecodingOptions] = None,
+    options: DecodingOptions | None = None,
     progress: Any = False,
-    total: Optional[int] = None,
-    on_failure: Optional[Callable[[Failure], None]] = None,
+    total: int | None = None,
+    on_failure: Callable[[Failure], None] | None = None,
 ) -> EvaluationRun:
     """Normalise, decode and pair every reference (see the module docstring).
 
@@ -181,8 +188,8 @@ def run_evaluation(
     remove_diacritics = options.remove_diacritics
     key = decoding_key(transcriber.uses_ctc, options.decoding)
     report = NormalizationReport(remove_diacritics)
-    results: List[EvaluationResult] = []
-    failures: List[Failure] = []
+    results: list[EvaluationResult] = []
+    failures: list[Failure] = []
     if total is None:
         total = len(references) if hasattr(references, "__len__") else 0  # type: ignore[arg-type]
     reporter = Progress.make(progress, total, desc="zipa evaluate")
@@ -198,7 +205,7 @@ def run_evaluation(
             chunk = list(islice(todo, CHUNK))
             if not chunk:
                 break
-            scored: List[Tuple[Reference, str]] = []
+            scored: list[tuple[Reference, str]] = []
             for ref in chunk:
                 text = report.normalize(ref.text) if ref.text else ""
                 if ref.error is not None:
@@ -257,11 +264,11 @@ def _audio_file(ref: Reference, target: Path) -> Path:
 
 def score(
     run: EvaluationRun,
-    output_dir: Optional[PathLike] = None,
+    output_dir: PathLike | None = None,
     test_set: str = "test",
     settings: str = "evaluate",
     unit: str = "char",
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """The metrics of a run, as ``ctc_decode.py`` computes them: ``{"test_set", "decoding",
     "settings", "unit", "overall", "per_language"[, "per_speaker"], "normalization",
     "num_failed", "failed"}``. With ``output_dir`` the icefall files are written there too
@@ -278,7 +285,7 @@ def score(
     return {"test_set": test_set, "decoding": run.key, "settings": settings, **metrics, **run.extra()}
 
 
-def save_chart(metrics: Dict[str, Any], output_dir: PathLike) -> Path:
+def save_chart(metrics: dict[str, Any], output_dir: PathLike) -> Path:
     """The PER/PFER bar chart of ``metrics`` (:mod:`zipa.evaluation.charts`) beside the metrics
     file: ``chart-{test_set}-{settings}.png``. ``ImportError`` without matplotlib."""
     from zipa.evaluation.charts import save_metrics_chart
@@ -293,13 +300,13 @@ def save_chart(metrics: Dict[str, Any], output_dir: PathLike) -> Path:
 # The Python API's pairs
 
 
-def as_references(pairs: Iterable[Any], sampling_rate: Optional[int] = None) -> Iterator[Reference]:
+def as_references(pairs: Iterable[Any], sampling_rate: int | None = None) -> Iterator[Reference]:
     """``model.evaluate``'s items as references: ``(audio, ipa)``, ``(audio, ipa, language)``,
     ``(audio, ipa, language, speaker)``, a dict with those keys (``audio``, ``ipa`` or
     ``text``, ``language``, ``speaker``, ``id``) or a `Reference`. Audio is a file or an array
     (at ``sampling_rate``, default 16 kHz); ids are the files' paths without suffix
     (``item-N`` for arrays), made unique."""
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     for n, item in enumerate(pairs):
         if isinstance(item, Reference):
             ref = item
@@ -314,13 +321,22 @@ def as_references(pairs: Iterable[Any], sampling_rate: Optional[int] = None) -> 
             else:
                 raise TypeError(f"item {n}: expected (audio, ipa[, language[, speaker]]), got {item!r:.80}")
             cut_id = given or (
-                Path(audio).with_suffix("").as_posix() if isinstance(audio, (str, Path)) else f"item-{n}")
-            ref = Reference(str(cut_id), audio, text, language, speaker, sampling_rate,
-                            error=None if (text or "").strip() else f"item {n}: no reference")
+                Path(audio).with_suffix("").as_posix() if isinstance(audio, (str, Path)) else f"item-{n}"
+            )
+            ref = Reference(
+                str(cut_id),
+                audio,
+                text,
+                language,
+                speaker,
+                sampling_rate,
+                error=None if (text or "").strip() else f"item {n}: no reference",
+            )
         if ref.id in seen:
             seen[ref.id] += 1
-            ref = Reference(f"{ref.id}#{seen[ref.id]}", ref.audio, ref.text, ref.language, ref.speaker,
-                            ref.sampling_rate, ref.error)
+            ref = Reference(
+                f"{ref.id}#{seen[ref.id]}", ref.audio, ref.text, ref.language, ref.speaker, ref.sampling_rate, ref.error
+            )
         else:
             seen[ref.id] = 0
         yield ref

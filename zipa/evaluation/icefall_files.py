@@ -28,8 +28,9 @@ import json
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Union
 
 from zipa.evaluation.metrics import (
     ERR,
@@ -59,11 +60,11 @@ def store_recogs(path: PathLike, results: Iterable[ResultLike], unit: str = "cha
         f.writelines(lines)
 
 
-def read_recogs(path: PathLike) -> List[EvaluationResult]:
+def read_recogs(path: PathLike) -> list[EvaluationResult]:
     """Read a recogs file back (ours or icefall's); the language is not stored there."""
-    refs: Dict[str, Any] = {}
-    hyps: Dict[str, Any] = {}
-    order: List[str] = []
+    refs: dict[str, Any] = {}
+    hyps: dict[str, Any] = {}
+    order: list[str] = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             line = line.rstrip("\n")
@@ -90,7 +91,7 @@ def read_recogs(path: PathLike) -> List[EvaluationResult]:
 # errs
 
 
-def _merge_successive_errors(ali: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
+def _merge_successive_errors(ali: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """icefall's display of one alignment: runs of errors merged into one ``(a b->x y)``."""
     groups = [[[x], [y]] for x, y in ali]
     for i in range(len(groups) - 1):
@@ -116,14 +117,14 @@ def _per_value(errors: int, ref_len: int) -> float:
 
 def format_errs(
     test_set_name: str, results: Iterable[ResultLike], unit: str = "char", enable_log: bool = True
-) -> Tuple[str, float]:
+) -> tuple[str, float]:
     """The errs file's text and the PER (percent, 2 decimals), as icefall's
     ``write_error_stats`` computes them (results sorted by cut id first, as ZIPA does)."""
-    subs: Dict[Tuple[str, str], int] = defaultdict(int)
-    ins: Dict[str, int] = defaultdict(int)
-    dels: Dict[str, int] = defaultdict(int)
+    subs: dict[tuple[str, str], int] = defaultdict(int)
+    ins: dict[str, int] = defaultdict(int)
+    dels: dict[str, int] = defaultdict(int)
     # per phone: corr, ref_sub, hyp_sub, ins, dels
-    phones: Dict[str, List[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    phones: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     num_corr = 0
     ref_len = 0
     utt_lines = []
@@ -145,9 +146,7 @@ def format_errs(
             else:
                 phones[rp][0] += 1
                 num_corr += 1
-        shown = " ".join(
-            a if a == b else f"({a}->{b})" for a, b in _merge_successive_errors(ali)
-        )
+        shown = " ".join(a if a == b else f"({a}->{b})" for a, b in _merge_successive_errors(ali))
         utt_lines.append(f"{r.cut_id}:\t{shown}")
 
     sub_errs, ins_errs, del_errs = sum(subs.values()), sum(ins.values()), sum(dels.values())
@@ -182,8 +181,7 @@ def format_errs(
     for _, phone, c in sorted(((sum(v[1:]), k, v) for k, v in phones.items()), reverse=True):
         corr, ref_sub, hyp_sub, n_ins, n_dels = c
         out.append(
-            f"{phone}   {corr} {ref_sub + hyp_sub + n_ins + n_dels} "
-            f"{corr + ref_sub + n_dels} {corr + hyp_sub + n_ins}"
+            f"{phone}   {corr} {ref_sub + hyp_sub + n_ins + n_dels} {corr + ref_sub + n_dels} {corr + hyp_sub + n_ins}"
         )
     return "\n".join(out) + "\n", per
 
@@ -217,7 +215,7 @@ def write_per_summary(path: PathLike, pers: Mapping[str, float]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def result_stem(test_set_name: str, suffix: str, key: Optional[str] = None) -> str:
+def result_stem(test_set_name: str, suffix: str, key: str | None = None) -> str:
     """``{test_set}-{suffix}`` as ZIPA names its files (``recogs-{stem}.txt`` ...);
     ``{test_set}-{key}-{suffix}`` when several decoding keys share a folder."""
     return f"{test_set_name}-{key}-{suffix}" if key else f"{test_set_name}-{suffix}"
@@ -228,10 +226,10 @@ def save_results(
     test_set_name: str,
     suffix: str,
     results_by_key: Mapping[str, Sequence[ResultLike]],
-    languages: Optional[Mapping[str, str]] = None,
+    languages: Mapping[str, str] | None = None,
     unit: str = "char",
-    extra: Optional[Mapping[str, Any]] = None,
-) -> Dict[str, Dict[str, Any]]:
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
     """What a decode script writes for one test set: for each decoding key (e.g.
     ``ctc-greedy-search``) the recogs, errs and metrics files, then the PER summary. With one
     key the names are ZIPA's (``recogs-{test_set}-{suffix}.txt``); with several the key is part
@@ -240,8 +238,8 @@ def save_results(
     ``{key: metrics}``."""
     res_dir = Path(res_dir)
     several = len(results_by_key) > 1
-    pers: Dict[str, float] = {}
-    out: Dict[str, Dict[str, Any]] = {}
+    pers: dict[str, float] = {}
+    out: dict[str, dict[str, Any]] = {}
     for key, results in results_by_key.items():
         results = sorted_results(results)
         stem = result_stem(test_set_name, suffix, key if several else None)

@@ -51,10 +51,11 @@ from __future__ import annotations
 
 import unicodedata
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -93,13 +94,13 @@ class EvaluationResult:
     per-speaker splits)."""
 
     cut_id: str
-    ref: Union[str, Sequence[str]]
-    hyp: Union[str, Sequence[str]]
-    language: Optional[str] = None
-    speaker: Optional[str] = None
+    ref: str | Sequence[str]
+    hyp: str | Sequence[str]
+    language: str | None = None
+    speaker: str | None = None
 
 
-ResultLike = Union[EvaluationResult, Tuple[Any, ...]]
+ResultLike = Union[EvaluationResult, tuple[Any, ...]]
 
 
 def _as_result(item: ResultLike) -> EvaluationResult:
@@ -115,7 +116,7 @@ def _as_result(item: ResultLike) -> EvaluationResult:
     )
 
 
-def sorted_results(results: Iterable[ResultLike]) -> List[EvaluationResult]:
+def sorted_results(results: Iterable[ResultLike]) -> list[EvaluationResult]:
     return sorted((_as_result(r) for r in results), key=lambda r: r.cut_id)
 
 
@@ -123,7 +124,7 @@ def sorted_results(results: Iterable[ResultLike]) -> List[EvaluationResult]:
 # Units
 
 
-def _joined(text: Union[str, Sequence[str]]) -> str:
+def _joined(text: str | Sequence[str]) -> str:
     if isinstance(text, str):
         s = text
     else:
@@ -135,7 +136,7 @@ def _is_modifier(ch: str) -> bool:
     return ch in DIACRITICS or unicodedata.category(ch) == "Mn"
 
 
-def phone_units(text: Union[str, Sequence[str]], unit: str = "char") -> List[str]:
+def phone_units(text: str | Sequence[str], unit: str = "char") -> list[str]:
     """The units PER is counted over. ``"char"`` (ZIPA's): every character of the text without
     whitespace and ``▁``. ``"segment"``: a base character plus the modifier letters
     (``ʰ ʲ ʷ ʼ ː ˞ ˠ ˤ``) and combining marks after it; a tie bar also joins the next letter."""
@@ -144,7 +145,7 @@ def phone_units(text: Union[str, Sequence[str]], unit: str = "char") -> List[str
         return list(s)
     if unit != "segment":
         raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
-    segs: List[str] = []
+    segs: list[str] = []
     join_next = False
     for ch in s:
         if segs and (join_next or _is_modifier(ch)):
@@ -181,7 +182,7 @@ class EditCounts:
         return self.corr + self.ins + self.subs
 
 
-def align(ref: Sequence[str], hyp: Sequence[str], eps: str = ERR) -> List[Tuple[str, str]]:
+def align(ref: Sequence[str], hyp: Sequence[str], eps: str = ERR) -> list[tuple[str, str]]:
     """Levenshtein alignment of two unit sequences (unit costs) as ``(ref, hyp)`` pairs, ``eps``
     marking an insertion (left) or a deletion (right). Ties resolve as kaldialign's (used by
     icefall): match/substitution unless strictly worse, then deletion over insertion."""
@@ -198,7 +199,7 @@ def align(ref: Sequence[str], hyp: Sequence[str], eps: str = ERR) -> List[Tuple[
         r = ref[m - 1]
         for n in range(1, N + 1):
             row[n] = min(prev[n - 1] + (r != hyp[n - 1]), prev[n] + 1, row[n - 1] + 1)
-    out: List[Tuple[str, str]] = []
+    out: list[tuple[str, str]] = []
     m, n = M, N
     while m or n:
         if m == 0:
@@ -224,7 +225,7 @@ def align(ref: Sequence[str], hyp: Sequence[str], eps: str = ERR) -> List[Tuple[
     return out
 
 
-def _counts(ali: Sequence[Tuple[str, str]], eps: str = ERR) -> EditCounts:
+def _counts(ali: Sequence[tuple[str, str]], eps: str = ERR) -> EditCounts:
     corr = ins = dels = subs = 0
     for r, h in ali:
         if r == eps:
@@ -257,7 +258,7 @@ def get_distance():
     return panphon.distance.Distance()
 
 
-def pfer_text(text: Union[str, Sequence[str]]) -> str:
+def pfer_text(text: str | Sequence[str]) -> str:
     """The string panphon scores: joined, whitespace, stress, ``.``, tones and ``▁`` removed,
     ASCII ``g`` as ``ɡ`` (ZIPA's ``evaluate.py`` does the last)."""
     s = text if isinstance(text, str) else "".join(str(t) for t in text)
@@ -280,7 +281,7 @@ def feature_edit_distance(source: str, target: str, distance=None) -> float:
     n_feat = a.shape[1] if a.size else b.shape[1] if b.size else len(distance.fm.names)
     del_cost = (np.where(a == 0, 0.5, 1.0).sum(axis=1) / n_feat).tolist()
     ins_cost = (np.where(b == 0, 0.5, 1.0).sum(axis=1) / n_feat).tolist()
-    sub_cost: List[List[float]] = [[] for _ in range(len(a))]
+    sub_cost: list[list[float]] = [[] for _ in range(len(a))]
     if len(a) and len(b):
         sub = (np.abs(a[:, None, :] - b[None, :, :]) / 2).sum(axis=2) / n_feat
         sub_cost = sub.tolist()
@@ -298,15 +299,13 @@ def feature_edit_distance(source: str, target: str, distance=None) -> float:
     return float(prev[m])
 
 
-def pfer(
-    hyp: Union[str, Sequence[str]], ref: Union[str, Sequence[str]], distance=None
-) -> float:
+def pfer(hyp: str | Sequence[str], ref: str | Sequence[str], distance=None) -> float:
     """One utterance's PFER as ZIPA's ``compute_pfer``: ``feature_edit_distance(hyp, ref)`` on
     :func:`pfer_text` of each, not normalised by length."""
     return feature_edit_distance(pfer_text(hyp), pfer_text(ref), distance)
 
 
-def pfer_stats(values: Sequence[float]) -> Dict[str, Optional[float]]:
+def pfer_stats(values: Sequence[float]) -> dict[str, float | None]:
     """ZIPA's summary: mean, median, IQR (q75 - q25), population std; 3 decimals. ``None`` for
     an empty list."""
     if len(values) == 0:
@@ -325,7 +324,7 @@ def pfer_stats(values: Sequence[float]) -> Dict[str, Optional[float]]:
 # Metrics
 
 
-def _block(counts: List[EditCounts], pfers: List[float]) -> Dict[str, Any]:
+def _block(counts: list[EditCounts], pfers: list[float]) -> dict[str, Any]:
     corr = sum(c.corr for c in counts)
     ins = sum(c.ins for c in counts)
     dels = sum(c.dels for c in counts)
@@ -348,20 +347,20 @@ def _block(counts: List[EditCounts], pfers: List[float]) -> Dict[str, Any]:
 
 def compute_metrics(
     results: Iterable[ResultLike],
-    languages: Optional[Mapping[str, str]] = None,
+    languages: Mapping[str, str] | None = None,
     unit: str = "char",
     distance=None,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """PER (corpus level, percent, 2 decimals) and PFER statistics (ZIPA's), with the counts
     behind them, over all utterances (``"overall"``) and per language (``"per_language"``,
     sorted by code). An utterance's language is ``languages[cut_id]`` when given, else its
     result's ``language``; utterances with none count in ``"overall"`` only. When some
     results name a speaker, ``"per_speaker"`` holds the same blocks per speaker (sorted)."""
     distance = distance if distance is not None else get_distance()
-    counts: List[EditCounts] = []
-    pfers: List[float] = []
-    by_lang: Dict[str, List[int]] = defaultdict(list)
-    by_speaker: Dict[str, List[int]] = defaultdict(list)
+    counts: list[EditCounts] = []
+    pfers: list[float] = []
+    by_lang: dict[str, list[int]] = defaultdict(list)
+    by_speaker: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(sorted_results(results)):
         counts.append(edit_counts(phone_units(r.ref, unit), phone_units(r.hyp, unit)))
         pfers.append(pfer(r.hyp, r.ref, distance))
@@ -371,11 +370,8 @@ def compute_metrics(
         if r.speaker:
             by_speaker[r.speaker].append(i)
 
-    def blocks(groups: Dict[str, List[int]]) -> Dict[str, Dict[str, Any]]:
-        return {
-            name: _block([counts[i] for i in idx], [pfers[i] for i in idx])
-            for name, idx in sorted(groups.items())
-        }
+    def blocks(groups: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+        return {name: _block([counts[i] for i in idx], [pfers[i] for i in idx]) for name, idx in sorted(groups.items())}
 
     metrics = {"unit": unit, "overall": _block(counts, pfers), "per_language": blocks(by_lang)}
     if by_speaker:
@@ -387,7 +383,7 @@ def compute_metrics(
 # Report
 
 
-def _fmt(x: Optional[float], spec: str) -> str:
+def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
@@ -395,20 +391,28 @@ def summarise_table(metrics_by_test_set: Mapping[str, Mapping[str, Any]]) -> str
     """A plain-text table: one row per test set (its ``"overall"`` block) followed by indented
     rows per language (and per speaker, ``speaker NAME``, when the metrics have them), with
     utterance and phone counts, PER % with ins/del/sub, and PFER mean, median, IQR and std."""
-    header = ("test set", "utts", "phones", "PER%", "ins", "del", "sub",
-              "PFER mean", "median", "IQR", "std")
+    header = ("test set", "utts", "phones", "PER%", "ins", "del", "sub", "PFER mean", "median", "IQR", "std")
     rows = []
     for name, metrics in metrics_by_test_set.items():
         blocks = [(name, metrics["overall"])]
         blocks += [(f"  {lang}", b) for lang, b in metrics.get("per_language", {}).items()]
         blocks += [(f"  speaker {spk}", b) for spk, b in metrics.get("per_speaker", {}).items()]
         for label, b in blocks:
-            rows.append((
-                label, str(b["num_utts"]), str(b["ref_phones"]), _fmt(b["PER"], ".2f"),
-                str(b["ins"]), str(b["del"]), str(b["sub"]),
-                _fmt(b["PFER mean"], ".3f"), _fmt(b["PFER median"], ".3f"),
-                _fmt(b["PFER IQR"], ".3f"), _fmt(b["PFER std"], ".3f"),
-            ))
+            rows.append(
+                (
+                    label,
+                    str(b["num_utts"]),
+                    str(b["ref_phones"]),
+                    _fmt(b["PER"], ".2f"),
+                    str(b["ins"]),
+                    str(b["del"]),
+                    str(b["sub"]),
+                    _fmt(b["PFER mean"], ".3f"),
+                    _fmt(b["PFER median"], ".3f"),
+                    _fmt(b["PFER IQR"], ".3f"),
+                    _fmt(b["PFER std"], ".3f"),
+                )
+            )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = []
     for r in [header, *rows]:

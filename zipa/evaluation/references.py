@@ -35,9 +35,10 @@ supervisions giving the text (joined), the language and the speaker.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Union
 
 from zipa.utils.tsv import tsv_rows
 
@@ -46,9 +47,15 @@ PathLike = Union[str, Path]
 REFERENCE_KINDS = ("tsv", "textgrid", "shar")
 TSV_COLUMNS = {
     "path": "path",
-    "ipa": "ipa", "text": "ipa", "reference": "ipa", "ref": "ipa", "transcript": "ipa",
-    "language": "language", "lang": "language",
-    "speaker": "speaker", "spk": "speaker",
+    "ipa": "ipa",
+    "text": "ipa",
+    "reference": "ipa",
+    "ref": "ipa",
+    "transcript": "ipa",
+    "language": "language",
+    "lang": "language",
+    "speaker": "speaker",
+    "spk": "speaker",
 }
 POSITIONAL_COLUMNS = ("path", "ipa", "language", "speaker")
 TEXTGRID_SUFFIX = ".textgrid"
@@ -63,11 +70,11 @@ class Reference:
 
     id: str
     audio: Any
-    text: Optional[str]
-    language: Optional[str] = None
-    speaker: Optional[str] = None
-    sampling_rate: Optional[int] = None
-    error: Optional[str] = None
+    text: str | None
+    language: str | None = None
+    speaker: str | None = None
+    sampling_rate: int | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -78,12 +85,12 @@ class ReferenceEntry:
     (TSV only)."""
 
     key: str
-    text: Optional[str]
+    text: str | None
     source: str
-    language: Optional[str] = None
-    speaker: Optional[str] = None
-    audio: Optional[Path] = None
-    error: Optional[str] = None
+    language: str | None = None
+    speaker: str | None = None
+    audio: Path | None = None
+    error: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,14 +121,14 @@ def reference_kind(path: PathLike) -> str:
 # TSV
 
 
-def read_reference_tsv(path: PathLike) -> List[ReferenceEntry]:
+def read_reference_tsv(path: PathLike) -> list[ReferenceEntry]:
     """The entries of a references TSV (layout in the module docstring). ``ValueError`` for a
     header without ``path`` and ``ipa`` columns, or a path listed twice."""
     path = Path(path)
     base = path.parent
-    entries: List[ReferenceEntry] = []
-    seen: Dict[str, str] = {}
-    columns: Optional[Dict[str, int]] = None
+    entries: list[ReferenceEntry] = []
+    seen: dict[str, str] = {}
+    columns: dict[str, int] | None = None
     first = True
     for lineno, row in tsv_rows(path):
         cells = [c.strip() for c in row]
@@ -140,15 +147,21 @@ def read_reference_tsv(path: PathLike) -> List[ReferenceEntry]:
         if key in seen:
             raise ValueError(f"{source}: {key} is listed twice (first on {seen[key]})")
         seen[key] = source
-        entries.append(ReferenceEntry(
-            key=key, text=value.get("ipa"), source=source, language=value.get("language"),
-            speaker=value.get("speaker"), audio=_audio_path(key, base),
-        ))
+        entries.append(
+            ReferenceEntry(
+                key=key,
+                text=value.get("ipa"),
+                source=source,
+                language=value.get("language"),
+                speaker=value.get("speaker"),
+                audio=_audio_path(key, base),
+            )
+        )
     return entries
 
 
-def _header(cells: Sequence[str], source: str) -> Dict[str, int]:
-    columns: Dict[str, int] = {}
+def _header(cells: Sequence[str], source: str) -> dict[str, int]:
+    columns: dict[str, int] = {}
     for i, cell in enumerate(cells):
         name = TSV_COLUMNS.get(cell.lower())
         if name is not None and name not in columns:
@@ -172,7 +185,7 @@ def _audio_path(key: str, base: Path) -> Path:
 # TextGrids
 
 
-def tier_text(path: PathLike, tier: Optional[str] = None) -> str:
+def tier_text(path: PathLike, tier: str | None = None) -> str:
     """The reference in a TextGrid: the non-empty labels of the interval tier ``tier`` (the only
     interval tier when None) joined by spaces, in time order. ``ValueError`` when the file is
     not a text TextGrid or has no such tier (`zipa.data.textgrid` reads it)."""
@@ -182,7 +195,7 @@ def tier_text(path: PathLike, tier: Optional[str] = None) -> str:
     return " ".join(label.strip() for _, _, label in sorted(intervals, key=lambda iv: iv[0]) if label.strip())
 
 
-def read_textgrid_folder(folder: PathLike, tier: Optional[str] = None) -> List[ReferenceEntry]:
+def read_textgrid_folder(folder: PathLike, tier: str | None = None) -> list[ReferenceEntry]:
     """One entry per TextGrid below ``folder`` (recursively, sorted), keyed by its path below
     the folder without the suffix; a TextGrid that cannot be read, or lacks the tier, gives an
     entry with its ``error``."""
@@ -210,17 +223,17 @@ def _resolved(path: Path) -> str:
 
 
 def match_references(
-    entries: Sequence[ReferenceEntry], files: Sequence[Tuple[Path, Path]], refs_name: str = "the references"
-) -> Tuple[List[Reference], List[ReferenceEntry]]:
+    entries: Sequence[ReferenceEntry], files: Sequence[tuple[Path, Path]], refs_name: str = "the references"
+) -> tuple[list[Reference], list[ReferenceEntry]]:
     """Pair audio files ``(path, path relative to its input)`` with entries: the first of
     (1) the entry naming this very file (TSV paths), (2) the entry whose key is the relative
     path, with or without the suffix, (3) the only entry whose key's file name is the file's
     name, with or without the suffix. A file without an entry, or matching several, gets a
     :class:`Reference` with an ``error``. Returns the references (in the order of ``files``)
     and the entries no file matched."""
-    by_path: Dict[str, ReferenceEntry] = {}
-    by_key: Dict[str, ReferenceEntry] = {}
-    by_name: Dict[str, List[ReferenceEntry]] = {}
+    by_path: dict[str, ReferenceEntry] = {}
+    by_key: dict[str, ReferenceEntry] = {}
+    by_name: dict[str, list[ReferenceEntry]] = {}
     for given in entries:
         if given.audio is not None:
             by_path.setdefault(_resolved(given.audio), given)
@@ -234,9 +247,9 @@ def match_references(
 
     ids = _unique_ids(files)
     used = set()
-    refs: List[Reference] = []
+    refs: list[Reference] = []
     for (path, rel), cut_id in zip(files, ids):
-        error: Optional[str] = None
+        error: str | None = None
         entry = by_path.get(_resolved(path)) or by_key.get(rel.as_posix()) or by_key.get(rel.with_suffix("").as_posix())
         if entry is None:
             for name in (path.name, path.stem):
@@ -245,8 +258,10 @@ def match_references(
                     entry = found[0]
                     break
                 if len(found) > 1:
-                    error = (f"{path}: ambiguous reference: {name!r} matches "
-                             f"{', '.join(e.source for e in found[:3])}{' ...' if len(found) > 3 else ''}")
+                    error = (
+                        f"{path}: ambiguous reference: {name!r} matches "
+                        f"{', '.join(e.source for e in found[:3])}{' ...' if len(found) > 3 else ''}"
+                    )
                     break
         if entry is None:
             refs.append(Reference(cut_id, path, None, error=error or f"{path}: no reference in {refs_name}"))
@@ -256,23 +271,23 @@ def match_references(
     return refs, [e for e in entries if id(e) not in used]
 
 
-def tsv_references(entries: Sequence[ReferenceEntry]) -> List[Reference]:
+def tsv_references(entries: Sequence[ReferenceEntry]) -> list[Reference]:
     """The references of a TSV with the audio files its paths name (no audio inputs given)."""
     return [_reference(Path(_normal_key(e.key)).with_suffix("").as_posix(), e.audio, e) for e in entries]
 
 
-def _reference(cut_id: str, audio: Optional[Path], entry: ReferenceEntry) -> Reference:
+def _reference(cut_id: str, audio: Path | None, entry: ReferenceEntry) -> Reference:
     error = entry.error
     if error is None and not (entry.text or "").strip():
         error = f"{audio}: empty reference ({entry.source})"
     return Reference(cut_id, audio, entry.text, entry.language, entry.speaker, error=error)
 
 
-def _unique_ids(files: Sequence[Tuple[Path, Path]]) -> List[str]:
+def _unique_ids(files: Sequence[tuple[Path, Path]]) -> list[str]:
     """Each file's id: its relative path without the suffix, or its whole path where two
     inputs share a relative path."""
     ids = [rel.with_suffix("").as_posix() for _, rel in files]
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
     for i in ids:
         counts[i] = counts.get(i, 0) + 1
     return [i if counts[i] == 1 else path.with_suffix("").as_posix() for i, (path, _) in zip(ids, files)]
@@ -291,7 +306,11 @@ def shar_references(folder: PathLike) -> Iterator[Reference]:
         record = as_record(cut)
         speakers = [s.speaker for s in cut.supervisions if getattr(s, "speaker", None)]
         yield Reference(
-            record.id, _shar_loader(record), record.text, record.language, speakers[0] if speakers else None,
+            record.id,
+            _shar_loader(record),
+            record.text,
+            record.language,
+            speakers[0] if speakers else None,
             error=None if (record.text or "").strip() else f"{record.id}: no reference text in the shar",
         )
 

@@ -55,8 +55,8 @@ Festival writes as two identical segments, become one long phone (``t t`` -> ``t
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -90,7 +90,7 @@ class ReferencePhone:
     """A phone of the reference transcript and when it starts (seconds; None where unknown)."""
 
     label: str
-    start: Optional[float]
+    start: float | None
 
 
 @dataclass
@@ -104,15 +104,15 @@ class TimedUtterance:
     samples: np.ndarray
     sample_rate: int
     transcript: str
-    phones: List[ReferencePhone]
-    events: List[espeak.PhonemeEvent] = field(default_factory=list)
+    phones: list[ReferencePhone]
+    events: list[espeak.PhonemeEvent] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
         return len(self.samples) / self.sample_rate
 
 
-def matched_indices(ref: Sequence[str], hyp: Sequence[str]) -> List[Tuple[int, int]]:
+def matched_indices(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[int, int]]:
     """``(i, j)`` of the pairs with ``ref[i] == hyp[j]`` in a Levenshtein alignment of ``ref``
     and ``hyp`` (unit costs), in order. Where several alignments are optimal, the trace back from
     the end takes a match or substitution first, then a deletion, then an insertion."""
@@ -138,11 +138,11 @@ def matched_indices(ref: Sequence[str], hyp: Sequence[str]) -> List[Tuple[int, i
     return pairs[::-1]
 
 
-def _event_phones(events: Sequence[espeak.PhonemeEvent], voice: str) -> List[Tuple[str, Optional[float]]]:
+def _event_phones(events: Sequence[espeak.PhonemeEvent], voice: str) -> list[tuple[str, float | None]]:
     """Base characters of the phones in espeak's phoneme events, the first of each event with
     the event's start time. Events that normalise to nothing (pauses, tones) or to a lone
     modifier (a separate palatalisation, a length mark) add no phone."""
-    out: List[Tuple[str, Optional[float]]] = []
+    out: list[tuple[str, float | None]] = []
     for event in events:
         phones = split_phones(normalize_ipa(clean_espeak(event.phoneme, voice)))
         phones = [p for p in phones if not is_modifier(p)]
@@ -150,12 +150,12 @@ def _event_phones(events: Sequence[espeak.PhonemeEvent], voice: str) -> List[Tup
     return out
 
 
-def reference_phones(transcript: str, events: Sequence[espeak.PhonemeEvent], voice: str) -> List[ReferencePhone]:
+def reference_phones(transcript: str, events: Sequence[espeak.PhonemeEvent], voice: str) -> list[ReferencePhone]:
     """The phones of ``transcript`` (normalised IPA) with the start times of the phoneme events
     that espeak-ng spoke them with (see the module docstring for the matching)."""
     phones = split_phones(transcript)
     timed = _event_phones(events, voice)
-    starts: List[Optional[float]] = [None] * len(phones)
+    starts: list[float | None] = [None] * len(phones)
     for i, j in matched_indices([p[0] for p in phones], [base for base, _ in timed]):
         starts[i] = timed[j][1]
     return [ReferencePhone(p, s) for p, s in zip(phones, starts)]
@@ -166,12 +166,14 @@ MAX_CLOSURE = 0.1  # s: a longer one is a pause that espeak did not mark (the st
 SILENT = 1e-3  # peak |sample| of 2.5 ms that counts as silent (espeak's closures are digital zeros)
 
 
-def closure_starts(samples: np.ndarray, sample_rate: int, events: Sequence[espeak.PhonemeEvent],
-                   voice: str) -> List[espeak.PhonemeEvent]:
+def closure_starts(
+    samples: np.ndarray, sample_rate: int, events: Sequence[espeak.PhonemeEvent], voice: str
+) -> list[espeak.PhonemeEvent]:
     """espeak's phoneme events with each stop that follows a phone moved back to the start of the
     silence before its burst (its closure; see the module docstring), the previous event ending
-    there; a silence over ``MAX_CLOSURE`` is taken for an unmarked pause, as after a marked one. The silence is found in 2.5 ms steps back from the event, no further than 10 ms after
-    the previous event's start."""
+    there; a silence over ``MAX_CLOSURE`` is taken for an unmarked pause, as after a marked one.
+    The silence is found in 2.5 ms steps back from the event, no further than 10 ms after the
+    previous event's start."""
     hop = max(1, int(0.0025 * sample_rate))
     out = list(events)
     for k in range(1, len(out)):
@@ -181,7 +183,7 @@ def closure_starts(samples: np.ndarray, sample_rate: int, events: Sequence[espea
             continue
         earliest = previous.sample + hop * 4
         start = event.sample
-        while start - hop >= earliest and np.abs(samples[start - hop:start]).max(initial=0.0) < SILENT:
+        while start - hop >= earliest and np.abs(samples[start - hop : start]).max(initial=0.0) < SILENT:
             start -= hop
         if MIN_CLOSURE <= (event.sample - start) / sample_rate <= MAX_CLOSURE:
             out[k] = event._replace(sample=start, start=start / sample_rate)
@@ -192,10 +194,10 @@ def closure_starts(samples: np.ndarray, sample_rate: int, events: Sequence[espea
 def espeak_reference(
     text: str,
     voice: str,
-    rate: Optional[int] = None,
-    pitch: Optional[int] = None,
-    pitch_range: Optional[int] = None,
-    seed: Optional[int] = None,
+    rate: int | None = None,
+    pitch: int | None = None,
+    pitch_range: int | None = None,
+    seed: int | None = None,
 ) -> TimedUtterance:
     """Speak ``text`` with ``voice`` (arguments as `zipa.text.espeak.synthesize`) and return it
     with its transcript and reference phone times. The transcript is the demo corpus's label
@@ -213,10 +215,16 @@ def festival_reference(speech) -> TimedUtterance:
     Its ``events`` are the segments as `espeak.PhonemeEvent`s (pauses with an empty name)."""
     segments = festival.joined_segments(speech)
     rate = speech.sample_rate
-    events = [espeak.PhonemeEvent(ipa, start, end, int(round(start * rate)), -1 if word is None else word)
-              for ipa, start, end, word in segments]
-    phones = [ReferencePhone(p, start if k == 0 else None)
-              for ipa, start, _, _ in segments if ipa for k, p in enumerate(split_phones(ipa))]
+    events = [
+        espeak.PhonemeEvent(ipa, start, end, int(round(start * rate)), -1 if word is None else word)
+        for ipa, start, end, word in segments
+    ]
+    phones = [
+        ReferencePhone(p, start if k == 0 else None)
+        for ipa, start, _, _ in segments
+        if ipa
+        for k, p in enumerate(split_phones(ipa))
+    ]
     return TimedUtterance(speech.text, speech.voice, speech.samples, rate, festival.transcript(speech), phones, events)
 
 
@@ -224,15 +232,18 @@ def festival_reference(speech) -> TimedUtterance:
 # Errors
 
 
-def free_pairs(reference: Sequence[ReferencePhone], hypothesis: Sequence[Interval]) -> List[Tuple[str, float]]:
+def free_pairs(reference: Sequence[ReferencePhone], hypothesis: Sequence[Interval]) -> list[tuple[str, float]]:
     """``(label, signed start error in s)`` of the hypothesis phones that match reference phones
     with a known start (Levenshtein alignment of the labels; equal labels only)."""
     pairs = matched_indices([p.label for p in reference], [h.label for h in hypothesis])
-    return [(reference[i].label, hypothesis[j].start - reference[i].start)
-            for i, j in pairs if reference[i].start is not None]
+    return [
+        (reference[i].label, hypothesis[j].start - reference[i].start)
+        for i, j in pairs
+        if reference[i].start is not None
+    ]
 
 
-def forced_pairs(reference: Sequence[ReferencePhone], aligned: Sequence[Interval]) -> List[Tuple[str, float]]:
+def forced_pairs(reference: Sequence[ReferencePhone], aligned: Sequence[Interval]) -> list[tuple[str, float]]:
     """``(label, signed start error in s)`` of a forced alignment of the reference transcript
     (phone k of ``aligned`` is reference phone k)."""
     if [p.label for p in reference] != [a.label for a in aligned]:
@@ -240,12 +251,12 @@ def forced_pairs(reference: Sequence[ReferencePhone], aligned: Sequence[Interval
     return [(r.label, a.start - r.start) for r, a in zip(reference, aligned) if r.start is not None]
 
 
-def free_errors(reference: Sequence[ReferencePhone], hypothesis: Sequence[Interval]) -> List[float]:
+def free_errors(reference: Sequence[ReferencePhone], hypothesis: Sequence[Interval]) -> list[float]:
     """The errors of :func:`free_pairs`."""
     return [e for _, e in free_pairs(reference, hypothesis)]
 
 
-def forced_errors(reference: Sequence[ReferencePhone], aligned: Sequence[Interval]) -> List[float]:
+def forced_errors(reference: Sequence[ReferencePhone], aligned: Sequence[Interval]) -> list[float]:
     """The errors of :func:`forced_pairs`."""
     return [e for _, e in forced_pairs(reference, aligned)]
 
@@ -263,7 +274,7 @@ class TimingStats:
     within_20: float
     within_40: float
 
-    def row(self) -> Dict[str, float]:
+    def row(self) -> dict[str, float]:
         """Milliseconds and percentages, rounded, for printing."""
         return {
             "phones": self.n,
@@ -275,10 +286,10 @@ class TimingStats:
         }
 
 
-def class_stats(labels: Sequence[str], errors: Sequence[float]) -> Dict[str, TimingStats]:
+def class_stats(labels: Sequence[str], errors: Sequence[float]) -> dict[str, TimingStats]:
     """:func:`timing_stats` per :func:`phone_class` of ``labels`` (one per error); classes with no
     phone are left out."""
-    by_class: Dict[str, List[float]] = {}
+    by_class: dict[str, list[float]] = {}
     for label, error in zip(labels, errors):
         by_class.setdefault(phone_class(label), []).append(error)
     return {name: timing_stats(e) for name, e in sorted(by_class.items())}

@@ -21,9 +21,10 @@ repo's files are listed and the ``*avg*.pth`` one taken, as the original's downl
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Union
+from typing import Union
 
 PathLike = Union[str, Path]
 
@@ -32,7 +33,7 @@ PathLike = Union[str, Path]
 class PretrainedModel:
     name: str  # short name (the original's ONNX scripts use these)
     repo_id: str  # Hugging Face repo of the final averaged checkpoint
-    filename: Optional[str]  # the averaged checkpoint in that repo; None: find the *avg*.pth
+    filename: str | None  # the averaged checkpoint in that repo; None: find the *avg*.pth
     kind: str  # "ctc" (CR-CTC) or "transducer"
     size: str  # "small" or "large" (the architecture preset)
     params: str
@@ -53,31 +54,139 @@ class PretrainedModel:
 
 
 # The "Final Averaged Checkpoint" column of the original ZIPA README.
-MODELS: List[PretrainedModel] = [
-    PretrainedModel("zipa-t-small-300k", "anyspeech/zipa-small-noncausal-300k",
-                    "zipa_small_noncausal_300000_avg10.pth", "transducer", "small", "65M", "300k", True, False),
-    PretrainedModel("zipa-t-large-300k", "anyspeech/zipa-large-noncausal-300k",
-                    "zipa_large_noncausal_300000_avg10.pth", "transducer", "large", "302M", "300k", True, False),
-    PretrainedModel("zipa-t-small-500k", "anyspeech/zipa-small-noncausal-500k",
-                    "zipa_small_noncausal_500000_avg10.pth", "transducer", "small", "65M", "500k", True, False),
-    PretrainedModel("zipa-t-large-500k", "anyspeech/zipa-large-noncausal-500k",
-                    "zipa_large_noncausal_500000_avg10.pth", "transducer", "large", "302M", "500k", True, False),
-    PretrainedModel("zipa-cr-small-300k", "anyspeech/zipa-small-crctc-300k",
-                    "zipa_small_crctc_300000_avg10.pth", "ctc", "small", "64M", "300k", True, False),
-    PretrainedModel("zipa-cr-large-300k", "anyspeech/zipa-large-crctc-300k",
-                    "zipa_large_crctc_300000_avg10.pth", "ctc", "large", "300M", "300k", True, False),
-    PretrainedModel("zipa-cr-small-500k", "anyspeech/zipa-small-crctc-500k",
-                    "zipa_small_crctc_500000_avg10.pth", "ctc", "small", "64M", "500k", True, False),
-    PretrainedModel("zipa-cr-large-500k", "anyspeech/zipa-large-crctc-500k",
-                    "zipa_large_crctc_500000_avg10.pth", "ctc", "large", "300M", "500k", True, False),
-    PretrainedModel("zipa-cr-ns-small-700k", "anyspeech/zipa-small-crctc-ns-700k",
-                    "zipa_small_crctc_extended_0.5_scale_700000_avg10.pth", "ctc", "small", "64M", "700k", True, True),
-    PretrainedModel("zipa-cr-ns-large-800k", "anyspeech/zipa-large-crctc-ns-800k",
-                    "zipa_large_crctc_0.5_scale_800000_avg10.pth", "ctc", "large", "300M", "800k", True, True),
-    PretrainedModel("zipa-cr-ns-small-nodiacritics-700k", "anyspeech/zipa-small-crctc-ns-no-diacritics-700k",
-                    None, "ctc", "small", "64M", "700k", False, True),
-    PretrainedModel("zipa-cr-ns-large-nodiacritics-780k", "anyspeech/zipa-large-crctc-ns-no-diacritics-780k",
-                    None, "ctc", "large", "300M", "780k", False, True),
+MODELS: list[PretrainedModel] = [
+    PretrainedModel(
+        "zipa-t-small-300k",
+        "anyspeech/zipa-small-noncausal-300k",
+        "zipa_small_noncausal_300000_avg10.pth",
+        "transducer",
+        "small",
+        "65M",
+        "300k",
+        True,
+        False,
+    ),
+    PretrainedModel(
+        "zipa-t-large-300k",
+        "anyspeech/zipa-large-noncausal-300k",
+        "zipa_large_noncausal_300000_avg10.pth",
+        "transducer",
+        "large",
+        "302M",
+        "300k",
+        True,
+        False,
+    ),
+    PretrainedModel(
+        "zipa-t-small-500k",
+        "anyspeech/zipa-small-noncausal-500k",
+        "zipa_small_noncausal_500000_avg10.pth",
+        "transducer",
+        "small",
+        "65M",
+        "500k",
+        True,
+        False,
+    ),
+    PretrainedModel(
+        "zipa-t-large-500k",
+        "anyspeech/zipa-large-noncausal-500k",
+        "zipa_large_noncausal_500000_avg10.pth",
+        "transducer",
+        "large",
+        "302M",
+        "500k",
+        True,
+        False,
+    ),
+    PretrainedModel(
+        "zipa-cr-small-300k",
+        "anyspeech/zipa-small-crctc-300k",
+        "zipa_small_crctc_300000_avg10.pth",
+        "ctc",
+        "small",
+        "64M",
+        "300k",
+        True,
+        False,
+    ),
+    PretrainedModel(
+        "zipa-cr-large-300k",
+        "anyspeech/zipa-large-crctc-300k",
+        "zipa_large_crctc_300000_avg10.pth",
+        "ctc",
+        "large",
+        "300M",
+        "300k",
+        True,
+        False,
+    ),
+    PretrainedModel(
+        "zipa-cr-small-500k",
+        "anyspeech/zipa-small-crctc-500k",
+        "zipa_small_crctc_500000_avg10.pth",
+        "ctc",
+        "small",
+        "64M",
+        "500k",
+        True,
+        False,
+    ),
+    PretrainedModel(
+        "zipa-cr-large-500k",
+        "anyspeech/zipa-large-crctc-500k",
+        "zipa_large_crctc_500000_avg10.pth",
+        "ctc",
+        "large",
+        "300M",
+        "500k",
+        True,
+        False,
+    ),
+    PretrainedModel(
+        "zipa-cr-ns-small-700k",
+        "anyspeech/zipa-small-crctc-ns-700k",
+        "zipa_small_crctc_extended_0.5_scale_700000_avg10.pth",
+        "ctc",
+        "small",
+        "64M",
+        "700k",
+        True,
+        True,
+    ),
+    PretrainedModel(
+        "zipa-cr-ns-large-800k",
+        "anyspeech/zipa-large-crctc-ns-800k",
+        "zipa_large_crctc_0.5_scale_800000_avg10.pth",
+        "ctc",
+        "large",
+        "300M",
+        "800k",
+        True,
+        True,
+    ),
+    PretrainedModel(
+        "zipa-cr-ns-small-nodiacritics-700k",
+        "anyspeech/zipa-small-crctc-ns-no-diacritics-700k",
+        None,
+        "ctc",
+        "small",
+        "64M",
+        "700k",
+        False,
+        True,
+    ),
+    PretrainedModel(
+        "zipa-cr-ns-large-nodiacritics-780k",
+        "anyspeech/zipa-large-crctc-ns-no-diacritics-780k",
+        None,
+        "ctc",
+        "large",
+        "300M",
+        "780k",
+        False,
+        True,
+    ),
 ]
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
@@ -87,7 +196,7 @@ class ModelNotFoundError(FileNotFoundError):
     """A model spec that names nothing we can find (the message says what to do)."""
 
 
-def find_model(spec: str) -> Optional[PretrainedModel]:
+def find_model(spec: str) -> PretrainedModel | None:
     """The table entry that `spec` names (short name, repo id, or repo name), else None."""
     for model in MODELS:
         if spec in (model.name, model.repo_id, model.repo_id.split("/", 1)[1]):
@@ -102,7 +211,7 @@ def is_offline() -> bool:
     return constants.HF_HUB_OFFLINE or value.upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def cache_folder(cache_dir: Optional[PathLike] = None) -> Path:
+def cache_folder(cache_dir: PathLike | None = None) -> Path:
     """The Hugging Face cache folder: ``cache_dir``, else HF_HUB_CACHE, else huggingface_hub's default."""
     from huggingface_hub import constants
 
@@ -129,11 +238,11 @@ def checkpoint_in_folder(folder: PathLike) -> Path:
     raise ModelNotFoundError(f"{folder}: no checkpoint (*.pth or *.pt) in this folder")
 
 
-def _files_of(snapshot: Path) -> List[str]:
+def _files_of(snapshot: Path) -> list[str]:
     return sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
 
 
-def cached_snapshot(repo_id: str, cache_dir: Optional[PathLike] = None, revision: str = "main") -> Optional[Path]:
+def cached_snapshot(repo_id: str, cache_dir: PathLike | None = None, revision: str = "main") -> Path | None:
     """The snapshot folder of ``repo_id`` that the cache's ``refs/<revision>`` points to, if any."""
     repo = cache_folder(cache_dir) / f"models--{repo_id.replace('/', '--')}"
     ref = repo / "refs" / revision
@@ -142,11 +251,18 @@ def cached_snapshot(repo_id: str, cache_dir: Optional[PathLike] = None, revision
     return snapshot if snapshot.is_dir() else None
 
 
-Chooser = Callable[[List[str]], Optional[List[str]]]
+Chooser = Callable[[list[str]], list[str] | None]
 
 
-def fetch_files(repo_id: str, choose: Chooser, cache_dir: Optional[PathLike] = None, *, what: str = "model",
-                nothing_message: Callable[[List[str]], str], download_hint: str) -> List[Path]:
+def fetch_files(
+    repo_id: str,
+    choose: Chooser,
+    cache_dir: PathLike | None = None,
+    *,
+    what: str = "model",
+    nothing_message: Callable[[list[str]], str],
+    download_hint: str,
+) -> list[Path]:
     """The files that ``choose`` picks from ``repo_id``'s file list, downloaded into the Hugging
     Face cache; offline (``HF_HUB_OFFLINE``), or when the Hub cannot be reached, the same choice
     made from the repo's cached snapshot. ``choose`` returns None when nothing in the list fits.
@@ -178,8 +294,9 @@ def fetch_files(repo_id: str, choose: Chooser, cache_dir: Optional[PathLike] = N
         return _cached_or_raise(repo_id, choose, cache, offline, e, what, download_hint)
 
 
-def _cached_or_raise(repo_id: str, choose: Chooser, cache: Path, offline: bool, error: Exception, what: str,
-                     download_hint: str) -> List[Path]:
+def _cached_or_raise(
+    repo_id: str, choose: Chooser, cache: Path, offline: bool, error: Exception, what: str, download_hint: str
+) -> list[Path]:
     snapshot = cached_snapshot(repo_id, cache)
     if snapshot is not None:
         chosen = choose(_files_of(snapshot))
@@ -200,9 +317,10 @@ def _cached_or_raise(repo_id: str, choose: Chooser, cache: Path, offline: bool, 
     ) from None
 
 
-def _checkpoint_choice(filename: Optional[str]) -> Chooser:
+def _checkpoint_choice(filename: str | None) -> Chooser:
     """The table's file when the repo has it, else the repo's averaged checkpoint (*avg*.pth)."""
-    def choose(files: List[str]) -> Optional[List[str]]:
+
+    def choose(files: list[str]) -> list[str] | None:
         if filename is not None and filename in files:
             return [filename]
         pth = sorted(f for f in files if f.endswith(".pth"))
@@ -212,13 +330,18 @@ def _checkpoint_choice(filename: Optional[str]) -> Chooser:
     return choose
 
 
-def _from_hub(repo_id: str, filename: Optional[str], cache_dir: Optional[PathLike]) -> Path:
+def _from_hub(repo_id: str, filename: str | None, cache_dir: PathLike | None) -> Path:
     hint = filename or '--include "*avg*.pth"'
-    return fetch_files(repo_id, _checkpoint_choice(filename), cache_dir, download_hint=hint,
-                       nothing_message=lambda files: "the repo holds no .pth checkpoint")[0]
+    return fetch_files(
+        repo_id,
+        _checkpoint_choice(filename),
+        cache_dir,
+        download_hint=hint,
+        nothing_message=lambda files: "the repo holds no .pth checkpoint",
+    )[0]
 
 
-def resolve_model(spec: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
+def resolve_model(spec: PathLike, cache_dir: PathLike | None = None) -> Path:
     """Path of the checkpoint that `spec` names (see the module docstring)."""
     path = Path(spec).expanduser()
     if path.is_file():
@@ -239,18 +362,27 @@ def resolve_model(spec: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
     )
 
 
-def is_cached(model: PretrainedModel, cache_dir: Optional[PathLike] = None) -> bool:
+def is_cached(model: PretrainedModel, cache_dir: PathLike | None = None) -> bool:
     """Whether the model's checkpoint is in the local Hugging Face cache."""
     snapshot = cached_snapshot(model.repo_id, cache_dir)
     return snapshot is not None and _checkpoint_choice(model.filename)(_files_of(snapshot)) is not None
 
 
-def format_table(cache_dir: Optional[PathLike] = None) -> str:
+def format_table(cache_dir: PathLike | None = None) -> str:
     """The known models as an aligned text table (what `zipa models` prints)."""
     header = ("name", "kind", "params", "size", "steps", "diacritics", "licence", "cached", "repo id")
     rows = [
-        (m.name, m.kind, m.params, "≈" + m.download_size, m.steps, "yes" if m.diacritics else "no",
-         m.licence, "yes" if is_cached(m, cache_dir) else "no", m.repo_id)
+        (
+            m.name,
+            m.kind,
+            m.params,
+            "≈" + m.download_size,
+            m.steps,
+            "yes" if m.diacritics else "no",
+            m.licence,
+            "yes" if is_cached(m, cache_dir) else "no",
+            m.repo_id,
+        )
         for m in MODELS
     ]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]

@@ -42,9 +42,10 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Protocol, Union
 
 import torch
 from torch import Tensor
@@ -75,7 +76,7 @@ class Transcriber(Protocol):
 
     model: EncoderModel
     tokenizer: Tokenizer
-    aligner: Optional[FrameAligner]
+    aligner: FrameAligner | None
     device: torch.device
 
     @property
@@ -84,12 +85,15 @@ class Transcriber(Protocol):
     def frame_shift(self) -> float: ...
     @property
     def time_grid(self) -> TimeGrid: ...
-    def features(self, audio: Sequence, sampling_rate: Optional[int] = None) -> Tuple[Tensor, Tensor]: ...
-    def encode_segments(self, segments: Sequence[Tuple[Path, Segment]]) -> Tuple[
-        List[int], Optional[Tensor], Optional[Tensor], Dict[int, str]]: ...
-    def phone_groups(self, tokens: Sequence[int]) -> List[List[int]]: ...
-    def alignment(self, tokens: Sequence[TimedToken], duration: Optional[float] = None,
-                  normalize: Optional[Callable[[str], str]] = None) -> Alignment: ...
+    def features(self, audio: Sequence, sampling_rate: int | None = None) -> tuple[Tensor, Tensor]: ...
+    def encode_segments(
+        self, segments: Sequence[tuple[Path, Segment]]
+    ) -> tuple[list[int], Tensor | None, Tensor | None, dict[int, str]]: ...
+    def phone_groups(self, tokens: Sequence[int]) -> list[list[int]]: ...
+    def alignment(
+        self, tokens: Sequence[TimedToken], duration: float | None = None, normalize: Callable[[str], str] | None = None
+    ) -> Alignment: ...
+
 
 PathLike = Union[str, Path]
 MAX_ALIGN_BYTES = 1 << 30  # the Viterbi pass's memory for one stretch of audio (see the docstring)
@@ -118,7 +122,7 @@ class Transcript:
 
     given: str
     phones: str
-    tokens: List[int]
+    tokens: list[int]
     dropped: Counter = field(default_factory=Counter)
 
     def dropped_message(self) -> str:
@@ -129,7 +133,9 @@ class Transcript:
         listed = ", ".join(
             f"{'◌' if _combining(ch) else ''}{ch} (U+{ord(ch):04X}) ×{n}" for ch, n in self.dropped.most_common()
         )
-        return f"{total} symbol{'s' if total > 1 else ''} outside ZIPA's inventory dropped from the transcript: {listed}"
+        return (
+            f"{total} symbol{'s' if total > 1 else ''} outside ZIPA's inventory dropped from the transcript: {listed}"
+        )
 
 
 def _combining(ch: str) -> bool:
@@ -139,7 +145,7 @@ def _combining(ch: str) -> bool:
 
 
 def prepare_transcript(
-    text: str, tokenizer: Tokenizer, lang: Optional[str] = None, remove_diacritics: bool = False
+    text: str, tokenizer: Tokenizer, lang: str | None = None, remove_diacritics: bool = False
 ) -> Transcript:
     """Normalise ``text`` as training labels are (`zipa.text.ipa.normalize_ipa_report`) and
     encode it; with ``lang``, ``text`` is orthography, converted by `zipa.text.g2p` first.
@@ -162,8 +168,9 @@ def prepare_transcript(
     return Transcript(text, phones, tokens, dropped)
 
 
-def find_textgrid(folder: PathLike, audio: PathLike, relative: Optional[PathLike] = None,
-                  suffix: str = ".TextGrid") -> Path:
+def find_textgrid(
+    folder: PathLike, audio: PathLike, relative: PathLike | None = None, suffix: str = ".TextGrid"
+) -> Path:
     """The TextGrid (or other annotation file: ``suffix``) of ``audio`` in ``folder``:
     ``folder/<relative path>.TextGrid`` (any case of the suffix), else the one file under
     ``folder`` named ``<audio file stem>.TextGrid``."""
@@ -173,13 +180,16 @@ def find_textgrid(folder: PathLike, audio: PathLike, relative: Optional[PathLike
         for candidate in sorted(place.glob(f"{_glob_escape(audio.stem)}.*")) if place.is_dir() else []:
             if candidate.suffix.lower() == suffix.lower() and candidate.is_file():
                 return candidate
-    found = sorted(p for p in folder.rglob(f"{_glob_escape(audio.stem)}.*")
-                   if p.suffix.lower() == suffix.lower() and p.is_file())
+    found = sorted(
+        p for p in folder.rglob(f"{_glob_escape(audio.stem)}.*") if p.suffix.lower() == suffix.lower() and p.is_file()
+    )
     if len(found) == 1:
         return found[0]
     if found:
-        raise ValueError(f"{audio}: {len(found)} files named {audio.stem}{suffix} under {folder} "
-                         f"({', '.join(map(str, found[:3]))}); put each beside its audio's relative path")
+        raise ValueError(
+            f"{audio}: {len(found)} files named {audio.stem}{suffix} under {folder} "
+            f"({', '.join(map(str, found[:3]))}); put each beside its audio's relative path"
+        )
     raise ValueError(f"{audio}: no file named {audio.stem}{suffix} under {folder}")
 
 
@@ -199,7 +209,7 @@ class Utterance:
     """A stretch of a file and its text; ``end`` None: to the end of the file."""
 
     start: float
-    end: Optional[float]
+    end: float | None
     text: str
 
 
@@ -209,9 +219,9 @@ class AlignJob:
     TextGrid tier (``textgrid``: that TextGrid, to which the output adds tiers)."""
 
     path: Path
-    utterances: List[Utterance]
-    textgrid: Optional[TextGrid] = None
-    source: Optional[Path] = None  # the file the TextGrid was read from
+    utterances: list[Utterance]
+    textgrid: TextGrid | None = None
+    source: Path | None = None  # the file the TextGrid was read from
 
     @classmethod
     def whole(cls, path: PathLike, text: str) -> AlignJob:
@@ -219,7 +229,7 @@ class AlignJob:
 
     @classmethod
     def from_textgrid(
-        cls, path: PathLike, grid: TextGrid, tier: Optional[str], source: Optional[PathLike] = None
+        cls, path: PathLike, grid: TextGrid, tier: str | None, source: PathLike | None = None
     ) -> AlignJob:
         """The non-empty intervals of ``tier`` (None: the grid's only interval tier) of ``grid``,
         read from ``source``; ValueError naming it when there is no such tier."""
@@ -238,13 +248,13 @@ class FileAlignment:
 
     path: Path
     duration: float = 0.0
-    tokens: List[TimedToken] = field(default_factory=list)
-    error: Optional[str] = None
-    messages: List[str] = field(default_factory=list)
-    problems: List[str] = field(default_factory=list)
-    textgrid: Optional[TextGrid] = None
-    fit: Optional[AlignmentFit] = None
-    warnings: List[str] = field(default_factory=list)
+    tokens: list[TimedToken] = field(default_factory=list)
+    error: str | None = None
+    messages: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    textgrid: TextGrid | None = None
+    fit: AlignmentFit | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -269,7 +279,7 @@ def head_frames(transcriber: Transcriber, encoder_out: Tensor, encoder_out_lens:
     return transcriber.model.ctc_output(encoder_out) if transcriber.uses_ctc else encoder_out
 
 
-def align_frames(transcriber: Transcriber, frames: Tensor, transcript: Transcript, where: str) -> List[TokenSpan]:
+def align_frames(transcriber: Transcriber, frames: Tensor, transcript: Transcript, where: str) -> list[TokenSpan]:
     """The best alignment of ``transcript`` to one utterance's ``frames`` (`head_frames`, valid
     frames only). AlignmentError naming ``where`` when the frames are too few for the
     transcript, or the pass would need more than `MAX_ALIGN_BYTES`."""
@@ -323,18 +333,20 @@ def _timed(span: TokenSpan, times: Sequence[float], shift: float, lo: float, hi:
 def align_batch(
     transcriber: Transcriber,
     audio: Sequence,
-    transcripts: Union[str, Sequence[str]],
-    lang: Optional[str] = None,
-    sampling_rate: Optional[int] = None,
+    transcripts: str | Sequence[str],
+    lang: str | None = None,
+    sampling_rate: int | None = None,
     remove_diacritics: bool = False,
     strict: bool = False,
-) -> List[Alignment]:
+) -> list[Alignment]:
     """`Transcriber.align`: see there."""
     if isinstance(transcripts, str):
         if isinstance(audio, (str, Path)) or len(audio) != 1:
             count = "one item" if isinstance(audio, (str, Path)) else f"{len(audio)} items"
-            raise ValueError(f"one transcript (a string) for {count}: give a list of audio items and "
-                             "a list with one transcript per item")
+            raise ValueError(
+                f"one transcript (a string) for {count}: give a list of audio items and "
+                "a list with one transcript per item"
+            )
         transcripts = [transcripts]
     transcripts = list(transcripts)
     if not isinstance(audio, (str, Path)) and len(transcripts) != len(audio):
@@ -361,8 +373,9 @@ def align_batch(
             tokens = [_timed(span, times, grid.shift, 0.0, float("inf")) for span in spans]
             alignment = transcriber.alignment(tokens)
             alignment.fit = alignment_fit(alignment.phones, n * grid.shift, grid.shift)
-            alignment.warnings = [f"{label}: the transcript does not fit the audio: {why}"
-                                  for why in alignment.fit.problems()]
+            alignment.warnings = [
+                f"{label}: the transcript does not fit the audio: {why}" for why in alignment.fit.problems()
+            ]
             if alignment.warnings and strict:
                 raise AlignmentError("; ".join(alignment.warnings))
             for message in alignment.warnings:
@@ -380,9 +393,9 @@ def align_files(
     transcriber: Transcriber,
     jobs: Iterable[AlignJob],
     options: DecodingOptions,
-    lang: Optional[str] = None,
-    progress: Union[None, bool, str, Progress] = False,
-    stop: Optional[Callable[[], bool]] = None,
+    lang: str | None = None,
+    progress: None | bool | str | Progress = False,
+    stop: Callable[[], bool] | None = None,
 ) -> Iterator[FileAlignment]:
     """`Transcriber.align_files`: see there."""
     jobs = list(jobs)
@@ -415,7 +428,7 @@ def _align_file(
     job: AlignJob,
     info: AudioInfo,
     result: FileAlignment,
-    lang: Optional[str],
+    lang: str | None,
     options: DecodingOptions,
     reporter: Progress,
     stop: Callable[[], bool],
@@ -434,8 +447,10 @@ def _align_file(
         where = str(job.path) if whole else f"{job.path} [{start:.3f}-{end:.3f} s]"
         try:
             if end > info.duration + END_TOLERANCE or start >= info.duration:
-                raise ValueError(f"{where}: the interval is not inside the audio (0-{info.duration:.3f} s); "
-                                 "is this the TextGrid of this file?")
+                raise ValueError(
+                    f"{where}: the interval is not inside the audio (0-{info.duration:.3f} s); "
+                    "is this the TextGrid of this file?"
+                )
             end = min(end, info.duration)
             transcript = prepare_transcript(utterance.text, transcriber.tokenizer, lang, options.remove_diacritics)
             if transcript.dropped:
@@ -461,8 +476,9 @@ def _align_file(
     if failed and failed == len(job.utterances) and not whole:
         result.error = f"{job.path}: none of its {failed} utterances could be aligned"
     if result.tokens:
-        result.fit = alignment_fit(transcriber.alignment(result.tokens).phones, aligned_seconds,
-                                   transcriber.time_grid.shift)
+        result.fit = alignment_fit(
+            transcriber.alignment(result.tokens).phones, aligned_seconds, transcriber.time_grid.shift
+        )
     return False
 
 
@@ -474,7 +490,7 @@ def _encode_stretch(
     end: float,
     options: DecodingOptions,
     where: str,
-) -> Tuple[Tensor, List[float]]:
+) -> tuple[Tensor, list[float]]:
     """The Viterbi pass's frames (`head_frames`) of audio [start, end) s of a file, windowed as
     transcription does: those of the encoder frames each window owns, in time order (CPU), and
     each one's start time (s, global; `Transcriber.time_grid`)."""
@@ -484,14 +500,19 @@ def _encode_stretch(
     offset = first / rate
     whole_file = first == 0 and last == info.frames
     segments = [
-        dataclasses.replace(s, start=s.start + first, own_from=s.own_from + offset, own_to=s.own_to + offset,
-                            whole_file=s.whole_file and whole_file)
+        dataclasses.replace(
+            s,
+            start=s.start + first,
+            own_from=s.own_from + offset,
+            own_to=s.own_to + offset,
+            whole_file=s.whole_file and whole_file,
+        )
         for s in plan_segments(0, AudioInfo(max(last - first, 0), rate), options.window, options.overlap)
     ]
     shift, grid = transcriber.frame_shift, transcriber.time_grid
     per = grid.per_encoder_frame
-    kept: List[Tensor] = []
-    times: List[float] = []
+    kept: list[Tensor] = []
+    times: list[float] = []
     for b in range(0, len(segments), options.batch_size):
         batch = segments[b : b + options.batch_size]
         with torch.inference_mode():
@@ -508,4 +529,3 @@ def _encode_stretch(
     if not kept:
         raise ValueError(f"{where}: no encoder frames")
     return torch.cat(kept), times
-

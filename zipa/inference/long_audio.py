@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple
 
 import numpy as np
 
@@ -83,7 +82,7 @@ def audio_info(path: Path) -> AudioInfo:
     return AudioInfo(int(info.frames), int(info.samplerate))
 
 
-def plan_windows(num_samples: int, sample_rate: int, window: float, overlap: float) -> List[Tuple[int, int]]:
+def plan_windows(num_samples: int, sample_rate: int, window: float, overlap: float) -> list[tuple[int, int]]:
     """(start, length) of the windows of a file, in samples at ``sample_rate``."""
     check_window(window, overlap)
     size = int(round(window * sample_rate))
@@ -95,7 +94,7 @@ def plan_windows(num_samples: int, sample_rate: int, window: float, overlap: flo
     return [(s, size) for s in starts]
 
 
-def plan_segments(file_index: int, info: AudioInfo, window: float, overlap: float) -> List[Segment]:
+def plan_segments(file_index: int, info: AudioInfo, window: float, overlap: float) -> list[Segment]:
     """The segments of one file with the part of the timeline each owns."""
     windows = plan_windows(info.frames, info.sample_rate, window, overlap)
     rate = info.sample_rate
@@ -117,9 +116,7 @@ def read_segment(path: Path, segment: Segment) -> np.ndarray:
     t0, t1 = segment.start_time, (segment.start + segment.length) / segment.sample_rate
     label = f"{path} [{t0:.2f}-{t1:.2f} s]"
     try:
-        samples, rate = sf.read(
-            str(path), start=segment.start, frames=segment.length, dtype="float32", always_2d=True
-        )
+        samples, rate = sf.read(str(path), start=segment.start, frames=segment.length, dtype="float32", always_2d=True)
     except Exception as e:
         raise ValueError(f"{label}: cannot read audio: {e}") from e
     if samples.shape[1] == 1:
@@ -131,4 +128,3 @@ def read_segment(path: Path, segment: Segment) -> np.ndarray:
 
 def owns(segment: Segment, time: float) -> bool:
     return segment.own_from <= time < segment.own_to
-

@@ -17,12 +17,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Set, Tuple
 
 from zipa.inference.writers import FORMATS, Record
 
 
-def line_formats() -> List[str]:
+def line_formats() -> list[str]:
     """The registered formats whose files' lines go into one output (all but TextGrid's kind)."""
     return [name for name, fmt in FORMATS.items() if not fmt.one_file_each]
 
@@ -36,7 +35,7 @@ class LineOutput:
     """
 
     def __init__(
-        self, path: Optional[Path], fmt: str, timestamps: bool = False, words: bool = True, alternatives: bool = False
+        self, path: Path | None, fmt: str, timestamps: bool = False, words: bool = True, alternatives: bool = False
     ):
         if fmt not in line_formats():
             raise ValueError(f"not a line format: {fmt!r} (one of {', '.join(line_formats())})")
@@ -46,10 +45,10 @@ class LineOutput:
         self.timestamps = timestamps
         self.words = words
         self.alternatives = alternatives  # top-k alternatives per phone (tsv and jsonl with timestamps)
-        self.done: Set[str] = set()
+        self.done: set[str] = set()
         self.header = self.format.render([], timestamps=timestamps, words=words, alternatives=alternatives)
-        self._keep: Optional[int] = None  # bytes of the existing file to keep (after `load`)
-        self._fd: Optional[int] = None
+        self._keep: int | None = None  # bytes of the existing file to keep (after `load`)
+        self._fd: int | None = None
         self._opened = False
 
     @property
@@ -70,7 +69,7 @@ class LineOutput:
         self.done, self._keep = set(), 0
         if not self.path.exists():
             return 0
-        blocks: List[Tuple[str, int]] = []  # (key, offset of its first line)
+        blocks: list[tuple[str, int]] = []  # (key, offset of its first line)
         offset, complete = 0, 0
         with open(self.path, "rb") as f:
             for number, raw in enumerate(f, start=1):
@@ -79,8 +78,10 @@ class LineOutput:
                 line = raw.decode("utf-8", errors="replace")[:-1]
                 if number == 1 and self.header:
                     if line + "\n" != self.header:
-                        raise ValueError(f"{self.path}: its header {line!r} is not this command's "
-                                         f"{self.header.strip()!r} (other --timestamps or --topk?)")
+                        raise ValueError(
+                            f"{self.path}: its header {line!r} is not this command's "
+                            f"{self.header.strip()!r} (other --timestamps or --topk?)"
+                        )
                 else:
                     key = self._key(line, number)
                     if not blocks or blocks[-1][0] != key or not self.multi_line:
@@ -105,12 +106,16 @@ class LineOutput:
         if self.fmt == "jsonl":
             obj = json.loads(line)
             if ("phones" in obj) != self.timestamps:
-                raise ValueError(f"{where}: written {'without' if self.timestamps else 'with'} timestamps; "
-                                 "resume with the options of the first run")
+                raise ValueError(
+                    f"{where}: written {'without' if self.timestamps else 'with'} timestamps; "
+                    "resume with the options of the first run"
+                )
             phones = obj.get("phones") or []
             if self.timestamps and phones and ("alternatives" in phones[0]) != self.alternatives:
-                raise ValueError(f"{where}: written {'without' if self.alternatives else 'with'} --topk; "
-                                 "resume with the options of the first run")
+                raise ValueError(
+                    f"{where}: written {'without' if self.alternatives else 'with'} --topk; "
+                    "resume with the options of the first run"
+                )
         elif (self.header and line.count("\t") != self.header.count("\t")) or (
             self.fmt == "txt" and line.count("\t") != 1
         ):
@@ -141,7 +146,7 @@ class LineOutput:
         if not self._opened:
             self.open()
         text = self.format.text(record, timestamps=self.timestamps, words=self.words, alternatives=self.alternatives)
-        self._emit(text[len(self.header):])
+        self._emit(text[len(self.header) :])
         self.done.add(self.format.path_key(record.path))
 
     def _emit(self, text: str) -> None:
@@ -156,7 +161,7 @@ class LineOutput:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
             os.fsync(self._fd)
         except BaseException:
             try:

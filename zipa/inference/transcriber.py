@@ -22,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch import Tensor
@@ -107,8 +108,8 @@ class Transcriber:
         self,
         model: EncoderModel,
         tokenizer: Tokenizer,
-        device: Optional[Union[str, torch.device]] = None,
-        aligner: Optional[FrameAligner] = None,
+        device: str | torch.device | None = None,
+        aligner: FrameAligner | None = None,
     ):
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
@@ -116,11 +117,11 @@ class Transcriber:
         self.aligner = aligner
 
     @property
-    def aligner(self) -> Optional[FrameAligner]:
+    def aligner(self) -> FrameAligner | None:
         return self._aligner
 
     @aligner.setter
-    def aligner(self, aligner: Optional[FrameAligner]) -> None:
+    def aligner(self, aligner: FrameAligner | None) -> None:
         """AlignerMismatchError when ``aligner`` was not trained on this model."""
         if aligner is not None:
             from zipa.model.aligner import check_aligner
@@ -129,7 +130,7 @@ class Transcriber:
             aligner = aligner.to(self.device).eval()
         self._aligner = aligner
 
-    def load_aligner(self, aligner: AlignerLike, model_path: Optional[PathLike] = None) -> Optional[FrameAligner]:
+    def load_aligner(self, aligner: AlignerLike, model_path: PathLike | None = None) -> FrameAligner | None:
         """Attach (and return) the aligner that ``aligner`` names: a file or a `FrameAligner`
         (AlignerMismatchError when it was trained on another encoder); None: none; "auto": the
         file `zipa.model.aligner.aligner_path_for(model_path)` (``<model stem>.aligner.pt``
@@ -157,8 +158,8 @@ class Transcriber:
     def from_checkpoint(
         cls,
         model_path: PathLike,
-        bpe_model: Optional[PathLike] = None,
-        device: Optional[Union[str, torch.device]] = None,
+        bpe_model: PathLike | None = None,
+        device: str | torch.device | None = None,
         aligner: AlignerLike = "auto",
         precision: str = "fp32",
         **config_overrides,
@@ -190,11 +191,11 @@ class Transcriber:
     def from_onnx(
         cls,
         path: PathLike,
-        bpe_model: Optional[PathLike] = None,
-        num_threads: Optional[int] = None,
-        providers: Optional[Sequence[str]] = None,
+        bpe_model: PathLike | None = None,
+        num_threads: int | None = None,
+        providers: Sequence[str] | None = None,
         precision: str = "fp32",
-        cache_dir: Optional[PathLike] = None,
+        cache_dir: PathLike | None = None,
     ) -> Transcriber:
         """The ONNX backend: an export folder from `zipa export-onnx` (its fp32, int8 or fp16
         graphs), a `.onnx` file, upstream ZIPA's published graphs (a folder, a file, or a model
@@ -211,7 +212,7 @@ class Transcriber:
     def uses_ctc(self) -> bool:
         return bool(self.model.use_ctc)
 
-    def features(self, audio: Sequence[AudioItem], sampling_rate: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    def features(self, audio: Sequence[AudioItem], sampling_rate: int | None = None) -> tuple[Tensor, Tensor]:
         """(feats (N, T, 80), feat_lens (N,)) of a batch of files or arrays.
 
         `sampling_rate`: the rate of the arrays and tensors in `audio` (default 16 kHz, as the
@@ -229,7 +230,7 @@ class Transcriber:
                 )
         return feats, feat_lens
 
-    def inventory_mask(self, inventory: InventoryLike) -> Optional[TokenMask]:
+    def inventory_mask(self, inventory: InventoryLike) -> TokenMask | None:
         """The token mask of an `inventory=` argument (see `zipa.decoding.inventory`), or None.
 
         `inventory`: None (no restriction); a language code (str) with a built-in inventory
@@ -253,7 +254,7 @@ class Transcriber:
         return dataclasses.replace(mask, allowed=mask.allowed.to(self.device))
 
     @torch.inference_mode()
-    def token_ids(self, feats: Tensor, feat_lens: Tensor, inventory: InventoryLike = None) -> List[List[int]]:
+    def token_ids(self, feats: Tensor, feat_lens: Tensor, inventory: InventoryLike = None) -> list[list[int]]:
         """Greedy token ids of a feature batch; `inventory` restricts the tokens searched
         (`inventory_mask`)."""
         mask = self.inventory_mask(inventory)
@@ -262,14 +263,14 @@ class Transcriber:
             return ctc_greedy_search(mask_log_probs(self.model.ctc_output(encoder_out), mask), encoder_out_lens)
         return transducer_greedy_search(self.model, encoder_out, encoder_out_lens, token_mask=mask)
 
-    def predict(self, feats: Tensor, feat_lens: Tensor, inventory: InventoryLike = None) -> List[List[str]]:
+    def predict(self, feats: Tensor, feat_lens: Tensor, inventory: InventoryLike = None) -> list[list[str]]:
         """Phones of a feature batch: for each utterance, the decoded IPA string split at word
         boundaries (what the original ZIPA returns); `inventory` as in `token_ids`."""
         return [text.split() for text in self.tokenizer.decode_batch(self.token_ids(feats, feat_lens, inventory))]
 
     def transcribe(
-        self, audio: Sequence[AudioItem], sampling_rate: Optional[int] = None, inventory: InventoryLike = None
-    ) -> List[List[str]]:
+        self, audio: Sequence[AudioItem], sampling_rate: int | None = None, inventory: InventoryLike = None
+    ) -> list[list[str]]:
         """Phones of a batch of audio items, decoded together (zero-padded as one batch);
         `sampling_rate` as in `features`; `inventory` (phones the output may use) as in
         `inventory_mask`."""
@@ -310,7 +311,7 @@ class Transcriber:
         beam: int = 4,
         inventory: InventoryLike = None,
         topk: int = 0,
-    ) -> List[List[TokenSpan]]:
+    ) -> list[list[TokenSpan]]:
         """Hypotheses of a feature batch with each token's encoder frames and confidence (see
         `zipa.decoding.alignment`).
 
@@ -329,9 +330,14 @@ class Transcriber:
         return self._search(encoder_out, encoder_out_lens, decoding, beam, mask, topk)
 
     def _search(
-        self, encoder_out: Tensor, encoder_out_lens: Tensor, decoding: str, beam: int, mask: Optional[TokenMask],
+        self,
+        encoder_out: Tensor,
+        encoder_out_lens: Tensor,
+        decoding: str,
+        beam: int,
+        mask: TokenMask | None,
         topk: int,
-    ) -> List[List[TokenSpan]]:
+    ) -> list[list[TokenSpan]]:
         """`token_spans` of an encoded batch (arguments checked)."""
         lengths = encoder_out_lens.tolist()
         if self.uses_ctc:
@@ -362,10 +368,10 @@ class Transcriber:
             ]
         return spans
 
-    def phone_groups(self, tokens: Sequence[int]) -> List[List[int]]:
+    def phone_groups(self, tokens: Sequence[int]) -> list[list[int]]:
         """Indices of the tokens of each phone, grouped as `build_alignment` groups tokens: a
         base token and the modifiers after it, ``▁`` closing a phone and belonging to none."""
-        groups: List[List[int]] = []
+        groups: list[list[int]] = []
         open_phone = False
         for k, token in enumerate(tokens):
             label = self.token_label(token)
@@ -378,7 +384,7 @@ class Transcriber:
                 open_phone = True
         return groups
 
-    def _ctc_topk(self, log_probs: Tensor, spans: List[TokenSpan], k: int) -> List[TokenSpan]:
+    def _ctc_topk(self, log_probs: Tensor, spans: list[TokenSpan], k: int) -> list[TokenSpan]:
         """`spans` with the alternatives of each phone on its first token: the posteriors
         averaged over frames [first token's start, last token's end)."""
         groups = self.phone_groups([s.token for s in spans])
@@ -389,8 +395,8 @@ class Transcriber:
         return out
 
     def _transducer_topk(
-        self, encoder_out: Tensor, spans: List[TokenSpan], k: int, mask: Optional[TokenMask]
-    ) -> List[TokenSpan]:
+        self, encoder_out: Tensor, spans: list[TokenSpan], k: int, mask: TokenMask | None
+    ) -> list[TokenSpan]:
         """`spans` with the alternatives of each phone on its first token: the joiner's
         distribution where that token was emitted."""
         groups = self.phone_groups([s.token for s in spans])
@@ -408,10 +414,10 @@ class Transcriber:
         audio: Sequence[AudioItem],
         decoding: str = "greedy",
         beam: int = 4,
-        sampling_rate: Optional[int] = None,
+        sampling_rate: int | None = None,
         inventory: InventoryLike = None,
         topk: int = 0,
-    ) -> List[List[TimedToken]]:
+    ) -> list[list[TimedToken]]:
         """Tokens with times in seconds of a batch of audio items (decoded as one batch);
         `sampling_rate` as in `features`, `inventory` and `topk` as in `token_spans`. The times
         are those of the aligner when there is one (see the class docstring)."""
@@ -424,9 +430,8 @@ class Transcriber:
 
     @torch.inference_mode()
     def _timed_spans(
-        self, encoder_out: Tensor, encoder_out_lens: Tensor, decoding: str, beam: int, mask: Optional[TokenMask],
-        topk: int
-    ) -> List[Tuple[List[TokenSpan], List[TokenSpan]]]:
+        self, encoder_out: Tensor, encoder_out_lens: Tensor, decoding: str, beam: int, mask: TokenMask | None, topk: int
+    ) -> list[tuple[list[TokenSpan], list[TokenSpan]]]:
         """For each item of an encoded batch: its `token_spans` (encoder frames), and the spans
         its times come from (frames of `time_grid`): the same spans, or, with an aligner, the
         decoded phones placed on its sub-frames (`zipa.decoding.alignment.aligner_spans`), each
@@ -456,10 +461,10 @@ class Transcriber:
         audio: Sequence[AudioItem],
         decoding: str = "greedy",
         beam: int = 4,
-        sampling_rate: Optional[int] = None,
+        sampling_rate: int | None = None,
         inventory: InventoryLike = None,
         topk: int = 0,
-    ) -> List[Alignment]:
+    ) -> list[Alignment]:
         """Transcripts with times of a batch of audio items (decoded as one batch): for each,
         an `Alignment` whose `text` is the transcript and whose `phones` and `words` are
         intervals in seconds with confidences (what the TextGrid and CTM writers write).
@@ -472,8 +477,8 @@ class Transcriber:
     def alignment(
         self,
         tokens: Sequence[TimedToken],
-        duration: Optional[float] = None,
-        normalize: Optional[Callable[[str], str]] = None,
+        duration: float | None = None,
+        normalize: Callable[[str], str] | None = None,
     ) -> Alignment:
         """Transcript, phones and words of timed tokens (see `zipa.decoding.timestamps.build_alignment`)."""
         return build_alignment(tokens, self.token_label, duration, normalize)
@@ -485,14 +490,14 @@ class Transcriber:
     def align(
         self,
         audio: Sequence[AudioItem],
-        transcript: Union[str, Sequence[str], None] = None,
+        transcript: str | Sequence[str] | None = None,
         *,
-        text: Union[str, Sequence[str], None] = None,
-        lang: Optional[str] = None,
-        sampling_rate: Optional[int] = None,
+        text: str | Sequence[str] | None = None,
+        lang: str | None = None,
+        sampling_rate: int | None = None,
         remove_diacritics: bool = False,
         strict: bool = False,
-    ) -> List[Alignment]:
+    ) -> list[Alignment]:
         """Where the phones of given transcripts are in a batch of audio items (aligned as one
         batch, as `timestamps` decodes): for each item, an `Alignment` as `timestamps` returns,
         whose phones are exactly those of the transcript, normalised as training labels are.
@@ -514,17 +519,24 @@ class Transcriber:
             raise ValueError("give either transcript= (IPA) or text= (orthography, with lang=)")
         if text is not None and lang is None:
             raise ValueError("text= is orthography: give its language (lang=, e.g. 'en-us') for G2P")
-        return align_batch(self, audio, transcript if text is None else text, lang if text is not None else None,
-                           sampling_rate, remove_diacritics, strict)
+        return align_batch(
+            self,
+            audio,
+            transcript if text is None else text,
+            lang if text is not None else None,
+            sampling_rate,
+            remove_diacritics,
+            strict,
+        )
 
     def align_files(
         self,
         jobs: Iterable[AlignJob],
-        options: Optional[DecodingOptions] = None,
+        options: DecodingOptions | None = None,
         *,
-        lang: Optional[str] = None,
-        progress: Union[None, bool, str, Progress] = False,
-        stop: Optional[Callable[[], bool]] = None,
+        lang: str | None = None,
+        progress: None | bool | str | Progress = False,
+        stop: Callable[[], bool] | None = None,
         **settings: Any,
     ) -> Iterator[FileAlignment]:
         """Forced alignment of files of any length, one `zipa.inference.forced.FileAlignment`
@@ -542,36 +554,37 @@ class Transcriber:
 
     def transcribe_files(
         self,
-        paths: Iterable[Union[str, Path]],
-        options: Optional[DecodingOptions] = None,
+        paths: Iterable[str | Path],
+        options: DecodingOptions | None = None,
         *,
-        progress: Union[None, bool, str, Progress] = False,
+        progress: None | bool | str | Progress = False,
         group_files: int = GROUP_FILES,
         group_seconds: float = GROUP_SECONDS,
         **settings: Any,
-    ) -> List[FileTranscript]:
+    ) -> list[FileTranscript]:
         """Decode audio files of any length; one `FileTranscript` per path, in order.
 
         `iter_transcribe_files` collected into a list in the order of `paths`; the arguments
         are the same.
         """
         paths = [Path(p) for p in paths]
-        results: List[Optional[FileTranscript]] = [None] * len(paths)
-        for i, result in self._iter_indexed(paths, DecodingOptions.of(options, **settings), progress, group_files,
-                                            group_seconds, None):
+        results: list[FileTranscript | None] = [None] * len(paths)
+        for i, result in self._iter_indexed(
+            paths, DecodingOptions.of(options, **settings), progress, group_files, group_seconds, None
+        ):
             results[i] = result
         return results  # type: ignore[return-value]
 
     def evaluate(
         self,
         pairs: Iterable,
-        options: Optional[DecodingOptions] = None,
+        options: DecodingOptions | None = None,
         *,
-        sampling_rate: Optional[int] = None,
-        output_dir: Optional[PathLike] = None,
+        sampling_rate: int | None = None,
+        output_dir: PathLike | None = None,
         test_set: str = "test",
         settings: str = "evaluate",
-        progress: Union[None, bool, str, Progress] = False,
+        progress: None | bool | str | Progress = False,
         **option_values: Any,
     ) -> dict:
         """PER and PFER against reference IPA, as `zipa evaluate` computes them.
@@ -589,17 +602,21 @@ class Transcriber:
         """
         from zipa.evaluation.evaluate import as_references, run_evaluation, score
 
-        run = run_evaluation(self, list(as_references(pairs, sampling_rate)), DecodingOptions.of(options, **option_values),
-                             progress=progress)
+        run = run_evaluation(
+            self,
+            list(as_references(pairs, sampling_rate)),
+            DecodingOptions.of(options, **option_values),
+            progress=progress,
+        )
         return score(run, output_dir, test_set, settings)
 
     def iter_transcribe_files(
         self,
-        paths: Iterable[Union[str, Path]],
-        options: Optional[DecodingOptions] = None,
+        paths: Iterable[str | Path],
+        options: DecodingOptions | None = None,
         *,
-        progress: Union[None, bool, str, Progress] = False,
-        stop: Optional[Callable[[], bool]] = None,
+        progress: None | bool | str | Progress = False,
+        stop: Callable[[], bool] | None = None,
         group_files: int = GROUP_FILES,
         group_seconds: float = GROUP_SECONDS,
         **settings: Any,
@@ -629,29 +646,36 @@ class Transcriber:
         `stop`: asked before each batch; when it returns True, the generator ends there (the
         files finished so far have been yielded). For a clean stop on a signal.
         """
-        results = self._iter_indexed([Path(p) for p in paths], DecodingOptions.of(options, **settings), progress,
-                                     group_files, group_seconds, stop)
+        results = self._iter_indexed(
+            [Path(p) for p in paths],
+            DecodingOptions.of(options, **settings),
+            progress,
+            group_files,
+            group_seconds,
+            stop,
+        )
         return (result for _, result in results)
 
     def _iter_indexed(
         self,
-        paths: List[Path],
+        paths: list[Path],
         options: DecodingOptions,
-        progress: Union[None, bool, str, Progress],
+        progress: None | bool | str | Progress,
         group_files: int,
         group_seconds: float,
-        stop: Optional[Callable[[], bool]],
-    ) -> Iterator[Tuple[int, FileTranscript]]:
+        stop: Callable[[], bool] | None,
+    ) -> Iterator[tuple[int, FileTranscript]]:
         """`iter_transcribe_files` with each result's position in `paths`."""
         if group_files < 1 or not group_seconds > 0:
-            raise ValueError(f"group_files must be at least 1 and group_seconds positive, got {group_files}, "
-                             f"{group_seconds}")
+            raise ValueError(
+                f"group_files must be at least 1 and group_seconds positive, got {group_files}, {group_seconds}"
+            )
         mask = self.inventory_mask(options.inventory)
         reporter = Progress.make(progress, len(paths))
         owned = reporter is not progress
         stop = stop or (lambda: False)
         try:
-            group: List[Tuple[int, FileTranscript, AudioInfo]] = []
+            group: list[tuple[int, FileTranscript, AudioInfo]] = []
             seconds = 0.0
             for i, path in enumerate(paths):
                 if stop():
@@ -678,23 +702,23 @@ class Transcriber:
 
     def _decode_group(
         self,
-        group: List[Tuple[int, FileTranscript, AudioInfo]],
+        group: list[tuple[int, FileTranscript, AudioInfo]],
         options: DecodingOptions,
         reporter: Progress,
         stop: Callable[[], bool],
-        mask: Optional[TokenMask],
-    ) -> Iterator[Tuple[int, FileTranscript]]:
+        mask: TokenMask | None,
+    ) -> Iterator[tuple[int, FileTranscript]]:
         """Decode one group's segments longest first; yield each file once all its segments
         are decoded (or as soon as one fails)."""
         results = [result for _, result, _ in group]
-        segments: List[Segment] = []
+        segments: list[Segment] = []
         for k, (_, _, info) in enumerate(group):
             segments += plan_segments(k, info, options.window, options.overlap)
         left = Counter(s.file_index for s in segments)
         # Longest first: equal-length windows batch together, and memory peaks at the start.
         segments.sort(key=lambda s: (-s.length / s.sample_rate, s.file_index, s.index))
 
-        pieces: Dict[int, Dict[int, List[TimedToken]]] = defaultdict(dict)
+        pieces: dict[int, dict[int, list[TimedToken]]] = defaultdict(dict)
         for start in range(0, len(segments), options.batch_size):
             if stop():
                 return
@@ -716,8 +740,8 @@ class Transcriber:
                 yield group[k][0], result
 
     def encode_segments(
-        self, segments: Sequence[Tuple[Path, Segment]]
-    ) -> Tuple[List[int], Optional[Tensor], Optional[Tensor], Dict[int, str]]:
+        self, segments: Sequence[tuple[Path, Segment]]
+    ) -> tuple[list[int], Tensor | None, Tensor | None, dict[int, str]]:
         """The one windowed encoder: read segments of files (windows, `zipa.inference.long_audio`),
         make their features as one batch and encode them. Returns (the positions encoded, in
         order; encoder_out; encoder_out_lens; {position: why it was left out}). A segment that
@@ -728,8 +752,9 @@ class Transcriber:
             try:
                 samples = read_segment(path, segment)
                 if samples.size < MIN_SAMPLES:
-                    raise ValueError(f"{path}: audio too short ({samples.size} samples at 16 kHz; the encoder needs "
-                                     "about 0.1 s)")
+                    raise ValueError(
+                        f"{path}: audio too short ({samples.size} samples at 16 kHz; the encoder needs about 0.1 s)"
+                    )
             except (ValueError, OSError, RuntimeError) as e:
                 errors[k] = str(e)
                 continue
@@ -739,25 +764,29 @@ class Transcriber:
             feats, feat_lens = compute_fbank(audio)
             short = [i for i, n in enumerate(feat_lens.tolist()) if n < MIN_FEATURE_FRAMES]
             if not short:
-                encoder_out, encoder_out_lens = self.model.forward_encoder(feats.to(self.device),
-                                                                           feat_lens.to(self.device))
+                encoder_out, encoder_out_lens = self.model.forward_encoder(
+                    feats.to(self.device), feat_lens.to(self.device)
+                )
                 return positions, encoder_out, encoder_out_lens, errors
             for i in short:
-                errors[positions[i]] = (f"{segments[positions[i]][0]}: audio too short ({feat_lens[i].item()} feature "
-                                        f"frames; the encoder needs at least {MIN_FEATURE_FRAMES}, about 0.1 s)")
+                errors[positions[i]] = (
+                    f"{segments[positions[i]][0]}: audio too short ({feat_lens[i].item()} feature "
+                    f"frames; the encoder needs at least {MIN_FEATURE_FRAMES}, about 0.1 s)"
+                )
             positions = [k for i, k in enumerate(positions) if i not in short]
             audio = [x for i, x in enumerate(audio) if i not in short]
         return [], None, None, errors
 
     @torch.inference_mode()
     def _decode_segments(
-        self, batch: List[Segment], results: List[FileTranscript], options: DecodingOptions, mask: Optional[TokenMask]
-    ) -> List[Tuple[Segment, List[TimedToken]]]:
+        self, batch: list[Segment], results: list[FileTranscript], options: DecodingOptions, mask: TokenMask | None
+    ) -> list[tuple[Segment, list[TimedToken]]]:
         """Encode and decode one batch of segments; a segment that fails marks its file's error
         and is left out. Returns each decoded segment's kept tokens."""
         batch = [s for s in batch if results[s.file_index].error is None]
         positions, encoder_out, encoder_out_lens, errors = self.encode_segments(
-            [(results[s.file_index].path, s) for s in batch])
+            [(results[s.file_index].path, s) for s in batch]
+        )
         for k, error in errors.items():
             results[batch[k].file_index].error = error
         if not positions:
@@ -784,8 +813,8 @@ class FileTranscript:
 
     path: Path
     duration: float = 0.0
-    tokens: List[TimedToken] = field(default_factory=list)
-    error: Optional[str] = None
+    tokens: list[TimedToken] = field(default_factory=list)
+    error: str | None = None
 
     @property
     def ok(self) -> bool:

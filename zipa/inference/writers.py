@@ -32,9 +32,10 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Union
 
 from zipa.data.eaf import eaf_text
 from zipa.data.textgrid import IntervalTier, TextGrid
@@ -54,10 +55,10 @@ class Record:
     path: str
     duration: float
     alignment: Alignment
-    textgrid: Optional[TextGrid] = None
+    textgrid: TextGrid | None = None
     # MFA's layout (`zipa align CORPUS --output-dir`): the speakers' stretches of the file,
     # (speaker, start, end); None for the layout of every other command (tiers phones, words).
-    speakers: Optional[List[Tuple[str, float, float]]] = None
+    speakers: list[tuple[str, float, float]] | None = None
 
 
 def _t(x: float) -> str:
@@ -89,9 +90,7 @@ def format_tsv(
         for r in records:
             for p in r.alignment.phones:
                 alts = " ".join(f"{_clean(label)}:{_c(prob)}" for label, prob in (p.alternatives or ()))
-                lines.append(
-                    f"{_clean(r.path)}\t{_t(p.start)}\t{_t(p.end)}\t{p.label}\t{_c(p.confidence)}\t{alts}\n"
-                )
+                lines.append(f"{_clean(r.path)}\t{_t(p.start)}\t{_t(p.end)}\t{p.label}\t{_c(p.confidence)}\t{alts}\n")
         return "".join(lines)
     lines = ["path\tstart\tend\tphone\tconfidence\n"]
     for r in records:
@@ -100,7 +99,7 @@ def format_tsv(
     return "".join(lines)
 
 
-def _intervals_json(intervals: Sequence[Interval], key: str) -> List[dict]:
+def _intervals_json(intervals: Sequence[Interval], key: str) -> list[dict]:
     return [
         {key: iv.label, "start": round(iv.start, 3), "end": round(iv.end, 3), "confidence": round(iv.confidence, 4)}
         for iv in intervals
@@ -145,20 +144,18 @@ def format_ctm(
     return "".join(lines)
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # Praat TextGrid
 # ---------------------------------------------------------------------------------------------
 
 
-def fill_tier(intervals: Sequence[Interval], duration: float, xmin: float = 0.0) -> List[Interval]:
+def fill_tier(intervals: Sequence[Interval], duration: float, xmin: float = 0.0) -> list[Interval]:
     """Ordered, contiguous intervals covering [xmin, duration]: gaps get an empty label.
 
     Input intervals must be ordered and not overlap; empty ones (end <= start) are dropped and
     times are clipped to [xmin, duration].
     """
-    out: List[Interval] = []
+    out: list[Interval] = []
     cursor = float(xmin)
     for iv in intervals:
         start, end = max(iv.start, cursor), min(iv.end, duration)
@@ -173,11 +170,12 @@ def fill_tier(intervals: Sequence[Interval], duration: float, xmin: float = 0.0)
     return out
 
 
-def format_textgrid(duration: float, tiers: Dict[str, Sequence[Interval]]) -> str:
+def format_textgrid(duration: float, tiers: dict[str, Sequence[Interval]]) -> str:
     """Praat's long text TextGrid over [0, duration] with one IntervalTier per entry of ``tiers``
     (each filled by `fill_tier`)."""
-    return TextGrid(0.0, duration, [interval_tier(name, intervals, 0.0, duration)
-                                    for name, intervals in tiers.items()]).to_text()
+    return TextGrid(
+        0.0, duration, [interval_tier(name, intervals, 0.0, duration) for name, intervals in tiers.items()]
+    ).to_text()
 
 
 def interval_tier(name: str, intervals: Sequence[Interval], xmin: float, xmax: float) -> IntervalTier:
@@ -191,14 +189,18 @@ def format_textgrids(
     """The TextGrid of one record: its phones and words over [0, duration], or, when the record
     comes from a TextGrid's utterance tier, a copy of that TextGrid with both tiers added."""
     (record,) = records
-    return textgrid_for(record, words) if record.textgrid is None else textgrid_with_alignment(record.textgrid, record, words)
+    return (
+        textgrid_for(record, words)
+        if record.textgrid is None
+        else textgrid_with_alignment(record.textgrid, record, words)
+    )
 
 
 def textgrid_for(record: Record, words: bool = True) -> str:
     return format_textgrid(record.duration, dict(alignment_tiers(record, words)))
 
 
-def alignment_tiers(record: Record, words: bool = True) -> List[Tuple[str, Sequence[Interval]]]:
+def alignment_tiers(record: Record, words: bool = True) -> list[tuple[str, Sequence[Interval]]]:
     """The tiers a record's alignment is written as: ``phones`` and ``words``; in MFA's layout
     (``record.speakers``) ``words`` then ``phones``, and for a file with several speakers
     ``<speaker> - words``, ``<speaker> - phones`` for each, a phone or word going to the first
@@ -207,7 +209,7 @@ def alignment_tiers(record: Record, words: bool = True) -> List[Tuple[str, Seque
         return [("phones", record.alignment.phones)] + ([("words", record.alignment.words)] if words else [])
     names = list(dict.fromkeys(speaker for speaker, _, _ in record.speakers))
 
-    def of(speaker: str, intervals: Sequence[Interval]) -> List[Interval]:
+    def of(speaker: str, intervals: Sequence[Interval]) -> list[Interval]:
         if len(names) == 1:
             return list(intervals)
         return [iv for iv in intervals if _speaker_at(record.speakers, (iv.start + iv.end) / 2) == speaker]
@@ -221,7 +223,7 @@ def alignment_tiers(record: Record, words: bool = True) -> List[Tuple[str, Seque
     return tiers
 
 
-def _speaker_at(speakers: Sequence[Tuple[str, float, float]], time: float) -> Optional[str]:
+def _speaker_at(speakers: Sequence[tuple[str, float, float]], time: float) -> str | None:
     return next((speaker for speaker, start, end in speakers if start <= time <= end), None)
 
 
@@ -248,8 +250,11 @@ def format_eaf(
     annotations (`alignment_tiers`), each with a dependent tier ``<tier> confidence`` holding
     each annotation's confidence (ELAN's Symbolic Association: one value per annotation)."""
     (record,) = records
-    grid = TextGrid(0.0, record.duration, [t for t in (record.textgrid.tiers if record.textgrid else [])
-                                           if isinstance(t, IntervalTier)])
+    grid = TextGrid(
+        0.0,
+        record.duration,
+        [t for t in (record.textgrid.tiers if record.textgrid else []) if isinstance(t, IntervalTier)],
+    )
     tiers = [(t.name, t.intervals) for t in grid.tiers]
     dependents = []
     for name, intervals in alignment_tiers(record, words):
@@ -265,7 +270,7 @@ def format_eaf(
 # ---------------------------------------------------------------------------------------------
 
 
-def write_text(text: str, output: Optional[Path]) -> None:
+def write_text(text: str, output: Path | None) -> None:
     """Text to stdout (``output`` None or ``-``) or atomically to a file."""
     if output is None or str(output) == "-":
         sys.stdout.write(text)
@@ -328,7 +333,7 @@ class OutputFormat:
         return self.render([record], timestamps=timestamps, words=words, alternatives=alternatives)
 
 
-FORMATS: Dict[str, OutputFormat] = {}
+FORMATS: dict[str, OutputFormat] = {}
 
 
 def register_format(fmt: OutputFormat) -> OutputFormat:
@@ -340,28 +345,66 @@ def register_format(fmt: OutputFormat) -> OutputFormat:
 
 for _fmt in (
     OutputFormat("txt", ".txt", "text/plain", format_txt, "<path> TAB <transcript>, one line per file"),
-    OutputFormat("tsv", ".tsv", "text/tab-separated-values", format_tsv,
-                 "header, then path, transcript; with times: path, start, end, phone, confidence per phone",
-                 multi_line=lambda timestamps: timestamps, topk=True),
-    OutputFormat("jsonl", ".jsonl", "application/json", format_jsonl,
-                 '{"path", "duration", "text"}; with times also "phones" and "words" lists',
-                 line_key=_jsonl_key, path_key=lambda path: path, topk=True),
-    OutputFormat("ctm", ".ctm", "text/plain", format_ctm,
-                 "<file-id> 1 <start> <duration> <phone> <confidence>, one line per phone",
-                 timed=True, line_key=_ctm_key,
-                 path_key=ctm_file_id, multi_line=lambda timestamps: True),
-    OutputFormat("textgrid", TEXTGRID_SUFFIX, "text/plain", format_textgrids,
-                 'Praat TextGrid per file: tiers "phones" and "words" covering the whole file',
-                 timed=True, one_file_each=True),
-    OutputFormat("eaf", ".eaf", "application/xml", format_eaf,
-                 'ELAN file per file, linking the audio: tiers "phones" and "words", confidences in dependent tiers',
-                 timed=True, one_file_each=True),
+    OutputFormat(
+        "tsv",
+        ".tsv",
+        "text/tab-separated-values",
+        format_tsv,
+        "header, then path, transcript; with times: path, start, end, phone, confidence per phone",
+        multi_line=lambda timestamps: timestamps,
+        topk=True,
+    ),
+    OutputFormat(
+        "jsonl",
+        ".jsonl",
+        "application/json",
+        format_jsonl,
+        '{"path", "duration", "text"}; with times also "phones" and "words" lists',
+        line_key=_jsonl_key,
+        path_key=lambda path: path,
+        topk=True,
+    ),
+    OutputFormat(
+        "ctm",
+        ".ctm",
+        "text/plain",
+        format_ctm,
+        "<file-id> 1 <start> <duration> <phone> <confidence>, one line per phone",
+        timed=True,
+        line_key=_ctm_key,
+        path_key=ctm_file_id,
+        multi_line=lambda timestamps: True,
+    ),
+    OutputFormat(
+        "textgrid",
+        TEXTGRID_SUFFIX,
+        "text/plain",
+        format_textgrids,
+        'Praat TextGrid per file: tiers "phones" and "words" covering the whole file',
+        timed=True,
+        one_file_each=True,
+    ),
+    OutputFormat(
+        "eaf",
+        ".eaf",
+        "application/xml",
+        format_eaf,
+        'ELAN file per file, linking the audio: tiers "phones" and "words", confidences in dependent tiers',
+        timed=True,
+        one_file_each=True,
+    ),
 ):
     register_format(_fmt)
 
 
-def write(records: Union[Record, Alignment, Sequence[Union[Record, Alignment]]], path: Optional[PathLike],
-          format: Optional[str] = None, *, duration: Optional[float] = None, words: bool = True) -> None:
+def write(
+    records: Record | Alignment | Sequence[Record | Alignment],
+    path: PathLike | None,
+    format: str | None = None,
+    *,
+    duration: float | None = None,
+    words: bool = True,
+) -> None:
     """Write alignments (or records) to ``path`` (None or ``-``: stdout) in ``format``, by
     default the one ``path``'s suffix names (``.TextGrid``, ``.ctm``, ``.jsonl``, ``.tsv``,
     ``.txt``). An `Alignment` is written as the record of the audio file named as ``path``
@@ -381,11 +424,10 @@ def write(records: Union[Record, Alignment, Sequence[Union[Record, Alignment]]],
     write_text(fmt.render(out, timestamps=True, words=words, alternatives=False), None if path is None else Path(path))
 
 
-def format_for(path: Optional[PathLike]) -> OutputFormat:
+def format_for(path: PathLike | None) -> OutputFormat:
     """The format whose suffix ``path`` has (case-insensitive)."""
     suffix = Path(str(path)).suffix.lower()
     for fmt in FORMATS.values():
         if fmt.suffix.lower() == suffix:
             return fmt
-    raise ValueError(f"{path}: no output format has the suffix {suffix!r} "
-                     f"(give format=, one of {', '.join(FORMATS)})")
+    raise ValueError(f"{path}: no output format has the suffix {suffix!r} (give format=, one of {', '.join(FORMATS)})")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence, Union, cast
+from typing import cast
 
 import torch
 
@@ -23,12 +24,12 @@ class ZipaModel(Transcriber):
         """The AsrModel (the original's name for it)."""
         return self.model
 
-    def get_fbank(self, audio: Sequence, sampling_rate: Optional[int] = None) -> tuple:
+    def get_fbank(self, audio: Sequence, sampling_rate: int | None = None) -> tuple:
         """(features (N, T, 80), feature_lens (N,)) of a list of arrays or audio files; arrays
         are at `sampling_rate` (default 16 kHz, as the original) and resampled to 16 kHz."""
         return self.features(audio, sampling_rate)
 
-    def inference(self, audio: Sequence, sampling_rate: Optional[int] = None) -> List[List[str]]:
+    def inference(self, audio: Sequence, sampling_rate: int | None = None) -> list[list[str]]:
         """For each item, the decoded IPA split on whitespace (word boundaries).
 
         The batch is zero-padded as one; padding reaches valid frames through the conv front
@@ -41,8 +42,8 @@ class ZipaModel(Transcriber):
 
 def initialize_model(
     model_path: PathLike,
-    bpe_model: Optional[PathLike] = None,
-    device: Optional[Union[str, torch.device]] = None,
+    bpe_model: PathLike | None = None,
+    device: str | torch.device | None = None,
     aligner="auto",
     **config_overrides,
 ) -> ZipaModel:
@@ -59,7 +60,7 @@ def initialize_model(
     return cast(ZipaModel, model)  # from_checkpoint builds its `cls`
 
 
-def main(argv: Optional[Sequence[str]] = None, description: str = "Transcribe audio files to IPA.") -> int:
+def main(argv: Sequence[str] | None = None, description: str = "Transcribe audio files to IPA.") -> int:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
     parser.add_argument("--model", required=True, help="checkpoint (.pth), or a model name from `zipa models`")

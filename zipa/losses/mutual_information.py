@@ -32,8 +32,6 @@ destination.  The code is device-agnostic and works in float32 or float64 (the d
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -74,8 +72,14 @@ def _check_boundary(boundary: Tensor, B: int, S: int, T: int) -> Tensor:
         raise TypeError(f"boundary must be int64, got {boundary.dtype}")
     b = boundary.detach().cpu()
     s_begin, t_begin, s_end, t_end = b.unbind(1)
-    if not (bool((s_begin >= 0).all()) and bool((s_begin <= s_end).all()) and bool((s_end <= S).all())
-            and bool((t_begin >= 0).all()) and bool((t_begin <= t_end).all()) and bool((t_end <= T).all())):
+    if not (
+        bool((s_begin >= 0).all())
+        and bool((s_begin <= s_end).all())
+        and bool((s_end <= S).all())
+        and bool((t_begin >= 0).all())
+        and bool((t_begin <= t_end).all())
+        and bool((t_end <= T).all())
+    ):
         raise ValueError(
             f"boundary rows must satisfy 0 <= s_begin <= s_end <= S={S} and 0 <= t_begin <= t_end <= T={T}; "
             f"got {b.tolist()}"
@@ -86,7 +90,7 @@ def _check_boundary(boundary: Tensor, B: int, S: int, T: int) -> Tensor:
 class _Lattice:
     """Forward quantities of one recursion, kept for the backward sweep."""
 
-    def __init__(self, px: Tensor, py: Tensor, boundary: Optional[Tensor]):
+    def __init__(self, px: Tensor, py: Tensor, boundary: Tensor | None):
         B, S, T1 = px.shape
         T = T1 - 1
         D = S + T + 1
@@ -128,7 +132,7 @@ class _Lattice:
         self.q = q
         self.scores = q[self.end_diag, batch, self.end_s + 1]
 
-    def occupation_grads(self) -> Tuple[Tensor, Tensor]:
+    def occupation_grads(self) -> tuple[Tensor, Tensor]:
         """Derivatives of ``scores.sum()`` w.r.t. px and py (edge occupation probabilities)."""
         B, S, T = self.shape
         q, ex, ey = self.q, self.ex, self.ey
@@ -158,8 +162,9 @@ class _Lattice:
 
 class _MutualInformationFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, px: Tensor, py: Tensor, boundary: Optional[Tensor], return_grad: bool,
-                grads_out: List[Optional[Tensor]]) -> Tensor:
+    def forward(
+        ctx, px: Tensor, py: Tensor, boundary: Tensor | None, return_grad: bool, grads_out: list[Tensor | None]
+    ) -> Tensor:
         lattice = _Lattice(px.detach(), py.detach(), boundary)
         ctx.grads = None
         ctx.lattice = None
@@ -193,10 +198,10 @@ def import_k2():
 def mutual_information_recursion(
     px: Tensor,
     py: Tensor,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     return_grad: bool = False,
     backend: str = "torch",
-) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
     """Total log-weight of all monotonic paths through the (S+1) x (T+1) lattice.
 
     Args:
@@ -228,7 +233,7 @@ def mutual_information_recursion(
         raise ValueError(f"py must have shape {(B, S + 1, T)} for px of shape {tuple(px.shape)}, got {tuple(py.shape)}")
     if px.dtype != py.dtype or px.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"px and py must both be float32 or both float64, got {px.dtype} and {py.dtype}")
-    grads: List[Optional[Tensor]] = [None, None]
+    grads: list[Tensor | None] = [None, None]
     scores = _MutualInformationFunction.apply(px, py, boundary, return_grad, grads)
     if return_grad:
         px_grad, py_grad = grads

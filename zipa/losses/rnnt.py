@@ -27,7 +27,7 @@ imported (it is never required).
 from __future__ import annotations
 
 import logging
-from typing import Optional, Tuple, Union, cast
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -73,7 +73,7 @@ def _k2_kwargs(boundary, delay_penalty, reduction, **extra):
     return kwargs
 
 
-def _no_emission_after_last_frame(px: Tensor, boundary: Optional[Tensor]) -> Tensor:
+def _no_emission_after_last_frame(px: Tensor, boundary: Tensor | None) -> Tensor:
     """Append the frame-T column of -inf to px (B, S, T) -> (B, S, T+1) and, with a boundary,
     also set ``px[b, :, T_b]`` to -inf."""
     B, S, T = px.shape
@@ -84,7 +84,7 @@ def _no_emission_after_last_frame(px: Tensor, boundary: Optional[Tensor]) -> Ten
     return px
 
 
-def _add_delay_penalty(px: Tensor, boundary: Optional[Tensor], delay_penalty: float) -> Tensor:
+def _add_delay_penalty(px: Tensor, boundary: Tensor | None, delay_penalty: float) -> Tensor:
     """Reward early and penalise late symbol emissions, linearly in the frame index around
     the middle frame ``(T_b - 1) / 2`` (the total over a path is zero-mean in time)."""
     if delay_penalty <= 0.0:
@@ -98,7 +98,7 @@ def _add_delay_penalty(px: Tensor, boundary: Optional[Tensor], delay_penalty: fl
     return px + delay_penalty * (middle.view(B, 1, 1) - frames.view(1, 1, T1))
 
 
-def _reduce(negated_loss: Tensor, reduction: Optional[str]) -> Tensor:
+def _reduce(negated_loss: Tensor, reduction: str | None) -> Tensor:
     if reduction == "none":
         return -negated_loss
     if reduction == "mean":
@@ -108,7 +108,7 @@ def _reduce(negated_loss: Tensor, reduction: Optional[str]) -> Tensor:
     raise ValueError(f"reduction should be 'none', 'mean' or 'sum', got {reduction!r}")
 
 
-def _check_lm_am(lm: Tensor, am: Tensor, symbols: Tensor) -> Tuple[int, int, int, int]:
+def _check_lm_am(lm: Tensor, am: Tensor, symbols: Tensor) -> tuple[int, int, int, int]:
     if lm.ndim != 3 or am.ndim != 3:
         raise ValueError(f"lm and am must be 3-D, got {tuple(lm.shape)} and {tuple(am.shape)}")
     B, T, C = am.shape
@@ -129,9 +129,9 @@ def get_rnnt_logprobs(
     am: Tensor,
     symbols: Tensor,
     termination_symbol: int,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Lattice (px, py) of the "simple" transducer whose joiner is ``lm[b, s] + am[b, t]``.
 
     Args:
@@ -175,9 +175,9 @@ def get_rnnt_logprobs_smoothed(
     termination_symbol: int,
     lm_only_scale: float = 0.1,
     am_only_scale: float = 0.1,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Lattice of the smoothed simple transducer: every transition log-prob is the interpolation
 
         (1 - lm_only_scale - am_only_scale) * log softmax(lm[s] + am[t])
@@ -224,9 +224,9 @@ def get_rnnt_logprobs_joint(
     logits: Tensor,
     symbols: Tensor,
     termination_symbol: int,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Lattice (px, py) from full joiner output ``logits`` (B, T, S+1, C)."""
     _check_type(rnnt_type)
     if logits.ndim != 4:
@@ -247,9 +247,9 @@ def get_rnnt_logprobs_pruned(
     symbols: Tensor,
     ranges: Tensor,
     termination_symbol: int,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Lattice (px, py) from pruned joiner output ``logits`` (B, T, s_range, C), where
     ``logits[b, t, k]`` belongs to label position ``ranges[b, t, k]``; lattice cells outside
     the ranges get -inf."""
@@ -282,13 +282,13 @@ def rnnt_loss_simple(
     am: Tensor,
     symbols: Tensor,
     termination_symbol: int,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
     delay_penalty: float = 0.0,
-    reduction: Optional[str] = "mean",
+    reduction: str | None = "mean",
     return_grad: bool = False,
     backend: str = "torch",
-) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
     """RNN-T loss of the additive joiner ``lm[b, s] + am[b, t]`` (see :func:`get_rnnt_logprobs`).
 
     With ``return_grad`` also returns ``(px_grad, py_grad)``: the derivatives of the total
@@ -297,7 +297,10 @@ def rnnt_loss_simple(
     """
     if _check_backend(backend):
         return import_k2().rnnt_loss_simple(
-            lm=lm, am=am, symbols=symbols, termination_symbol=termination_symbol,
+            lm=lm,
+            am=am,
+            symbols=symbols,
+            termination_symbol=termination_symbol,
             **_k2_kwargs(boundary, delay_penalty, reduction, return_grad=return_grad),
         )
     px, py = get_rnnt_logprobs(lm, am, symbols, termination_symbol, boundary, rnnt_type)
@@ -312,20 +315,24 @@ def rnnt_loss_smoothed(
     termination_symbol: int,
     lm_only_scale: float = 0.1,
     am_only_scale: float = 0.1,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
     delay_penalty: float = 0.0,
-    reduction: Optional[str] = "mean",
+    reduction: str | None = "mean",
     return_grad: bool = False,
     backend: str = "torch",
-) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
     """Simple RNN-T loss on the smoothed lattice of :func:`get_rnnt_logprobs_smoothed`
     (``lm_only_scale = am_only_scale = 0`` gives :func:`rnnt_loss_simple`). ``return_grad``
     as in :func:`rnnt_loss_simple`."""
     if _check_backend(backend):
         return import_k2().rnnt_loss_smoothed(
-            lm=lm, am=am, symbols=symbols, termination_symbol=termination_symbol,
-            lm_only_scale=lm_only_scale, am_only_scale=am_only_scale,
+            lm=lm,
+            am=am,
+            symbols=symbols,
+            termination_symbol=termination_symbol,
+            lm_only_scale=lm_only_scale,
+            am_only_scale=am_only_scale,
             **_k2_kwargs(boundary, delay_penalty, reduction, return_grad=return_grad),
         )
     px, py = get_rnnt_logprobs_smoothed(
@@ -339,16 +346,18 @@ def rnnt_loss(
     logits: Tensor,
     symbols: Tensor,
     termination_symbol: int,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
     delay_penalty: float = 0.0,
-    reduction: Optional[str] = "mean",
+    reduction: str | None = "mean",
     backend: str = "torch",
 ) -> Tensor:
     """Full (unpruned) RNN-T loss of joiner output ``logits`` (B, T, S+1, C)."""
     if _check_backend(backend):
         return import_k2().rnnt_loss(
-            logits=logits, symbols=symbols, termination_symbol=termination_symbol,
+            logits=logits,
+            symbols=symbols,
+            termination_symbol=termination_symbol,
             **_k2_kwargs(boundary, delay_penalty, reduction),
         )
     px, py = get_rnnt_logprobs_joint(logits, symbols, termination_symbol, boundary, rnnt_type)
@@ -361,10 +370,10 @@ def rnnt_loss_pruned(
     symbols: Tensor,
     ranges: Tensor,
     termination_symbol: int,
-    boundary: Optional[Tensor] = None,
+    boundary: Tensor | None = None,
     rnnt_type: str = "regular",
     delay_penalty: float = 0.0,
-    reduction: Optional[str] = "mean",
+    reduction: str | None = "mean",
     backend: str = "torch",
 ) -> Tensor:
     """RNN-T loss of pruned joiner output ``logits`` (B, T, s_range, C) whose positions are
@@ -372,7 +381,10 @@ def rnnt_loss_pruned(
     kept positions are excluded. With ``s_range = S + 1`` it equals :func:`rnnt_loss`."""
     if _check_backend(backend):
         return import_k2().rnnt_loss_pruned(
-            logits=logits, symbols=symbols, ranges=ranges, termination_symbol=termination_symbol,
+            logits=logits,
+            symbols=symbols,
+            ranges=ranges,
+            termination_symbol=termination_symbol,
             **_k2_kwargs(boundary, delay_penalty, reduction),
         )
     px, py = get_rnnt_logprobs_pruned(logits, symbols, ranges, termination_symbol, boundary, rnnt_type)
@@ -453,7 +465,10 @@ def get_rnnt_prune_ranges(
     if s_range < s_range_min:
         logging.warning(
             "get_rnnt_prune_ranges: s_range=%d is too small for S=%s, T=%s; using %d",
-            s_range, s_lens.tolist(), t_lens.tolist(), s_range_min,
+            s_range,
+            s_lens.tolist(),
+            t_lens.tolist(),
+            s_range_min,
         )
         s_range = s_range_min
     if s_range > S:
@@ -476,7 +491,7 @@ def get_rnnt_prune_ranges(
     return s_begin.unsqueeze(2) + torch.arange(s_range, device=px_grad.device)
 
 
-def do_rnnt_pruning(am: Tensor, lm: Tensor, ranges: Tensor) -> Tuple[Tensor, Tensor]:
+def do_rnnt_pruning(am: Tensor, lm: Tensor, ranges: Tensor) -> tuple[Tensor, Tensor]:
     """Expand encoder-side ``am`` (B, T, D_am) and gather decoder-side ``lm`` (B, S+1, D_lm)
     onto the kept positions: returns (B, T, s_range, D_am) and (B, T, s_range, D_lm), to be
     combined by the joiner."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
@@ -77,7 +77,7 @@ class FrameAligner(nn.Module):
         self.conv = nn.Conv1d(config.encoder_dim, config.channels, config.kernel_size, padding=config.kernel_size // 2)
         self.out = nn.Linear(config.channels, config.subframes * config.vocab_size)
 
-    def forward(self, encoder_out: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+    def forward(self, encoder_out: Tensor, lengths: Tensor | None = None) -> Tensor:
         """``lengths`` (N,): valid encoder frames of each item; the frames after them (batch
         padding) are zeroed first, so that an item's output does not depend on what pads it."""
         if lengths is not None:
@@ -97,8 +97,9 @@ def encoder_fingerprint(model: object, samples: int = 64) -> str:
     the large models."""
     parts: list[Any] = [getattr(model, "encoder_embed", None), getattr(model, "encoder", None)]
     if not all(isinstance(p, nn.Module) for p in parts):
-        raise AlignerMismatchError("an aligner needs a PyTorch model with encoder_embed and encoder "
-                                   "(the ONNX backend has none)")
+        raise AlignerMismatchError(
+            "an aligner needs a PyTorch model with encoder_embed and encoder (the ONNX backend has none)"
+        )
     digest = hashlib.sha256()
     for prefix, part in zip(("encoder_embed", "encoder"), parts):
         for name, param in part.named_parameters():
@@ -109,16 +110,19 @@ def encoder_fingerprint(model: object, samples: int = 64) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_aligner(aligner: FrameAligner, model: object, vocab_size: int, frame_shift: float,
-                  where: str = "the aligner") -> None:
+def check_aligner(
+    aligner: FrameAligner, model: object, vocab_size: int, frame_shift: float, where: str = "the aligner"
+) -> None:
     """AlignerMismatchError saying what differs when ``aligner`` was not trained on ``model``
     (its encoder weights, its vocabulary size or its frame rate)."""
     config = aligner.config
     if config.vocab_size != vocab_size:
         raise AlignerMismatchError(f"{where} has {config.vocab_size} classes, the model's tokenizer {vocab_size}")
     if abs(config.frame_shift - frame_shift) > 1e-9:
-        raise AlignerMismatchError(f"{where} reads encoder frames of {config.frame_shift * 1000:g} ms, the model "
-                                   f"makes {frame_shift * 1000:g} ms frames")
+        raise AlignerMismatchError(
+            f"{where} reads encoder frames of {config.frame_shift * 1000:g} ms, the model "
+            f"makes {frame_shift * 1000:g} ms frames"
+        )
     found = encoder_fingerprint(model)
     if aligner.encoder_fingerprint != found:
         raise AlignerMismatchError(
@@ -127,7 +131,7 @@ def check_aligner(aligner: FrameAligner, model: object, vocab_size: int, frame_s
         )
 
 
-def save_aligner(aligner: FrameAligner, path: PathLike, info: Optional[Dict[str, Any]] = None) -> None:
+def save_aligner(aligner: FrameAligner, path: PathLike, info: dict[str, Any] | None = None) -> None:
     """Write ``aligner`` (weights, config, encoder fingerprint, and ``info``: how it was trained)
     to ``path`` atomically."""
     state = {
@@ -142,13 +146,18 @@ def save_aligner(aligner: FrameAligner, path: PathLike, info: Optional[Dict[str,
         torch.save(state, f)
 
 
-def read_aligner_info(path: PathLike) -> Dict[str, Any]:
+def read_aligner_info(path: PathLike) -> dict[str, Any]:
     """The ``info`` stored with an aligner (training settings and results)."""
     return dict(_read(Path(path)).get("info", {}))
 
 
-def load_aligner(path: PathLike, model: Optional[object] = None, vocab_size: Optional[int] = None,
-                 frame_shift: Optional[float] = None, device: Union[str, torch.device] = "cpu") -> FrameAligner:
+def load_aligner(
+    path: PathLike,
+    model: object | None = None,
+    vocab_size: int | None = None,
+    frame_shift: float | None = None,
+    device: str | torch.device = "cpu",
+) -> FrameAligner:
     """The aligner saved at ``path``, in eval mode on ``device``. With ``model`` (and its
     ``vocab_size`` and ``frame_shift``), AlignerMismatchError unless it was trained on that
     model's encoder (`check_aligner`)."""
@@ -157,12 +166,17 @@ def load_aligner(path: PathLike, model: Optional[object] = None, vocab_size: Opt
     aligner = FrameAligner(AlignerConfig(**state["config"]), state["encoder_fingerprint"])
     aligner.load_state_dict(state["state_dict"])
     if model is not None:
-        check_aligner(aligner, model, vocab_size if vocab_size is not None else aligner.config.vocab_size,
-                      frame_shift if frame_shift is not None else aligner.config.frame_shift, str(path))
+        check_aligner(
+            aligner,
+            model,
+            vocab_size if vocab_size is not None else aligner.config.vocab_size,
+            frame_shift if frame_shift is not None else aligner.config.frame_shift,
+            str(path),
+        )
     return aligner.to(device).eval()
 
 
-def _read(path: Path) -> Dict[str, Any]:
+def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"aligner not found: {path}")
     try:

@@ -6,7 +6,7 @@ Attribute names, and so state_dict keys, are icefall's: `encoder_embed`, `encode
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -40,9 +40,9 @@ class AsrModel(nn.Module):
         self,
         encoder_embed: Conv2dSubsampling,
         encoder: Zipformer2,
-        decoder: Optional[Decoder] = None,
-        joiner: Optional[Joiner] = None,
-        attention_decoder: Optional[AttentionDecoderModel] = None,
+        decoder: Decoder | None = None,
+        joiner: Joiner | None = None,
+        attention_decoder: AttentionDecoderModel | None = None,
         encoder_dim: int = 384,
         decoder_dim: int = 512,
         vocab_size: int = 500,
@@ -64,15 +64,13 @@ class AsrModel(nn.Module):
             self.simple_lm_proj = scaled_linear(decoder_dim, vocab_size, initial_scale=0.25)
         self.use_ctc = use_ctc
         if use_ctc:
-            self.ctc_output = nn.Sequential(
-                nn.Dropout(p=0.1), Linear(encoder_dim, vocab_size), nn.LogSoftmax(dim=-1)
-            )
+            self.ctc_output = nn.Sequential(nn.Dropout(p=0.1), Linear(encoder_dim, vocab_size), nn.LogSoftmax(dim=-1))
         self.use_attention_decoder = use_attention_decoder
         if use_attention_decoder:
             assert attention_decoder is not None
             self.attention_decoder = attention_decoder
 
-    def forward_encoder(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward_encoder(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         """x: (batch, T, 80) fbank, zero-padded; x_lens: (batch,).
 
         Returns encoder_out (batch, T', encoder_dim) and encoder_out_lens (batch,).
@@ -98,9 +96,9 @@ class AsrModel(nn.Module):
         encoder_out_lens: Tensor,
         targets: Tensor,
         target_lengths: Tensor,
-        time_mask: Optional[Tensor] = None,
+        time_mask: Tensor | None = None,
         cr_loss_masked_scale: float = 1.0,
-    ) -> Tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor]:
         """CR-CTC on a batch holding two augmented views (rows [view1; view2]).
 
         Returns (CTC loss summed over both views, consistency loss): the KL divergence of each
@@ -117,16 +115,15 @@ class AsrModel(nn.Module):
         padding = make_pad_mask(encoder_out_lens, cr_loss.shape[1]).unsqueeze(-1)
         return ctc_loss, cr_loss.masked_fill(padding, 0.0).sum()
 
-
     def forward_transducer(
         self,
         encoder_out: Tensor,
         encoder_out_lens: Tensor,
-        y: List[List[int]],
+        y: list[list[int]],
         prune_range: int = 5,
         am_scale: float = 0.0,
         lm_scale: float = 0.0,
-    ) -> Tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor]:
         """(simple loss, pruned loss), both summed over the batch: the smoothed 'simple' RNN-T
         loss on linear projections gives the pruning bounds for the joiner's loss."""
         from zipa.losses import rnnt
@@ -143,9 +140,15 @@ class AsrModel(nn.Module):
         am = self.simple_am_proj(encoder_out)
         with torch.autocast(device.type, enabled=False):
             simple_loss, (px_grad, py_grad) = rnnt.rnnt_loss_smoothed(
-                lm=lm.float(), am=am.float(), symbols=y_padded, termination_symbol=blank_id,
-                lm_only_scale=lm_scale, am_only_scale=am_scale, boundary=boundary,
-                reduction="sum", return_grad=True,
+                lm=lm.float(),
+                am=am.float(),
+                symbols=y_padded,
+                termination_symbol=blank_id,
+                lm_only_scale=lm_scale,
+                am_only_scale=am_scale,
+                boundary=boundary,
+                reduction="sum",
+                return_grad=True,
             )
         ranges = rnnt.get_rnnt_prune_ranges(px_grad=px_grad, py_grad=py_grad, boundary=boundary, s_range=prune_range)
         am_pruned, lm_pruned = rnnt.do_rnnt_pruning(
@@ -154,8 +157,12 @@ class AsrModel(nn.Module):
         logits = self.joiner(am_pruned, lm_pruned, project_input=False)
         with torch.autocast(device.type, enabled=False):
             pruned_loss = rnnt.rnnt_loss_pruned(
-                logits=logits.float(), symbols=y_padded, ranges=ranges, termination_symbol=blank_id,
-                boundary=boundary, reduction="sum",
+                logits=logits.float(),
+                symbols=y_padded,
+                ranges=ranges,
+                termination_symbol=blank_id,
+                boundary=boundary,
+                reduction="sum",
             )
         return simple_loss, pruned_loss
 
@@ -163,17 +170,17 @@ class AsrModel(nn.Module):
         self,
         x: Tensor,
         x_lens: Tensor,
-        y: List[List[int]],
+        y: list[list[int]],
         prune_range: int = 5,
         am_scale: float = 0.0,
         lm_scale: float = 0.0,
         use_cr_ctc: bool = False,
         use_spec_aug: bool = False,
-        spec_augment: Optional[SpecAugment] = None,
-        supervision_segments: Optional[Tensor] = None,
-        time_warp_factor: Optional[int] = 80,
+        spec_augment: SpecAugment | None = None,
+        supervision_segments: Tensor | None = None,
+        time_warp_factor: int | None = 80,
         cr_loss_masked_scale: float = 1.0,
-    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Training losses of a batch: (simple, pruned, ctc, attention_decoder, cr), each
         summed over utterances; the heads the model lacks give empty tensors.
 
@@ -214,8 +221,12 @@ class AsrModel(nn.Module):
             target_lens = torch.tensor([len(seq) for seq in y], dtype=torch.int64)
             if use_cr_ctc:
                 ctc_loss, cr_loss = self.forward_cr_ctc(
-                    encoder_out, encoder_out_lens, targets, target_lens,
-                    time_mask=time_mask, cr_loss_masked_scale=cr_loss_masked_scale,
+                    encoder_out,
+                    encoder_out_lens,
+                    targets,
+                    target_lens,
+                    time_mask=time_mask,
+                    cr_loss_masked_scale=cr_loss_masked_scale,
                 )
                 ctc_loss, cr_loss = ctc_loss * 0.5, cr_loss * 0.5
             else:
@@ -223,14 +234,19 @@ class AsrModel(nn.Module):
 
         attention_decoder_loss = empty
         if self.use_attention_decoder:
-            attention_decoder_loss = self.attention_decoder.calc_att_loss(
-                encoder_out=encoder_out, encoder_out_lens=encoder_out_lens, ys=y,
-                ys_lens=torch.tensor([len(seq) for seq in y], device=encoder_out.device),
-            ) * view_scale
+            attention_decoder_loss = (
+                self.attention_decoder.calc_att_loss(
+                    encoder_out=encoder_out,
+                    encoder_out_lens=encoder_out_lens,
+                    ys=y,
+                    ys_lens=torch.tensor([len(seq) for seq in y], device=encoder_out.device),
+                )
+                * view_scale
+            )
         return simple_loss, pruned_loss, ctc_loss, attention_decoder_loss, cr_loss
 
 
-def _pad(sequences: List[List[int]], value: int, device: torch.device) -> Tensor:
+def _pad(sequences: list[list[int]], value: int, device: torch.device) -> Tensor:
     width = max((len(seq) for seq in sequences), default=0)
     return torch.tensor([seq + [value] * (width - len(seq)) for seq in sequences], dtype=torch.int64, device=device)
 
@@ -247,7 +263,7 @@ def ctc_loss_sum(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_len
     )
 
 
-def zipformer2_kwargs(config: ModelConfig, scheduled_float=ScheduledFloat) -> Dict[str, Any]:
+def zipformer2_kwargs(config: ModelConfig, scheduled_float=ScheduledFloat) -> dict[str, Any]:
     """The Zipformer2 constructor arguments of `config`, as the recipes' get_encoder_model passes
     them (also used to build the original's Zipformer2, with its own ScheduledFloat, in
     benchmarks/vs_original.py)."""

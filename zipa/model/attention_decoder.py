@@ -10,7 +10,8 @@ lengths; no k2 needed.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 import torch.nn as nn
@@ -27,7 +28,7 @@ def _pad_mask(lengths: Tensor, max_len: int) -> Tensor:
     return torch.arange(max_len, device=lengths.device).unsqueeze(0) >= lengths.unsqueeze(1)
 
 
-def _as_padded(ys: TokenIds, ys_lens: Optional[Tensor], device: torch.device) -> Tuple[Tensor, Tensor]:
+def _as_padded(ys: TokenIds, ys_lens: Tensor | None, device: torch.device) -> tuple[Tensor, Tensor]:
     """Token ids as a (batch, U) int64 tensor (padding arbitrary) and (batch,) lengths."""
     if not isinstance(ys, Tensor):
         rows = ys.tolist() if hasattr(ys, "tolist") else ys  # e.g. a k2.RaggedTensor
@@ -86,8 +87,9 @@ class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention with separate q/k/v projections; keys and values may come
     from a memory of another width (`memory_dim`). Masks are True where attention is barred."""
 
-    def __init__(self, embed_dim: int, attention_dim: int, num_heads: int,
-                 memory_dim: Optional[int] = None, dropout: float = 0.0):
+    def __init__(
+        self, embed_dim: int, attention_dim: int, num_heads: int, memory_dim: int | None = None, dropout: float = 0.0
+    ):
         super().__init__()
         if attention_dim % num_heads:
             raise ValueError(f"attention_dim {attention_dim} is not a multiple of num_heads {num_heads}")
@@ -100,9 +102,7 @@ class MultiHeadAttention(nn.Module):
         self.linear_v = nn.Linear(kv_dim, attention_dim)
         self.out_proj = nn.Linear(attention_dim, embed_dim)
 
-    def forward(
-        self, query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None
-    ) -> Tensor:
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """query (batch, T, embed_dim); key, value (batch, S, kv_dim);
         attn_mask (batch, 1 or T, S). Returns (batch, T, embed_dim)."""
         batch, tgt_len, _ = query.shape
@@ -126,9 +126,7 @@ class MultiHeadAttention(nn.Module):
 def sinusoidal_positions(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """(length, dim) absolute encodings: sin at even channels, cos at odd, base 10000."""
     position = torch.arange(length, dtype=torch.float32, device=device).unsqueeze(1)
-    div_term = torch.exp(
-        torch.arange(0, dim, 2, dtype=torch.float32, device=device) * -(math.log(10000.0) / dim)
-    )
+    div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=device) * -(math.log(10000.0) / dim))
     pe = torch.zeros(length, dim, device=device)
     pe[:, 0::2] = torch.sin(position * div_term)
     pe[:, 1::2] = torch.cos(position * div_term)
@@ -153,15 +151,20 @@ class PositionalEncoding(nn.Module):
 class DecoderLayer(nn.Module):
     """Pre-norm block: causal self-attention, cross-attention to the memory, Swish feed-forward."""
 
-    def __init__(self, d_model: int, attention_dim: int, num_heads: int, feedforward_dim: int,
-                 memory_dim: int, dropout: float = 0.1):
+    def __init__(
+        self,
+        d_model: int,
+        attention_dim: int,
+        num_heads: int,
+        feedforward_dim: int,
+        memory_dim: int,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.norm_self_attn = nn.LayerNorm(d_model)
         self.self_attn = MultiHeadAttention(d_model, attention_dim, num_heads, dropout=0.0)
         self.norm_src_attn = nn.LayerNorm(d_model)
-        self.src_attn = MultiHeadAttention(
-            d_model, attention_dim, num_heads, memory_dim=memory_dim, dropout=0.0
-        )
+        self.src_attn = MultiHeadAttention(d_model, attention_dim, num_heads, memory_dim=memory_dim, dropout=0.0)
         self.norm_ff = nn.LayerNorm(d_model)
         self.feed_forward = nn.Sequential(  # indices 0 and 3 hold the weights, as in icefall
             nn.Linear(d_model, feedforward_dim),
@@ -171,9 +174,7 @@ class DecoderLayer(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(
-        self, x: Tensor, attn_mask: Tensor, memory: Tensor, memory_attn_mask: Optional[Tensor]
-    ) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor, memory: Tensor, memory_attn_mask: Tensor | None) -> Tensor:
         """x (batch, T, d_model); memory (batch, S, memory_dim); masks True where barred."""
         h = self.norm_self_attn(x)
         x = x + self.dropout(self.self_attn(h, h, h, attn_mask=attn_mask))
@@ -185,9 +186,17 @@ class DecoderLayer(nn.Module):
 class TransformerDecoder(nn.Module):
     """Token embedding + positions, `num_decoder_layers` DecoderLayers, linear to the vocabulary."""
 
-    def __init__(self, vocab_size: int, d_model: int = 512, num_decoder_layers: int = 6,
-                 attention_dim: int = 512, num_heads: int = 8, feedforward_dim: int = 2048,
-                 memory_dim: int = 512, dropout: float = 0.1):
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 512,
+        num_decoder_layers: int = 6,
+        attention_dim: int = 512,
+        num_heads: int = 8,
+        feedforward_dim: int = 2048,
+        memory_dim: int = 512,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos = PositionalEncoding(d_model, dropout_rate=0.1)
@@ -242,12 +251,11 @@ class AttentionDecoderModel(nn.Module):
             memory_dim=memory_dim,
             dropout=dropout,
         )
-        self.loss_fun = LabelSmoothingLoss(
-            ignore_index=ignore_id, label_smoothing=label_smoothing, reduction="sum"
-        )
+        self.loss_fun = LabelSmoothingLoss(ignore_index=ignore_id, label_smoothing=label_smoothing, reduction="sum")
 
-    def prepare_ys(self, ys: TokenIds, ys_lens: Optional[Tensor] = None,
-                   device: Optional[torch.device] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    def prepare_ys(
+        self, ys: TokenIds, ys_lens: Tensor | None = None, device: torch.device | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Decoder input and target, each (batch, max(U) + 1) int64, plus the input lengths U + 1.
 
         ys_in = [sos, y..., eos padding]; ys_out = [y..., eos, ignore_id padding].
@@ -266,15 +274,17 @@ class AttentionDecoderModel(nn.Module):
         ys_in = torch.cat([sos, body.masked_fill(~inside, self.eos_id)[:, :-1]], dim=1)
         return ys_in, lens + 1, ys_out
 
-    def logits(self, encoder_out: Tensor, encoder_out_lens: Tensor, ys: TokenIds,
-               ys_lens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def logits(
+        self, encoder_out: Tensor, encoder_out_lens: Tensor, ys: TokenIds, ys_lens: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Decoder logits (batch, max(U) + 1, vocab) with teacher forcing, and their targets."""
         ys_in, ys_in_lens, ys_out = self.prepare_ys(ys, ys_lens, encoder_out.device)
         out = self.decoder(x=ys_in, x_lens=ys_in_lens, memory=encoder_out, memory_lens=encoder_out_lens)
         return out, ys_out
 
-    def calc_att_loss(self, encoder_out: Tensor, encoder_out_lens: Tensor, ys: TokenIds,
-                      ys_lens: Optional[Tensor] = None) -> Tensor:
+    def calc_att_loss(
+        self, encoder_out: Tensor, encoder_out_lens: Tensor, ys: TokenIds, ys_lens: Tensor | None = None
+    ) -> Tensor:
         """Label-smoothed cross entropy summed over all target tokens (and the final eos).
 
         encoder_out (batch, S, memory_dim); ys a list of id lists, or a padded (batch, U) or
@@ -285,8 +295,9 @@ class AttentionDecoderModel(nn.Module):
 
     forward = calc_att_loss
 
-    def nll(self, encoder_out: Tensor, encoder_out_lens: Tensor, token_ids: TokenIds,
-            ys_lens: Optional[Tensor] = None) -> Tensor:
+    def nll(
+        self, encoder_out: Tensor, encoder_out_lens: Tensor, token_ids: TokenIds, ys_lens: Tensor | None = None
+    ) -> Tensor:
         """Per-position negative log-likelihood (batch, max(U) + 1), zero after each eos."""
         logits, ys_out = self.logits(encoder_out, encoder_out_lens, token_ids, ys_lens)
         return F.cross_entropy(logits.transpose(1, 2), ys_out, ignore_index=self.ignore_id, reduction="none")

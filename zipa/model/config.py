@@ -9,16 +9,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any
 
 from zipa.utils.atomic import write_text_atomic
 
-IntTuple = Tuple[int, ...]
+IntTuple = tuple[int, ...]
 
 
-def to_int_tuple(value: Union[str, int, IntTuple, list]) -> IntTuple:
+def to_int_tuple(value: str | int | IntTuple | list) -> IntTuple:
     """Parse icefall's comma-separated per-stack strings ("2,2,3" or "192, 192") into a tuple."""
     if isinstance(value, int):
         return (value,)
@@ -88,20 +89,20 @@ class ModelConfig:
     def max_encoder_dim(self) -> int:
         return max(self.encoder_dim)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, params: Dict[str, Any]) -> ModelConfig:
+    def from_dict(cls, params: dict[str, Any]) -> ModelConfig:
         """Build from a dict such as ZIPA's `params` or our `config.json`; unknown keys are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in known})
 
-    def save_json(self, path: Union[str, Path]) -> None:
+    def save_json(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load_json(cls, path: Union[str, Path]) -> ModelConfig:
+    def load_json(cls, path: str | Path) -> ModelConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
@@ -147,7 +148,7 @@ _TINY = dict(
 )
 _TRANSDUCER = dict(use_ctc=False, use_transducer=True, output_downsampling_factor=2)
 
-PRESETS: Dict[str, Dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     # The released ZIPA architectures.
     "small": {},
     "large": _LARGE,
@@ -177,7 +178,7 @@ def preset(name: str) -> ModelConfig:
 _LAYER_KEY = re.compile(r"^encoder\.encoders\.(\d+)\.(encoder\.)?layers\.(\d+)\.")
 
 
-def _shape(state_dict: Mapping[str, Any], key: str) -> Tuple[int, ...]:
+def _shape(state_dict: Mapping[str, Any], key: str) -> tuple[int, ...]:
     """Shape of `state_dict[key]` (a tensor, or a plain shape sequence); ValueError if absent."""
     if key not in state_dict:
         raise ValueError(f"state_dict has no {key!r}: not a ZIPA/icefall Zipformer checkpoint")
@@ -185,12 +186,12 @@ def _shape(state_dict: Mapping[str, Any], key: str) -> Tuple[int, ...]:
     return tuple(int(n) for n in getattr(value, "shape", value))
 
 
-def _uniform(values: List[int]) -> IntTuple:
+def _uniform(values: list[int]) -> IntTuple:
     """One value when all stacks agree (ZIPA's convention for head dims), else one per stack."""
     return (values[0],) if len(set(values)) == 1 else tuple(values)
 
 
-def _head_dims(in_proj_rows: int, pos_rows: int, value_rows: int) -> Tuple[int, int, int, int]:
+def _head_dims(in_proj_rows: int, pos_rows: int, value_rows: int) -> tuple[int, int, int, int]:
     """Solve (num_heads, query_head_dim, pos_head_dim, value_head_dim) for one stack.
 
     in_proj rows = H*(2*q + p), linear_pos rows = H*p, self_attn1 rows = H*v. Only H*p is known,
@@ -221,7 +222,7 @@ def _feature_dim(freq_bins: int, preferred: int) -> int:
     return 4 * freq_bins + 4
 
 
-def infer_config(state_dict: Mapping[str, Any], base: Optional[ModelConfig] = None) -> ModelConfig:
+def infer_config(state_dict: Mapping[str, Any], base: ModelConfig | None = None) -> ModelConfig:
     """Infer the architecture of an icefall/ZIPA Zipformer `state_dict` from key names and shapes.
 
     Everything that shapes the weights is read from them: vocab and feature size, per-stack
@@ -234,7 +235,7 @@ def infer_config(state_dict: Mapping[str, Any], base: Optional[ModelConfig] = No
     base = base if base is not None else ModelConfig()
     sd = state_dict
 
-    layers: Dict[int, set] = {}
+    layers: dict[int, set] = {}
     for key in sd:
         m = _LAYER_KEY.match(key)
         if m:
@@ -291,7 +292,7 @@ def infer_config(state_dict: Mapping[str, Any], base: Optional[ModelConfig] = No
     unmasked = tuple(min(u, d) for u, d in zip(unmasked, dims))
 
     out_factor_key = "encoder.downsample_output.bias"
-    fields: Dict[str, Any] = dict(
+    fields: dict[str, Any] = dict(
         feature_dim=_feature_dim(embed_in // channels, base.feature_dim),
         num_encoder_layers=tuple(num_layers),
         downsampling_factor=tuple(factors),

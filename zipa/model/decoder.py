@@ -19,8 +19,9 @@ class Decoder(nn.Module):
         super().__init__()
         assert context_size >= 1, context_size
         self.embedding = nn.Embedding(vocab_size, decoder_dim)
-        self.balancer = Balancer(decoder_dim, channel_dim=-1, min_positive=0.0, max_positive=1.0, min_abs=0.5,
-                                 max_abs=1.0, prob=0.05)
+        self.balancer = Balancer(
+            decoder_dim, channel_dim=-1, min_positive=0.0, max_positive=1.0, min_abs=0.5, max_abs=1.0, prob=0.05
+        )
         self.blank_id = blank_id
         self.context_size = context_size
         self.vocab_size = vocab_size
@@ -30,8 +31,9 @@ class Decoder(nn.Module):
             self.conv = nn.Conv1d(
                 decoder_dim, decoder_dim, kernel_size=context_size, padding=0, groups=decoder_dim // 4, bias=False
             )
-            self.balancer2 = Balancer(decoder_dim, channel_dim=-1, min_positive=0.0, max_positive=1.0, min_abs=0.5,
-                                      max_abs=1.0, prob=0.05)
+            self.balancer2 = Balancer(
+                decoder_dim, channel_dim=-1, min_positive=0.0, max_positive=1.0, min_abs=0.5, max_abs=1.0, prob=0.05
+            )
         else:
             self.conv = nn.Identity()
             self.balancer2 = nn.Identity()

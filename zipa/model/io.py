@@ -13,8 +13,9 @@ import json
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch import nn
@@ -40,12 +41,14 @@ class CheckpointError(ValueError):
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     )
 
 
-def read_state_dict(path: PathLike, use_averaged: bool = False, trusted: bool = False) -> Dict[str, torch.Tensor]:
+def read_state_dict(path: PathLike, use_averaged: bool = False, trusted: bool = False) -> dict[str, torch.Tensor]:
     """Load a state_dict on CPU from a bare state_dict file or an icefall checkpoint dict.
 
     From a checkpoint dict, returns its "model" entry ("model_avg" when `use_averaged` and
@@ -71,9 +74,7 @@ def read_state_dict(path: PathLike, use_averaged: bool = False, trusted: bool = 
             ) from None
         detail = str(e).split("WeightsUnpickler error:")[-1].strip()
         detail = (detail.splitlines() or [""])[0].split(". ")[0][:200]
-        raise CheckpointError(
-            f"{path}: truncated or not a torch checkpoint ({type(e).__name__}: {detail})"
-        ) from e
+        raise CheckpointError(f"{path}: truncated or not a torch checkpoint ({type(e).__name__}: {detail})") from e
 
     if isinstance(obj, Mapping) and not _is_state_dict(obj):
         name = "model_avg" if use_averaged and "model_avg" in obj else "model"
@@ -88,11 +89,11 @@ def read_state_dict(path: PathLike, use_averaged: bool = False, trusted: bool = 
             f"dict with a 'model' entry; found {what}"
         )
     if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return dict(obj)
 
 
-def config_json_for(path: Path) -> Optional[Path]:
+def config_json_for(path: Path) -> Path | None:
     """`<stem>.config.json` beside the checkpoint, else `config.json` there, else None."""
     for candidate in (path.with_name(path.stem + ".config.json"), path.with_name("config.json")):
         if candidate.is_file():
@@ -100,7 +101,7 @@ def config_json_for(path: Path) -> Optional[Path]:
     return None
 
 
-def _read_base_config(json_path: Optional[Path]) -> ModelConfig:
+def _read_base_config(json_path: Path | None) -> ModelConfig:
     """A `ModelConfig` from our flat config.json, or from one with the original's "params"."""
     if json_path is None:
         return ModelConfig()
@@ -170,11 +171,11 @@ def load_state_dict_strict(
 
 def load_model(
     path: PathLike,
-    config: Optional[ModelConfig] = None,
-    device: Union[str, torch.device] = "cpu",
+    config: ModelConfig | None = None,
+    device: str | torch.device = "cpu",
     use_averaged: bool = False,
     **overrides: Any,
-) -> Tuple[AsrModel, ModelConfig]:
+) -> tuple[AsrModel, ModelConfig]:
     """Build the model a checkpoint describes (or `config`), load its weights strictly, and
     return `(model in eval mode on device, config)`."""
     from zipa.model.asr_model import build_model

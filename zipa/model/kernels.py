@@ -46,8 +46,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +81,7 @@ def onednn_available() -> bool:
     )
 
 
-def _forced() -> Optional[str]:
+def _forced() -> str | None:
     value = os.environ.get("ZIPA_KERNELS", "").strip().lower()
     if value in ("", "measure"):
         return None
@@ -91,8 +91,8 @@ def _forced() -> Optional[str]:
 
 
 # (class, dtype, threads) -> kernel, decided once per process; `_measured` keeps the timings.
-_choices: Dict[Tuple[str, torch.dtype, int], str] = {}
-_measured: Dict[str, Dict[str, float]] = {}
+_choices: dict[tuple[str, torch.dtype, int], str] = {}
+_measured: dict[str, dict[str, float]] = {}
 _enabled = True
 
 
@@ -150,7 +150,9 @@ def _decide(cls: str, dtype: torch.dtype) -> str:
     return kernel
 
 
-def fastest(candidates: Dict[str, Callable[[], object]], rounds: int = 9, margin: float = MARGIN, clock=time.perf_counter):
+def fastest(
+    candidates: dict[str, Callable[[], object]], rounds: int = 9, margin: float = MARGIN, clock=time.perf_counter
+):
     """(name, {name: median seconds}) of the fastest of `candidates`, callables timed in
     alternating order over `rounds` rounds after one warm-up round. The first candidate is the
     reference; another one is chosen only if its median ratio to the reference over the
@@ -182,7 +184,7 @@ def fastest(candidates: Dict[str, Callable[[], object]], rounds: int = 9, margin
     return best, {name: statistics.median(t) for name, t in times.items()}
 
 
-def _candidates(cls: str, dtype: torch.dtype) -> Dict[str, Callable[[], object]]:
+def _candidates(cls: str, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
     gen = torch.Generator().manual_seed(0)
 
     def rand(*shape):
@@ -214,16 +216,18 @@ def describe() -> str:
     else:
         products = "measured per machine"
     chosen = ", ".join(
-        f"{cls}/{str(dtype).replace('torch.', '')}@{threads}t {kernel}" for (cls, dtype, threads), kernel in _choices.items()
+        f"{cls}/{str(dtype).replace('torch.', '')}@{threads}t {kernel}"
+        for (cls, dtype, threads), kernel in _choices.items()
     )
     timings = "; ".join(
-        f"{entry}: " + ", ".join(f"{k} {1e3 * s:.2f} ms" for k, s in seconds.items()) for entry, seconds in _measured.items()
+        f"{entry}: " + ", ".join(f"{k} {1e3 * s:.2f} ms" for k, s in seconds.items())
+        for entry, seconds in _measured.items()
     )
     return f"{products} (chosen: {chosen or 'none used yet'}" + (f"; timed now: {timings}" if timings else "") + ")"
 
 
 # --- the per-machine cache ---------------------------------------------------------------------
-def _cpuinfo() -> Tuple[str, frozenset]:
+def _cpuinfo() -> tuple[str, frozenset]:
     """(model name, flags) of the first CPU in /proc/cpuinfo; ("", {}) where there is none."""
     name, flags = "", frozenset()
     with contextlib.suppress(OSError):
@@ -297,11 +301,11 @@ def _takes_onednn(cls: str, a: Tensor, b: Tensor) -> bool:
     )
 
 
-def _onednn_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, residual: Optional[Tensor] = None) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
     """`F.linear(x, weight, bias)` (`+ residual`, a tensor of the output's shape), through the
     kernel measured faster on this machine. On oneDNN the residual is added by the product
     itself (a post-op of its GEMM), which saves a pass over the output and its allocation."""
@@ -338,7 +342,7 @@ def batched_matmul(a: Tensor, b: Tensor) -> Tensor:
     return _looped_matmul(a, b)
 
 
-def _depthwise(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int, layout: str) -> Tensor:
+def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int, layout: str) -> Tensor:
     if layout == "height":  # channels-last (batch, channels, time, 1)
         x, weight, pad, unit_dim = x.unsqueeze(2), weight.unsqueeze(3), (padding, 0), 3
     else:  # channels-last (batch, channels, 1, time)
@@ -346,7 +350,7 @@ def _depthwise(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int, 
     return F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=pad, groups=weight.shape[0]).squeeze(unit_dim)
 
 
-def depthwise_over_time(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: int) -> Tensor:
+def depthwise_over_time(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
     """The depthwise convolution `F.conv1d(x.transpose(1, 2), weight, bias, padding=padding,
     groups=channels)` of x (batch, time, channels) contiguous, as a channels-last 2-D convolution
     (oneDNN computes that several times faster than conv1d); returns (batch, channels, time)

@@ -7,7 +7,8 @@ float32 interface the inference code uses (`forward_encoder`, `ctc_output`, `use
 AVX512-BF16 (2.7-3.1x the original's) and 1.6-2.1x on an Intel Xeon with AMX (1.7-2.3x the
 original's, 1 thread; benchmarks/vs_original.py --bf16); the cost on the demo model is a PER
 change within ±0.1 points and 90-91 % of hypotheses identical to float32's
-(benchmarks/fast_modes.py, README "Performance"). `zipa transcribe|align|evaluate|serve --precision bf16` uses it. Use it as
+(benchmarks/fast_modes.py, README "Performance"). `zipa transcribe|align|evaluate|serve --precision
+bf16` uses it. Use it as
 
     from zipa.model.precision import LowPrecisionModel
     transcriber = Transcriber.from_checkpoint(path, aligner=None)
@@ -22,7 +23,6 @@ products are emulated, slower than float32, so it says so and keeps the float32 
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from zipa.model.kernels import cpu_flags
 
 
-def bf16_unit(device: torch.device) -> Optional[str]:
+def bf16_unit(device: torch.device) -> str | None:
     """The unit that computes bfloat16 products on `device` ("AMX-BF16", "AVX512-BF16",
     "CUDA"), or None where there is none."""
     if device.type == "cuda":
@@ -48,7 +48,8 @@ def reduced_precision(model: nn.Module, dtype: torch.dtype, device: torch.device
     if dtype == torch.bfloat16 and bf16_unit(device) is None:
         warnings.warn(
             f"bf16: this {device.type.upper()} has no bfloat16 product unit (AMX, AVX512-BF16 or CUDA), where "
-            "bfloat16 runs slower than float32: running float32", stacklevel=2,
+            "bfloat16 runs slower than float32: running float32",
+            stacklevel=2,
         )
         return model
     return LowPrecisionModel(model, dtype)

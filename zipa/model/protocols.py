@@ -17,7 +17,7 @@ The protocols are not `runtime_checkable`: from Python 3.12, `isinstance` looks 
 
 from __future__ import annotations
 
-from typing import Protocol, Tuple
+from typing import Protocol
 
 from torch import Tensor
 
@@ -77,15 +77,13 @@ class EncoderModel(CtcHead, TransducerHead, Protocol):
     use_ctc: bool
     encoder: EncoderInfo
 
-    def forward_encoder(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward_encoder(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         """x: (N, T, 80) zero-padded fbank, x_lens: (N,) -> (encoder_out (N, T', C), lengths (N,)).
         What `encoder_out` holds is the head's business: `AsrModel` returns the encoder output,
         the ONNX CTC model the log-probs (its `ctc_output` is the identity)."""
         ...
 
     # `Transcriber` moves the model and sets inference mode; an `nn.Module` has both.
-    def to(self, device) -> EncoderModel:
-        ...
+    def to(self, device) -> EncoderModel: ...
 
-    def eval(self) -> EncoderModel:
-        ...
+    def eval(self) -> EncoderModel: ...

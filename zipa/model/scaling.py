@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 import torch.nn as nn
@@ -28,7 +29,7 @@ from zipa.model.kernels import Linear, is_exporting, linear
 class PiecewiseLinear:
     """A function of the batch count given by (x, y) points; constant outside them."""
 
-    def __init__(self, *points: Tuple[float, float]):
+    def __init__(self, *points: tuple[float, float]):
         if len(points) == 1 and isinstance(points[0], PiecewiseLinear):
             points = tuple(points[0].points)
         self.points = [(float(x), float(y)) for x, y in points]
@@ -58,11 +59,11 @@ class ScheduledFloat(nn.Module):
     no parameters. Outside training, or before a batch count is set, it is `default`.
     """
 
-    def __init__(self, *points: Tuple[float, float], default: float = 0.0):
+    def __init__(self, *points: tuple[float, float], default: float = 0.0):
         super().__init__()
         self.schedule = PiecewiseLinear(*points)
         self.default = default
-        self.batch_count: Optional[float] = None
+        self.batch_count: float | None = None
 
     def __float__(self) -> float:
         if self.batch_count is None or not self.training:
@@ -132,15 +133,19 @@ def swoosh_from_shifted(shifted: Tensor, activation: str, add_constant: bool = T
     return y
 
 
-def bias_absorbing_constant(weight: Tensor, bias: Optional[Tensor], constant: float) -> Tensor:
+def bias_absorbing_constant(weight: Tensor, bias: Tensor | None, constant: float) -> Tensor:
     """The bias b' with W (x - constant) + b = W x + b' (weight of any conv or linear layer)."""
     absorbed = constant * weight.sum(dim=tuple(range(1, weight.ndim)))
     return -absorbed if bias is None else bias - absorbed
 
 
 def linear_after_swoosh(
-    shifted: Tensor, activation: str, weight: Tensor, bias: Optional[Tensor], absorbed_bias: Optional[Tensor] = None,
-    residual: Optional[Tensor] = None,
+    shifted: Tensor,
+    activation: str,
+    weight: Tensor,
+    bias: Tensor | None,
+    absorbed_bias: Tensor | None = None,
+    residual: Tensor | None = None,
 ) -> Tensor:
     """linear(Swoosh(h)) (+ `residual`) on the last dimension, given `shifted` = h - shift
     (inference); `weight` may be a 1x1 convolution's. `absorbed_bias`: the bias with the
@@ -160,16 +165,14 @@ def conv_after_swoosh(shifted: Tensor, activation: str, conv: nn.Conv2d, output_
     return F.conv2d(y, conv.weight, bias, stride=conv.stride, groups=conv.groups)
 
 
-def shifted_bias(bias: Optional[Tensor], activation: str) -> Tensor:
+def shifted_bias(bias: Tensor | None, activation: str) -> Tensor:
     """The bias that makes a layer output h - shift instead of h (the layer must have a bias)."""
     if bias is None:
         raise ValueError("shifted_bias: the layer has no bias")
     return bias - SWOOSH_SHIFT[activation]
 
 
-def scaled_linear(
-    in_features: int, out_features: int, bias: bool = True, initial_scale: float = 1.0
-) -> Linear:
+def scaled_linear(in_features: int, out_features: int, bias: bool = True, initial_scale: float = 1.0) -> Linear:
     """An nn.Linear whose initial weights (and bias range) are scaled by `initial_scale`."""
     layer = Linear(in_features, out_features, bias=bias)
     with torch.no_grad():
@@ -185,7 +188,7 @@ class ActivationDropoutAndLinear(nn.Module):
     Holds `weight` and `bias` directly (icefall's key layout).
     """
 
-    bias: Optional[Tensor]
+    bias: Tensor | None
 
     def __init__(
         self,
@@ -194,7 +197,7 @@ class ActivationDropoutAndLinear(nn.Module):
         bias: bool = True,
         activation: str = "SwooshL",
         dropout_p: FloatLike = 0.0,
-        dropout_shared_dim: Optional[int] = -1,
+        dropout_shared_dim: int | None = -1,
         initial_scale: float = 1.0,
     ):
         super().__init__()
@@ -212,11 +215,11 @@ class ActivationDropoutAndLinear(nn.Module):
             x = shared_dropout(x, float(self.dropout_p), self.dropout_shared_dim)
         return linear(x, self.weight, self.bias)
 
-    def forward_shifted(self, shifted: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+    def forward_shifted(self, shifted: Tensor, residual: Tensor | None = None) -> Tensor:
         """Inference: the same output (+ `residual`) from `shifted` = x - SWOOSH_SHIFT[activation]."""
         return linear_after_swoosh(shifted, self.activation, self.weight, self.bias, self._absorbed_bias(), residual)
 
-    def _absorbed_bias(self) -> Optional[Tensor]:
+    def _absorbed_bias(self) -> Tensor | None:
         """`bias_absorbing_constant` of the current weights, kept between inference calls (a
         reduction over the whole weight matrix each call otherwise); None while exporting or
         recording gradients."""
@@ -231,7 +234,7 @@ class ActivationDropoutAndLinear(nn.Module):
         return self._absorbed[1]
 
 
-def shared_dropout(x: Tensor, p: float, shared_dim: Optional[int]) -> Tensor:
+def shared_dropout(x: Tensor, p: float, shared_dim: int | None) -> Tensor:
     """Dropout whose mask is shared along `shared_dim` (plain dropout when None)."""
     if p == 0.0:
         return x
@@ -392,7 +395,7 @@ def _abs_to_rms(x: float) -> float:
 
 class _BalancerFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, limits: Tuple[float, ...], channel_dim: int) -> Tensor:
+    def forward(ctx, x: Tensor, limits: tuple[float, ...], channel_dim: int) -> Tensor:
         ctx.save_for_backward(x)
         ctx.limits = limits
         ctx.channel_dim = channel_dim
@@ -438,7 +441,7 @@ class Balancer(nn.Module):
         min_abs: FloatLike = 0.2,
         max_abs: FloatLike = 100.0,
         grad_scale: FloatLike = 0.04,
-        prob: Optional[FloatLike] = None,
+        prob: FloatLike | None = None,
     ):
         super().__init__()
         if prob is None:
@@ -499,9 +502,7 @@ class _WhiteningPenaltyFunction(torch.autograd.Function):
                     return x_grad, None
                 w.prob = w.max_prob
                 (penalty_grad,) = torch.autograd.grad(metric, x)
-                scale = float(w.grad_scale) * (
-                    x_grad.float().norm() / (penalty_grad.norm() + 1.0e-20)
-                )
+                scale = float(w.grad_scale) * (x_grad.float().norm() / (penalty_grad.norm() + 1.0e-20))
                 return x_grad + (penalty_grad * scale).to(x_grad.dtype), None
         except RuntimeError as error:
             logging.info(f"Whiten backward skipped: {error}")
@@ -516,7 +517,7 @@ class Whiten(nn.Module):
         self,
         num_groups: int,
         whitening_limit: FloatLike,
-        prob: Union[float, Tuple[float, float]],
+        prob: float | tuple[float, float],
         grad_scale: FloatLike,
     ):
         super().__init__()
@@ -554,9 +555,7 @@ class ChunkCausalDepthwiseConv1d(nn.Module):
         super().__init__()
         assert kernel_size % 2 == 1, kernel_size
         self.kernel_size = kernel_size
-        self.causal_conv = nn.Conv1d(
-            channels, channels, kernel_size=(kernel_size + 1) // 2, groups=channels, bias=True
-        )
+        self.causal_conv = nn.Conv1d(channels, channels, kernel_size=(kernel_size + 1) // 2, groups=channels, bias=True)
         self.chunkwise_conv = nn.Conv1d(
             channels, channels, kernel_size=kernel_size, padding=kernel_size // 2, groups=channels, bias=bias
         )
@@ -613,7 +612,7 @@ def convert_num_channels(x: Tensor, num_channels: int) -> Tensor:
     return F.pad(x, (0, num_channels - x.shape[-1]))
 
 
-def sequence_mask(batch_size: int, rate: float, like: Tensor) -> Optional[Tensor]:
+def sequence_mask(batch_size: int, rate: float, like: Tensor) -> Tensor | None:
     """A (batch, 1) 0/1 mask dropping whole sequences with probability `rate` (None if 0)."""
     if rate == 0.0:
         return None

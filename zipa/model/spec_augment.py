@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -33,7 +32,7 @@ class SpecAugment(nn.Module):
 
     def __init__(
         self,
-        time_warp_factor: Optional[int] = 80,
+        time_warp_factor: int | None = 80,
         num_feature_masks: int = 2,
         features_mask_size: int = 27,
         num_frame_masks: int = 10,
@@ -50,7 +49,7 @@ class SpecAugment(nn.Module):
         self.max_frames_mask_fraction = max_frames_mask_fraction
         self.p = p
 
-    def forward(self, features: Tensor, supervision_segments: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, features: Tensor, supervision_segments: Tensor | None = None) -> tuple[Tensor, Tensor]:
         features = features.clone()
         warp = self.time_warp_factor is not None and self.time_warp_factor >= 1
         if warp and supervision_segments is not None:
@@ -68,7 +67,7 @@ class SpecAugment(nn.Module):
             features[seq], time_mask[seq] = self._mask(features[seq])
         return features, time_mask
 
-    def _mask(self, features: Tensor) -> Tuple[Tensor, Tensor]:
+    def _mask(self, features: Tensor) -> tuple[Tensor, Tensor]:
         num_frames, num_bins = features.shape
         mean = features.mean()
         for start, end in _mask_spans(num_bins, self.features_mask_size, self.num_feature_masks):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, cast
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -38,8 +38,8 @@ class ConvNeXt(nn.Module):
         self,
         channels: int,
         hidden_ratio: int = 3,
-        kernel_size: Tuple[int, int] = (7, 7),
-        layerdrop_rate: Optional[FloatLike] = None,
+        kernel_size: tuple[int, int] = (7, 7),
+        layerdrop_rate: FloatLike | None = None,
     ):
         super().__init__()
         self.padding = ((kernel_size[0] - 1) // 2, (kernel_size[1] - 1) // 2)
@@ -47,16 +47,18 @@ class ConvNeXt(nn.Module):
         self.layerdrop_rate = ScheduledFloat((0.0, 0.2), (20000.0, 0.015)) if layerdrop_rate is None else layerdrop_rate
         self.depthwise_conv = nn.Conv2d(channels, channels, kernel_size, padding=self.padding, groups=channels)
         self.pointwise_conv1 = nn.Conv2d(channels, hidden_channels, kernel_size=1)
-        self.hidden_balancer = Balancer(hidden_channels, channel_dim=1, min_positive=0.3, max_positive=1.0,
-                                        min_abs=0.75, max_abs=5.0)
+        self.hidden_balancer = Balancer(
+            hidden_channels, channel_dim=1, min_positive=0.3, max_positive=1.0, min_abs=0.75, max_abs=5.0
+        )
         self.activation = SwooshL()
         self.pointwise_conv2 = nn.Conv2d(hidden_channels, channels, kernel_size=1)
         with torch.no_grad():
             self.pointwise_conv2.weight.mul_(0.01)
             if self.pointwise_conv2.bias is not None:
                 nn.init.uniform_(self.pointwise_conv2.bias, -0.001, 0.001)
-        self.out_balancer = Balancer(channels, channel_dim=1, min_positive=0.4, max_positive=0.6, min_abs=1.0,
-                                     max_abs=6.0)
+        self.out_balancer = Balancer(
+            channels, channel_dim=1, min_positive=0.4, max_positive=0.6, min_abs=1.0, max_abs=6.0
+        )
         self.out_whiten = Whiten(num_groups=1, whitening_limit=5.0, prob=(0.025, 0.25), grad_scale=0.01)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -133,7 +135,7 @@ class Conv2dSubsampling(nn.Module):
         self.out_norm = BiasNorm(out_channels)
         self.dropout = Dropout3(dropout, shared_dim=1)
 
-    def forward(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         """x: (batch, T, in_channels) with T >= MIN_FEATURE_FRAMES."""
         if x.shape[1] < MIN_FEATURE_FRAMES:
             raise ValueError(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -41,7 +40,7 @@ from zipa.model.scaling import (
 MASKED_SCORE = -1000.0
 
 
-def _per_stack(value, num_stacks: int) -> Tuple[int, ...]:
+def _per_stack(value, num_stacks: int) -> tuple[int, ...]:
     value = (value,) if isinstance(value, int) else tuple(value)
     if len(value) == 1:
         return value * num_stacks
@@ -60,7 +59,7 @@ class Zipformer2(nn.Module):
     def __init__(
         self,
         output_downsampling_factor: int = 2,
-        downsampling_factor: Tuple[int, ...] = (2, 4),
+        downsampling_factor: tuple[int, ...] = (2, 4),
         encoder_dim=384,
         num_encoder_layers=4,
         encoder_unmasked_dim=256,
@@ -71,11 +70,11 @@ class Zipformer2(nn.Module):
         feedforward_dim=1536,
         cnn_module_kernel=31,
         pos_dim: int = 192,
-        dropout: Optional[FloatLike] = None,
+        dropout: FloatLike | None = None,
         warmup_batches: float = 4000.0,
         causal: bool = False,
-        chunk_size: Tuple[int, ...] = (-1,),
-        left_context_frames: Tuple[int, ...] = (-1,),
+        chunk_size: tuple[int, ...] = (-1,),
+        left_context_frames: tuple[int, ...] = (-1,),
     ) -> None:
         super().__init__()
         if dropout is None:
@@ -131,9 +130,7 @@ class Zipformer2(nn.Module):
             max(encoder_dim), downsample=output_downsampling_factor, dropout=dropout
         )
 
-    def forward(
-        self, x: Tensor, x_lens: Tensor, src_key_padding_mask: Optional[Tensor] = None
-    ) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, x_lens: Tensor, src_key_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x: (time, batch, encoder_dim[0]); src_key_padding_mask: (batch, time), True = padding.
 
         Returns (time', batch, max(encoder_dim)) and the output lengths.
@@ -160,7 +157,7 @@ class Zipformer2(nn.Module):
         lengths = (x_lens + factor - 1) // factor
         return x, lengths
 
-    def _feature_masks(self, x: Tensor) -> List:
+    def _feature_masks(self, x: Tensor) -> list:
         """Training: per-stack masks that zero the channels above `encoder_unmasked_dim` for a
         random ~12.5% (and more channels for ~23%) of sequences. Eval: all ones."""
         if not self.training:
@@ -168,9 +165,9 @@ class Zipformer2(nn.Module):
         batch_size = x.shape[1]
         drop_prob = 0.125
         keep1 = (torch.rand(1, batch_size, 1, device=x.device) > drop_prob).to(x.dtype)
-        keep2 = torch.logical_and(
-            keep1, (torch.rand(1, batch_size, 1, device=x.device) > drop_prob).to(x.dtype)
-        ).to(x.dtype)
+        keep2 = torch.logical_and(keep1, (torch.rand(1, batch_size, 1, device=x.device) > drop_prob).to(x.dtype)).to(
+            x.dtype
+        )
         masks = []
         for channels, u1 in zip(self.encoder_dim, self.encoder_unmasked_dim):
             u2 = u1 + (channels - u1) // 2
@@ -180,7 +177,7 @@ class Zipformer2(nn.Module):
             masks.append(mask)
         return masks
 
-    def _chunk_info(self) -> Tuple[int, int]:
+    def _chunk_info(self) -> tuple[int, int]:
         """(chunk_size, left_context_chunks); chosen at random per batch from the configured
         lists (a one-element list makes it fixed); (-1, -1) when not causal."""
         if not self.causal:
@@ -195,7 +192,7 @@ class Zipformer2(nn.Module):
 
     def _attn_mask(
         self, seq_len: int, device: torch.device, chunk_size: int, left_context_chunks: int
-    ) -> Optional[Tensor]:
+    ) -> Tensor | None:
         """(seq_len, seq_len) bool, True = masked: each frame sees its own chunk and
         `left_context_chunks` chunks before it."""
         if chunk_size <= 0:
@@ -212,7 +209,7 @@ class Zipformer2(nn.Module):
         src, tgt = chunk, chunk.unsqueeze(-1)
         return (src > tgt) | (src < tgt - left_context_chunks)
 
-    def _full_dim_output(self, outputs: List[Tensor]) -> Tensor:
+    def _full_dim_output(self, outputs: list[Tensor]) -> Tensor:
         """Take each channel from the most recent stack that has it."""
         pieces = [outputs[-1]]
         cur_dim = self.encoder_dim[-1]
@@ -254,8 +251,11 @@ class Zipformer2EncoderLayer(nn.Module):
         self.const_attention_rate = ScheduledFloat((0.0, 0.25), (4000.0, 0.025), default=0)
 
         self.self_attn_weights = RelPositionMultiheadAttentionWeights(
-            embed_dim, pos_dim=pos_dim, num_heads=num_heads,
-            query_head_dim=query_head_dim, pos_head_dim=pos_head_dim,
+            embed_dim,
+            pos_dim=pos_dim,
+            num_heads=num_heads,
+            query_head_dim=query_head_dim,
+            pos_head_dim=pos_head_dim,
         )
         self.self_attn1 = SelfAttention(embed_dim, num_heads, value_head_dim)
         self.self_attn2 = SelfAttention(embed_dim, num_heads, value_head_dim)
@@ -269,29 +269,49 @@ class Zipformer2EncoderLayer(nn.Module):
         self.bypass_scale = nn.Parameter(torch.full((embed_dim,), 0.5))
         self.norm = BiasNorm(embed_dim)
 
-        self.balancer1 = Balancer(embed_dim, channel_dim=-1, min_positive=0.45, max_positive=0.55, min_abs=0.2, max_abs=4.0)
+        self.balancer1 = Balancer(
+            embed_dim, channel_dim=-1, min_positive=0.45, max_positive=0.55, min_abs=0.2, max_abs=4.0
+        )
         self.balancer_na = Balancer(
-            embed_dim, channel_dim=-1, min_positive=0.3, max_positive=0.7,
-            min_abs=ScheduledFloat((0.0, 0.004), (4000.0, 0.02)), prob=0.05,
+            embed_dim,
+            channel_dim=-1,
+            min_positive=0.3,
+            max_positive=0.7,
+            min_abs=ScheduledFloat((0.0, 0.004), (4000.0, 0.02)),
+            prob=0.05,
         )
         self.balancer_ff2 = Balancer(
-            embed_dim, channel_dim=-1, min_positive=0.3, max_positive=0.7,
-            min_abs=ScheduledFloat((0.0, 0.0), (4000.0, 0.1), default=0.0), max_abs=2.0, prob=0.05,
+            embed_dim,
+            channel_dim=-1,
+            min_positive=0.3,
+            max_positive=0.7,
+            min_abs=ScheduledFloat((0.0, 0.0), (4000.0, 0.1), default=0.0),
+            max_abs=2.0,
+            prob=0.05,
         )
         self.balancer_ff3 = Balancer(
-            embed_dim, channel_dim=-1, min_positive=0.3, max_positive=0.7,
-            min_abs=ScheduledFloat((0.0, 0.0), (4000.0, 0.2), default=0.0), max_abs=4.0, prob=0.05,
+            embed_dim,
+            channel_dim=-1,
+            min_positive=0.3,
+            max_positive=0.7,
+            min_abs=ScheduledFloat((0.0, 0.0), (4000.0, 0.2), default=0.0),
+            max_abs=4.0,
+            prob=0.05,
         )
-        self.whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(4.0, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
-        self.balancer2 = Balancer(embed_dim, channel_dim=-1, min_positive=0.45, max_positive=0.55, min_abs=0.1, max_abs=4.0)
+        self.whiten = Whiten(
+            num_groups=1, whitening_limit=whitening_schedule(4.0, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01
+        )
+        self.balancer2 = Balancer(
+            embed_dim, channel_dim=-1, min_positive=0.45, max_positive=0.55, min_abs=0.1, max_abs=4.0
+        )
 
     def forward(
         self,
         src: Tensor,
         pos_emb: Tensor,
         chunk_size: int = -1,
-        attn_mask: Optional[Tensor] = None,
-        src_key_padding_mask: Optional[Tensor] = None,
+        attn_mask: Tensor | None = None,
+        src_key_padding_mask: Tensor | None = None,
     ) -> Tensor:
         """src: (time, batch, embed_dim); pos_emb: (1, 2 * time - 1, pos_dim)."""
         if not self.training:
@@ -315,14 +335,18 @@ class Zipformer2EncoderLayer(nn.Module):
             self.conv_module1(src, chunk_size=chunk_size, src_key_padding_mask=src_key_padding_mask),
             sequence_mask(batch_size, conv_skip, src),
         )
-        src = src + _masked(self.balancer_ff2(self.feed_forward2(src)), sequence_mask(batch_size, float(self.ff2_skip_rate), src))
+        src = src + _masked(
+            self.balancer_ff2(self.feed_forward2(src)), sequence_mask(batch_size, float(self.ff2_skip_rate), src)
+        )
         src = self.bypass_mid(src_orig, src)
         src = src + _masked(self.self_attn2(src, attn_weights), attn_skip)
         src = src + _masked(
             self.conv_module2(src, chunk_size=chunk_size, src_key_padding_mask=src_key_padding_mask),
             sequence_mask(batch_size, conv_skip, src),
         )
-        src = src + _masked(self.balancer_ff3(self.feed_forward3(src)), sequence_mask(batch_size, float(self.ff3_skip_rate), src))
+        src = src + _masked(
+            self.balancer_ff3(self.feed_forward3(src)), sequence_mask(batch_size, float(self.ff3_skip_rate), src)
+        )
         src = self.norm(self.balancer1(src))
         src = self.bypass(src_orig, src)
         return self.whiten(self.balancer2(src))
@@ -332,8 +356,8 @@ class Zipformer2EncoderLayer(nn.Module):
         src: Tensor,
         pos_emb: Tensor,
         chunk_size: int,
-        attn_mask: Optional[Tensor],
-        src_key_padding_mask: Optional[Tensor],
+        attn_mask: Tensor | None,
+        src_key_padding_mask: Tensor | None,
     ) -> Tensor:
         """The same computation with every training-only step left out."""
         src_orig = src
@@ -351,7 +375,7 @@ class Zipformer2EncoderLayer(nn.Module):
         return self.bypass(src_orig, self.norm(src))
 
 
-def _masked(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+def _masked(x: Tensor, mask: Tensor | None) -> Tensor:
     return x if mask is None else x * mask
 
 
@@ -386,15 +410,17 @@ class Zipformer2Encoder(nn.Module):
         src: Tensor,
         chunk_size: int = -1,
         feature_mask=1.0,
-        attn_mask: Optional[Tensor] = None,
-        src_key_padding_mask: Optional[Tensor] = None,
+        attn_mask: Tensor | None = None,
+        src_key_padding_mask: Tensor | None = None,
     ) -> Tensor:
         pos_emb = self.encoder_pos(src)
         training = self.training
         if training:
             src = src * feature_mask
         for layer in self.layers:
-            src = layer(src, pos_emb, chunk_size=chunk_size, attn_mask=attn_mask, src_key_padding_mask=src_key_padding_mask)
+            src = layer(
+                src, pos_emb, chunk_size=chunk_size, attn_mask=attn_mask, src_key_padding_mask=src_key_padding_mask
+            )
             if training:
                 src = src * feature_mask
         return src
@@ -409,7 +435,7 @@ class BypassModule(nn.Module):
         embed_dim: int,
         skip_rate: FloatLike = 0.0,
         straight_through_rate: FloatLike = 0.0,
-        scale_min: Optional[FloatLike] = None,
+        scale_min: FloatLike | None = None,
         scale_max: FloatLike = 1.0,
     ):
         super().__init__()
@@ -455,8 +481,8 @@ class DownsampledZipformer2Encoder(nn.Module):
         src: Tensor,
         chunk_size: int = -1,
         feature_mask=1.0,
-        attn_mask: Optional[Tensor] = None,
-        src_key_padding_mask: Optional[Tensor] = None,
+        attn_mask: Tensor | None = None,
+        src_key_padding_mask: Tensor | None = None,
     ) -> Tensor:
         src_orig = src
         ds = self.downsample_factor
@@ -529,7 +555,7 @@ class CompactRelPositionalEncoding(nn.Module):
         self.embed_dim = embed_dim
         self.length_factor = length_factor
         self.dropout = Dropout2(dropout_rate)
-        self._cache: Optional[Tensor] = None  # (2 * T - 1, embed_dim) for the longest T seen
+        self._cache: Tensor | None = None  # (2 * T - 1, embed_dim) for the longest T seen
 
     def _table(self, seq_len: int, like: Tensor) -> Tensor:
         cache = self._cache
@@ -590,10 +616,17 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         self.pos_emb_skip_rate = ScheduledFloat((0.0, 0.5), (4000.0, 0.0))
         in_proj_dim = (2 * query_head_dim + pos_head_dim) * num_heads
         self.in_proj = scaled_linear(embed_dim, in_proj_dim, bias=True, initial_scale=query_head_dim**-0.25)
-        self.whiten_keys = Whiten(num_groups=num_heads, whitening_limit=whitening_schedule(3.0), prob=(0.025, 0.25), grad_scale=0.025)
+        self.whiten_keys = Whiten(
+            num_groups=num_heads, whitening_limit=whitening_schedule(3.0), prob=(0.025, 0.25), grad_scale=0.025
+        )
         self.balance_keys = Balancer(
-            query_head_dim * num_heads, channel_dim=-1, min_positive=0.4, max_positive=0.6,
-            min_abs=0.0, max_abs=100.0, prob=0.025,
+            query_head_dim * num_heads,
+            channel_dim=-1,
+            min_positive=0.4,
+            max_positive=0.6,
+            min_abs=0.0,
+            max_abs=100.0,
+            prob=0.025,
         )
         self.linear_pos = scaled_linear(pos_dim, num_heads * pos_head_dim, bias=False, initial_scale=0.05)
 
@@ -601,8 +634,8 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         self,
         x: Tensor,
         pos_emb: Tensor,
-        key_padding_mask: Optional[Tensor] = None,
-        attn_mask: Optional[Tensor] = None,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
         """x: (time, batch, embed_dim); pos_emb: (1, 2 * time - 1, pos_dim);
         key_padding_mask: (batch, time); attn_mask: (time, time). True = masked."""
@@ -654,7 +687,7 @@ _BAND_BYTES_PER_THREAD = 1 << 20
 
 
 def _attention_weights_by_bands(
-    q: Tensor, k: Tensor, p: Tensor, pos: Tensor, key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor]
+    q: Tensor, k: Tensor, p: Tensor, pos: Tensor, key_padding_mask: Tensor | None, attn_mask: Tensor | None
 ) -> Tensor:
     """CPU inference path of RelPositionMultiheadAttentionWeights: the same scores and softmax,
     computed one utterance and one band of query rows at a time (on a GPU, where each product
@@ -736,9 +769,11 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.in_proj = Linear(embed_dim, num_heads * value_head_dim, bias=True)
         self.out_proj = scaled_linear(num_heads * value_head_dim, embed_dim, bias=True, initial_scale=0.05)
-        self.whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
+        self.whiten = Whiten(
+            num_groups=1, whitening_limit=whitening_schedule(7.5, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01
+        )
 
-    def forward(self, x: Tensor, attn_weights: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, attn_weights: Tensor, residual: Tensor | None = None) -> Tensor:
         """x: (time, batch, embed_dim); attn_weights: (heads, batch, time, time). With
         `residual` (inference only): residual + the output."""
         seq_len, batch_size, _ = x.shape
@@ -757,14 +792,23 @@ class FeedforwardModule(nn.Module):
     def __init__(self, embed_dim: int, feedforward_dim: int, dropout: FloatLike):
         super().__init__()
         self.in_proj = Linear(embed_dim, feedforward_dim, bias=True)
-        self.hidden_balancer = Balancer(feedforward_dim, channel_dim=-1, min_positive=0.3, max_positive=1.0, min_abs=0.75, max_abs=5.0)
-        self.out_proj = ActivationDropoutAndLinear(
-            feedforward_dim, embed_dim, activation="SwooshL", dropout_p=dropout,
-            dropout_shared_dim=0, bias=True, initial_scale=0.1,
+        self.hidden_balancer = Balancer(
+            feedforward_dim, channel_dim=-1, min_positive=0.3, max_positive=1.0, min_abs=0.75, max_abs=5.0
         )
-        self.out_whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5), prob=(0.025, 0.25), grad_scale=0.01)
+        self.out_proj = ActivationDropoutAndLinear(
+            feedforward_dim,
+            embed_dim,
+            activation="SwooshL",
+            dropout_p=dropout,
+            dropout_shared_dim=0,
+            bias=True,
+            initial_scale=0.1,
+        )
+        self.out_whiten = Whiten(
+            num_groups=1, whitening_limit=whitening_schedule(7.5), prob=(0.025, 0.25), grad_scale=0.01
+        )
 
-    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """With `residual` (inference only): residual + the output."""
         if not self.training:
             shifted = linear(x, self.in_proj.weight, shifted_bias(self.in_proj.bias, "SwooshL"))
@@ -781,16 +825,22 @@ class NonlinAttention(nn.Module):
         self.hidden_channels = hidden_channels
         self.in_proj = Linear(channels, hidden_channels * 3, bias=True)
         self.balancer = Balancer(
-            hidden_channels, channel_dim=-1,
+            hidden_channels,
+            channel_dim=-1,
             min_positive=ScheduledFloat((0.0, 0.25), (20000.0, 0.05)),
             max_positive=ScheduledFloat((0.0, 0.75), (20000.0, 0.95)),
-            min_abs=0.5, max_abs=5.0,
+            min_abs=0.5,
+            max_abs=5.0,
         )
         self.out_proj = scaled_linear(hidden_channels, channels, bias=True, initial_scale=0.05)
-        self.whiten1 = Whiten(num_groups=1, whitening_limit=whitening_schedule(5.0), prob=(0.025, 0.25), grad_scale=0.01)
-        self.whiten2 = Whiten(num_groups=1, whitening_limit=whitening_schedule(5.0, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01)
+        self.whiten1 = Whiten(
+            num_groups=1, whitening_limit=whitening_schedule(5.0), prob=(0.025, 0.25), grad_scale=0.01
+        )
+        self.whiten2 = Whiten(
+            num_groups=1, whitening_limit=whitening_schedule(5.0, ratio=3.0), prob=(0.025, 0.25), grad_scale=0.01
+        )
 
-    def forward(self, x: Tensor, attn_weights: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, attn_weights: Tensor, residual: Tensor | None = None) -> Tensor:
         """x: (time, batch, channels); attn_weights: (heads, batch, time, time). With
         `residual` (inference only): residual + the output."""
         seq_len, batch_size, _ = x.shape
@@ -814,25 +864,36 @@ class ConvolutionModule(nn.Module):
         self.causal = causal
         self.in_proj = Linear(channels, 2 * channels)
         self.balancer1 = Balancer(
-            channels, channel_dim=-1,
-            min_positive=ScheduledFloat((0.0, 0.05), (8000.0, 0.025)), max_positive=1.0,
-            min_abs=1.5, max_abs=ScheduledFloat((0.0, 5.0), (8000.0, 10.0), default=1.0),
+            channels,
+            channel_dim=-1,
+            min_positive=ScheduledFloat((0.0, 0.05), (8000.0, 0.025)),
+            max_positive=1.0,
+            min_abs=1.5,
+            max_abs=ScheduledFloat((0.0, 5.0), (8000.0, 10.0), default=1.0),
         )
         if causal:
             self.depthwise_conv = ChunkCausalDepthwiseConv1d(channels=channels, kernel_size=kernel_size)
         else:
             self.depthwise_conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
         self.balancer2 = Balancer(
-            channels, channel_dim=1,
-            min_positive=ScheduledFloat((0.0, 0.1), (8000.0, 0.05)), max_positive=1.0,
-            min_abs=ScheduledFloat((0.0, 0.2), (20000.0, 0.5)), max_abs=10.0,
+            channels,
+            channel_dim=1,
+            min_positive=ScheduledFloat((0.0, 0.1), (8000.0, 0.05)),
+            max_positive=1.0,
+            min_abs=ScheduledFloat((0.0, 0.2), (20000.0, 0.5)),
+            max_abs=10.0,
         )
         self.whiten = Whiten(num_groups=1, whitening_limit=whitening_schedule(7.5), prob=(0.025, 0.25), grad_scale=0.01)
-        self.out_proj = ActivationDropoutAndLinear(channels, channels, activation="SwooshR", dropout_p=0.0, initial_scale=0.05)
+        self.out_proj = ActivationDropoutAndLinear(
+            channels, channels, activation="SwooshR", dropout_p=0.0, initial_scale=0.05
+        )
 
     def forward(
-        self, x: Tensor, src_key_padding_mask: Optional[Tensor] = None, chunk_size: int = -1,
-        residual: Optional[Tensor] = None,
+        self,
+        x: Tensor,
+        src_key_padding_mask: Tensor | None = None,
+        chunk_size: int = -1,
+        residual: Tensor | None = None,
     ) -> Tensor:
         """x: (time, batch, channels); src_key_padding_mask: (batch, time), True = padding. With
         `residual` (inference only): residual + the output."""
@@ -849,14 +910,16 @@ class ConvolutionModule(nn.Module):
             x = self.depthwise_conv(x, chunk_size=chunk_size)
         elif not self.training:
             conv = self.depthwise_conv
-            shifted = F.conv1d(x, conv.weight, shifted_bias(conv.bias, "SwooshR"), padding=conv.padding, groups=conv.groups)
+            shifted = F.conv1d(
+                x, conv.weight, shifted_bias(conv.bias, "SwooshR"), padding=conv.padding, groups=conv.groups
+            )
             return self.out_proj.forward_shifted(shifted.permute(2, 0, 1))
         else:
             x = self.depthwise_conv(x)
         x = self.balancer2(x).permute(2, 0, 1)  # (time, batch, channels)
         return self.out_proj(self.whiten(x))
 
-    def _forward_eval(self, x: Tensor, src_key_padding_mask: Optional[Tensor], residual: Optional[Tensor]) -> Tensor:
+    def _forward_eval(self, x: Tensor, src_key_padding_mask: Tensor | None, residual: Tensor | None) -> Tensor:
         """Inference, non-causal: the depthwise conv as a 2-D conv on channels-last data
         (`kernels.depthwise_over_time`: the same products and sums, in another order, outputs
         within ~1e-6); SwooshR's shift and constant folded into the neighbouring biases.

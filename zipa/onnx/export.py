@@ -37,7 +37,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Union
 
 import torch
 import torch.nn as nn
@@ -79,7 +79,7 @@ def _too_big_for_one_file(model: AsrModel) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def _encode(model: AsrModel, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
+def _encode(model: AsrModel, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
     """`AsrModel.forward_encoder` without its data-dependent branches: the padding mask is
     always built (it changes nothing without padding) and the input-length check is left to
     the caller (`zipa.onnx.runtime` checks lengths before running a graph)."""
@@ -96,7 +96,7 @@ class CtcGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
         encoder_out, lens = _encode(self.model, feats, feat_lens)
         return self.model.ctc_output(encoder_out), lens
 
@@ -108,7 +108,7 @@ class TransducerEncoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
         encoder_out, lens = _encode(self.model, feats, feat_lens)
         return self.model.joiner.encoder_proj(encoder_out), lens
 
@@ -145,12 +145,11 @@ def _check_exportable(model: AsrModel) -> None:
     if getattr(model.encoder, "causal", False):
         # ChunkCausalDepthwiseConv1d picks its chunking from the input length in Python.
         raise NotImplementedError(
-            "ONNX export of causal (chunked) Zipformers is not supported; the released ZIPA "
-            "models are all non-causal"
+            "ONNX export of causal (chunked) Zipformers is not supported; the released ZIPA models are all non-causal"
         )
 
 
-def _example_features(feature_dim: int) -> Tuple[Tensor, Tensor]:
+def _example_features(feature_dim: int) -> tuple[Tensor, Tensor]:
     generator = torch.Generator().manual_seed(0)
     feats = torch.randn(len(_EXAMPLE_LENGTHS), max(_EXAMPLE_LENGTHS), feature_dim, generator=generator)
     for i, n in enumerate(_EXAMPLE_LENGTHS):
@@ -167,11 +166,11 @@ def _legacy_exporter_available() -> bool:
 
 def _torch_export(
     module: nn.Module,
-    args: Tuple[Tensor, ...],
+    args: tuple[Tensor, ...],
     path: Path,
-    input_names: List[str],
-    output_names: List[str],
-    dynamic_axes: Dict[str, Dict[int, str]],
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
     opset: int,
     dynamo: bool,
 ) -> None:
@@ -186,16 +185,22 @@ def _torch_export(
             _dynamo_export(module, args, path, input_names, output_names, dynamic_axes, opset)
         else:
             torch.onnx.export(
-                module, args, str(path), dynamo=False, opset_version=opset,
-                input_names=input_names, output_names=output_names,
-                dynamic_axes=dynamic_axes, do_constant_folding=True,
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
             )
 
 
 def _dynamo_export(module, args, path, input_names, output_names, dynamic_axes, opset) -> None:
     from torch.export import Dim
 
-    dims: Dict[str, Dim] = {}
+    dims: dict[str, Dim] = {}
     names = list(module.forward.__code__.co_varnames[1 : 1 + len(args)])
     dynamic_shapes = {}
     for arg_name, input_name in zip(names, input_names):
@@ -207,8 +212,15 @@ def _dynamo_export(module, args, path, input_names, output_names, dynamic_axes, 
             spec[axis] = dims[dim_name]
         dynamic_shapes[arg_name] = spec or None
     torch.onnx.export(
-        module, args, str(path), dynamo=True, external_data=False, opset_version=max(opset, 18),
-        input_names=input_names, output_names=output_names, dynamic_shapes=dynamic_shapes,
+        module,
+        args,
+        str(path),
+        dynamo=True,
+        external_data=False,
+        opset_version=max(opset, 18),
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_shapes=dynamic_shapes,
     )
 
 
@@ -218,8 +230,13 @@ def _save(model_proto, path: Path) -> None:
     import onnx
 
     if model_proto.ByteSize() > _PROTOBUF_LIMIT:
-        onnx.save(model_proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data")
+        onnx.save(
+            model_proto,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+        )
     else:
         with open_atomic(path, "wb") as f:
             f.write(model_proto.SerializeToString())
@@ -252,7 +269,7 @@ def fold_constants(path: PathLike, external_data: bool = False) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def add_metadata(path: PathLike, metadata: Dict[str, object]) -> None:
+def add_metadata(path: PathLike, metadata: dict[str, object]) -> None:
     """Store `metadata` (values as strings) in the ONNX file's metadata_props."""
     import onnx
 
@@ -265,7 +282,7 @@ def add_metadata(path: PathLike, metadata: Dict[str, object]) -> None:
     _save(proto, path)
 
 
-def read_metadata(path: PathLike) -> Dict[str, str]:
+def read_metadata(path: PathLike) -> dict[str, str]:
     """The metadata_props of an ONNX file (without loading its weights into memory twice:
     onnxruntime reads them when it opens the session; this is for tools and tests)."""
     import onnx
@@ -274,7 +291,7 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def _common_metadata(model: AsrModel, kind: str) -> Dict[str, object]:
+def _common_metadata(model: AsrModel, kind: str) -> dict[str, object]:
     encoder = model.encoder
     factor = int(encoder.output_downsampling_factor)
     meta = {
@@ -296,8 +313,11 @@ def _feature_dim(model: AsrModel) -> int:
 
 
 def export_ctc(
-    model: AsrModel, out_path: PathLike, opset: int = DEFAULT_OPSET, dynamo: bool = False,
-    feature_dim: Optional[int] = None,
+    model: AsrModel,
+    out_path: PathLike,
+    opset: int = DEFAULT_OPSET,
+    dynamo: bool = False,
+    feature_dim: int | None = None,
 ) -> Path:
     """Export a CTC AsrModel as one graph: (feats (N, T, F) float32, feat_lens (N,) int64) ->
     (log_probs (N, T', V), out_lens (N,) int64), dynamic batch and time axes. Returns the path."""
@@ -309,11 +329,19 @@ def export_ctc(
     feature_dim = feature_dim or _feature_dim(model)
     with _eval_cpu(model):
         _torch_export(
-            CtcGraph(model), _example_features(feature_dim), out_path,
-            input_names=["feats", "feat_lens"], output_names=["log_probs", "out_lens"],
-            dynamic_axes={"feats": {0: "N", 1: "T"}, "feat_lens": {0: "N"},
-                          "log_probs": {0: "N", 1: "T_out"}, "out_lens": {0: "N"}},
-            opset=opset, dynamo=dynamo,
+            CtcGraph(model),
+            _example_features(feature_dim),
+            out_path,
+            input_names=["feats", "feat_lens"],
+            output_names=["log_probs", "out_lens"],
+            dynamic_axes={
+                "feats": {0: "N", 1: "T"},
+                "feat_lens": {0: "N"},
+                "log_probs": {0: "N", 1: "T_out"},
+                "out_lens": {0: "N"},
+            },
+            opset=opset,
+            dynamo=dynamo,
         )
     fold_constants(out_path, _too_big_for_one_file(model))
     meta = _common_metadata(model, "ctc")
@@ -323,9 +351,12 @@ def export_ctc(
 
 
 def export_transducer(
-    model: AsrModel, out_dir: PathLike, opset: int = DEFAULT_OPSET, dynamo: bool = False,
-    feature_dim: Optional[int] = None,
-) -> Dict[str, Path]:
+    model: AsrModel,
+    out_dir: PathLike,
+    opset: int = DEFAULT_OPSET,
+    dynamo: bool = False,
+    feature_dim: int | None = None,
+) -> dict[str, Path]:
     """Export a transducer AsrModel as encoder.onnx, decoder.onnx and joiner.onnx in `out_dir`
     (see the module docstring for their inputs and outputs). Returns {graph name: path}."""
     _require_onnx()
@@ -339,29 +370,49 @@ def export_transducer(
     paths = {name: out_dir / file for name, file in TRANSDUCER_FILES.items()}
     with _eval_cpu(model):
         _torch_export(
-            TransducerEncoderGraph(model), _example_features(feature_dim), paths["encoder"],
-            input_names=["feats", "feat_lens"], output_names=["encoder_out", "out_lens"],
-            dynamic_axes={"feats": {0: "N", 1: "T"}, "feat_lens": {0: "N"},
-                          "encoder_out": {0: "N", 1: "T_out"}, "out_lens": {0: "N"}},
-            opset=opset, dynamo=dynamo,
+            TransducerEncoderGraph(model),
+            _example_features(feature_dim),
+            paths["encoder"],
+            input_names=["feats", "feat_lens"],
+            output_names=["encoder_out", "out_lens"],
+            dynamic_axes={
+                "feats": {0: "N", 1: "T"},
+                "feat_lens": {0: "N"},
+                "encoder_out": {0: "N", 1: "T_out"},
+                "out_lens": {0: "N"},
+            },
+            opset=opset,
+            dynamo=dynamo,
         )
         context = torch.tensor([[-1] * (decoder.context_size - 1) + [decoder.blank_id], [5] * decoder.context_size])
         _torch_export(
-            TransducerDecoderGraph(model), (context,), paths["decoder"],
-            input_names=["context"], output_names=["decoder_out"],
-            dynamic_axes={"context": {0: "N"}, "decoder_out": {0: "N"}}, opset=opset, dynamo=dynamo,
+            TransducerDecoderGraph(model),
+            (context,),
+            paths["decoder"],
+            input_names=["context"],
+            output_names=["decoder_out"],
+            dynamic_axes={"context": {0: "N"}, "decoder_out": {0: "N"}},
+            opset=opset,
+            dynamo=dynamo,
         )
         example = torch.randn(3, joiner_dim, generator=torch.Generator().manual_seed(0))
         _torch_export(
-            TransducerJoinerGraph(model), (example, example.flip(0)), paths["joiner"],
-            input_names=["encoder_out", "decoder_out"], output_names=["logits"],
+            TransducerJoinerGraph(model),
+            (example, example.flip(0)),
+            paths["joiner"],
+            input_names=["encoder_out", "decoder_out"],
+            output_names=["logits"],
             dynamic_axes={"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logits": {0: "N"}},
-            opset=opset, dynamo=dynamo,
+            opset=opset,
+            dynamo=dynamo,
         )
     meta = _common_metadata(model, "transducer")
     meta.update(
-        feature_dim=feature_dim, vocab_size=joiner.output_linear.out_features, blank_id=decoder.blank_id,
-        context_size=decoder.context_size, joiner_dim=joiner_dim,
+        feature_dim=feature_dim,
+        vocab_size=joiner.output_linear.out_features,
+        blank_id=decoder.blank_id,
+        context_size=decoder.context_size,
+        joiner_dim=joiner_dim,
     )
     for name, path in paths.items():
         fold_constants(path, name == "encoder" and _too_big_for_one_file(model))
@@ -456,10 +507,10 @@ def export_model(
     out_dir: PathLike,
     int8: bool = False,
     fp16: bool = False,
-    bpe_model: Optional[PathLike] = None,
+    bpe_model: PathLike | None = None,
     opset: int = DEFAULT_OPSET,
     dynamo: bool = False,
-) -> Dict[str, Path]:
+) -> dict[str, Path]:
     """Export `model` (CTC, else transducer) into `out_dir` with its tokenizer and config.json;
     `int8`/`fp16` add quantised / half-precision copies of each graph. Returns {label: path}.
 
@@ -474,7 +525,7 @@ def export_model(
         graphs = {"model": export_ctc(model, out_dir / CTC_FILES["model"], opset=opset, dynamo=dynamo)}
     else:
         graphs = export_transducer(model, out_dir, opset=opset, dynamo=dynamo)
-    written: Dict[str, Path] = {f"{name}.fp32": path for name, path in graphs.items()}
+    written: dict[str, Path] = {f"{name}.fp32": path for name, path in graphs.items()}
     precisions = ["fp32"]
     for wanted, precision, convert in ((int8, "int8", quantize_int8), (fp16, "fp16", convert_fp16)):
         if not wanted:

@@ -43,8 +43,9 @@ that the tokens.txt beside them lists the same pieces at the same ids.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -58,9 +59,7 @@ PathLike = Union[str, Path]
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
-def make_session(
-    path: PathLike, num_threads: Optional[int] = None, providers: Optional[Sequence[str]] = None
-):
+def make_session(path: PathLike, num_threads: int | None = None, providers: Sequence[str] | None = None):
     """An onnxruntime InferenceSession; `num_threads` sets the intra-op threads (one inter-op
     thread: the graphs are sequential).
 
@@ -85,15 +84,15 @@ def make_session(
     return ort.InferenceSession(str(path), sess_options=options, providers=list(providers or DEFAULT_PROVIDERS))
 
 
-def _metadata(session) -> Dict[str, str]:
+def _metadata(session) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def _io_names(session) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+def _io_names(session) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs())
 
 
-def graph_role(session, where: str = "graph") -> Tuple[str, str]:
+def graph_role(session, where: str = "graph") -> tuple[str, str]:
     """(layout, role) of a session: ("zipa", "ctc" | "transducer" | decoder/joiner's "graph")
     for this project's exports, ("upstream", "ctc" | "encoder" | "decoder" | "joiner") for
     upstream ZIPA's (recognised by their input and output names, and model_type)."""
@@ -113,7 +112,7 @@ def graph_role(session, where: str = "graph") -> Tuple[str, str]:
     return "upstream", role
 
 
-def _static_dim(value_info, axis: int) -> Optional[int]:
+def _static_dim(value_info, axis: int) -> int | None:
     dim = value_info.shape[axis] if value_info.shape is not None and len(value_info.shape) > axis else None
     return dim if isinstance(dim, int) else None
 
@@ -124,7 +123,7 @@ _PROBE_FRAMES = 103
 _EMBED_FRAMES = (_PROBE_FRAMES - 7) // 2
 
 
-def _upstream_encoder_settings(session, kind: str) -> Dict[str, int]:
+def _upstream_encoder_settings(session, kind: str) -> dict[str, int]:
     """feature_dim, output_downsampling_factor and the output's last dim of an upstream CTC or
     encoder graph. The metadata has no frame rate: one run on a short probe measures it."""
     x = session.get_inputs()[0]
@@ -137,8 +136,11 @@ def _upstream_encoder_settings(session, kind: str) -> Dict[str, int]:
             f"upstream {kind} graph: {_PROBE_FRAMES} feature frames gave {frames} output frames "
             f"(shape {out.shape}); cannot tell its frame rate"
         )
-    return {"feature_dim": feature_dim, "output_downsampling_factor": _EMBED_FRAMES // frames,
-            "out_dim": int(out.shape[-1])}
+    return {
+        "feature_dim": feature_dim,
+        "output_downsampling_factor": _EMBED_FRAMES // frames,
+        "out_dim": int(out.shape[-1]),
+    }
 
 
 class _EncoderInfo:
@@ -150,16 +152,17 @@ class _EncoderInfo:
 
 class _OnnxEncoderMixin:
     feature_dim: int
-    files: Dict[str, Path]  # the graphs it runs (set by load_onnx_model)
+    files: dict[str, Path]  # the graphs it runs (set by load_onnx_model)
     min_feature_frames = 9
     # Input names of the graph that takes features: ("feats", "feat_lens") in this project's
     # exports, ("x", "x_lens") in upstream ZIPA's.
     input_names = ("feats", "feat_lens")
 
-    def _run_encoder(self, session, feats: Tensor, feat_lens: Tensor) -> Tuple[Tensor, Tensor]:
+    def _run_encoder(self, session, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
         if feats.ndim != 3 or feat_lens.ndim != 1 or feats.shape[0] != feat_lens.shape[0]:
-            raise ValueError(f"expected feats (N, T, F) and feat_lens (N,), "
-                             f"got {tuple(feats.shape)} and {tuple(feat_lens.shape)}")
+            raise ValueError(
+                f"expected feats (N, T, F) and feat_lens (N,), got {tuple(feats.shape)} and {tuple(feat_lens.shape)}"
+            )
         if feats.shape[-1] != self.feature_dim:
             raise ValueError(f"the model takes {self.feature_dim}-dim features, got {feats.shape[-1]}")
         if feats.shape[0] and int(feat_lens.min()) < self.min_feature_frames:
@@ -207,7 +210,7 @@ class OnnxCtcModel(_OnnxEncoderMixin, nn.Module):
         self.vocab_size = int(meta["vocab_size"])
         self.encoder = _EncoderInfo(int(meta["output_downsampling_factor"]))
 
-    def forward_encoder(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward_encoder(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         """(CTC log-probs (N, T', V), lengths): the graph includes the CTC head."""
         return self._run_encoder(self.session, x, x_lens)
 
@@ -215,7 +218,7 @@ class OnnxCtcModel(_OnnxEncoderMixin, nn.Module):
         """Identity: `forward_encoder` already returns log-probs."""
         return log_probs
 
-    def forward(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         return self.forward_encoder(x, x_lens)
 
 
@@ -301,8 +304,9 @@ class OnnxTransducerModel(_OnnxEncoderMixin, nn.Module):
         vocab_size; joiner_dim), the frame rate measured on the encoder; blank id 0."""
         sessions = ((encoder_session, "encoder"), (decoder_session, "decoder"), (joiner_session, "joiner"))
         for session, expected in sessions:
-            layout, got = ((self.layout, role) if session is encoder_session
-                           else graph_role(session, f"transducer {expected}"))
+            layout, got = (
+                (self.layout, role) if session is encoder_session else graph_role(session, f"transducer {expected}")
+            )
             if (layout, got) != ("upstream", expected):
                 raise ValueError(f"expected upstream ZIPA's transducer {expected} graph, got a {layout} {got} graph")
         settings = _upstream_encoder_settings(encoder_session, "transducer encoder")
@@ -319,19 +323,20 @@ class OnnxTransducerModel(_OnnxEncoderMixin, nn.Module):
         self.feature_dim = settings["feature_dim"]
         self.vocab_size = int(vocab)
         self.encoder = _EncoderInfo(settings["output_downsampling_factor"])
-        self.decoder = OnnxDecoder(decoder_session, upstream.BLANK_ID, context_size,
-                                   input_name=upstream.DECODER_IO[0][0])
+        self.decoder = OnnxDecoder(
+            decoder_session, upstream.BLANK_ID, context_size, input_name=upstream.DECODER_IO[0][0]
+        )
         self.joiner = OnnxJoiner(joiner_session, joiner_dim, self.vocab_size)
 
-    def forward_encoder(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward_encoder(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         """(encoder_out projected by the joiner's encoder_proj (N, T', joiner_dim), lengths)."""
         return self._run_encoder(self.encoder_session, x, x_lens)
 
-    def forward(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         return self.forward_encoder(x, x_lens)
 
 
-def _graph_files(folder: Path, precision: str) -> Tuple[str, Dict[str, Path]]:
+def _graph_files(folder: Path, precision: str) -> tuple[str, dict[str, Path]]:
     """(kind, {graph name: path}) of an export folder: from its config.json when present, else
     from the file names, this project's (model.onnx; encoder.onnx, decoder.onnx, joiner.onnx)
     or upstream ZIPA's (model.onnx; encoder-*.onnx, decoder-*.onnx, joiner-*.onnx)."""
@@ -370,10 +375,10 @@ def _graph_files(folder: Path, precision: str) -> Tuple[str, Dict[str, Path]]:
 
 def load_onnx_model(
     path_or_dir: PathLike,
-    num_threads: Optional[int] = None,
-    providers: Optional[Sequence[str]] = None,
+    num_threads: int | None = None,
+    providers: Sequence[str] | None = None,
     precision: str = "fp32",
-) -> Union[OnnxCtcModel, OnnxTransducerModel]:
+) -> OnnxCtcModel | OnnxTransducerModel:
     """Open an export: a folder (its `precision` graphs: fp32, int8 or fp16) written by
     `zipa.onnx.export.export_model` or laid out as upstream ZIPA publishes its graphs; or one
     `.onnx` file: a CTC graph, or a transducer's encoder with its decoder and joiner beside it
@@ -405,7 +410,7 @@ def load_onnx_model(
     return transducer
 
 
-def bpe_model_for(path_or_dir: PathLike) -> Optional[Path]:
+def bpe_model_for(path_or_dir: PathLike) -> Path | None:
     """The sentencepiece model saved with an export (bpe.model beside the graphs), if any."""
     path = Path(path_or_dir)
     folder = path if path.is_dir() else path.parent
@@ -413,7 +418,7 @@ def bpe_model_for(path_or_dir: PathLike) -> Optional[Path]:
     return candidate if candidate.is_file() else None
 
 
-def onnx_tokenizer(path_or_dir: PathLike, model=None, bpe_model: Optional[PathLike] = None):
+def onnx_tokenizer(path_or_dir: PathLike, model=None, bpe_model: PathLike | None = None):
     """The tokenizer for the graphs at `path_or_dir`: `bpe_model`, else the bpe.model beside
     them (this project's exports), else the packaged one (upstream ZIPA ships only tokens.txt).
     A tokens.txt beside the graphs must list the tokenizer's pieces at the same ids, and the
@@ -437,7 +442,7 @@ def onnx_tokenizer(path_or_dir: PathLike, model=None, bpe_model: Optional[PathLi
     return tokenizer
 
 
-def resolve_onnx(spec: PathLike, precision: str = "fp32", cache_dir: Optional[PathLike] = None) -> Path:
+def resolve_onnx(spec: PathLike, precision: str = "fp32", cache_dir: PathLike | None = None) -> Path:
     """A local file or folder for an ONNX model spec: a path as it is, or a model name / Hub
     repo id whose upstream graphs of `precision` are fetched into (or found offline in) the
     Hugging Face cache (`zipa.onnx.upstream.resolve_onnx`)."""

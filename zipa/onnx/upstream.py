@@ -33,8 +33,9 @@ once. The graphs take the same 80-dim fbank as this project's models (lhotse's F
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Union
 
 PathLike = Union[str, Path]
 
@@ -54,8 +55,8 @@ TOKENS_FILE = "tokens.txt"
 PRECISION_SUFFIX = {"fp32": ".onnx", "int8": ".int8.onnx", "fp16": ".fp16.onnx"}
 
 
-def graph_role(input_names: Iterable[str], output_names: Iterable[str]) -> Optional[str]:
-    """"ctc", "encoder", "decoder" or "joiner" for a graph with upstream's input and output
+def graph_role(input_names: Iterable[str], output_names: Iterable[str]) -> str | None:
+    """ "ctc", "encoder", "decoder" or "joiner" for a graph with upstream's input and output
     names, else None."""
     io = (tuple(input_names), tuple(output_names))
     for role, names in GRAPH_IO.items():
@@ -64,7 +65,7 @@ def graph_role(input_names: Iterable[str], output_names: Iterable[str]) -> Optio
     return None
 
 
-def check_model_type(role: str, metadata: Dict[str, str], where: str) -> None:
+def check_model_type(role: str, metadata: dict[str, str], where: str) -> None:
     """A CTC or encoder graph with upstream's names must also carry upstream's model_type."""
     expected = MODEL_TYPES.get(role)
     if expected is not None and metadata.get("model_type") != expected:
@@ -85,7 +86,7 @@ def has_precision(name: str, precision: str) -> bool:
     return name.endswith(PRECISION_SUFFIX[precision])
 
 
-def expected_files(kind: str, precision: str) -> List[str]:
+def expected_files(kind: str, precision: str) -> list[str]:
     """The graph files upstream publishes for a model of `kind` ("ctc" or "transducer")."""
     suffix = PRECISION_SUFFIX[precision]
     if kind == "ctc":
@@ -93,7 +94,7 @@ def expected_files(kind: str, precision: str) -> List[str]:
     return [f"{graph}-{TRANSDUCER_STEM}{suffix}" for graph in TRANSDUCER_GRAPHS]
 
 
-def pick_graphs(names: Iterable[str], precision: str, where: str = "") -> Optional[Tuple[str, Dict[str, str]]]:
+def pick_graphs(names: Iterable[str], precision: str, where: str = "") -> tuple[str, dict[str, str]] | None:
     """(kind, {graph: name}) of upstream's graphs of `precision` among file `names` (a Hub
     repo's files or a folder's), else None. Only top-level names count, as upstream uploads
     to the repo root. Transducer graphs are found as upstream's inference scripts find them:
@@ -111,21 +112,21 @@ def pick_graphs(names: Iterable[str], precision: str, where: str = "") -> Option
             raise ValueError(f"{where}: several {precision} encoders ({', '.join(encoders)}); pass the one to use")
         encoders = [preferred]
     encoder = encoders[0]
-    graphs = {graph: graph + encoder[len("encoder"):] for graph in TRANSDUCER_GRAPHS}
+    graphs = {graph: graph + encoder[len("encoder") :] for graph in TRANSDUCER_GRAPHS}
     missing = [name for name in graphs.values() if name not in names]
     if missing:
         raise FileNotFoundError(f"{where}: {encoder} without {' and '.join(missing)} beside it")
     return "transducer", graphs
 
 
-def sibling_graphs(encoder_path: PathLike) -> Dict[str, Path]:
+def sibling_graphs(encoder_path: PathLike) -> dict[str, Path]:
     """{graph: path} of a transducer's graphs from its encoder file: ``encoder-X.onnx`` ->
     ``decoder-X.onnx``, ``joiner-X.onnx`` (``encoder.onnx`` -> ``decoder.onnx``: this project's
     exports), which must exist."""
     path = Path(encoder_path)
     if not path.name.startswith("encoder"):
         raise ValueError(f"{path}: a transducer encoder graph whose file name does not start with 'encoder'")
-    rest = path.name[len("encoder"):]
+    rest = path.name[len("encoder") :]
     graphs = {graph: path.with_name(graph + rest) for graph in TRANSDUCER_GRAPHS}
     missing = [p.name for p in graphs.values() if not p.is_file()]
     if missing:
@@ -140,10 +141,10 @@ def sibling_graphs(encoder_path: PathLike) -> Dict[str, Path]:
 _TOKEN_LINE = re.compile(r"^(.*\S)\s+(\d+)\s*$")
 
 
-def read_tokens(path: PathLike) -> Dict[int, str]:
+def read_tokens(path: PathLike) -> dict[int, str]:
     """{id: piece} of a tokens.txt ("<piece> <id>" per line, icefall's and sherpa-onnx's format)."""
     path = Path(path)
-    tokens: Dict[int, str] = {}
+    tokens: dict[int, str] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -178,7 +179,7 @@ def check_tokens(path: PathLike, tokenizer) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_onnx(spec: PathLike, precision: str = "fp32", cache_dir: Optional[PathLike] = None) -> Path:
+def resolve_onnx(spec: PathLike, precision: str = "fp32", cache_dir: PathLike | None = None) -> Path:
     """A local path (file or folder) for `spec`: returned as it is when it exists; else a known
     model name (``zipa models``), its Hub repo id or repo name, or another Hub repo id, whose
     `precision` graphs and tokens.txt are fetched into the Hugging Face cache (or found there
@@ -202,18 +203,24 @@ def resolve_onnx(spec: PathLike, precision: str = "fp32", cache_dir: Optional[Pa
     )
 
 
-def _from_hub(repo_id: str, kind: Optional[str], precision: str, cache_dir: Optional[PathLike]) -> Path:
+def _from_hub(repo_id: str, kind: str | None, precision: str, cache_dir: PathLike | None) -> Path:
     from zipa.hub.pretrained import fetch_files
 
-    def choose(files: List[str]) -> Optional[List[str]]:
+    def choose(files: list[str]) -> list[str] | None:
         picked = pick_graphs(files, precision, repo_id)
         return None if picked is None else list(picked[1].values()) + ([TOKENS_FILE] if TOKENS_FILE in files else [])
 
-    def nothing(files: List[str]) -> str:
+    def nothing(files: list[str]) -> str:
         onnx = ", ".join(f for f in files if f.endswith(".onnx")) or "none"
         return f"the repo holds no {precision} graphs in upstream ZIPA's layout (its .onnx files: {onnx})"
 
     graphs = " ".join(expected_files(kind, precision)) if kind else f'--include "*{PRECISION_SUFFIX[precision]}"'
-    paths = fetch_files(repo_id, choose, cache_dir, what=f"ONNX model ({precision})", nothing_message=nothing,
-                        download_hint=f"{graphs} {TOKENS_FILE}")
+    paths = fetch_files(
+        repo_id,
+        choose,
+        cache_dir,
+        what=f"ONNX model ({precision})",
+        nothing_message=nothing,
+        download_hint=f"{graphs} {TOKENS_FILE}",
+    )
     return paths[0].parent

@@ -19,8 +19,9 @@ them are left empty, as in the TextGrid writer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -55,15 +56,15 @@ def _figure_class():
 # ---------------------------------------------------------------------------------------------
 
 
-def _samples(audio: AudioItem, sampling_rate: Optional[int]) -> np.ndarray:
+def _samples(audio: AudioItem, sampling_rate: int | None) -> np.ndarray:
     """16 kHz mono float32 (a path, or an array at ``sampling_rate``, default 16 kHz)."""
     return load_audio(audio, SAMPLING_RATE, source_rate=sampling_rate)
 
 
 def segment(
     audio: AudioItem,
-    interval: Union[Interval, Tuple[float, float]],
-    sampling_rate: Optional[int] = None,
+    interval: Interval | tuple[float, float],
+    sampling_rate: int | None = None,
     padding: float = 0.0,
 ) -> np.ndarray:
     """The samples of ``interval`` (an `Interval` or ``(start, end)`` in seconds), widened by
@@ -77,12 +78,12 @@ def segment(
     samples = _samples(audio, sampling_rate)
     first = max(0, int(round((start - padding) * SAMPLING_RATE)))
     last = min(len(samples), int(round((end + padding) * SAMPLING_RATE)))
-    return samples[first:max(first, last)].copy()
+    return samples[first : max(first, last)].copy()
 
 
 def linear_spectrogram(
     samples: np.ndarray, max_frequency: float = 5000.0, dynamic_range: float = 50.0
-) -> Tuple[np.ndarray, float, np.ndarray]:
+) -> tuple[np.ndarray, float, np.ndarray]:
     """(power in dB clipped to ``dynamic_range`` below the peak, shape (bins, columns); seconds
     between columns, column c being centred at ``c * hop``; the bins' frequencies in Hz)."""
     duration = len(samples) / SAMPLING_RATE
@@ -128,7 +129,7 @@ def _draw_tier(
     ax: Axes,
     intervals: Sequence[Interval],
     name: str,
-    view: Tuple[float, float],
+    view: tuple[float, float],
     shade: bool,
     fontsize: float,
 ) -> None:
@@ -141,9 +142,7 @@ def _draw_tier(
     # Clip to the view, drop overlaps; fill_tier's gap intervals carry an empty label.
     shifted = [Interval(iv.label, iv.start - lo, iv.end - lo, iv.confidence) for iv in visible]
     clipped = [
-        Interval(iv.label, iv.start + lo, iv.end + lo, iv.confidence)
-        for iv in fill_tier(shifted, hi - lo)
-        if iv.label
+        Interval(iv.label, iv.start + lo, iv.end + lo, iv.confidence) for iv in fill_tier(shifted, hi - lo) if iv.label
     ]
     ax.set_ylim(0, 1)
     ax.set_yticks([])
@@ -151,7 +150,10 @@ def _draw_tier(
     if shade and clipped:
         boxes = PatchCollection(
             [Rectangle((iv.start, 0.0), iv.end - iv.start, 1.0) for iv in clipped],
-            cmap=_confidence_colormap(), norm=Normalize(0.0, 1.0), linewidths=0, zorder=0,
+            cmap=_confidence_colormap(),
+            norm=Normalize(0.0, 1.0),
+            linewidths=0,
+            zorder=0,
         )
         boxes.set_array(np.array([iv.confidence for iv in clipped]))
         boxes.set_label("confidence")
@@ -168,17 +170,17 @@ def _draw_tier(
 def alignment(
     audio: AudioItem,
     alignment: Alignment,
-    sampling_rate: Optional[int] = None,
-    title: Optional[str] = None,
+    sampling_rate: int | None = None,
+    title: str | None = None,
     *,
     spectrogram: str = "linear",
     max_frequency: float = 5000.0,
     dynamic_range: float = 50.0,
     words: bool = True,
     shade: bool = True,
-    start: Optional[float] = None,
-    end: Optional[float] = None,
-    figsize: Optional[Tuple[float, float]] = None,
+    start: float | None = None,
+    end: float | None = None,
+    figsize: tuple[float, float] | None = None,
     fontsize: float = 10.0,
     cmap: str = "Greys",
 ) -> Figure:
@@ -205,7 +207,7 @@ def alignment(
     hi = duration if end is None else min(duration, float(end))
     if hi <= lo:
         raise ValueError(f"nothing to show between {lo:.3f} s and {hi:.3f} s (the audio lasts {duration:.3f} s)")
-    part = samples[int(round(lo * SAMPLING_RATE)):int(round(hi * SAMPLING_RATE))]
+    part = samples[int(round(lo * SAMPLING_RATE)) : int(round(hi * SAMPLING_RATE))]
 
     width = hi - lo
     if figsize is None:
@@ -213,7 +215,10 @@ def alignment(
     tiers = [("phones", alignment.phones, shade)] + ([("words", alignment.words, False)] if words else [])
     fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(
-        1 + len(tiers), 1, sharex=True, squeeze=False,
+        1 + len(tiers),
+        1,
+        sharex=True,
+        squeeze=False,
         gridspec_kw={"height_ratios": [4.0] + [0.7] * len(tiers)},
     )[:, 0]
     fig.get_layout_engine().set(h_pad=0.02, hspace=0.0)
@@ -223,7 +228,11 @@ def alignment(
         db, hop, freqs = linear_spectrogram(part, max_frequency, dynamic_range)
         half = hop / 2
         spec_ax.imshow(
-            db, origin="lower", aspect="auto", cmap=cmap, interpolation="bilinear",
+            db,
+            origin="lower",
+            aspect="auto",
+            cmap=cmap,
+            interpolation="bilinear",
             extent=(lo - half, lo + (db.shape[1] - 1) * hop + half, freqs[0], freqs[-1]),
         )
         spec_ax.set_ylabel("frequency (Hz)", fontsize=fontsize)
@@ -231,7 +240,11 @@ def alignment(
         mel = mel_spectrogram(part)
         mel = np.maximum(mel, mel.max() - dynamic_range * np.log(10) / 10)  # natural-log energies
         spec_ax.imshow(
-            mel, origin="lower", aspect="auto", cmap=cmap, interpolation="nearest",
+            mel,
+            origin="lower",
+            aspect="auto",
+            cmap=cmap,
+            interpolation="nearest",
             extent=(lo, lo + mel.shape[1] * MEL_FRAME_SHIFT, 0, mel.shape[0]),
         )
         spec_ax.set_ylabel("mel bin", fontsize=fontsize)
@@ -258,8 +271,8 @@ _alignment_figure = alignment  # `alignment` is also a parameter name below
 def save_alignment(
     audio: AudioItem,
     alignment: Alignment,
-    path: Union[str, Path],
-    sampling_rate: Optional[int] = None,
+    path: str | Path,
+    sampling_rate: int | None = None,
     dpi: float = 100,
     **kwargs,
 ) -> Path:

@@ -26,13 +26,20 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from typing import List, NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = [
-    "EspeakError", "PhonemeEvent", "TimedSpeech", "phonemize", "synthesize",
-    "synthesize_with_phones", "list_voices", "sample_rate", "version",
+    "EspeakError",
+    "PhonemeEvent",
+    "TimedSpeech",
+    "phonemize",
+    "synthesize",
+    "synthesize_with_phones",
+    "list_voices",
+    "sample_rate",
+    "version",
 ]
 
 # Constants from espeak-ng's speak_lib.h.
@@ -85,16 +92,14 @@ class _Event(ctypes.Structure):
     ]
 
 
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
-)
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 _lock = threading.RLock()
-_lib: Optional[ctypes.CDLL] = None
+_lib: ctypes.CDLL | None = None
 _rate: int = 0
 _chunks: list[np.ndarray] = []
-_events: Optional[list[tuple[str, int, int]]] = None  # (IPA, sample, text position) when collecting
-_current_voice: Optional[str] = None
+_events: list[tuple[str, int, int]] | None = None  # (IPA, sample, text position) when collecting
+_current_voice: str | None = None
 
 
 @_SynthCallback
@@ -139,14 +144,18 @@ def _load() -> ctypes.CDLL:
     lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
     lib.espeak_Synth.restype = ctypes.c_int
     lib.espeak_Synth.argtypes = [
-        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-        ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
     ]
     lib.espeak_Synchronize.restype = ctypes.c_int
     lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
-    lib.espeak_TextToPhonemes.argtypes = [
-        ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int
-    ]
+    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
     lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
     lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
     lib.espeak_Info.restype = ctypes.c_char_p
@@ -156,7 +165,9 @@ def _load() -> ctypes.CDLL:
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
 
     rate = lib.espeak_Initialize(
-        _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(),
+        _AUDIO_OUTPUT_SYNCHRONOUS,
+        0,
+        espeakng_loader.get_data_path().encode(),
         _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_PHONEME_IPA,
     )
     if rate <= 0:
@@ -177,13 +188,11 @@ def _set_voice(lib: ctypes.CDLL, voice: str) -> None:
         identifier = _identifier_for_language(base)
         if identifier is None or lib.espeak_SetVoiceByName((identifier + plus + variant).encode()):
             _current_voice = None
-            raise EspeakError(
-                f"unknown espeak-ng voice {voice!r} (see zipa.text.espeak.list_voices())"
-            )
+            raise EspeakError(f"unknown espeak-ng voice {voice!r} (see zipa.text.espeak.list_voices())")
     _current_voice = voice
 
 
-def _identifier_for_language(language: str) -> Optional[str]:
+def _identifier_for_language(language: str) -> str | None:
     language = language.lower()
     for v in list_voices():
         if language in v["languages"]:
@@ -274,10 +283,10 @@ def _seed(lib: ctypes.CDLL, seed: int) -> None:
 def synthesize(
     text: str,
     voice: str,
-    rate: Optional[int] = None,
-    pitch: Optional[int] = None,
-    pitch_range: Optional[int] = None,
-    seed: Optional[int] = None,
+    rate: int | None = None,
+    pitch: int | None = None,
+    pitch_range: int | None = None,
+    seed: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Speak ``text`` with ``voice`` (e.g. ``"es"``, ``"es+f2"``).
 
@@ -321,16 +330,16 @@ class TimedSpeech(NamedTuple):
 
     samples: np.ndarray
     sample_rate: int
-    phonemes: List[PhonemeEvent]
+    phonemes: list[PhonemeEvent]
 
 
 def synthesize_with_phones(
     text: str,
     voice: str,
-    rate: Optional[int] = None,
-    pitch: Optional[int] = None,
-    pitch_range: Optional[int] = None,
-    seed: Optional[int] = None,
+    rate: int | None = None,
+    pitch: int | None = None,
+    pitch_range: int | None = None,
+    seed: int | None = None,
 ) -> TimedSpeech:
     """:func:`synthesize` (same arguments, same samples) plus each phoneme with the time at
     which espeak-ng starts to speak it: ``TimedSpeech(samples, sample_rate, phonemes)``.
@@ -351,10 +360,10 @@ def synthesize_with_phones(
 def _synth(
     text: str,
     voice: str,
-    rate: Optional[int],
-    pitch: Optional[int],
-    pitch_range: Optional[int],
-    seed: Optional[int],
+    rate: int | None,
+    pitch: int | None,
+    pitch_range: int | None,
+    seed: int | None,
     events: bool,
 ) -> tuple[np.ndarray, int, list[tuple[str, int, int]]]:
     global _events

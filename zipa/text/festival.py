@@ -34,23 +34,36 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from zipa.text.ipa import normalize_ipa, phone_class
 
 __all__ = [
-    "FestivalError", "FestivalVoice", "FestivalPhone", "FestivalSpeech", "VOICES", "PHONE_SETS",
-    "SAMPLE_RATE", "allowed_voices", "installed_voices", "is_available",
-    "phone_ipa", "synthesize", "voice",
+    "FestivalError",
+    "FestivalVoice",
+    "FestivalPhone",
+    "FestivalSpeech",
+    "VOICES",
+    "PHONE_SETS",
+    "SAMPLE_RATE",
+    "allowed_voices",
+    "installed_voices",
+    "is_available",
+    "phone_ipa",
+    "synthesize",
+    "voice",
 ]
 
 SAMPLE_RATE = 16000  # every voice's audio is resampled to this
-DEBIAN_PACKAGES = "festival festvox-kdlpc16k festvox-italp16k festvox-suopuhe-lj festvox-czech-ph festvox-ru festvox-hi-nsk"
+DEBIAN_PACKAGES = (
+    "festival festvox-kdlpc16k festvox-italp16k festvox-suopuhe-lj festvox-czech-ph festvox-ru festvox-hi-nsk"
+)
 
 
 class FestivalError(RuntimeError):
@@ -67,93 +80,307 @@ class FestivalVoice:
     encoding: str = "utf-8"  # how the voice reads its text
 
 
-VOICES: Dict[str, FestivalVoice] = {v.name: v for v in (
-    FestivalVoice("ked_diphone", "en-us", "radio", "festvox-kdlpc16k", True),
-    FestivalVoice("lp_diphone", "it", "italian", "festvox-italp16k", True, "latin-1"),
-    FestivalVoice("suo_fi_lj_diphone", "fi", "finnish", "festvox-suopuhe-lj", True, "latin-1"),
-    FestivalVoice("czech_ph", "cs", "czech", "festvox-czech-ph", True, "iso-8859-2"),
-    FestivalVoice("msu_ru_nsh_clunits", "ru", "msu_ru", "festvox-ru", True),
-    FestivalVoice("hindi_NSK_diphone", "hi", "hindi", "festvox-hi-nsk", True),
-    # Held out: never train, tune or choose settings on these.
-    FestivalVoice("kal_diphone", "en-us", "radio", "festvox-kallpc16k", False),
-    FestivalVoice("cmu_us_slt_arctic_hts", "en-us", "radio", "festvox-us-slt-hts", False),
-    FestivalVoice("pc_diphone", "it", "italian", "festvox-itapc16k", False, "latin-1"),
-    FestivalVoice("hy_fi_mv_diphone", "fi", "finnish", "festvox-suopuhe-mv", False, "latin-1"),
-)}
+VOICES: dict[str, FestivalVoice] = {
+    v.name: v
+    for v in (
+        FestivalVoice("ked_diphone", "en-us", "radio", "festvox-kdlpc16k", True),
+        FestivalVoice("lp_diphone", "it", "italian", "festvox-italp16k", True, "latin-1"),
+        FestivalVoice("suo_fi_lj_diphone", "fi", "finnish", "festvox-suopuhe-lj", True, "latin-1"),
+        FestivalVoice("czech_ph", "cs", "czech", "festvox-czech-ph", True, "iso-8859-2"),
+        FestivalVoice("msu_ru_nsh_clunits", "ru", "msu_ru", "festvox-ru", True),
+        FestivalVoice("hindi_NSK_diphone", "hi", "hindi", "festvox-hi-nsk", True),
+        # Held out: never train, tune or choose settings on these.
+        FestivalVoice("kal_diphone", "en-us", "radio", "festvox-kallpc16k", False),
+        FestivalVoice("cmu_us_slt_arctic_hts", "en-us", "radio", "festvox-us-slt-hts", False),
+        FestivalVoice("pc_diphone", "it", "italian", "festvox-itapc16k", False, "latin-1"),
+        FestivalVoice("hy_fi_mv_diphone", "fi", "finnish", "festvox-suopuhe-mv", False, "latin-1"),
+    )
+}
 
 # Festival phone -> IPA, per phone set. Comments give Festival's features where the choice is
 # not plain from the name (vc vlng vheight vfront vrnd ctype cplace cvox).
-PHONE_SETS: Dict[str, Dict[str, str]] = {
+PHONE_SETS: dict[str, dict[str, str]] = {
     # US English (radio set; ked, kal, slt). Long vowels as espeak-ng en-us writes them.
     "radio": {
-        "aa": "ɑː", "ae": "æ", "ah": "ʌ", "ao": "ɔː", "aw": "aʊ", "ax": "ə", "axr": "ɚ", "ay": "aɪ",
-        "eh": "ɛ", "er": "ɚ", "ey": "eɪ", "ih": "ɪ", "iy": "iː", "ow": "oʊ", "oy": "ɔɪ", "uh": "ʊ",
+        "aa": "ɑː",
+        "ae": "æ",
+        "ah": "ʌ",
+        "ao": "ɔː",
+        "aw": "aʊ",
+        "ax": "ə",
+        "axr": "ɚ",
+        "ay": "aɪ",
+        "eh": "ɛ",
+        "er": "ɚ",
+        "ey": "eɪ",
+        "ih": "ɪ",
+        "iy": "iː",
+        "ow": "oʊ",
+        "oy": "ɔɪ",
+        "uh": "ʊ",
         "uw": "uː",
-        "el": "əl", "em": "əm", "en": "ən",  # syllabic: vc +, ctype l / n
-        "b": "b", "ch": "tʃ", "d": "d", "dh": "ð", "dx": "ɾ", "f": "f", "g": "ɡ", "hh": "h",
-        "hv": "h", "jh": "dʒ", "k": "k", "l": "l", "m": "m", "n": "n",
+        "el": "əl",
+        "em": "əm",
+        "en": "ən",  # syllabic: vc +, ctype l / n
+        "b": "b",
+        "ch": "tʃ",
+        "d": "d",
+        "dh": "ð",
+        "dx": "ɾ",
+        "f": "f",
+        "g": "ɡ",
+        "hh": "h",
+        "hv": "h",
+        "jh": "dʒ",
+        "k": "k",
+        "l": "l",
+        "m": "m",
+        "n": "n",
         "nx": "n",  # nasal flap (ctype n, cplace d): espeak-ng writes n
-        "ng": "ŋ", "p": "p", "r": "ɹ", "s": "s", "sh": "ʃ", "t": "t", "th": "θ", "v": "v", "w": "w",
-        "y": "j", "z": "z", "zh": "ʒ",
-        "pau": "", "h#": "", "brth": "",
+        "ng": "ŋ",
+        "p": "p",
+        "r": "ɹ",
+        "s": "s",
+        "sh": "ʃ",
+        "t": "t",
+        "th": "θ",
+        "v": "v",
+        "w": "w",
+        "y": "j",
+        "z": "z",
+        "zh": "ʒ",
+        "pau": "",
+        "h#": "",
+        "brth": "",
     },
     # Italian (lp, pc). Digit 1: the stressed vowel (acc +); E O: open mid vowels.
     "italian": {
-        "i": "i", "e": "e", "E": "ɛ", "a": "a", "o": "o", "O": "ɔ", "u": "u",
-        "i1": "i", "e1": "e", "E1": "ɛ", "a1": "a", "o1": "o", "O1": "ɔ", "u1": "u",
-        "j": "j", "w": "w", "p": "p", "t": "t", "k": "k", "b": "b", "d": "d", "g": "ɡ", "f": "f",
-        "s": "s", "S": "ʃ", "v": "v", "z": "z", "Z": "ʒ", "ts": "ts", "tS": "tʃ", "dz": "dz",
-        "dZ": "dʒ", "m": "m", "n": "n", "J": "ɲ", "ng": "ŋ",
+        "i": "i",
+        "e": "e",
+        "E": "ɛ",
+        "a": "a",
+        "o": "o",
+        "O": "ɔ",
+        "u": "u",
+        "i1": "i",
+        "e1": "e",
+        "E1": "ɛ",
+        "a1": "a",
+        "o1": "o",
+        "O1": "ɔ",
+        "u1": "u",
+        "j": "j",
+        "w": "w",
+        "p": "p",
+        "t": "t",
+        "k": "k",
+        "b": "b",
+        "d": "d",
+        "g": "ɡ",
+        "f": "f",
+        "s": "s",
+        "S": "ʃ",
+        "v": "v",
+        "z": "z",
+        "Z": "ʒ",
+        "ts": "ts",
+        "tS": "tʃ",
+        "dz": "dz",
+        "dZ": "dʒ",
+        "m": "m",
+        "n": "n",
+        "J": "ɲ",
+        "ng": "ŋ",
         "nf": "ɱ",  # n before f/v (ctype n, cplace b: labiodental)
-        "l": "l", "L": "ʎ", "r": "r", "#": "",
+        "l": "l",
+        "L": "ʎ",
+        "r": "r",
+        "#": "",
     },
     # Finnish (suo_fi_lj, hy_fi_mv). ':' is length (vlng l / clng l); @ = ä, 7 = ö (vfront 1,
     # vrnd +), & a mid central vowel of loans.
     "finnish": {
-        **{p: ipa + long for v, ipa in (("a", "a"), ("e", "e"), ("i", "i"), ("o", "o"), ("u", "u"), ("y", "y"),
-                                        ("@", "æ"), ("7", "ø")) for p, long in ((v, ""), (v + ":", "ː"))},
+        **{
+            p: ipa + long
+            for v, ipa in (
+                ("a", "a"),
+                ("e", "e"),
+                ("i", "i"),
+                ("o", "o"),
+                ("u", "u"),
+                ("y", "y"),
+                ("@", "æ"),
+                ("7", "ø"),
+            )
+            for p, long in ((v, ""), (v + ":", "ː"))
+        },
         "&": "ə",
-        **{p: ipa + long for c, ipa in (("p", "p"), ("t", "t"), ("k", "k"), ("b", "b"), ("d", "d"), ("g", "ɡ"),
-                                        ("f", "f"), ("T", "θ"), ("s", "s"), ("S", "ʃ"), ("h", "h"), ("v", "v"),
-                                        ("m", "m"), ("n", "n"), ("N", "ŋ"), ("l", "l"), ("L", "l"), ("r", "r"),
-                                        ("j", "j"), ("w", "w")) for p, long in ((c, ""), (c + ":", "ː"))},
-        "D:": "ðː", "z:": "zː", "Z:": "ʒː",
-        "#": "", "##": "",
+        **{
+            p: ipa + long
+            for c, ipa in (
+                ("p", "p"),
+                ("t", "t"),
+                ("k", "k"),
+                ("b", "b"),
+                ("d", "d"),
+                ("g", "ɡ"),
+                ("f", "f"),
+                ("T", "θ"),
+                ("s", "s"),
+                ("S", "ʃ"),
+                ("h", "h"),
+                ("v", "v"),
+                ("m", "m"),
+                ("n", "n"),
+                ("N", "ŋ"),
+                ("l", "l"),
+                ("L", "l"),
+                ("r", "r"),
+                ("j", "j"),
+                ("w", "w"),
+            )
+            for p, long in ((c, ""), (c + ":", "ː"))
+        },
+        "D:": "ðː",
+        "z:": "zː",
+        "Z:": "ʒː",
+        "#": "",
+        "##": "",
     },
     # Czech (czech_ph). ~ palatal/postalveolar, r~ the fricative trill ř (r~* its voiceless
-    # partner; written r and r̥ as espeak-ng's normalised ř, the inventory has no raising mark), n* the velar nasal before k/g; _ a short break between words.
+    # partner; written r and r̥ as espeak-ng's normalised ř, the inventory has no raising mark),
+    # n* the velar nasal before k/g; _ a short break between words.
     "czech": {
         **{p: v + long for v in "aeiou" for p, long in ((v, ""), (v + ":", "ː"))},
-        "b": "b", "c": "ts", "c~": "tʃ", "ch": "x", "d": "d", "d~": "ɟ", "dz": "dz", "dz~": "dʒ",
-        "f": "f", "g": "ɡ", "h": "ɦ", "j": "j", "k": "k", "l": "l", "m": "m", "n": "n", "n*": "ŋ",
-        "n~": "ɲ", "p": "p", "r": "r", "r~": "r", "r~*": "r̥", "s": "s", "s~": "ʃ", "t": "t",
-        "t~": "c", "v": "v", "z": "z", "z~": "ʒ",
-        "#": "", "_": "",
+        "b": "b",
+        "c": "ts",
+        "c~": "tʃ",
+        "ch": "x",
+        "d": "d",
+        "d~": "ɟ",
+        "dz": "dz",
+        "dz~": "dʒ",
+        "f": "f",
+        "g": "ɡ",
+        "h": "ɦ",
+        "j": "j",
+        "k": "k",
+        "l": "l",
+        "m": "m",
+        "n": "n",
+        "n*": "ŋ",
+        "n~": "ɲ",
+        "p": "p",
+        "r": "r",
+        "r~": "r",
+        "r~*": "r̥",
+        "s": "s",
+        "s~": "ʃ",
+        "t": "t",
+        "t~": "c",
+        "v": "v",
+        "z": "z",
+        "z~": "ʒ",
+        "#": "",
+        "_": "",
     },
     # Russian (msu_ru_nsh). Doubled letters: stressed vowels (ii ... aa) or soft consonants
     # (csoft +: pp = pʲ); a/ae/ay/e/i/ur/u unstressed (reduced) vowels; sh zh the hard
     # postalveolars (espeak-ng: ʃ ʒ), sch the long soft ɕː.
     "msu_ru": {
-        "ii": "i", "yy": "ɨ", "uu": "u", "ee": "e", "oo": "o", "aa": "a",
-        "a": "ʌ", "e": "ɪ", "i": "ɪ", "y": "ɨ", "u": "ʊ", "ae": "ɪ", "ay": "ʌ", "ur": "ʊ",
-        **{p: ipa + soft for c, ipa in (("p", "p"), ("b", "b"), ("t", "t"), ("d", "d"), ("k", "k"),
-                                        ("g", "ɡ"), ("f", "f"), ("v", "v"), ("s", "s"), ("z", "z"),
-                                        ("h", "x"), ("m", "m"), ("n", "n"), ("l", "l"), ("r", "r"))
-           for p, soft in ((c, ""), (c + c, "ʲ"))},
-        "c": "ts", "ch": "tɕ", "sh": "ʃ", "sch": "ɕː", "zh": "ʒ", "j": "j",
+        "ii": "i",
+        "yy": "ɨ",
+        "uu": "u",
+        "ee": "e",
+        "oo": "o",
+        "aa": "a",
+        "a": "ʌ",
+        "e": "ɪ",
+        "i": "ɪ",
+        "y": "ɨ",
+        "u": "ʊ",
+        "ae": "ɪ",
+        "ay": "ʌ",
+        "ur": "ʊ",
+        **{
+            p: ipa + soft
+            for c, ipa in (
+                ("p", "p"),
+                ("b", "b"),
+                ("t", "t"),
+                ("d", "d"),
+                ("k", "k"),
+                ("g", "ɡ"),
+                ("f", "f"),
+                ("v", "v"),
+                ("s", "s"),
+                ("z", "z"),
+                ("h", "x"),
+                ("m", "m"),
+                ("n", "n"),
+                ("l", "l"),
+                ("r", "r"),
+            )
+            for p, soft in ((c, ""), (c + c, "ʲ"))
+        },
+        "c": "ts",
+        "ch": "tɕ",
+        "sh": "ʃ",
+        "sch": "ɕː",
+        "zh": "ʒ",
+        "j": "j",
         "pau": "",
     },
     # Hindi (hindi_NSK). Short a is the schwa; th/dh/tth/ddh the dental stops (written as
     # dental fricatives in Festival's set; t d as espeak-ng writes them), T/D/td retroflex;
     # h-suffix: aspirated; ch j the palatal stops espeak-ng writes (c ɟ).
     "hindi": {
-        "a": "ə", "aa": "aː", "ih": "ɪ", "iy": "iː", "uh": "ʊ", "uw": "uː", "eh": "eː", "ee": "eː",
-        "ay": "ɛː", "oh": "oː", "oo": "oː", "aw": "ɔː", "@": "ɔ",
+        "a": "ə",
+        "aa": "aː",
+        "ih": "ɪ",
+        "iy": "iː",
+        "uh": "ʊ",
+        "uw": "uː",
+        "eh": "eː",
+        "ee": "eː",
+        "ay": "ɛː",
+        "oh": "oː",
+        "oo": "oː",
+        "aw": "ɔː",
+        "@": "ɔ",
         "w": "ʊ",  # vc + (a vowel in Festival's set): the second part of a diphthong
-        "f": "f", "k": "k", "g": "ɡ", "ch": "c", "T": "ʈ", "D": "ɖ", "N": "ɳ", "th": "t",
-        "dh": "d", "n": "n", "p": "p", "b": "b", "m": "m", "y": "j", "r": "ɾ", "l": "l", "v": "ʋ",
-        "L": "ɭ", "R": "ɽ", "s": "s", "sh": "ʃ", "j": "ɟ", "h": "h", "ksh": "kʃ", "sri": "ʃɾ",
-        "x": "x", "kh": "kʰ", "gh": "ɡʰ", "td": "ʈʰ", "tth": "tʰ", "ddh": "dʰ", "bh": "bʰ",
+        "f": "f",
+        "k": "k",
+        "g": "ɡ",
+        "ch": "c",
+        "T": "ʈ",
+        "D": "ɖ",
+        "N": "ɳ",
+        "th": "t",
+        "dh": "d",
+        "n": "n",
+        "p": "p",
+        "b": "b",
+        "m": "m",
+        "y": "j",
+        "r": "ɾ",
+        "l": "l",
+        "v": "ʋ",
+        "L": "ɭ",
+        "R": "ɽ",
+        "s": "s",
+        "sh": "ʃ",
+        "j": "ɟ",
+        "h": "h",
+        "ksh": "kʃ",
+        "sri": "ʃɾ",
+        "x": "x",
+        "kh": "kʰ",
+        "gh": "ɡʰ",
+        "td": "ʈʰ",
+        "tth": "tʰ",
+        "ddh": "dʰ",
+        "bh": "bʰ",
         "zh": "z",
         "pau": "",
     },
@@ -162,7 +389,7 @@ PHONE_SETS: Dict[str, Dict[str, str]] = {
 
 # Pairs of segments that spell one sound (within a word): the radio lexicon writes an r-coloured
 # vowel as "er" + "r"; it becomes one phone, spelled as espeak-ng en-us spells it.
-JOINED: Dict[tuple, str] = {("er", "r"): "ɚ"}
+JOINED: dict[tuple, str] = {("er", "r"): "ɚ"}
 
 
 class FestivalPhone(NamedTuple):
@@ -175,7 +402,7 @@ class FestivalPhone(NamedTuple):
     ipa: str
     start: float
     end: float
-    word: Optional[int]
+    word: int | None
 
 
 class FestivalSpeech(NamedTuple):
@@ -185,14 +412,14 @@ class FestivalSpeech(NamedTuple):
     voice: str
     samples: np.ndarray  # float32 in [-1, 1] at SAMPLE_RATE
     sample_rate: int
-    phones: List[FestivalPhone]
+    phones: list[FestivalPhone]
 
 
-def joined_segments(speech: FestivalSpeech) -> List[list]:
+def joined_segments(speech: FestivalSpeech) -> list[list]:
     """The segments of ``speech`` as ``[ipa (normalised), start, end, word]``, a geminate (the
     same consonant twice in a word) joined into one long consonant (``tː``); pauses have an
     empty ``ipa``."""
-    segments: List[list] = []
+    segments: list[list] = []
     for phone in speech.phones:
         ipa = normalize_ipa(phone.ipa)
         last = segments[-1] if segments else None
@@ -207,7 +434,7 @@ def joined_segments(speech: FestivalSpeech) -> List[list]:
 
 def transcript(speech: FestivalSpeech) -> str:
     """The IPA of ``speech`` (its `joined_segments`), words separated by spaces."""
-    words: Dict[int, str] = {}
+    words: dict[int, str] = {}
     for ipa, _, _, word in joined_segments(speech):
         if ipa:
             words[word] = words.get(word, "") + ipa
@@ -220,7 +447,7 @@ def voice(name: str) -> FestivalVoice:
     return VOICES[name]
 
 
-def allowed_voices() -> List[str]:
+def allowed_voices() -> list[str]:
     """The voices that may be trained on and tuned with."""
     return [v.name for v in VOICES.values() if v.allowed]
 
@@ -229,7 +456,9 @@ def phone_ipa(voice_name: str, phone: str) -> str:
     """The IPA of ``phone`` in the phone set of ``voice_name`` (``""``: silence)."""
     table = PHONE_SETS[voice(voice_name).phone_set]
     if phone not in table:
-        raise FestivalError(f"phone {phone!r} of voice {voice_name} is not in the {voice(voice_name).phone_set!r} table")
+        raise FestivalError(
+            f"phone {phone!r} of voice {voice_name} is not in the {voice(voice_name).phone_set!r} table"
+        )
     return table[phone]
 
 
@@ -264,8 +493,8 @@ def installed_voices() -> tuple:
     if not is_available():
         return ()
     out = _run(b'(format t "VOICES %l\\n" (voice.list))\n', timeout=60)
-    line = next((l for l in out.splitlines() if l.startswith("VOICES ")), "VOICES ()")
-    names = set(line[len("VOICES ("):].rstrip(")").split())
+    line = next((row for row in out.splitlines() if row.startswith("VOICES ")), "VOICES ()")
+    names = set(line[len("VOICES (") :].rstrip(")").split())
     return tuple(name for name in VOICES if name in names)
 
 
@@ -282,30 +511,34 @@ def _scheme_string(text: str, encoding: str, voice_name: str) -> bytes:
         data = text.encode(encoding)
     except UnicodeEncodeError as e:
         raise FestivalError(
-            f"{voice_name} reads {encoding} text, which cannot hold {text[e.start:e.end]!r} in {text!r}") from None
+            f"{voice_name} reads {encoding} text, which cannot hold {text[e.start : e.end]!r} in {text!r}"
+        ) from None
     return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
-def phone_set_description(voice_name: str) -> Dict[str, Dict[str, str]]:
+def phone_set_description(voice_name: str) -> dict[str, dict[str, str]]:
     """Festival's own definition of the voice's phone set: ``{phone: {feature: value}}``."""
     _check_installed(voice_name)
-    script = (f"(voice_{voice_name})\n"
-              "(format t \"FEATURES %l\\n\" (mapcar car (cadr (assoc 'features (PhoneSet.description '(features))))))\n"
-              "(mapcar (lambda (p) (format t \"PHONE %l\\n\" p)) (cadr (assoc 'phones (PhoneSet.description '(phones)))))\n")
+    script = (
+        f"(voice_{voice_name})\n"
+        "(format t \"FEATURES %l\\n\" (mapcar car (cadr (assoc 'features (PhoneSet.description '(features))))))\n"
+        "(mapcar (lambda (p) (format t \"PHONE %l\\n\" p)) (cadr (assoc 'phones (PhoneSet.description '(phones)))))\n"
+    )
     out = _run(script.encode(), timeout=60)
-    features: List[str] = []
-    phones: Dict[str, Dict[str, str]] = {}
+    features: list[str] = []
+    phones: dict[str, dict[str, str]] = {}
     for line in out.splitlines():
         if line.startswith("FEATURES "):
-            features = line[len("FEATURES ("):].rstrip(")").split()
+            features = line[len("FEATURES (") :].rstrip(")").split()
         elif line.startswith("PHONE "):
-            name, *values = line[len("PHONE ("):].rstrip(")").split()
+            name, *values = line[len("PHONE (") :].rstrip(")").split()
             phones[name] = dict(zip(features, values))
     return phones
 
 
-def synthesize(texts: Sequence[str], voice_name: str, duration_stretch: Optional[Sequence[float]] = None,
-               timeout: float = 600) -> List[FestivalSpeech]:
+def synthesize(
+    texts: Sequence[str], voice_name: str, duration_stretch: Sequence[float] | None = None, timeout: float = 600
+) -> list[FestivalSpeech]:
     """Speak each of ``texts`` with the Festival voice ``voice_name`` (one Festival process for
     all). ``duration_stretch``: per sentence, Festival's ``Duration_Stretch`` (1 = the voice's
     own speed, 1.2 = 20 % slower). Returns one :class:`FestivalSpeech` per sentence."""
@@ -321,14 +554,18 @@ def synthesize(texts: Sequence[str], voice_name: str, duration_stretch: Optional
             if not text.strip():
                 raise FestivalError(f"empty sentence (item {i}) for {voice_name}")
             wav = Path(tmp) / f"{i}.wav"
-            parts += [f"(Parameter.set 'Duration_Stretch {float(s)!r})\n".encode(),
-                      b"(set! utt (utt.synth (Utterance Text ", _scheme_string(text, v.encoding, voice_name), b")))\n",
-                      f'(utt.save.wave utt "{wav}" \'riff)\n(format t "UTT {i}\\n")\n'.encode(),
-                      b'(mapcar (lambda (s) (format t "SEG %s %f %s\\n" (item.name s) (item.feat s "end") '
-                      b'(item.feat s "R:SylStructure.parent.parent.id"))) '
-                      b"(utt.relation.items utt 'Segment))\n"]
+            parts += [
+                f"(Parameter.set 'Duration_Stretch {float(s)!r})\n".encode(),
+                b"(set! utt (utt.synth (Utterance Text ",
+                _scheme_string(text, v.encoding, voice_name),
+                b")))\n",
+                f'(utt.save.wave utt "{wav}" \'riff)\n(format t "UTT {i}\\n")\n'.encode(),
+                b'(mapcar (lambda (s) (format t "SEG %s %f %s\\n" (item.name s) (item.feat s "end") '
+                b'(item.feat s "R:SylStructure.parent.parent.id"))) '
+                b"(utt.relation.items utt 'Segment))\n",
+            ]
         out = _run(b"".join(parts), timeout=timeout)
-        segments: Dict[int, List[tuple]] = {}
+        segments: dict[int, list[tuple]] = {}
         current = None
         for line in out.splitlines():
             if line.startswith("UTT "):

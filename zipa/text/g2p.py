@@ -37,19 +37,52 @@ from functools import lru_cache
 from zipa.text import espeak
 from zipa.text.ipa import normalize_ipa_report
 
-__all__ = [
-    "g2p", "g2p_report", "check_language", "clean_espeak", "resolve_voice", "ISO3_TO_ESPEAK"
-]
+__all__ = ["g2p", "g2p_report", "check_language", "clean_espeak", "resolve_voice", "ISO3_TO_ESPEAK"]
 
 # ISO 639-3 (and a few common) codes -> espeak-ng voices.
 ISO3_TO_ESPEAK: dict[str, str] = {
-    "eng": "en-us", "spa": "es", "deu": "de", "fra": "fr-fr", "ita": "it", "por": "pt",
-    "rus": "ru", "ukr": "uk", "pol": "pl", "ces": "cs", "nld": "nl", "swe": "sv",
-    "hin": "hi", "ben": "bn", "urd": "ur", "mar": "mr", "tam": "ta", "tel": "te",
-    "cmn": "cmn", "zho": "cmn", "zh": "cmn", "yue": "yue", "jpn": "ja", "kor": "ko",
-    "vie": "vi", "tha": "th", "ind": "id", "msa": "ms", "swa": "sw", "swh": "sw",
-    "tur": "tr", "fin": "fi", "est": "et", "hun": "hu", "ara": "ar", "heb": "he",
-    "fas": "fa", "pes": "fa", "amh": "am", "kat": "ka", "eus": "eu", "ell": "el",
+    "eng": "en-us",
+    "spa": "es",
+    "deu": "de",
+    "fra": "fr-fr",
+    "ita": "it",
+    "por": "pt",
+    "rus": "ru",
+    "ukr": "uk",
+    "pol": "pl",
+    "ces": "cs",
+    "nld": "nl",
+    "swe": "sv",
+    "hin": "hi",
+    "ben": "bn",
+    "urd": "ur",
+    "mar": "mr",
+    "tam": "ta",
+    "tel": "te",
+    "cmn": "cmn",
+    "zho": "cmn",
+    "zh": "cmn",
+    "yue": "yue",
+    "jpn": "ja",
+    "kor": "ko",
+    "vie": "vi",
+    "tha": "th",
+    "ind": "id",
+    "msa": "ms",
+    "swa": "sw",
+    "swh": "sw",
+    "tur": "tr",
+    "fin": "fi",
+    "est": "et",
+    "hun": "hu",
+    "ara": "ar",
+    "heb": "he",
+    "fas": "fa",
+    "pes": "fa",
+    "amh": "am",
+    "kat": "ka",
+    "eus": "eu",
+    "ell": "el",
 }
 
 _TONAL_PREFIXES = ("cmn", "yue", "hak", "vi", "th", "my", "shn")
@@ -103,9 +136,7 @@ def _epitran(code: str):
     try:
         import epitran
     except ImportError as e:
-        raise RuntimeError(
-            f"{code!r} is an epitran code; install the optional back end: pip install epitran"
-        ) from e
+        raise RuntimeError(f"{code!r} is an epitran code; install the optional back end: pip install epitran") from e
     try:
         return epitran.Epitran(code)
     except Exception as e:  # epitran raises several types for unknown codes / missing data
@@ -133,9 +164,7 @@ def _raw_ipa(text: str, lang: str, backend: str) -> str:
     raise ValueError(f"unknown g2p backend {backend!r} (auto, espeak, epitran)")
 
 
-def g2p_report(
-    text: str, lang: str, remove_diacritics: bool = False, backend: str = "auto"
-) -> tuple[str, Counter]:
+def g2p_report(text: str, lang: str, remove_diacritics: bool = False, backend: str = "auto") -> tuple[str, Counter]:
     """Like :func:`g2p`, also returning the out-of-inventory symbols dropped on the way."""
     return normalize_ipa_report(_raw_ipa(text, lang, backend), remove_diacritics)
 

@@ -48,9 +48,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterable
 
 from zipa.assets import PHONE_SET
 
@@ -119,13 +119,10 @@ TONE_MARKS = (
 )
 CENTRALISATION = "\u0308"  # combining diaeresis
 INVISIBLE = "\u200b\u200c\u200d\u2060\u00ad\ufeff"
-REMOVED_MARKS = frozenset(STRESS_MARKS + SYLLABLE_MARKS + TIE_BARS + TONE_MARKS
-                          + CENTRALISATION + INVISIBLE)
+REMOVED_MARKS = frozenset(STRESS_MARKS + SYLLABLE_MARKS + TIE_BARS + TONE_MARKS + CENTRALISATION + INVISIBLE)
 
 # Step 5: become a word boundary.
-BOUNDARY_MARKS = frozenset(
-    ",;!?\"()[]{}/\\|\u2016<>\u2026\u00ab\u00bb\u201c\u201d\u201e\u2013\u2014\u3001\u3002\uff0c"
-)
+BOUNDARY_MARKS = frozenset(',;!?"()[]{}/\\|\u2016<>\u2026\u00ab\u00bb\u201c\u201d\u201e\u2013\u2014\u3001\u3002\uff0c')
 
 # ZIPA's --remove-diacritics: these modifier letters plus all combining marks U+0300..U+036F.
 DIACRITICS = frozenset("\u02b0\u02b2\u02b7\u02bc\u02d0\u02de\u02e0\u02e4")
@@ -156,14 +153,8 @@ def inventory() -> frozenset[str]:
 def _tables() -> tuple[frozenset[str], dict[str, str], re.Pattern]:
     inv = inventory()
     # Inventory characters that NFD splits (ç -> c + cedilla): recompose after step 1.
-    recompose = {
-        unicodedata.normalize("NFD", ch): ch
-        for ch in inv
-        if unicodedata.normalize("NFD", ch) != ch
-    }
-    consonants = "".join(
-        sorted(ch for ch in inv if unicodedata.category(ch) in ("Ll", "Lo") and ch not in _VOWELS)
-    )
+    recompose = {unicodedata.normalize("NFD", ch): ch for ch in inv if unicodedata.normalize("NFD", ch) != ch}
+    consonants = "".join(sorted(ch for ch in inv if unicodedata.category(ch) in ("Ll", "Lo") and ch not in _VOWELS))
     ejective = re.compile(f"(?<=[{re.escape(consonants)}])[{APOSTROPHES}]")
     for ch in EQUIVALENTS.values():
         missing = [c for c in ch if c not in inv]
@@ -237,9 +228,7 @@ def normalize_ipa(text: str, remove_diacritics: bool = False) -> str:
 
 
 def _remove_diacritics(text: str) -> str:
-    kept = "".join(
-        ch for ch in text if ch not in DIACRITICS and not _is_combining_diacritic(ch)
-    )
+    kept = "".join(ch for ch in text if ch not in DIACRITICS and not _is_combining_diacritic(ch))
     return " ".join(kept.split())
 
 
@@ -265,7 +254,7 @@ def phone_counts(texts: Iterable[str]) -> Counter:
 
 
 # Base characters of each phone class (IPA; affricates count as stops, by their first letter).
-PHONE_CLASSES: Dict[str, str] = {
+PHONE_CLASSES: dict[str, str] = {
     "stops": "pbtdʈɖcɟkgɡqɢʔ",
     "fricatives": "fvθðszʃʒʂʐçʝxɣχʁħʕhɦɸβɕʑ",
     "nasals": "mɱnɳɲŋɴ",

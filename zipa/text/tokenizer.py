@@ -6,8 +6,9 @@ then one id per IPA character. ``local/make_tokenizer.py`` regenerates the model
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Union
 
 import sentencepiece as spm
 

@@ -15,8 +15,9 @@ pitch and pitch range drawn from the corpus's ranges, and ``renderings`` times b
 voice of its language (a random speed, Festival's ``Duration_Stretch`` 0.85-1.15, after the
 first). With ``augment``, every rendering after the first of each sentence and voice goes
 through a random chain of what recordings do (`zipa.audio.augment`: noise at 0-30 dB SNR,
-reverberation, speed 0.9-1.1 with the times scaled, loudness, telephone band, lossy codecs). The model encodes each utterance once (frozen, batch of one, as `Transcriber.align`
-encodes one item); the aligner is then trained on the encoder outputs with cross-entropy (Adam,
+reverberation, speed 0.9-1.1 with the times scaled, loudness, telephone band, lossy codecs).
+The model encodes each utterance once (frozen, batch of one, as `Transcriber.align` encodes one
+item); the aligner is then trained on the encoder outputs with cross-entropy (Adam,
 one utterance per step). A tenth of the sentences (``heldout_fraction``) is kept out of
 training to report frame accuracy and how far the aligned phone starts are from espeak's.
 
@@ -41,9 +42,9 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ FESTIVAL = "festival:"  # voice prefix of Festival utterances in the plan
 class AlignerTrainingConfig:
     """What `train_aligner` does; the defaults are those measured in the README."""
 
-    languages: Tuple[str, ...] = tuple(lang.code for lang in TRAIN_LANGUAGES)  # demo corpus codes
+    languages: tuple[str, ...] = tuple(lang.code for lang in TRAIN_LANGUAGES)  # demo corpus codes
     sentences_per_language: int = 60  # all the train sentences of the default corpus
     renderings: int = 2  # voice variants per sentence
     heldout_fraction: float = 0.1  # of the sentences of each language
@@ -85,7 +86,7 @@ class AlignerTrainingConfig:
     seed: int = 0
     corpus_seed: int = DemoCorpusConfig.seed  # the corpus whose train split the sentences come from
     # Allowed Festival voices (zipa.text.festival) that also speak their language's sentences.
-    festival_voices: Tuple[str, ...] = DEFAULT_FESTIVAL_VOICES
+    festival_voices: tuple[str, ...] = DEFAULT_FESTIVAL_VOICES
     augment: bool = True  # renderings after the first go through zipa.audio.augment
 
 
@@ -99,7 +100,7 @@ class Example:
     encoder_out: torch.Tensor
     targets: torch.Tensor
     utterance: TimedUtterance = field(repr=False)
-    classes: List[int] = field(default_factory=list)
+    classes: list[int] = field(default_factory=list)
     voice: str = ""  # the plan's voice: espeak-ng voice+variant or festival:<voice>
 
 
@@ -108,27 +109,31 @@ class Example:
 # ---------------------------------------------------------------------------------------------
 
 
-def plan_speech(cfg: AlignerTrainingConfig) -> List[Tuple[str, int, str, str, dict, int, Optional[int]]]:
+def plan_speech(cfg: AlignerTrainingConfig) -> list[tuple[str, int, str, str, dict, int, int | None]]:
     """``(language, sentence number, text, voice, prosody, noise seed, augmentation seed or None)``
     of every utterance to synthesise: train sentences of the demo corpus (its plan with
     ``cfg.corpus_seed``), drawn and spoken as the module docstring says. ``voice`` is an espeak-ng
     voice with its variant, or ``festival:<voice>`` (prosody then ``{"stretch": s}``)."""
     from zipa.text import festival
 
-    by_language: Dict[str, List[str]] = {}
+    by_language: dict[str, list[str]] = {}
     for name in cfg.festival_voices:
         if not festival.voice(name).allowed:
-            raise ValueError(f"{name} is a held-out Festival voice: never train on it "
-                             f"(allowed: {', '.join(festival.allowed_voices())})")
+            raise ValueError(
+                f"{name} is a held-out Festival voice: never train on it "
+                f"(allowed: {', '.join(festival.allowed_voices())})"
+            )
         codes = [c for c in cfg.languages if language(c).voice == festival.voice(name).language]
         if not codes:
-            raise ValueError(f"Festival voice {name} speaks {festival.voice(name).language}, none of the "
-                             f"languages {' '.join(cfg.languages)}")
+            raise ValueError(
+                f"Festival voice {name} speaks {festival.voice(name).language}, none of the "
+                f"languages {' '.join(cfg.languages)}"
+            )
         by_language.setdefault(codes[0], []).append(name)
     corpus = DemoCorpusConfig(seed=cfg.corpus_seed, languages=tuple(cfg.languages), heldout=())
     if cfg.renderings < 1 or cfg.renderings > len(corpus.variants):
         raise ValueError(f"renderings must be 1 to {len(corpus.variants)} (the corpus's voice variants)")
-    sentences: Dict[str, Dict[int, Tuple[str, str]]] = {}
+    sentences: dict[str, dict[int, tuple[str, str]]] = {}
     for utt in plan_corpus(corpus)["train"]:
         sentences.setdefault(utt.language, {})[utt.sentence] = (utt.text, utt.voice.split("+")[0])
     rng = random.Random(cfg.seed)
@@ -139,15 +144,36 @@ def plan_speech(cfg: AlignerTrainingConfig) -> List[Tuple[str, int, str, str, di
         for n in chosen:
             text, voice = sentences[code][n]
             for k, variant in enumerate(rng.sample(list(corpus.variants), cfg.renderings)):
-                prosody = dict(rate=rng.randint(*corpus.rate), pitch=rng.randint(*corpus.pitch),
-                               pitch_range=rng.randint(*corpus.pitch_range))
-                out.append((code, n, text, voice + (f"+{variant}" if variant else ""), prosody, rng.randrange(2**31),
-                            rng.randrange(2**31) if cfg.augment and k else None))
+                prosody = dict(
+                    rate=rng.randint(*corpus.rate),
+                    pitch=rng.randint(*corpus.pitch),
+                    pitch_range=rng.randint(*corpus.pitch_range),
+                )
+                out.append(
+                    (
+                        code,
+                        n,
+                        text,
+                        voice + (f"+{variant}" if variant else ""),
+                        prosody,
+                        rng.randrange(2**31),
+                        rng.randrange(2**31) if cfg.augment and k else None,
+                    )
+                )
             for name in by_language.get(code, []):
                 for k in range(cfg.renderings):
                     stretch = round(rng.uniform(*FESTIVAL_STRETCH), 3) if k else 1.0
-                    out.append((code, n, text, FESTIVAL + name, {"stretch": stretch}, 0,
-                                rng.randrange(2**31) if cfg.augment and k else None))
+                    out.append(
+                        (
+                            code,
+                            n,
+                            text,
+                            FESTIVAL + name,
+                            {"stretch": stretch},
+                            0,
+                            rng.randrange(2**31) if cfg.augment and k else None,
+                        )
+                    )
     return out
 
 
@@ -168,35 +194,38 @@ def augment_utterance(utt: TimedUtterance, seed: int) -> TimedUtterance:
     speed, transform, _ = augment.random_augmentation(random.Random(seed))
     x = transform(augment.change_speed(x, speed))
     phones = [p if p.start is None else ReferencePhone(p.label, p.start / speed) for p in utt.phones]
-    events = [e._replace(start=e.start / speed, end=e.end / speed, sample=int(round(e.start / speed * rate)))
-              for e in utt.events]
+    events = [
+        e._replace(start=e.start / speed, end=e.end / speed, sample=int(round(e.start / speed * rate)))
+        for e in utt.events
+    ]
     return TimedUtterance(utt.text, utt.voice, x, rate, utt.transcript, phones, events)
 
 
-def synthesize_plan(plan) -> List[TimedUtterance]:
+def synthesize_plan(plan) -> list[TimedUtterance]:
     """The timed utterance of each planned item (Festival's in one run per voice), augmented
     where the plan says so."""
     from zipa.text import festival
 
-    spoken: Dict[int, TimedUtterance] = {}
+    spoken: dict[int, TimedUtterance] = {}
     for name in sorted({voice for _, _, _, voice, _, _, _ in plan if voice.startswith(FESTIVAL)}):
         items = [i for i, item in enumerate(plan) if item[3] == name]
-        speech = festival.synthesize([plan[i][2] for i in items], name[len(FESTIVAL):],
-                                     [plan[i][4]["stretch"] for i in items])
+        speech = festival.synthesize(
+            [plan[i][2] for i in items], name[len(FESTIVAL) :], [plan[i][4]["stretch"] for i in items]
+        )
         spoken.update((i, festival_reference(s)) for i, s in zip(items, speech))
     out = []
-    for i, (code, n, text, voice, prosody, seed, augment_seed) in enumerate(plan):
+    for i, (_code, _n, text, voice, prosody, seed, augment_seed) in enumerate(plan):
         utt = spoken[i] if i in spoken else espeak_reference(text, voice, seed=seed, **prosody)
         out.append(utt if augment_seed is None else augment_utterance(utt, augment_seed))
     return out
 
 
-def phone_segments(utt: TimedUtterance) -> Optional[List[Tuple[float, float, str]]]:
+def phone_segments(utt: TimedUtterance) -> list[tuple[float, float, str]] | None:
     """``(start, end, phone)`` of each phone of ``utt`` (see "Targets" in the module docstring),
     None when its first phone has no start."""
     if not utt.phones or utt.phones[0].start is None:
         return None
-    groups: List[Tuple[float, List[str]]] = []
+    groups: list[tuple[float, list[str]]] = []
     for phone in utt.phones:
         if phone.start is not None:
             groups.append((phone.start, [phone.label]))
@@ -210,8 +239,15 @@ def phone_segments(utt: TimedUtterance) -> Optional[List[Tuple[float, float, str
     return out
 
 
-def frame_targets(utt: TimedUtterance, segments: Sequence[Tuple[float, float, str]], class_of: Callable[[str], int],
-                  num_frames: int, offset: float, step: float, min_pause: float) -> np.ndarray:
+def frame_targets(
+    utt: TimedUtterance,
+    segments: Sequence[tuple[float, float, str]],
+    class_of: Callable[[str], int],
+    num_frames: int,
+    offset: float,
+    step: float,
+    min_pause: float,
+) -> np.ndarray:
     """The class of each of ``num_frames`` sub-frames (sub-frame k centred at ``offset + (k +
     0.5) * step`` s): the phone whose segment holds its centre, else silence; espeak's pauses
     longer than ``min_pause`` are silence (Festival's pauses are events with an empty name too)."""
@@ -225,9 +261,11 @@ def frame_targets(utt: TimedUtterance, segments: Sequence[Tuple[float, float, st
     return targets
 
 
-def make_examples(transcriber, plan, aligner_config: AlignerConfig, cfg: AlignerTrainingConfig,
-                  log: Log = print) -> Tuple[List[Example], int]:
+def make_examples(
+    transcriber, plan, aligner_config: AlignerConfig, cfg: AlignerTrainingConfig, log: Log = print
+) -> tuple[list[Example], int]:
     """Synthesise, encode and label the planned utterances; (examples, number left out)."""
+
     def class_of(label: str) -> int:
         return transcriber.tokenizer.piece_to_id(label[0])
 
@@ -239,12 +277,14 @@ def make_examples(transcriber, plan, aligner_config: AlignerConfig, cfg: Aligner
             continue
         feats, feat_lens = transcriber.features([utt.samples], sampling_rate=utt.sample_rate)
         with torch.inference_mode():
-            encoder_out, _ = transcriber.model.forward_encoder(feats.to(transcriber.device),
-                                                               feat_lens.to(transcriber.device))
+            encoder_out, _ = transcriber.model.forward_encoder(
+                feats.to(transcriber.device), feat_lens.to(transcriber.device)
+            )
         encoder_out = encoder_out[0].float().cpu().clone()
         num = encoder_out.shape[0] * aligner_config.subframes
-        targets = frame_targets(utt, segments, class_of, num, aligner_config.time_offset, aligner_config.step,
-                                cfg.min_pause)
+        targets = frame_targets(
+            utt, segments, class_of, num, aligner_config.time_offset, aligner_config.step, cfg.min_pause
+        )
         classes = [class_of(p.label) for p in utt.phones]
         examples.append(Example(code, n, encoder_out, torch.from_numpy(targets), utt, classes, voice))
         if (i + 1) % 50 == 0 or i + 1 == len(plan):
@@ -252,7 +292,7 @@ def make_examples(transcriber, plan, aligner_config: AlignerConfig, cfg: Aligner
     return examples, skipped
 
 
-def split_heldout(examples: Sequence[Example], fraction: float, seed: int) -> Tuple[List[Example], List[Example]]:
+def split_heldout(examples: Sequence[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """(train, held out): ``fraction`` of each language's sentences (all their renderings) held
     out, at least one where a language has two sentences or more and ``fraction`` > 0."""
     rng = random.Random(f"{seed}:heldout")
@@ -270,15 +310,22 @@ def split_heldout(examples: Sequence[Example], fraction: float, seed: int) -> Tu
 # ---------------------------------------------------------------------------------------------
 
 
-def fit(aligner: FrameAligner, train: Sequence[Example], epochs: int, lr: float, seed: int,
-        on_epoch: Optional[Callable[[int, float], None]] = None) -> List[float]:
+def fit(
+    aligner: FrameAligner,
+    train: Sequence[Example],
+    epochs: int,
+    lr: float,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> list[float]:
     """Train ``aligner`` in place (Adam, one utterance per step, shuffled each epoch with
     ``seed``; the learning rate falls from ``lr`` to 0 along a half cosine, which makes the
     result depend less on the last few steps); returns the mean loss of each epoch."""
     optimiser = torch.optim.Adam(aligner.parameters(), lr=lr)
     steps = max(1, epochs * len(train))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
+        optimiser, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))
+    )
     rng = random.Random(f"{seed}:order")
     device = next(aligner.parameters()).device
     losses = []
@@ -304,14 +351,14 @@ def fit(aligner: FrameAligner, train: Sequence[Example], epochs: int, lr: float,
 
 
 @torch.no_grad()
-def measure(aligner: FrameAligner, examples: Sequence[Example]) -> Dict[str, float]:
+def measure(aligner: FrameAligner, examples: Sequence[Example]) -> dict[str, float]:
     """Frame accuracy, and the start errors of forced alignment of each utterance's reference
     phones (`phone_forced_align` on the aligner's log-probs, times as `Transcriber.time_grid`
     gives them) against espeak's starts: ``frame_accuracy``, ``phones``, ``within_20ms``,
     ``median_ms``, ``bias_ms``."""
     device = next(aligner.parameters()).device
     correct = frames = 0
-    errors: List[float] = []
+    errors: list[float] = []
     step, offset = aligner.config.step, aligner.config.time_offset
     for example in examples:
         log_probs = aligner(example.encoder_out.to(device)[None])[0].cpu()
@@ -319,13 +366,17 @@ def measure(aligner: FrameAligner, examples: Sequence[Example]) -> Dict[str, flo
         frames += len(example.targets)
         if len(example.classes) <= log_probs.shape[0]:
             spans = phone_forced_align(log_probs, example.classes)
-            errors += [offset + span.start * step - ref.start
-                       for span, ref in zip(spans, example.utterance.phones) if ref.start is not None]
+            errors += [
+                offset + span.start * step - ref.start
+                for span, ref in zip(spans, example.utterance.phones)
+                if ref.start is not None
+            ]
     out = {"frame_accuracy": correct / max(frames, 1)}
     if errors:
         stats = timing_stats(errors)
-        out.update(phones=stats.n, within_20ms=stats.within_20, median_ms=stats.median * 1000,
-                   bias_ms=stats.bias * 1000)
+        out.update(
+            phones=stats.n, within_20ms=stats.within_20, median_ms=stats.median * 1000, bias_ms=stats.bias * 1000
+        )
     return out
 
 
@@ -335,30 +386,41 @@ def aligner_config(transcriber, cfg: AlignerTrainingConfig) -> AlignerConfig:
     subframes = cfg.subframes or max(1, round(shift / 0.01))
     probe = torch.zeros(1, 100, 80)  # the encoder's output width, whatever the architecture
     with torch.inference_mode():
-        dim = transcriber.model.forward_encoder(probe.to(transcriber.device),
-                                                torch.tensor([100], device=transcriber.device))[0].shape[-1]
-    return AlignerConfig(encoder_dim=int(dim), vocab_size=transcriber.tokenizer.vocab_size, frame_shift=shift,
-                         time_offset=cfg.time_offset, subframes=subframes, channels=cfg.channels,
-                         kernel_size=cfg.kernel_size)
+        dim = transcriber.model.forward_encoder(
+            probe.to(transcriber.device), torch.tensor([100], device=transcriber.device)
+        )[0].shape[-1]
+    return AlignerConfig(
+        encoder_dim=int(dim),
+        vocab_size=transcriber.tokenizer.vocab_size,
+        frame_shift=shift,
+        time_offset=cfg.time_offset,
+        subframes=subframes,
+        channels=cfg.channels,
+        kernel_size=cfg.kernel_size,
+    )
 
 
-def train_aligner(transcriber, cfg: AlignerTrainingConfig, log: Log = print) -> Tuple[FrameAligner, Dict]:
+def train_aligner(transcriber, cfg: AlignerTrainingConfig, log: Log = print) -> tuple[FrameAligner, dict]:
     """Train an aligner for ``transcriber``'s model (see the module docstring); returns it and
     what to store with it (settings, sizes, results, seconds)."""
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     config = aligner_config(transcriber, cfg)
     plan = plan_speech(cfg)
-    log(f"aligner: {len(plan)} utterances ({cfg.sentences_per_language} train sentences x {cfg.renderings} "
+    log(
+        f"aligner: {len(plan)} utterances ({cfg.sentences_per_language} train sentences x {cfg.renderings} "
         f"rendering(s) in {len(cfg.languages)} languages: {' '.join(cfg.languages)}; Festival voices: "
-        f"{' '.join(cfg.festival_voices) or 'none'}; augmented: {sum(p[6] is not None for p in plan)})")
+        f"{' '.join(cfg.festival_voices) or 'none'}; augmented: {sum(p[6] is not None for p in plan)})"
+    )
     examples, skipped = make_examples(transcriber, plan, config, cfg, log)
     train, heldout = split_heldout(examples, cfg.heldout_fraction, cfg.seed)
     if not train:
         raise ValueError("no utterances to train on")
     seconds = sum(e.utterance.duration for e in train)
-    log(f"aligner: training on {len(train)} utterances ({seconds / 60:.1f} min), {len(heldout)} held out"
-        f"{f', {skipped} left out (first phone without a start)' if skipped else ''}")
+    log(
+        f"aligner: training on {len(train)} utterances ({seconds / 60:.1f} min), {len(heldout)} held out"
+        f"{f', {skipped} left out (first phone without a start)' if skipped else ''}"
+    )
     aligner = FrameAligner(config, encoder_fingerprint(transcriber.model)).to(transcriber.device)
     every = max(1, cfg.epochs // 6)
 
@@ -375,13 +437,23 @@ def train_aligner(transcriber, cfg: AlignerTrainingConfig, log: Log = print) -> 
     if heldout:
         results["heldout"] = measure(aligner, heldout)
     for name, r in results.items():
-        extra = (f", phone starts within 20 ms {100 * r['within_20ms']:.1f} % of {r['phones']} (median "
-                 f"{r['median_ms']:.1f} ms, bias {r['bias_ms']:+.1f} ms)") if "phones" in r else ""
+        extra = (
+            (
+                f", phone starts within 20 ms {100 * r['within_20ms']:.1f} % of {r['phones']} (median "
+                f"{r['median_ms']:.1f} ms, bias {r['bias_ms']:+.1f} ms)"
+            )
+            if "phones" in r
+            else ""
+        )
         log(f"aligner: {name}: frame accuracy {100 * r['frame_accuracy']:.1f} %{extra}")
-    info = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
-            "utterances": {"train": len(train), "heldout": len(heldout), "skipped": skipped},
-            "train_minutes": round(seconds / 60, 2), "losses": [round(x, 4) for x in losses],
-            "results": results, "seconds": round(time.time() - t0, 1)}
+    info = {
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "utterances": {"train": len(train), "heldout": len(heldout), "skipped": skipped},
+        "train_minutes": round(seconds / 60, 2),
+        "losses": [round(x, 4) for x in losses],
+        "results": results,
+        "seconds": round(time.time() - t0, 1),
+    }
     return aligner, info
 
 
@@ -393,36 +465,64 @@ def train_aligner(transcriber, cfg: AlignerTrainingConfig, log: Log = print) -> 
 def build_parser(description: str) -> argparse.ArgumentParser:
     d = AlignerTrainingConfig()
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model-path", required=True, default=argparse.SUPPRESS,
-                   help="the model to time phones for: a .pth (e.g. exp/demo_ctc/averaged.pth), a folder holding "
-                        "one, or a model name (zipa.load_model)")
-    p.add_argument("--out", type=Path, default=argparse.SUPPRESS,
-                   help="where to write the aligner (default: <model stem>.aligner.pt beside the model, where "
-                        "zipa align and zipa.load_model find it)")
-    p.add_argument("--languages", nargs="+", default=list(d.languages),
-                   help="demo corpus languages whose train sentences are spoken (zipa/assets/demo_texts/<code>.txt)")
-    p.add_argument("--sentences-per-language", type=int, default=d.sentences_per_language,
-                   help="train sentences spoken per language (the default corpus has 60)")
+    p.add_argument(
+        "--model-path",
+        required=True,
+        default=argparse.SUPPRESS,
+        help="the model to time phones for: a .pth (e.g. exp/demo_ctc/averaged.pth), a folder holding "
+        "one, or a model name (zipa.load_model)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="where to write the aligner (default: <model stem>.aligner.pt beside the model, where "
+        "zipa align and zipa.load_model find it)",
+    )
+    p.add_argument(
+        "--languages",
+        nargs="+",
+        default=list(d.languages),
+        help="demo corpus languages whose train sentences are spoken (zipa/assets/demo_texts/<code>.txt)",
+    )
+    p.add_argument(
+        "--sentences-per-language",
+        type=int,
+        default=d.sentences_per_language,
+        help="train sentences spoken per language (the default corpus has 60)",
+    )
     p.add_argument("--renderings", type=int, default=d.renderings, help="voice variants per sentence")
-    p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction,
-                   help="share of each language's sentences kept out of training, to report on")
+    p.add_argument(
+        "--heldout-fraction",
+        type=float,
+        default=d.heldout_fraction,
+        help="share of each language's sentences kept out of training, to report on",
+    )
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training utterances")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--channels", type=int, default=d.channels, help="channels of the aligner's convolution")
     p.add_argument("--kernel-size", type=int, default=d.kernel_size, help="its width in encoder frames (odd)")
-    p.add_argument("--festival-voices", nargs="*", default=list(d.festival_voices),
-                   help="allowed Festival voices that also speak their language's sentences (none: espeak-ng "
-                        "only; the default drops, with a message, voices that are not installed)")
+    p.add_argument(
+        "--festival-voices",
+        nargs="*",
+        default=list(d.festival_voices),
+        help="allowed Festival voices that also speak their language's sentences (none: espeak-ng "
+        "only; the default drops, with a message, voices that are not installed)",
+    )
     p.add_argument("--no-augment", action="store_true", help="train on clean synthetic speech only")
     p.add_argument("--seed", type=int, default=d.seed, help="sentences, voices, prosody, initialisation and order")
-    p.add_argument("--corpus-seed", type=int, default=d.corpus_seed,
-                   help="seed of the demo corpus whose train split the sentences come from")
+    p.add_argument(
+        "--corpus-seed",
+        type=int,
+        default=d.corpus_seed,
+        help="seed of the demo corpus whose train split the sentences come from",
+    )
     p.add_argument("--device", default=str(default_device()), help="cuda or cpu (default: cuda when available)")
     p.add_argument("--num-threads", type=int, default=argparse.SUPPRESS, help="CPU threads for torch")
     return p
 
 
-def festival_voices(names: Sequence[str], languages: Sequence[str], log: Log) -> Tuple[str, ...]:
+def festival_voices(names: Sequence[str], languages: Sequence[str], log: Log) -> tuple[str, ...]:
     """``names`` without ``none``. The default voices keep those of ``languages``, and those that
     are not installed are dropped with a message (a voice named on purpose stays: planning or
     synthesis then says what is wrong with it)."""
@@ -434,13 +534,15 @@ def festival_voices(names: Sequence[str], languages: Sequence[str], log: Log) ->
         names = tuple(n for n in names if festival.voice(n).language in spoken)
         missing = [n for n in names if n not in festival.installed_voices()]
         if missing:
-            log(f"aligner: Festival voices not installed, trained without them: {' '.join(missing)} "
-                f"(apt-get install {festival.DEBIAN_PACKAGES})")
+            log(
+                f"aligner: Festival voices not installed, trained without them: {' '.join(missing)} "
+                f"(apt-get install {festival.DEBIAN_PACKAGES})"
+            )
             names = tuple(n for n in names if n not in missing)
     return names
 
 
-def main(argv: Optional[Sequence[str]] = None, description: str = "Train a frame aligner for a model.") -> int:
+def main(argv: Sequence[str] | None = None, description: str = "Train a frame aligner for a model.") -> int:
     args = build_parser(description).parse_args(argv)
     from zipa.hub.pretrained import resolve_model
     from zipa.inference.transcriber import Transcriber
@@ -452,10 +554,18 @@ def main(argv: Optional[Sequence[str]] = None, description: str = "Train a frame
     model_path = resolve_model(args.model_path)
     out = getattr(args, "out", None) or aligner_path_for(model_path)
     cfg = AlignerTrainingConfig(
-        languages=tuple(args.languages), sentences_per_language=args.sentences_per_language,
-        renderings=args.renderings, heldout_fraction=args.heldout_fraction, epochs=args.epochs, lr=args.lr,
-        channels=args.channels, kernel_size=args.kernel_size, seed=args.seed, corpus_seed=args.corpus_seed,
-        festival_voices=festival_voices(args.festival_voices, args.languages, print), augment=not args.no_augment,
+        languages=tuple(args.languages),
+        sentences_per_language=args.sentences_per_language,
+        renderings=args.renderings,
+        heldout_fraction=args.heldout_fraction,
+        epochs=args.epochs,
+        lr=args.lr,
+        channels=args.channels,
+        kernel_size=args.kernel_size,
+        seed=args.seed,
+        corpus_seed=args.corpus_seed,
+        festival_voices=festival_voices(args.festival_voices, args.languages, print),
+        augment=not args.no_augment,
     )
 
     def log(line: str) -> None:

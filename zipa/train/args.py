@@ -4,8 +4,9 @@ working). A recipe calls these with its own defaults; it never copies them."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any
 
 from zipa.model.config import ModelConfig, preset
 from zipa.model.io import default_device
@@ -14,8 +15,9 @@ from zipa.utils.flags import UsageError, str2bool
 # ZIPA's defaults of --exp-dir and --bpe-model (relative to where the command runs).
 ZIPA_EXP_DIR = "zipformer/exp"
 ZIPA_BPE_MODEL = "ipa_simplified/unigram_127.model"
-BPE_MODEL_HELP = ("the tokenizer; where the default path does not exist (run outside a checkout), the packaged "
-                  "copy of the same model")
+BPE_MODEL_HELP = (
+    "the tokenizer; where the default path does not exist (run outside a checkout), the packaged copy of the same model"
+)
 
 # The `zipa.model.config` presets a recipe starts from (the recipe's flags choose the heads):
 # the released small and large, the demo model of ./run.sh, the tests' tiny model.
@@ -24,10 +26,12 @@ PRESET_CHOICES = ("small", "large", "demo", "tiny")
 
 # The model flags of the scripts that load a checkpoint (decode, average, pseudo-label): a
 # default kept different from ZIPA's, said in their --help.
-FROM_CHECKPOINT = ("not given, the architecture is read from the checkpoint (or exp-dir/config.json), so the "
-                   "defaults shown are not applied; given, they set what the weights cannot show (--causal, "
-                   "--chunk-size, --left-context-frames). ZIPA builds the model from these flags instead, "
-                   "and they must match the weights")
+FROM_CHECKPOINT = (
+    "not given, the architecture is read from the checkpoint (or exp-dir/config.json), so the "
+    "defaults shown are not applied; given, they set what the weights cannot show (--causal, "
+    "--chunk-size, --left-context-frames). ZIPA builds the model from these flags instead, "
+    "and they must match the weights"
+)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, from_checkpoint: bool = False, **defaults: Any) -> None:
@@ -36,24 +40,57 @@ def add_model_arguments(parser: argparse.ArgumentParser, from_checkpoint: bool =
     (decoding), the checkpoint's."""
     base = preset("small")
     group = parser.add_argument_group("model", FROM_CHECKPOINT if from_checkpoint else None)
-    group.add_argument("--preset", choices=PRESET_CHOICES, default=None,
-                       help="start from a zipa.model.config preset: small, large (released), demo "
-                       "(run.sh's 7.6M-parameter CPU model), tiny (tests); flags given explicitly still win")
-    per_stack = ["num_encoder_layers", "downsampling_factor", "feedforward_dim", "num_heads", "encoder_dim",
-                 "query_head_dim", "value_head_dim", "pos_head_dim", "encoder_unmasked_dim", "cnn_module_kernel",
-                 "chunk_size", "left_context_frames"]
+    group.add_argument(
+        "--preset",
+        choices=PRESET_CHOICES,
+        default=None,
+        help="start from a zipa.model.config preset: small, large (released), demo "
+        "(run.sh's 7.6M-parameter CPU model), tiny (tests); flags given explicitly still win",
+    )
+    per_stack = [
+        "num_encoder_layers",
+        "downsampling_factor",
+        "feedforward_dim",
+        "num_heads",
+        "encoder_dim",
+        "query_head_dim",
+        "value_head_dim",
+        "pos_head_dim",
+        "encoder_unmasked_dim",
+        "cnn_module_kernel",
+        "chunk_size",
+        "left_context_frames",
+    ]
     for name in per_stack:
-        group.add_argument("--" + name.replace("_", "-"), type=str, default=None,
-                           help=f"comma-separated per stack (default {','.join(map(str, getattr(base, name)))})")
-    for name in ["pos_dim", "decoder_dim", "joiner_dim", "context_size", "attention_decoder_dim",
-                 "attention_decoder_num_layers", "attention_decoder_attention_dim",
-                 "attention_decoder_num_heads", "attention_decoder_feedforward_dim"]:
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            type=str,
+            default=None,
+            help=f"comma-separated per stack (default {','.join(map(str, getattr(base, name)))})",
+        )
+    for name in [
+        "pos_dim",
+        "decoder_dim",
+        "joiner_dim",
+        "context_size",
+        "attention_decoder_dim",
+        "attention_decoder_num_layers",
+        "attention_decoder_attention_dim",
+        "attention_decoder_num_heads",
+        "attention_decoder_feedforward_dim",
+    ]:
         group.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"default {getattr(base, name)}")
     for name in ["causal", "use_transducer", "use_ctc", "use_attention_decoder"]:
-        group.add_argument("--" + name.replace("_", "-"), type=str2bool, default=None, help=f"default {getattr(base, name)}")
-    group.add_argument("--remove-diacritics", type=str2bool, default=False,
-                       help="strip diacritics (ZIPA's list) from the transcripts: the training labels, and the "
-                       "references when decoding")
+        group.add_argument(
+            "--" + name.replace("_", "-"), type=str2bool, default=None, help=f"default {getattr(base, name)}"
+        )
+    group.add_argument(
+        "--remove-diacritics",
+        type=str2bool,
+        default=False,
+        help="strip diacritics (ZIPA's list) from the transcripts: the training labels, and the "
+        "references when decoding",
+    )
     parser.set_defaults(**defaults)
 
 
@@ -61,7 +98,7 @@ def model_config_from_args(args: argparse.Namespace, output_downsampling_factor:
     """The ModelConfig the flags describe: the --preset (default small), the flags given,
     and the recipe's `output_downsampling_factor`."""
     config = preset(args.preset or "small")
-    values: Dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for field in ModelConfig.__dataclass_fields__:
         value = getattr(args, field, None)
         if value is not None:
@@ -70,22 +107,35 @@ def model_config_from_args(args: argparse.Namespace, output_downsampling_factor:
     return ModelConfig.from_dict({**config.to_dict(), **values})
 
 
-def architecture_problem(config: ModelConfig) -> Optional[str]:
+def architecture_problem(config: ModelConfig) -> str | None:
     """One line naming the architecture flags that contradict each other, or None."""
     stacks = len(config.num_encoder_layers)
     expanded = {}
-    for name in ("downsampling_factor", "feedforward_dim", "num_heads", "encoder_dim", "query_head_dim",
-                 "value_head_dim", "pos_head_dim", "encoder_unmasked_dim", "cnn_module_kernel"):
+    for name in (
+        "downsampling_factor",
+        "feedforward_dim",
+        "num_heads",
+        "encoder_dim",
+        "query_head_dim",
+        "value_head_dim",
+        "pos_head_dim",
+        "encoder_unmasked_dim",
+        "cnn_module_kernel",
+    ):
         values = getattr(config, name)
         if len(values) not in (1, stacks):
-            return (f"--{name.replace('_', '-')} {','.join(map(str, values))} has {len(values)} values but "
-                    f"--num-encoder-layers {','.join(map(str, config.num_encoder_layers))} has {stacks} stacks: "
-                    "give one value per stack (or one for all)")
+            return (
+                f"--{name.replace('_', '-')} {','.join(map(str, values))} has {len(values)} values but "
+                f"--num-encoder-layers {','.join(map(str, config.num_encoder_layers))} has {stacks} stacks: "
+                "give one value per stack (or one for all)"
+            )
         expanded[name] = values * stacks if len(values) == 1 else values
     for stack, (unmasked, dim) in enumerate(zip(expanded["encoder_unmasked_dim"], expanded["encoder_dim"])):
         if unmasked > dim:
-            return (f"--encoder-unmasked-dim: {unmasked} at stack {stack} exceeds --encoder-dim {dim} there; "
-                    "give values no larger than --encoder-dim's")
+            return (
+                f"--encoder-unmasked-dim: {unmasked} at stack {stack} exceeds --encoder-dim {dim} there; "
+                "give values no larger than --encoder-dim's"
+            )
     if not (config.use_ctc or config.use_transducer):
         return "--use-ctc and --use-transducer are both False: give --use-ctc True or --use-transducer True"
     return None
@@ -111,11 +161,19 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--grad-accumulation", type=int, default=1)
     add("--seed", type=int, default=42)
     add("--inf-check", type=str2bool, default=False, help="log modules producing non-finite values")
-    add("--print-diagnostics", type=str2bool, default=False,
+    add(
+        "--print-diagnostics",
+        type=str2bool,
+        default=False,
         help="train a few batches, then print statistics of every module's activations, gradients and "
-        "parameters (zipa.train.diagnostics) and stop")
-    add("--max-batches", type=int, default=0,
-        help="stop after this many batches (saving a checkpoint); 0: no limit. For trying a command line")
+        "parameters (zipa.train.diagnostics) and stop",
+    )
+    add(
+        "--max-batches",
+        type=int,
+        default=0,
+        help="stop after this many batches (saving a checkpoint); 0: no limit. For trying a command line",
+    )
     add("--save-every-n", type=int, default=4000)
     add("--keep-last-k", type=int, default=100)
     add("--average-period", type=int, default=200)
@@ -125,8 +183,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     add("--log-interval", type=int, default=50)
     add("--valid-interval", type=int, default=3000)
     add("--max-minutes", type=float, default=0, help="stop (saving a checkpoint) after this long; 0: no limit")
-    add("--schedule-speedup", type=float, default=1.0,
-        help="advance the model's warm-up schedules this many times faster (small CPU runs)")
+    add(
+        "--schedule-speedup",
+        type=float,
+        default=1.0,
+        help="advance the model's warm-up schedules this many times faster (small CPU runs)",
+    )
     # Losses.
     add("--ctc-loss-scale", type=float, default=0.2)
     add("--cr-loss-scale", type=float, default=0.15)
@@ -148,17 +210,33 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     --lr-batches and --lr-epochs default to finetune.py's 0.0045, 100000 and 100."""
     group = parser.add_argument_group("fine-tuning")
     add = group.add_argument
-    add("--do-finetune", type=str2bool, default=False,
+    add(
+        "--do-finetune",
+        type=str2bool,
+        default=False,
         help="start from the weights of --finetune-ckpt (fresh optimiser and schedule); the architecture "
-        "is the checkpoint's unless model flags say otherwise")
-    add("--finetune-ckpt", type=str, default=None,
+        "is the checkpoint's unless model flags say otherwise",
+    )
+    add(
+        "--finetune-ckpt",
+        type=str,
+        default=None,
         help="a .pth (released or averaged), a training checkpoint (checkpoint-N.pt, epoch-N.pt: its model "
-        "weights), a folder holding one, or a model name from `zipa models` / a Hub repo id")
-    add("--init-modules", type=str, default=None,
+        "weights), a folder holding one, or a model name from `zipa models` / a Hub repo id",
+    )
+    add(
+        "--init-modules",
+        type=str,
+        default=None,
         help="comma-separated parameter-name prefixes to load (e.g. encoder_embed,encoder); the others keep "
-        "their fresh initialisation; not given: load all")
-    add("--freeze-modules", type=str, default=None,
-        help="comma-separated parameter-name prefixes not to train (left out of the optimiser)")
+        "their fresh initialisation; not given: load all",
+    )
+    add(
+        "--freeze-modules",
+        type=str,
+        default=None,
+        help="comma-separated parameter-name prefixes not to train (left out of the optimiser)",
+    )
 
 
 _NOT_GIVEN = object()
@@ -171,8 +249,10 @@ def check_data_dirs(args: argparse.Namespace, *names: str) -> None:
         for entry in getattr(args, name, None) or []:
             folder = entry.split("=", 1)[-1]
             if not Path(folder).is_dir():
-                raise UsageError(f"--{name.replace('_', '-')} {entry}: no such folder; give lhotse shar folders "
-                                 "(cuts.NNNNNN.jsonl.gz and recording.NNNNNN.tar files)")
+                raise UsageError(
+                    f"--{name.replace('_', '-')} {entry}: no such folder; give lhotse shar folders "
+                    "(cuts.NNNNNN.jsonl.gz and recording.NNNNNN.tar files)"
+                )
 
 
 def resolve_bpe_model(args: argparse.Namespace) -> None:
@@ -184,12 +264,14 @@ def resolve_bpe_model(args: argparse.Namespace) -> None:
     if value is not None and Path(value).is_file():
         return
     if value is not None and "bpe_model" in getattr(args, "given_flags", ()):
-        raise UsageError(f"--bpe-model {value}: no such file; give the tokenizer's .model file, or leave the flag "
-                         "out for the packaged ipa_simplified/unigram_127.model")
+        raise UsageError(
+            f"--bpe-model {value}: no such file; give the tokenizer's .model file, or leave the flag "
+            "out for the packaged ipa_simplified/unigram_127.model"
+        )
     args.bpe_model = str(default_bpe_model_path())
 
 
-def parse_noting_given(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_noting_given(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """`parser.parse_args(argv)`, with `args.given_flags`: the names of the flags the command line
     set (as opposed to defaults). argparse puts a default only where the namespace has no value
     yet, so a second parse into a namespace of placeholders shows which ones the command line set."""
@@ -200,19 +282,29 @@ def parse_noting_given(parser: argparse.ArgumentParser, argv: Optional[Sequence[
     return args
 
 
-def add_checkpoint_selection_arguments(parser: argparse.ArgumentParser, avg: int = 15,
-                                       use_averaged_model: bool = True) -> None:
+def add_checkpoint_selection_arguments(
+    parser: argparse.ArgumentParser, avg: int = 15, use_averaged_model: bool = True
+) -> None:
     """Which weights to use: icefall's --exp-dir with --iter/--epoch and --avg, or --model-path.
     The defaults are ZIPA's decode scripts' (its generate_averaged_model.py: --avg 9)."""
     group = parser.add_argument_group("checkpoint selection")
     add = group.add_argument
     add("--exp-dir", type=Path, default=Path(ZIPA_EXP_DIR))
     add("--epoch", type=int, default=30, help="use epoch-N.pt (with --avg: N-avg+1 .. N)")
-    add("--iter", type=int, default=0, help="use checkpoint-N.pt (with --avg: the newest --avg up to N); wins over --epoch")
+    add(
+        "--iter",
+        type=int,
+        default=0,
+        help="use checkpoint-N.pt (with --avg: the newest --avg up to N); wins over --epoch",
+    )
     add("--avg", type=int, default=avg, help="number of checkpoints to average")
-    add("--use-averaged-model", type=str2bool, default=use_averaged_model,
+    add(
+        "--use-averaged-model",
+        type=str2bool,
+        default=use_averaged_model,
         help="average via the model_avg of two checkpoints --avg apart (icefall's method: --iter needs --avg + 1 "
-        "checkpoints, --epoch N needs epoch-(N-avg).pt); False: the mean of the --avg checkpoints' weights")
+        "checkpoints, --epoch N needs epoch-(N-avg).pt); False: the mean of the --avg checkpoints' weights",
+    )
     add("--model-path", type=Path, default=None, help="a bare .pth (released or averaged) instead of --exp-dir")
 
 
@@ -228,18 +320,25 @@ def load_selected_model(args: argparse.Namespace, device: str = "cpu", **config_
             return load_model(args.model_path, device=device, **config_overrides)
         from zipa.train.checkpoints import load_averaged_model
 
-        return load_averaged_model(args.exp_dir, args.avg, args.iter, args.epoch if args.iter <= 0 else 0,
-                                   args.use_averaged_model, device, **config_overrides)
+        return load_averaged_model(
+            args.exp_dir,
+            args.avg,
+            args.iter,
+            args.epoch if args.iter <= 0 else 0,
+            args.use_averaged_model,
+            device,
+            **config_overrides,
+        )
     except (FileNotFoundError, CheckpointError) as error:
         flag = "--model-path" if args.model_path is not None else "--iter" if args.iter > 0 else "--epoch"
         first = str(error).splitlines()[0].rstrip(":")
         raise UsageError(f"{flag}: {first}; choose a checkpoint that is there and complete") from None
 
 
-def decoding_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Settings the weights cannot show, taken from model flags a decode command gave
     (streaming settings of causal models)."""
-    overrides: Dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
     for name in ("causal", "chunk_size", "left_context_frames"):
         value = getattr(args, name, None)
         if value is not None:

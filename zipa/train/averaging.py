@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from zipa.model.io import save_model
 from zipa.train.args import add_checkpoint_selection_arguments, add_model_arguments, load_selected_model
@@ -26,12 +26,14 @@ def get_parser(description: str = "Average checkpoints.") -> argparse.ArgumentPa
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_checkpoint_selection_arguments(parser, avg=9, use_averaged_model=True)
     add_model_arguments(parser, from_checkpoint=True)
-    parser.add_argument("--output", type=Path, default=None, help="where to write the .pth (config.json goes beside it)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="where to write the .pth (config.json goes beside it)"
+    )
     add_foreign_flags(parser, AVERAGING_FLAGS, "original flags")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None, description: str = "Average checkpoints.") -> int:
+def main(argv: Sequence[str] | None = None, description: str = "Average checkpoints.") -> int:
     parser = get_parser(description)
     args = parser.parse_args(argv)
     if args.model_path is not None:

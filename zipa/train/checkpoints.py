@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from zipa.utils.flags import UsageError
 _ITERATION = re.compile(r"checkpoint-(\d+)\.pt$")
 
 
-def rng_state() -> Dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -49,13 +50,13 @@ def unwrap(model: nn.Module) -> nn.Module:
 def save_training_checkpoint(
     path: Path,
     model: nn.Module,
-    model_avg: Optional[AveragedModel] = None,
-    optimizer: Optional[torch.optim.Optimizer] = None,
+    model_avg: AveragedModel | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     scaler: Any = None,
-    sampler_state: Optional[Mapping[str, Any]] = None,
-    counters: Optional[Mapping[str, Any]] = None,
-    unsup_sampler_state: Optional[Mapping[str, Any]] = None,
+    sampler_state: Mapping[str, Any] | None = None,
+    counters: Mapping[str, Any] | None = None,
+    unsup_sampler_state: Mapping[str, Any] | None = None,
 ) -> None:
     """Write everything needed to resume exactly (call on rank 0 only)."""
     checkpoint = {
@@ -72,7 +73,7 @@ def save_training_checkpoint(
     save_checkpoint_atomic(checkpoint, path)
 
 
-def load_training_checkpoint(path: Path) -> Dict[str, Any]:
+def load_training_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by `save_training_checkpoint` (it holds non-tensor state)."""
     path = Path(path)
     if not path.is_file():
@@ -83,7 +84,7 @@ def load_training_checkpoint(path: Path) -> Dict[str, Any]:
         raise CheckpointError(f"{path}: cannot read checkpoint ({error})") from error
 
 
-def find_checkpoints(exp_dir: Path, iteration: int = 0) -> List[Path]:
+def find_checkpoints(exp_dir: Path, iteration: int = 0) -> list[Path]:
     """`checkpoint-{n}.pt` files in `exp_dir`, newest first. With `iteration` > 0 only those
     with n <= iteration (icefall's `--iter`)."""
     found = []
@@ -108,8 +109,9 @@ class AveragedModel:
 
     def __init__(self, model: nn.Module):
         state = unwrap(model).state_dict()
-        self.weights = {k: v.detach().to("cpu", torch.float64).clone()
-                        for k, v in state.items() if v.is_floating_point()}
+        self.weights = {
+            k: v.detach().to("cpu", torch.float64).clone() for k, v in state.items() if v.is_floating_point()
+        }
 
     def update(self, model: nn.Module, batch_idx_train: int, average_period: int) -> None:
         """avg <- avg * (1 - w) + model * w with w = average_period / batch_idx_train."""
@@ -118,14 +120,14 @@ class AveragedModel:
             if name in self.weights:
                 self.weights[name].mul_(1 - weight).add_(value.detach().to("cpu", torch.float64), alpha=weight)
 
-    def state_dict(self) -> Dict[str, torch.Tensor]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         return self.weights
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self.weights = {k: v.to(torch.float64) for k, v in state.items()}
 
 
-def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Element-wise mean (integer tensors: floor of the mean, as icefall)."""
     n = len(state_dicts)
     if n == 0:
@@ -140,12 +142,12 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> Di
     return average
 
 
-def average_checkpoints(paths: Sequence[Path]) -> Dict[str, torch.Tensor]:
+def average_checkpoints(paths: Sequence[Path]) -> dict[str, torch.Tensor]:
     """Mean of the `model` weights of several checkpoints."""
     return average_state_dicts([read_state_dict(p, trusted=True) for p in paths])
 
 
-def average_with_model_avg(start: Path, end: Path) -> Dict[str, torch.Tensor]:
+def average_with_model_avg(start: Path, end: Path) -> dict[str, torch.Tensor]:
     """The average of the weights over the batches between two checkpoints, from their running
     averages: (avg_end * n_end - avg_start * n_start) / (n_end - n_start) (icefall's
     `--use-averaged-model`). Integer entries come from `end`."""
@@ -169,7 +171,7 @@ def average_with_model_avg(start: Path, end: Path) -> Dict[str, torch.Tensor]:
 
 def checkpoints_to_average(
     exp_dir: Path, avg: int, iteration: int = 0, epoch: int = 0, use_averaged_model: bool = False
-) -> List[Path]:
+) -> list[Path]:
     """The files icefall's `--iter N --avg K` / `--epoch E --avg K` select (newest first).
 
     With `use_averaged_model` the list is [end, start]: K+1 iteration checkpoints apart, or
@@ -188,8 +190,10 @@ def checkpoints_to_average(
             fixes = [f"lower --avg to {most}"] if most >= 1 else []
             fixes += ["give --use-averaged-model False"] if use_averaged_model and paths else []
             fix = ", or ".join(fixes) or "give --iter N of a checkpoint-N.pt there, or --exp-dir where they are"
-            raise UsageError(f"--iter {iteration} --avg {avg}{mode} needs {needed} checkpoint-N.pt with N <= {iteration} "
-                             f"in {exp_dir}, found {len(paths)}{newest}: {fix}")
+            raise UsageError(
+                f"--iter {iteration} --avg {avg}{mode} needs {needed} checkpoint-N.pt with N <= {iteration} "
+                f"in {exp_dir}, found {len(paths)}{newest}: {fix}"
+            )
         return [paths[0], paths[avg]] if use_averaged_model else paths[:avg]
     if epoch > 0:
         if use_averaged_model:
@@ -199,18 +203,20 @@ def checkpoints_to_average(
         missing = [p.name for p in paths if not p.is_file()]
         if missing:
             present = sorted(p.name for p in exp_dir.glob("epoch-*.pt"))
-            fix = (f"that folder holds {', '.join(present)}" if present else
-                   "that folder holds no epoch-N.pt (give --iter N for checkpoint-N.pt, or --model-path)")
+            fix = (
+                f"that folder holds {', '.join(present)}"
+                if present
+                else "that folder holds no epoch-N.pt (give --iter N for checkpoint-N.pt, or --model-path)"
+            )
             hint = "; or give --use-averaged-model False" if use_averaged_model else ""
-            raise UsageError(f"--epoch {epoch} --avg {avg}{mode}: no {', '.join(missing)} in {exp_dir}; "
-                             f"{fix}{hint}")
+            raise UsageError(f"--epoch {epoch} --avg {avg}{mode}: no {', '.join(missing)} in {exp_dir}; {fix}{hint}")
         return paths
     raise UsageError("--iter and --epoch are both 0: give --iter N (checkpoint-N.pt) or --epoch N (epoch-N.pt)")
 
 
 def averaged_weights(
     exp_dir: Path, avg: int, iteration: int = 0, epoch: int = 0, use_averaged_model: bool = False
-) -> Dict[str, torch.Tensor]:
+) -> dict[str, torch.Tensor]:
     """The model weights selected by --iter/--epoch, --avg and --use-averaged-model."""
     paths = checkpoints_to_average(exp_dir, avg, iteration, epoch, use_averaged_model)
     if use_averaged_model:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any
 
 from zipa.utils.flags import UsageError, str2bool
-
 
 _AS_DEFAULT = object()
 
@@ -51,23 +51,37 @@ def _tuning(flag: str, type_: Callable, default: Any, feature: str) -> Foreign:
 
 
 DATA_FLAGS = (
-    Foreign("--concatenate-cuts", str2bool, False, "concatenating cuts into batches is not supported; "
-            "batches hold whole utterances up to --max-duration seconds"),
+    Foreign(
+        "--concatenate-cuts",
+        str2bool,
+        False,
+        "concatenating cuts into batches is not supported; batches hold whole utterances up to --max-duration seconds",
+    ),
     _tuning("--duration-factor", float, 1.0, "--concatenate-cuts (not supported)"),
     _tuning("--gap", float, 3.0, "--concatenate-cuts (not supported)"),
-    Foreign("--input-strategy", str, "AudioSamples", "only AudioSamples is an input strategy here: "
-            "for precomputed features give --on-the-fly-feats False"),
+    Foreign(
+        "--input-strategy",
+        str,
+        "AudioSamples",
+        "only AudioSamples is an input strategy here: for precomputed features give --on-the-fly-feats False",
+    ),
     Foreign("--return-cuts", str2bool, True, "has no effect here: batches always carry their cuts", fatal=False),
     Foreign("--full-libri", str2bool, False, "has no effect here: the training data is --train-shar-dirs", fatal=False),
     Foreign("--subset", int, 25, "has no effect here: the training data is --train-shar-dirs", fatal=False),
-    Foreign("--train-manifest", str, "librispeech_cuts_train-clean-100.jsonl.gz",
-            "has no effect here: the training data is --train-shar-dirs (lhotse shar folders)", fatal=False),
+    Foreign(
+        "--train-manifest",
+        str,
+        "librispeech_cuts_train-clean-100.jsonl.gz",
+        "has no effect here: the training data is --train-shar-dirs (lhotse shar folders)",
+        fatal=False,
+    ),
 )
 
 # ZIPA's add_model_arguments holds these training flags, so its decode and averaging scripts take them.
 _TRAINING_ONLY = "has no effect here: a training flag; the model decodes the same whatever it was trained with"
-_MASK_THRESHOLD = Foreign("--use-mask-threshold", float, 0.8,
-                          "has no effect (nor in ZIPA's train.py, which reads it nowhere)", fatal=False)
+_MASK_THRESHOLD = Foreign(
+    "--use-mask-threshold", float, 0.8, "has no effect (nor in ZIPA's train.py, which reads it nowhere)", fatal=False
+)
 TRAINING_ONLY_FLAGS = (
     Foreign("--use-cr-ctc", str2bool, False, _TRAINING_ONLY, fatal=False),
     Foreign("--use-unsup-cr-ctc", str2bool, False, _TRAINING_ONLY, fatal=False),
@@ -76,22 +90,36 @@ TRAINING_ONLY_FLAGS = (
 
 TRAINING_FLAGS = (
     _MASK_THRESHOLD,
-    Foreign("--wandb", str2bool, True, "has no effect here: Weights & Biases is not built in; the "
-            "metrics go to TensorBoard (--tensorboard True, <exp-dir>/tensorboard) and the log", fatal=False,
-            harmless=False),
+    Foreign(
+        "--wandb",
+        str2bool,
+        True,
+        "has no effect here: Weights & Biases is not built in; the "
+        "metrics go to TensorBoard (--tensorboard True, <exp-dir>/tensorboard) and the log",
+        fatal=False,
+        harmless=False,
+    ),
     Foreign("--wandb_project", str, "transducer", "has no effect here: Weights & Biases is not built in", fatal=False),
-    Foreign("--wandb_run", str, "zipformer-transducer", "has no effect here: Weights & Biases is not built in",
-            fatal=False),
+    Foreign(
+        "--wandb_run", str, "zipformer-transducer", "has no effect here: Weights & Biases is not built in", fatal=False
+    ),
 )
 
 CTC_DECODING_FLAGS = (
-    Foreign("--lang-dir", str, "data/lang_bpe_500", "has no effect here: the tokens come from --bpe-model", fatal=False),
+    Foreign(
+        "--lang-dir", str, "data/lang_bpe_500", "has no effect here: the tokens come from --bpe-model", fatal=False
+    ),
     _tuning("--hlg-scale", float, 0.6, f"HLG decoding, which {_K2}"),
     _tuning("--lm-dir", str, "data/lm", f"n-gram LM rescoring, which {_K2}"),
     _tuning("--num-paths", int, 100, f"n-best decoding, which {_K2}"),
     _tuning("--nbest-scale", float, 1.0, f"n-best decoding, which {_K2}"),
-    Foreign("--skip-scoring", str2bool, False, "decoding here always scores against the references; "
-            "transcribe audio without references with `zipa transcribe`"),
+    Foreign(
+        "--skip-scoring",
+        str2bool,
+        False,
+        "decoding here always scores against the references; "
+        "transcribe audio without references with `zipa transcribe`",
+    ),
     Foreign("--nnlm-type", str, "rnn", f"has no effect here: {_NO_LM}", fatal=False),
     Foreign("--nnlm-scale", float, 0, f"neural LM rescoring: {_NO_LM}; {_CTC_INSTEAD}"),
     Foreign("--lodr-ngram", str, None, f"LODR: {_NO_LM}; {_CTC_INSTEAD}"),
@@ -102,13 +130,20 @@ CTC_DECODING_FLAGS = (
 )
 
 TRANSDUCER_DECODING_FLAGS = (
-    Foreign("--lang-dir", str, "data/lang_bpe_500", "has no effect here: the tokens come from --bpe-model", fatal=False),
+    Foreign(
+        "--lang-dir", str, "data/lang_bpe_500", "has no effect here: the tokens come from --bpe-model", fatal=False
+    ),
     _tuning("--beam", float, 20.0, f"fast_beam_search, which {_K2}"),
     _tuning("--max-contexts", int, 8, f"fast_beam_search, which {_K2}"),
     _tuning("--max-states", int, 64, f"fast_beam_search, which {_K2}"),
     _tuning("--ngram-lm-scale", float, 0.01, f"fast_beam_search with an LG graph, which {_K2}"),
-    Foreign("--max-sym-per-frame", int, 1, "greedy_search here emits at most one symbol per frame; "
-            "for more, decode with --decoding-method modified_beam_search"),
+    Foreign(
+        "--max-sym-per-frame",
+        int,
+        1,
+        "greedy_search here emits at most one symbol per frame; "
+        "for more, decode with --decoding-method modified_beam_search",
+    ),
     _tuning("--num-paths", int, 200, f"fast_beam_search_nbest, which {_K2}"),
     _tuning("--nbest-scale", float, 0.5, f"fast_beam_search_nbest, which {_K2}"),
     Foreign("--use-shallow-fusion", str2bool, False, f"shallow fusion: {_NO_LM}; {_RNNT_INSTEAD}"),
@@ -118,8 +153,13 @@ TRANSDUCER_DECODING_FLAGS = (
     _tuning("--backoff-id", int, 500, "LODR (not supported)"),
     _tuning("--context-score", float, 2, "contextual biasing (not supported)"),
     Foreign("--context-file", str, "", f"contextual biasing (a context graph) is not supported; {_RNNT_INSTEAD}"),
-    Foreign("--skip-scoring", str2bool, False, "decoding here always scores against the references; "
-            "transcribe audio without references with `zipa transcribe`"),
+    Foreign(
+        "--skip-scoring",
+        str2bool,
+        False,
+        "decoding here always scores against the references; "
+        "transcribe audio without references with `zipa transcribe`",
+    ),
     # icefall's LmScorer.add_arguments: the neural LM of shallow fusion and rescoring.
     _tuning("--lm-vocab-size", int, 500, "a neural LM (not supported)"),
     _tuning("--lm-epoch", int, 7, "a neural LM (not supported)"),
@@ -155,24 +195,46 @@ PSEUDO_LABEL_DATA_FLAGS = (
 
 AVERAGING_FLAGS = (
     *TRAINING_ONLY_FLAGS,
-    Foreign("--tokens", str, "data/lang_bpe_500/tokens.txt",
-            "has no effect here: the vocabulary size is read off the checkpoint", fatal=False),
+    Foreign(
+        "--tokens",
+        str,
+        "data/lang_bpe_500/tokens.txt",
+        "has no effect here: the vocabulary size is read off the checkpoint",
+        fatal=False,
+    ),
 )
 
 # ZIPA's and icefall's decoding methods that need what this project does not have.
 UNSUPPORTED_CTC_METHODS = {
-    **{m: f"lattice decoding with an HLG graph {_K2}" for m in
-       ("1best", "nbest", "nbest-oracle", "nbest-rescoring", "whole-lattice-rescoring")},
+    **dict.fromkeys(
+        ("1best", "nbest", "nbest-oracle", "nbest-rescoring", "whole-lattice-rescoring"),
+        f"lattice decoding with an HLG graph {_K2}",
+    ),
     "attention-decoder-rescoring-no-ngram": "attention-decoder rescoring of n-best lists is not implemented",
     "attention-decoder-rescoring-with-ngram": f"attention-decoder rescoring with an n-gram LM {_K2}",
 }
 UNSUPPORTED_TRANSDUCER_METHODS = {
     "beam_search": "icefall's one-hypothesis-at-a-time beam_search is not implemented (modified_beam_search is "
-                   "the one icefall recommends)",
-    **{m: f"{m} {_K2}" for m in ("fast_beam_search", "fast_beam_search_nbest", "fast_beam_search_nbest_LG",
-                                  "fast_beam_search_nbest_oracle", "fast_beam_search_LG")},
-    **{m: _NO_LM for m in ("modified_beam_search_lm_shallow_fusion", "modified_beam_search_LODR",
-                           "modified_beam_search_lm_rescore", "modified_beam_search_lm_rescore_LODR")},
+    "the one icefall recommends)",
+    **{
+        m: f"{m} {_K2}"
+        for m in (
+            "fast_beam_search",
+            "fast_beam_search_nbest",
+            "fast_beam_search_nbest_LG",
+            "fast_beam_search_nbest_oracle",
+            "fast_beam_search_LG",
+        )
+    },
+    **dict.fromkeys(
+        (
+            "modified_beam_search_lm_shallow_fusion",
+            "modified_beam_search_LODR",
+            "modified_beam_search_lm_rescore",
+            "modified_beam_search_lm_rescore_LODR",
+        ),
+        _NO_LM,
+    ),
 }
 
 
@@ -182,12 +244,16 @@ def add_foreign_flags(parser: argparse.ArgumentParser, flags: Sequence[Foreign],
     taken = {option for action in parser._actions for option in action.option_strings}
     for entry in flags:
         if entry.flag not in taken:
-            group.add_argument(entry.flag, dest=entry.dest, type=entry.type, default=entry.default,
-                               help=f"not supported here unless {entry.default!r}: {entry.answer}" if entry.fatal
-                               else entry.answer)
+            group.add_argument(
+                entry.flag,
+                dest=entry.dest,
+                type=entry.type,
+                default=entry.default,
+                help=f"not supported here unless {entry.default!r}: {entry.answer}" if entry.fatal else entry.answer,
+            )
 
 
-def check_foreign_flags(args: argparse.Namespace, flags: Sequence[Foreign]) -> List[str]:
+def check_foreign_flags(args: argparse.Namespace, flags: Sequence[Foreign]) -> list[str]:
     """Raise a `UsageError` for the first flag whose value asks for a missing feature; return
     the notes (one line each) for flags set to a value that has no effect here."""
     notes = []
@@ -202,7 +268,7 @@ def check_foreign_flags(args: argparse.Namespace, flags: Sequence[Foreign]) -> L
     return notes
 
 
-def check_decoding_methods(methods: Sequence[str], known: Sequence[str], unsupported: Dict[str, str]) -> None:
+def check_decoding_methods(methods: Sequence[str], known: Sequence[str], unsupported: dict[str, str]) -> None:
     """A `UsageError` naming the first method that is not one of `known` (and why, for the
     original's methods this project does not have)."""
     for method in methods:

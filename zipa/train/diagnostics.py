@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List
 
 import torch.nn as nn
 from torch import Tensor
@@ -43,8 +42,10 @@ class Stats:
     def row(self, name: str, kind: str) -> str:
         n = max(self.count, 1)
         rms = math.sqrt(self.squares / n)
-        return (f"module={name}, type={kind}, dim={self.shape}, mean={self.total / n:.4g}, rms={rms:.4g}, "
-                f"min={self.low:.4g}, max={self.high:.4g}, zeros={self.zeros / n:.3f}")
+        return (
+            f"module={name}, type={kind}, dim={self.shape}, mean={self.total / n:.4g}, rms={rms:.4g}, "
+            f"min={self.low:.4g}, max={self.high:.4g}, zeros={self.zeros / n:.3f}"
+        )
 
 
 @dataclass
@@ -52,8 +53,8 @@ class Diagnostics:
     """Hooks on `model` that gather `Stats`; `table()` lists them."""
 
     model: nn.Module
-    stats: Dict[str, Stats] = field(default_factory=dict)
-    handles: List = field(default_factory=list)
+    stats: dict[str, Stats] = field(default_factory=dict)
+    handles: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name, module in self.model.named_modules():
@@ -61,8 +62,11 @@ class Diagnostics:
 
     def _hook(self, name: str):
         def record(_module, _inputs, outputs):
-            tensors = [t for t in (outputs if isinstance(outputs, tuple) else (outputs,))
-                       if isinstance(t, Tensor) and t.is_floating_point()]
+            tensors = [
+                t
+                for t in (outputs if isinstance(outputs, tuple) else (outputs,))
+                if isinstance(t, Tensor) and t.is_floating_point()
+            ]
             for index, tensor in enumerate(tensors):
                 suffix = f"[{index}]" if len(tensors) > 1 else ""
                 self._get(f"{name}\toutput{suffix}").add(tensor)

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -90,11 +91,11 @@ def sum_gradients(state, bucket):  # no annotations: DDP checks them, and this m
     return work.get_future().then(lambda done: done.value()[0])
 
 
-def gather_objects(obj: Any) -> List[Any]:
+def gather_objects(obj: Any) -> list[Any]:
     """Every rank's `obj` (picklable), in rank order; `[obj]` without a process group. All
     ranks must call it together."""
     if dist.is_available() and dist.is_initialized():
-        gathered: List[Any] = [None] * dist.get_world_size()
+        gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, obj)
         return gathered
     return [obj]

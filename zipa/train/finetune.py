@@ -13,8 +13,9 @@ Module selections are parameter-name prefixes, matched at dots as the original d
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -36,8 +37,8 @@ FINETUNE_BATCH_COUNT_OFFSET = 100000
 _RECIPE_OF_FACTOR = {1: "zipformer_crctc/train.py", 2: "zipformer_transducer/train.py"}
 
 
-def split_prefixes(value: Optional[str]) -> List[str]:
-    """"encoder_embed, encoder" -> ["encoder_embed", "encoder"]; None or "" -> []."""
+def split_prefixes(value: str | None) -> list[str]:
+    """ "encoder_embed, encoder" -> ["encoder_embed", "encoder"]; None or "" -> []."""
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
@@ -48,8 +49,10 @@ def matches(name: str, prefixes: Sequence[str]) -> bool:
 def _check_each_used(names: Sequence[str], prefixes: Sequence[str], flag: str) -> None:
     for prefix in prefixes:
         if not any(matches(name, [prefix]) for name in names):
-            raise ValueError(f"{flag}: {prefix!r} matches no parameter of the model (prefixes end at a dot: "
-                             f"'encoder' selects encoder.*, not encoder_embed.*)")
+            raise ValueError(
+                f"{flag}: {prefix!r} matches no parameter of the model (prefixes end at a dot: "
+                f"'encoder' selects encoder.*, not encoder_embed.*)"
+            )
 
 
 # -- flags ---------------------------------------------------------------------------------------
@@ -67,8 +70,10 @@ def prepare_finetune_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--{stray[0].replace('_', '-')} needs --do-finetune True")
         return
     if not args.finetune_ckpt:
-        raise UsageError("--do-finetune True needs --finetune-ckpt (a .pth, a checkpoint-N.pt/epoch-N.pt, "
-                         "or a model name from `zipa models`)")
+        raise UsageError(
+            "--do-finetune True needs --finetune-ckpt (a .pth, a checkpoint-N.pt/epoch-N.pt, "
+            "or a model name from `zipa models`)"
+        )
     given: frozenset = getattr(args, "given_flags", frozenset())
     for name, value in FINETUNE_LR_DEFAULTS.items():
         if name not in given:
@@ -81,7 +86,7 @@ def prepare_finetune_args(args: argparse.Namespace) -> None:
     args.finetune_objective = (recorded, follow_checkpoint(args, recorded))
 
 
-def given_model_flags(args: argparse.Namespace) -> List[str]:
+def given_model_flags(args: argparse.Namespace) -> list[str]:
     """The model flags the command line set (`--preset` and ModelConfig fields), in
     ModelConfig's order. Without `args.given_flags`, every model flag that has a value."""
     given = getattr(args, "given_flags", None)
@@ -101,7 +106,7 @@ def _flag_text(args: argparse.Namespace, names: Sequence[str]) -> str:
 # -- the checkpoint --------------------------------------------------------------------------------
 
 
-def resolve_source(spec: str) -> Tuple[Path, bool]:
+def resolve_source(spec: str) -> tuple[Path, bool]:
     """(checkpoint path, trusted) for --finetune-ckpt: a local file or folder (this user's own
     files, read in full as resuming reads them: training checkpoints hold Python objects besides
     tensors), or a model name / Hub repo id (fetched into the Hugging Face cache and read as
@@ -121,8 +126,15 @@ class FinetuneInit:
     applied on top of it (on top of `--preset` when that is given), and the parameters to load
     must then still have the checkpoint's shapes."""
 
-    def __init__(self, path: Path, state_dict: Dict[str, torch.Tensor], config: ModelConfig,
-                 checkpoint_config: ModelConfig, prefixes: List[str], flags: str):
+    def __init__(
+        self,
+        path: Path,
+        state_dict: dict[str, torch.Tensor],
+        config: ModelConfig,
+        checkpoint_config: ModelConfig,
+        prefixes: list[str],
+        flags: str,
+    ):
         self.path = path
         self.state_dict = state_dict
         self.config = config
@@ -143,17 +155,20 @@ class FinetuneInit:
         values = {n: getattr(args, n) for n in names if n != "preset"}
         values["output_downsampling_factor"] = output_downsampling_factor
         config = ModelConfig.from_dict({**base.to_dict(), **values})
-        return cls(path, state_dict, config, checkpoint_config, split_prefixes(args.init_modules),
-                   _flag_text(args, names))
+        return cls(
+            path, state_dict, config, checkpoint_config, split_prefixes(args.init_modules), _flag_text(args, names)
+        )
 
     def _contradiction(self, problem: str) -> UsageError:
         who = f"{self.flags} contradicts" if self.flags else "the model contradicts"
         message = f"{who} the checkpoint {self.path}: {problem}"
         theirs, ours = self.checkpoint_config.output_downsampling_factor, self.config.output_downsampling_factor
         if theirs != ours:
-            message += (f" (the checkpoint's output_downsampling_factor is {theirs}, this recipe's {ours}: "
-                        f"fine-tune it with {_RECIPE_OF_FACTOR.get(theirs, 'the other recipe')}, or load "
-                        f"parts of it with --init-modules)")
+            message += (
+                f" (the checkpoint's output_downsampling_factor is {theirs}, this recipe's {ours}: "
+                f"fine-tune it with {_RECIPE_OF_FACTOR.get(theirs, 'the other recipe')}, or load "
+                f"parts of it with --init-modules)"
+            )
         return UsageError(message)
 
     def load_into(self, model: nn.Module) -> str:
@@ -174,20 +189,23 @@ class FinetuneInit:
         if not self.prefixes and unused:
             raise self._contradiction(
                 f"its {unused[0]} (and {len(unused) - 1} more) has no place in the model; "
-                "choose what to load with --init-modules")
+                "choose what to load with --init-modules"
+            )
         model.load_state_dict({**own, **{k: self.state_dict[k] for k in selected}}, strict=True)
         values = sum(own[k].numel() for k in selected)
-        return (f"fine-tuning from {self.path}: loaded {len(selected)} of {len(own)} tensors "
-                f"({values / 1e6:.2f} M of {sum(v.numel() for v in own.values()) / 1e6:.2f} M values"
-                + (f", --init-modules {','.join(self.prefixes)}" if self.prefixes else "")
-                + f"); {len(own) - len(selected)} keep their fresh initialisation; "
-                f"{len(unused)} tensors of the checkpoint not used")
+        return (
+            f"fine-tuning from {self.path}: loaded {len(selected)} of {len(own)} tensors "
+            f"({values / 1e6:.2f} M of {sum(v.numel() for v in own.values()) / 1e6:.2f} M values"
+            + (f", --init-modules {','.join(self.prefixes)}" if self.prefixes else "")
+            + f"); {len(own) - len(selected)} keep their fresh initialisation; "
+            f"{len(unused)} tensors of the checkpoint not used"
+        )
 
 
 # -- frozen modules --------------------------------------------------------------------------------
 
 
-def frozen_prefixes(flag: Optional[str], checkpoint: Optional[Mapping[str, Any]]) -> List[str]:
+def frozen_prefixes(flag: str | None, checkpoint: Mapping[str, Any] | None) -> list[str]:
     """--freeze-modules, or on resume the prefixes the resumed run froze (a checkpoint records
     them, so the optimiser's parameter groups come out the same)."""
     given = split_prefixes(flag)
@@ -195,8 +213,9 @@ def frozen_prefixes(flag: Optional[str], checkpoint: Optional[Mapping[str, Any]]
     if saved is None:
         return given
     if given and given != list(saved):
-        raise ValueError(f"--freeze-modules {flag} differs from the run being resumed, which froze "
-                         f"{','.join(saved) or 'nothing'}")
+        raise ValueError(
+            f"--freeze-modules {flag} differs from the run being resumed, which froze {','.join(saved) or 'nothing'}"
+        )
     return list(saved)
 
 
@@ -211,7 +230,7 @@ def freeze(model: nn.Module, prefixes: Sequence[str]) -> str:
     return f"frozen ({','.join(prefixes)}): {len(frozen)} parameter tensors, {values / 1e6:.2f} M values"
 
 
-def trainable_groups(groups: List[dict]) -> List[dict]:
+def trainable_groups(groups: list[dict]) -> list[dict]:
     """Optimiser parameter groups (`get_parameter_groups_with_lrs`) without frozen parameters."""
     kept = []
     for group in groups:

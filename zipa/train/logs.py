@@ -6,7 +6,6 @@ import logging
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, Optional
 
 from tqdm import tqdm
 
@@ -37,7 +36,7 @@ class TrainLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(Path(exp_dir) / "tensorboard"))
-        self.smoothed: Dict[str, float] = {}
+        self.smoothed: dict[str, float] = {}
 
     def info(self, message: str) -> None:
         self.logger.info(message)
@@ -48,12 +47,12 @@ class TrainLogger:
     def progress(self, desc: str) -> tqdm:
         return tqdm(desc=desc, unit="batch", disable=self.rank != 0 or not sys.stderr.isatty(), leave=False)
 
-    def scalars(self, prefix: str, values: Dict[str, float], step: int) -> None:
+    def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(f"{prefix}/{key}", value, step)
 
-    def batch(self, step: int, info: Dict[str, float], lr: float, grad_norm: Optional[float], every: int) -> None:
+    def batch(self, step: int, info: dict[str, float], lr: float, grad_norm: float | None, every: int) -> None:
         """Accumulate one batch's losses; every `every` batches log per-frame averages."""
         for key, value in info.items():
             self.smoothed[key] = self.smoothed.get(key, 0.0) + value
@@ -64,8 +63,10 @@ class TrainLogger:
         extra = {"lr": lr} if grad_norm is None else {"lr": lr, "grad_norm": grad_norm}
         self.scalars("train", {**per_frame, **extra}, step)
         self.info(
-            f"batch {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in per_frame.items())
-            + f", lr={lr:.3e}" + (f", grad_norm={grad_norm:.3g}" if grad_norm is not None else "")
+            f"batch {step}: "
+            + ", ".join(f"{k}={v:.4f}" for k, v in per_frame.items())
+            + f", lr={lr:.3e}"
+            + (f", grad_norm={grad_norm:.3g}" if grad_norm is not None else "")
         )
         self.smoothed = {}
 

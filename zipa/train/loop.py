@@ -17,9 +17,10 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Tuple, Type, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -80,7 +81,7 @@ def cr_ctc_spec_augment(time_mask_ratio: float) -> SpecAugment:
     )
 
 
-def loss_scales(args: argparse.Namespace, batch_idx_train: int) -> Dict[str, float]:
+def loss_scales(args: argparse.Namespace, batch_idx_train: int) -> dict[str, float]:
     """Weights of each loss; the transducer's simple/pruned weights warm up over --warm-step."""
     warm = min(batch_idx_train / args.warm_step, 1.0) if args.warm_step > 0 else 1.0
     return {
@@ -94,13 +95,13 @@ def loss_scales(args: argparse.Namespace, batch_idx_train: int) -> Dict[str, flo
 
 def compute_loss(
     model: nn.Module,
-    batch: Dict[str, Any],
+    batch: dict[str, Any],
     args: argparse.Namespace,
     batch_idx_train: int,
     is_training: bool,
-    spec_augment: Optional[SpecAugment] = None,
+    spec_augment: SpecAugment | None = None,
     unsupervised: bool = False,
-) -> Tuple[Tensor, Dict[str, float]]:
+) -> tuple[Tensor, dict[str, float]]:
     """The weighted loss of a batch (summed over utterances) and its parts, for logging."""
     asr = cast(AsrModel, unwrap(model))
     device = next(asr.parameters()).device
@@ -114,14 +115,21 @@ def compute_loss(
         segments = torch.stack([sup["sequence_idx"], sup["start_frame"], sup["num_frames"]], dim=1)
     with torch.set_grad_enabled(is_training):
         simple, pruned, ctc, attention, cr = model(
-            feats, feat_lens, sup["token_ids"],
-            prune_range=args.prune_range, am_scale=args.am_scale, lm_scale=args.lm_scale,
-            use_cr_ctc=use_cr_ctc, use_spec_aug=use_spec_aug, spec_augment=spec_augment,
-            supervision_segments=segments, time_warp_factor=args.spec_aug_time_warp_factor,
+            feats,
+            feat_lens,
+            sup["token_ids"],
+            prune_range=args.prune_range,
+            am_scale=args.am_scale,
+            lm_scale=args.lm_scale,
+            use_cr_ctc=use_cr_ctc,
+            use_spec_aug=use_spec_aug,
+            spec_augment=spec_augment,
+            supervision_segments=segments,
+            time_warp_factor=args.spec_aug_time_warp_factor,
             cr_loss_masked_scale=args.cr_loss_masked_scale,
         )
         scales = loss_scales(args, batch_idx_train)
-        parts: Dict[str, Tensor] = {}
+        parts: dict[str, Tensor] = {}
         loss = torch.zeros((), device=device)
         if asr.use_transducer:
             loss = loss + scales["simple"] * simple + scales["pruned"] * pruned
@@ -152,7 +160,7 @@ class Trainer:
         self,
         args: argparse.Namespace,
         dist: DistInfo,
-        data_module: Optional[DataModule],
+        data_module: DataModule | None,
         output_downsampling_factor: int,
     ):
         self.args = args
@@ -175,8 +183,10 @@ class Trainer:
         self.objective = objective_of(args, self.config)
         if finetune is not None:
             recorded, source = getattr(args, "finetune_objective", (None, "this recipe's defaults"))
-            self.log.info(f"objective: {finetune.path} was trained with {describe(recorded)}; this run trains "
-                          f"with {describe(self.objective)} ({source})")
+            self.log.info(
+                f"objective: {finetune.path} was trained with {describe(recorded)}; this run trains "
+                f"with {describe(self.objective)} ({source})"
+            )
         model = build_model(self.config)
         self.tokenizer = Tokenizer.from_file(args.bpe_model or default_bpe_model_path())
         if self.tokenizer.vocab_size != self.config.vocab_size:
@@ -199,7 +209,8 @@ class Trainer:
         self.model_avg = AveragedModel(model) if dist.is_main else None
         self.optimizer = ScaledAdam(
             trainable_groups(get_parameter_groups_with_lrs(model, lr=args.base_lr, include_names=True)),
-            lr=args.base_lr, clipping_scale=2.0,
+            lr=args.base_lr,
+            clipping_scale=2.0,
         )
         self.scheduler = Eden(self.optimizer, args.lr_batches, args.lr_epochs, warmup_batches=args.warmup_batches)
         use_scaler = args.use_fp16 and self.device.type == "cuda"
@@ -213,7 +224,8 @@ class Trainer:
         self.model: nn.Module = model
         if dist.enabled:
             ddp = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True,
             )
             ddp.register_comm_hook(None, sum_gradients)
@@ -232,7 +244,7 @@ class Trainer:
 
     # -- resuming ------------------------------------------------------------------------------
 
-    def _checkpoint_to_resume(self) -> Optional[Dict[str, Any]]:
+    def _checkpoint_to_resume(self) -> dict[str, Any] | None:
         args = self.args
         if args.start_batch > 0:
             path = self.exp_dir / f"checkpoint-{args.start_batch}.pt"
@@ -243,7 +255,7 @@ class Trainer:
         self.log.info(f"resuming from {path}")
         return load_training_checkpoint(path)
 
-    def _restore(self, checkpoint: Dict[str, Any], model: nn.Module) -> None:
+    def _restore(self, checkpoint: dict[str, Any], model: nn.Module) -> None:
         self.batch_idx_train = checkpoint["batch_idx_train"]
         self.best = checkpoint.get("best", self.best)
         if self.model_avg is not None and checkpoint.get("model_avg") is not None:
@@ -274,7 +286,7 @@ class Trainer:
             set_rng_state(self.pending_rng)
             self.pending_rng = None
 
-    def save(self, path: Path, sampler_state: Optional[Dict[str, Any]]) -> None:
+    def save(self, path: Path, sampler_state: dict[str, Any] | None) -> None:
         """Write a checkpoint (rank 0 only); `sampler_state` is where the sampler stood after
         the last batch trained on (the unsupervised stream's position is added here)."""
         # Each rank's random generators and Whiten probabilities differ (dropout masks are drawn
@@ -284,10 +296,22 @@ class Trainer:
             return
         unsup_dl = getattr(self, "unsup_dl", None)
         save_training_checkpoint(
-            path, self.raw_model, self.model_avg, self.optimizer, self.scheduler, self.scaler, sampler_state,
-            counters={"batch_idx_train": self.batch_idx_train, "cur_epoch": self.cur_epoch, "best": self.best,
-                      "whiten_probs": per_rank[0]["whiten_probs"], "per_rank": per_rank, "freeze_modules": self.frozen,
-                      "objective": self.objective},
+            path,
+            self.raw_model,
+            self.model_avg,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            sampler_state,
+            counters={
+                "batch_idx_train": self.batch_idx_train,
+                "cur_epoch": self.cur_epoch,
+                "best": self.best,
+                "whiten_probs": per_rank[0]["whiten_probs"],
+                "per_rank": per_rank,
+                "freeze_modules": self.frozen,
+                "objective": self.objective,
+            },
             unsup_sampler_state=unsup_dl.sampler.state_dict() if unsup_dl is not None else None,
         )
 
@@ -331,17 +355,17 @@ class Trainer:
                 self.log.info(f"diagnostics over the first {DIAGNOSTIC_BATCHES} batches:\n{self.diagnostics.table()}")
                 break
             if not finished:
-                self.log.info(f"stopped at batch {self.batch_idx_train} (--max-minutes or --max-batches): "
-                              f"saved checkpoint-{self.batch_idx_train}.pt")
+                self.log.info(
+                    f"stopped at batch {self.batch_idx_train} (--max-minutes or --max-batches): "
+                    f"saved checkpoint-{self.batch_idx_train}.pt"
+                )
                 break
             self.save(self.exp_dir / f"epoch-{epoch}.pt", sampler_state=None)
             self.log.info(f"epoch {epoch} done; saved epoch-{epoch}.pt")
         dump_rank_params(self.raw_model, self.dist.rank)
         self.log.close()
 
-    def train_one_epoch(
-        self, train_dl: BatchLoader, unsup_batches: Optional[Iterator], valid_dl, deadline: float
-    ) -> bool:
+    def train_one_epoch(self, train_dl: BatchLoader, unsup_batches: Iterator | None, valid_dl, deadline: float) -> bool:
         """Returns False when the time limit stopped the epoch early. `unsup_batches`: the
         endless pseudo-labelled stream (one batch per supervised batch), or None."""
         args = self.args
@@ -359,9 +383,13 @@ class Trainer:
             if self.diagnostics is not None and self.batches_this_run >= DIAGNOSTIC_BATCHES:
                 progress.close()
                 return False
-            self.log.batch(self.batch_idx_train, info, lr=max(self.scheduler.get_last_lr()),
-                           grad_norm=self.optimizer.clipping_info().get("grad_norm"),
-                           every=args.log_interval)
+            self.log.batch(
+                self.batch_idx_train,
+                info,
+                lr=max(self.scheduler.get_last_lr()),
+                grad_norm=self.optimizer.clipping_info().get("grad_norm"),
+                every=args.log_interval,
+            )
             if self.model_avg is not None and self.batch_idx_train % args.average_period == 0:
                 self.model_avg.update(self.raw_model, self.batch_idx_train, args.average_period)
             if valid_dl is not None and self.batch_idx_train % args.valid_interval == 0:
@@ -377,7 +405,7 @@ class Trainer:
         progress.close()
         return True
 
-    def train_step(self, batch: Dict[str, Any], unsup_batch: Optional[Dict[str, Any]]) -> Dict[str, float]:
+    def train_step(self, batch: dict[str, Any], unsup_batch: dict[str, Any] | None) -> dict[str, float]:
         """Forward, backward and (every --grad-accumulation batches) an optimiser step. A batch
         whose loss is not finite is skipped: its gradients are dropped, the model is untouched."""
         args = self.args
@@ -416,9 +444,9 @@ class Trainer:
         return info
 
     @torch.no_grad()
-    def validate(self, valid_dl: Iterable) -> Dict[str, float]:
+    def validate(self, valid_dl: Iterable) -> dict[str, float]:
         self.model.eval()
-        totals: Dict[str, float] = {}
+        totals: dict[str, float] = {}
         for batch in valid_dl:
             _, info = compute_loss(self.model, batch, self.args, self.batch_idx_train, False)
             for key, value in info.items():
@@ -436,13 +464,13 @@ class Trainer:
         return per_frame
 
 
-def whiten_probs(model: nn.Module) -> Dict[str, float]:
+def whiten_probs(model: nn.Module) -> dict[str, float]:
     """The adaptive application probability of every Whiten module (training state that a
     resumed run needs to continue exactly)."""
     return {name: m.prob for name, m in model.named_modules() if isinstance(m, Whiten)}
 
 
-def rank_state(checkpoint: Dict[str, Any], dist: DistInfo) -> Dict[str, Any]:
+def rank_state(checkpoint: dict[str, Any], dist: DistInfo) -> dict[str, Any]:
     """This rank's random generators and Whiten probabilities in `checkpoint`: its own when the
     checkpoint was written by as many ranks, else rank 0's (also in checkpoints that predate
     per-rank state)."""
@@ -452,7 +480,7 @@ def rank_state(checkpoint: Dict[str, Any], dist: DistInfo) -> Dict[str, Any]:
     return {"rng": checkpoint["rng"], "whiten_probs": checkpoint.get("whiten_probs")}
 
 
-def set_whiten_probs(model: nn.Module, probs: Optional[Dict[str, float]]) -> None:
+def set_whiten_probs(model: nn.Module, probs: dict[str, float] | None) -> None:
     for name, module in model.named_modules():
         if probs and name in probs and isinstance(module, Whiten):
             module.prob = probs[name]
@@ -500,12 +528,15 @@ def register_inf_check_hooks(model: nn.Module) -> None:
 
 
 def train(
-    args: argparse.Namespace, dist: DistInfo, data_module_class: Type[DataModule], output_downsampling_factor: int
+    args: argparse.Namespace, dist: DistInfo, data_module_class: type[DataModule], output_downsampling_factor: int
 ) -> None:
     """Entry point for one rank."""
     trainer = Trainer(args, dist, None, output_downsampling_factor)
     trainer.data = data_module_class(
-        args, world_size=dist.world_size, rank=dist.rank,
-        output_downsampling_factor=output_downsampling_factor, ctc=trainer.config.use_ctc,
+        args,
+        world_size=dist.world_size,
+        rank=dist.rank,
+        output_downsampling_factor=output_downsampling_factor,
+        ctc=trainer.config.use_ctc,
     )
     trainer.run()

@@ -13,29 +13,48 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 from zipa.model.config import ModelConfig
 from zipa.utils.atomic import write_text_atomic
 
 HEADS = ("use_ctc", "use_transducer", "use_attention_decoder")
 # The training flags that make up the objective besides the heads (the architecture's flags).
-LOSS_FLAGS = ("use_cr_ctc", "ctc_loss_scale", "cr_loss_scale", "cr_loss_masked_scale", "time_mask_ratio",
-              "simple_loss_scale", "prune_range", "lm_scale", "am_scale", "attention_decoder_loss_scale")
+LOSS_FLAGS = (
+    "use_cr_ctc",
+    "ctc_loss_scale",
+    "cr_loss_scale",
+    "cr_loss_masked_scale",
+    "time_mask_ratio",
+    "simple_loss_scale",
+    "prune_range",
+    "lm_scale",
+    "am_scale",
+    "attention_decoder_loss_scale",
+)
 
 # ZIPA's train.py defaults for the loss scales: the released models were trained with them
 # (ZIPA's README commands set the heads and --use-cr-ctc, no scale).
-_ZIPA_SCALES = dict(ctc_loss_scale=0.2, cr_loss_scale=0.15, cr_loss_masked_scale=1.0, time_mask_ratio=2.0,
-                    simple_loss_scale=0.5, prune_range=5, lm_scale=0.25, am_scale=0.1,
-                    attention_decoder_loss_scale=0.8)
+_ZIPA_SCALES = dict(
+    ctc_loss_scale=0.2,
+    cr_loss_scale=0.15,
+    cr_loss_masked_scale=1.0,
+    time_mask_ratio=2.0,
+    simple_loss_scale=0.5,
+    prune_range=5,
+    lm_scale=0.25,
+    am_scale=0.1,
+    attention_decoder_loss_scale=0.8,
+)
 RELEASED = {
     "ctc": dict(use_ctc=True, use_transducer=False, use_attention_decoder=False, use_cr_ctc=True, **_ZIPA_SCALES),
-    "transducer": dict(use_ctc=False, use_transducer=True, use_attention_decoder=False, use_cr_ctc=False,
-                       **_ZIPA_SCALES),
+    "transducer": dict(
+        use_ctc=False, use_transducer=True, use_attention_decoder=False, use_cr_ctc=False, **_ZIPA_SCALES
+    ),
 }
 
 
-def objective_of(args: argparse.Namespace, config: ModelConfig) -> Dict[str, Any]:
+def objective_of(args: argparse.Namespace, config: ModelConfig) -> dict[str, Any]:
     """The objective a run trains with: the heads of the model it built, the loss flags (CR-CTC
     only where there is a CTC head to regularise, as the loss computes it)."""
     objective = {**{h: getattr(config, h) for h in HEADS}, **{f: getattr(args, f) for f in LOSS_FLAGS}}
@@ -43,7 +62,7 @@ def objective_of(args: argparse.Namespace, config: ModelConfig) -> Dict[str, Any
     return objective
 
 
-def describe(objective: Optional[Dict[str, Any]]) -> str:
+def describe(objective: dict[str, Any] | None) -> str:
     """'CR-CTC (ctc_loss_scale 0.2, cr_loss_scale 0.15, ...)': the losses and their scales."""
     if objective is None:
         return "an objective it does not record"
@@ -61,12 +80,12 @@ def describe(objective: Optional[Dict[str, Any]]) -> str:
     return " + ".join(parts or ["no head"]) + (f" ({shown})" if shown else "")
 
 
-def save_config(config: ModelConfig, objective: Dict[str, Any], path: Path) -> None:
+def save_config(config: ModelConfig, objective: dict[str, Any], path: Path) -> None:
     """config.json: the architecture's fields (what `ModelConfig.load_json` reads) and "objective"."""
     write_text_atomic(path, json.dumps({**config.to_dict(), "objective": objective}, indent=1) + "\n")
 
 
-def read_objective(config_json: Optional[Path]) -> Optional[Dict[str, Any]]:
+def read_objective(config_json: Path | None) -> dict[str, Any] | None:
     """The "objective" a config.json records, or None."""
     if config_json is None or not Path(config_json).is_file():
         return None
@@ -77,14 +96,14 @@ def read_objective(config_json: Optional[Path]) -> Optional[Dict[str, Any]]:
     return objective if isinstance(objective, dict) else None
 
 
-def add_objective(config_json: Path, objective: Optional[Dict[str, Any]]) -> None:
+def add_objective(config_json: Path, objective: dict[str, Any] | None) -> None:
     """Record `objective` (when known) in the config.json `config_json` (an averaged model's)."""
     if objective is not None and Path(config_json).is_file():
         data = json.loads(Path(config_json).read_text())
         write_text_atomic(config_json, json.dumps({**data, "objective": objective}, indent=1) + "\n")
 
 
-def checkpoint_objective(spec: str, path: Path) -> Optional[Dict[str, Any]]:
+def checkpoint_objective(spec: str, path: Path) -> dict[str, Any] | None:
     """The objective of the model `--finetune-ckpt SPEC` resolved to `path`: recorded in the
     config.json beside it, else the released objective when SPEC or the file is a released model."""
     from zipa.inference.pretrained import MODELS, find_model
@@ -97,7 +116,7 @@ def checkpoint_objective(spec: str, path: Path) -> Optional[Dict[str, Any]]:
     return dict(RELEASED[released.kind]) if released is not None else None
 
 
-def follow_checkpoint(args: argparse.Namespace, recorded: Optional[Dict[str, Any]]) -> str:
+def follow_checkpoint(args: argparse.Namespace, recorded: dict[str, Any] | None) -> str:
     """Set the loss flags the command line did not give (`args.given_flags`) to the checkpoint's
     `recorded` objective; returns where this run's loss settings come from, for the log. With
     CR-CTC taken from the checkpoint, SpecAugment moves into the model (--enable-spec-aug False)

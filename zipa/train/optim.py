@@ -48,7 +48,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import defaultdict
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -72,9 +73,7 @@ _EARLY_THRESHOLD_STEPS = (10, 20, 40)
 # --------------------------------------------------------------------------------------------
 
 
-def adjusted_batch_count(
-    batch_idx_train: int, max_duration: float, world_size: int, ref_duration: float
-) -> float:
+def adjusted_batch_count(batch_idx_train: int, max_duration: float, world_size: int, ref_duration: float) -> float:
     """The number of batches trained so far, counted in batches of ``ref_duration`` seconds.
 
     The model's internal schedules (dropout, balancer probabilities, bypass scales, ...) are
@@ -91,7 +90,7 @@ def get_parameter_groups_with_lrs(
     lr: float,
     include_names: bool = False,
     freeze_modules: Sequence[str] = (),
-) -> List[dict]:
+) -> list[dict]:
     """Group ``model``'s parameters by learning rate, honouring per-module ``lr_scale``.
 
     Any submodule may carry a float attribute ``lr_scale``; a parameter's learning rate is ``lr``
@@ -103,12 +102,12 @@ def get_parameter_groups_with_lrs(
     ``[{"named_params": [(name, param), ...], "lr": x}, ...]``, which :class:`ScaledAdam` accepts
     and uses to name the parameter that dominates an exploding gradient.
     """
-    scale_of: Dict[str, float] = defaultdict(lambda: 1.0)
+    scale_of: dict[str, float] = defaultdict(lambda: 1.0)
     for name, module in model.named_modules():
         if hasattr(module, "lr_scale"):
             scale_of[name] = module.lr_scale
 
-    by_lr: Dict[float, list] = defaultdict(list)
+    by_lr: dict[float, list] = defaultdict(list)
     for name, param in model.named_parameters():
         parts = name.split(".")
         top = parts[1] if parts[0] == "module" and len(parts) > 1 else parts[0]
@@ -139,7 +138,7 @@ class _Stack(NamedTuple):
     param: Tensor  # (n, *shape); a copy, written back after the update
     grad: Tensor  # (n, *shape); a copy, so clipping never touches the real .grad
     state: dict  # optimiser state, kept with the first parameter of the stack
-    names: List[str]
+    names: list[str]
 
 
 class ScaledAdam(Optimizer):
@@ -200,16 +199,16 @@ class ScaledAdam(Optimizer):
         )
         # Names per group, parallel to param_groups; filled by add_param_group, which
         # Optimizer.__init__ calls once per group.
-        self.parameters_names: List[List[str]] = []
+        self.parameters_names: list[list[str]] = []
         # Whether real names were given; without them there is nothing useful to report about
         # which parameter dominates an exploding gradient.
         self.show_dominant_parameters = True
         super().__init__(params, defaults)
         # Diagnostics for the trainer (not part of the state dict: they change no numbers).
         self.num_clipped_steps = 0  # steps on which some group's gradient was scaled down
-        self._last_grad_norm: Optional[Tensor] = None
+        self._last_grad_norm: Tensor | None = None
         self._last_clipping_factor = 1.0
-        self._last_threshold: Optional[float] = None
+        self._last_threshold: float | None = None
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group given by ``"params"`` (tensors or ``(name, tensor)`` pairs) or
@@ -237,14 +236,14 @@ class ScaledAdam(Optimizer):
     # ---- stacking ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _stacked(self, params: List[Tensor], names: List[str]) -> Iterator[List[_Stack]]:
+    def _stacked(self, params: list[Tensor], names: list[str]) -> Iterator[list[_Stack]]:
         """Yield the group's parameters stacked by (dtype, shape), then write them back.
 
         Stacks come in sorted order of their ``(dtype, *shape)`` key so that the order (which
         fixes the summation order of the clipping norm) does not depend on the model's
         parameter order.  Missing gradients count as zero.
         """
-        by_key: Dict[tuple, List[Tuple[Tensor, str]]] = defaultdict(list)
+        by_key: dict[tuple, list[tuple[Tensor, str]]] = defaultdict(list)
         for p, name in zip(params, names):
             if p.grad is not None and p.grad.is_sparse:
                 raise RuntimeError("ScaledAdam optimizer does not support sparse gradients")
@@ -336,7 +335,7 @@ class ScaledAdam(Optimizer):
             )
         state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _clipping_factor(self, group: dict, stacks: List[_Stack]) -> Tuple[float, Optional[Tensor]]:
+    def _clipping_factor(self, group: dict, stacks: list[_Stack]) -> tuple[float, Tensor | None]:
         """Return (factor <= 1 to multiply this group's gradients by, measured norm or None).
 
         The norm is taken in update units: each tensor's gradient times its ``param_rms``
@@ -411,7 +410,7 @@ class ScaledAdam(Optimizer):
         )
 
     @staticmethod
-    def _log_dominant_parameter(stacks: List[_Stack], tot_sumsq: Tensor, scalar_lr_scale: float):
+    def _log_dominant_parameter(stacks: list[_Stack], tot_sumsq: Tensor, scalar_lr_scale: float):
         """Log the parameter contributing most to an exploding (rms-scaled) gradient norm."""
         best = None
         for stack in stacks:
@@ -560,21 +559,21 @@ class LRScheduler:
         """Restore :meth:`state_dict`; learning rates are set at the next step_* call."""
         self.__dict__.update(state_dict)
 
-    def get_last_lr(self) -> List[float]:
+    def get_last_lr(self) -> list[float]:
         """The learning rates last set (the groups' current ones before any step_* call)."""
         last = getattr(self, "_last_lr", None)
         return list(last) if last is not None else [g["lr"] for g in self.optimizer.param_groups]
 
-    def get_lr(self) -> List[float]:
+    def get_lr(self) -> list[float]:
         """Learning rates for ``self.batch``/``self.epoch``, one per group; for subclasses."""
         raise NotImplementedError
 
-    def step_batch(self, batch: Optional[int] = None) -> None:
+    def step_batch(self, batch: int | None = None) -> None:
         """Set the batch index (counted from the start of training), or advance it by one."""
         self.batch = self.batch + 1 if batch is None else batch
         self._set_lrs()
 
-    def step_epoch(self, epoch: Optional[int] = None) -> None:
+    def step_epoch(self, epoch: int | None = None) -> None:
         """Set the epoch (call at the epoch's start), or advance it by one (at its end)."""
         self.epoch = self.epoch + 1 if epoch is None else epoch
         self._set_lrs()
@@ -586,8 +585,7 @@ class LRScheduler:
             group["lr"] = lr
             if self.verbose:
                 logging.warning(
-                    f"Epoch={self.epoch}, batch={self.batch}: adjusting learning rate"
-                    f" of group {i} to {lr:.4e}."
+                    f"Epoch={self.epoch}, batch={self.batch}: adjusting learning rate of group {i} to {lr:.4e}."
                 )
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
@@ -607,9 +605,9 @@ class Eden(LRScheduler):
     def __init__(
         self,
         optimizer: Optimizer,
-        lr_batches: Union[int, float],
-        lr_epochs: Union[int, float],
-        warmup_batches: Union[int, float] = 500.0,
+        lr_batches: int | float,
+        lr_epochs: int | float,
+        warmup_batches: int | float = 500.0,
         warmup_start: float = 0.5,
         verbose: bool = False,
     ):
@@ -621,14 +619,12 @@ class Eden(LRScheduler):
         self.warmup_batches = warmup_batches
         self.warmup_start = warmup_start
 
-    def get_lr(self) -> List[float]:
+    def get_lr(self) -> list[float]:
         factor = ((self.batch**2 + self.lr_batches**2) / self.lr_batches**2) ** -0.25 * (
             ((self.epoch**2 + self.lr_epochs**2) / self.lr_epochs**2) ** -0.25
         )
         if self.batch >= self.warmup_batches:
             warmup = 1.0
         else:
-            warmup = self.warmup_start + (1.0 - self.warmup_start) * (
-                self.batch / self.warmup_batches
-            )
+            warmup = self.warmup_start + (1.0 - self.warmup_start) * (self.batch / self.warmup_batches)
         return [base_lr * factor * warmup for base_lr in self.base_lrs]

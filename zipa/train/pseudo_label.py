@@ -70,9 +70,10 @@ import math
 import os
 import shutil
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Union
 
 from zipa.audio.files import find_audio
 from zipa.audio.load import SAMPLING_RATE
@@ -102,8 +103,14 @@ PathLike = Union[str, Path]
 MIN_SECONDS = 0.1  # shorter audio gives the encoder too few frames
 DEFAULT_MAX_DURATION = 600.0  # seconds of padded audio per batch when neither limit is given
 DROP_REASONS = (
-    "unreadable", "too_short", "too_long", "empty", "too_few_tokens_per_second",
-    "too_many_tokens_per_second", "low_confidence", "not_writable",
+    "unreadable",
+    "too_short",
+    "too_long",
+    "empty",
+    "too_few_tokens_per_second",
+    "too_many_tokens_per_second",
+    "low_confidence",
+    "not_writable",
 )
 # Test hook: set to N, the process dies (exit status 86) in the middle of publishing its
 # (N+1)-th shard, after the first of its files was renamed into place.
@@ -134,7 +141,7 @@ class PseudoLabel:
     def tokens_per_second(self) -> float:
         return self.num_tokens / self.seconds if self.seconds > 0 else 0.0
 
-    def custom(self) -> Dict[str, float]:
+    def custom(self) -> dict[str, float]:
         """What goes into ``supervision.custom``."""
         return {
             "confidence": round(self.confidence, 6),
@@ -144,8 +151,10 @@ class PseudoLabel:
 
     def detail(self) -> str:
         """One line for the dropped list."""
-        return (f"{self.num_tokens} tokens in {self.seconds:.2f} s ({self.tokens_per_second:.2f}/s), "
-                f"confidence {self.confidence:.4f}")
+        return (
+            f"{self.num_tokens} tokens in {self.seconds:.2f} s ({self.tokens_per_second:.2f}/s), "
+            f"confidence {self.confidence:.4f}"
+        )
 
 
 def make_label(spans: Sequence, transcriber: Transcriber, seconds: float) -> PseudoLabel:
@@ -167,16 +176,16 @@ class Filters:
     min_confidence: float = 0.5
     min_tokens_per_second: float = 2.0
     max_tokens_per_second: float = 25.0
-    max_utt_duration: Optional[float] = 60.0
+    max_utt_duration: float | None = 60.0
 
-    def duration_reason(self, seconds: float) -> Optional[str]:
+    def duration_reason(self, seconds: float) -> str | None:
         if seconds < MIN_SECONDS:
             return "too_short"
         if self.max_utt_duration is not None and seconds > self.max_utt_duration:
             return "too_long"
         return None
 
-    def label_reason(self, label: PseudoLabel) -> Optional[str]:
+    def label_reason(self, label: PseudoLabel) -> str | None:
         if label.num_tokens == 0:
             return "empty"
         if label.tokens_per_second < self.min_tokens_per_second:
@@ -195,10 +204,10 @@ class Settings:
     out_dir: Path
     decoding: str = "greedy"
     beam: int = 4
-    max_duration: Optional[float] = None
-    batch_size: Optional[int] = None
+    max_duration: float | None = None
+    batch_size: int | None = None
     filters: Filters = Filters()
-    language: Optional[str] = None
+    language: str | None = None
     progress: str = "auto"
     progress_interval: float = DEFAULT_INTERVAL
 
@@ -215,9 +224,12 @@ class Settings:
 
     def params(self) -> dict:
         return {
-            "decoding": self.decoding, "beam": self.beam if self.decoding == "beam" else None,
-            "max_duration": self.max_duration, "batch_size": self.batch_size,
-            "filters": dataclasses.asdict(self.filters), "language": self.language,
+            "decoding": self.decoding,
+            "beam": self.beam if self.decoding == "beam" else None,
+            "max_duration": self.max_duration,
+            "batch_size": self.batch_size,
+            "filters": dataclasses.asdict(self.filters),
+            "language": self.language,
         }
 
 
@@ -231,9 +243,9 @@ class Job:
     (``files``: (path, cut id) pairs)."""
 
     index: int
-    cuts: Optional[str] = None
-    recording: Optional[str] = None
-    files: Tuple[Tuple[str, str], ...] = ()
+    cuts: str | None = None
+    recording: str | None = None
+    files: tuple[tuple[str, str], ...] = ()
 
     @property
     def source(self) -> str:
@@ -243,7 +255,7 @@ class Job:
         digest = hashlib.sha1("\n".join(f"{p}\t{i}" for p, i in self.files).encode()).hexdigest()[:12]
         return f"{len(self.files)} audio files {self.files[0][0]} .. {self.files[-1][0]} ({digest})"
 
-    def items(self, language: Optional[str]) -> List[Tuple[ShardRecord, Optional[float]]]:
+    def items(self, language: str | None) -> list[tuple[ShardRecord, float | None]]:
         """(record, seconds) of the job's utterances in input order; the seconds come from the
         cut manifest or the file header (None when the header cannot be read)."""
         if self.cuts is not None:
@@ -260,7 +272,7 @@ class Job:
         items = []
         for path, cut_id in self.files:
             try:
-                seconds: Optional[float] = audio_info(Path(path)).duration
+                seconds: float | None = audio_info(Path(path)).duration
             except (ValueError, OSError):
                 seconds = None
             items.append((ShardRecord(cut_id, path, "", language, custom={"source": path}), seconds))
@@ -273,13 +285,14 @@ def audio_cut_id(relative: PathLike) -> str:
     return "_".join("__".join(Path(relative).with_suffix("").parts).split())
 
 
-def plan_jobs(shar_dirs: Sequence[PathLike] = (), audio_files: Sequence[Tuple[PathLike, PathLike]] = (),
-              shard_size: int = 1000) -> List[Job]:
+def plan_jobs(
+    shar_dirs: Sequence[PathLike] = (), audio_files: Sequence[tuple[PathLike, PathLike]] = (), shard_size: int = 1000
+) -> list[Job]:
     """The jobs of a run: each shard of each shar folder (`discover_shards` order), then the
     audio files ((path, path relative to its input) pairs) in groups of ``shard_size``."""
     if shard_size < 1:
         raise PseudoLabelError(f"shard size must be at least 1, got {shard_size}")
-    jobs: List[Job] = []
+    jobs: list[Job] = []
     for folder in shar_dirs:
         try:
             fields = discover_shards(folder, ("recording",))
@@ -295,19 +308,20 @@ def plan_jobs(shar_dirs: Sequence[PathLike] = (), audio_files: Sequence[Tuple[Pa
         seen[cut_id] = path
         files.append((str(path), cut_id))
     for start in range(0, len(files), shard_size):
-        jobs.append(Job(len(jobs), files=tuple(files[start:start + shard_size])))
+        jobs.append(Job(len(jobs), files=tuple(files[start : start + shard_size])))
     return jobs
 
 
-def plan_batches(seconds: Sequence[float], max_duration: Optional[float] = None,
-                 batch_size: Optional[int] = None) -> List[List[int]]:
+def plan_batches(
+    seconds: Sequence[float], max_duration: float | None = None, batch_size: int | None = None
+) -> list[list[int]]:
     """Positions in ``seconds`` grouped into batches: longest first (ties in input order), a
     batch closed when one more utterance would make its padded length (count x longest) exceed
     ``max_duration`` or its count exceed ``batch_size``. An utterance longer than
     ``max_duration`` gets a batch of its own. Neither limit: ``DEFAULT_MAX_DURATION``."""
     if max_duration is None and batch_size is None:
         max_duration = DEFAULT_MAX_DURATION
-    batches: List[List[int]] = []
+    batches: list[list[int]] = []
     for i in sorted(range(len(seconds)), key=lambda i: (-seconds[i], i)):
         if batches:
             batch = batches[-1]
@@ -362,8 +376,9 @@ def prepare(out_dir: PathLike, params: dict, overwrite: bool = False) -> None:
     entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
     foreign = [name for name in entries if not _is_shard_file(name)]
     if foreign:
-        raise PseudoLabelError(f"{out_dir} holds files that are not shar shards ({', '.join(foreign[:5])}); "
-                               "choose another --out-dir")
+        raise PseudoLabelError(
+            f"{out_dir} holds files that are not shar shards ({', '.join(foreign[:5])}); choose another --out-dir"
+        )
     if overwrite:
         for name in entries:
             (out_dir / name).unlink()
@@ -379,26 +394,31 @@ def prepare(out_dir: PathLike, params: dict, overwrite: bool = False) -> None:
                 "same settings to resume it, or pass --overwrite to start again"
             )
     elif entries:
-        raise PseudoLabelError(f"{out_dir} holds shards this command did not write; pass --overwrite to "
-                               "replace them, or choose another --out-dir")
+        raise PseudoLabelError(
+            f"{out_dir} holds shards this command did not write; pass --overwrite to "
+            "replace them, or choose another --out-dir"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     (work / "done").mkdir(parents=True, exist_ok=True)
     if not saved.is_file():
         write_text_atomic(saved, json.dumps(params, indent=1, sort_keys=True) + "\n")
 
 
-def _finished(out_dir: Path, job: Job) -> Optional[dict]:
+def _finished(out_dir: Path, job: Job) -> dict | None:
     """The record of a finished job whose files are in place, else None."""
     path = _record_path(out_dir, job.index)
     if not path.is_file():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
     if record["source"] != job.source:
-        raise PseudoLabelError(f"shard {job.index} of {out_dir} was made from {record['source']}, not from "
-                               f"{job.source}: pass --overwrite to start again")
+        raise PseudoLabelError(
+            f"shard {job.index} of {out_dir} was made from {record['source']}, not from "
+            f"{job.source}: pass --overwrite to start again"
+        )
     if record["kept"] and not all((out_dir / name).is_file() for name in shard_names(job.index)):
-        logger.warning("shard %d of %s is recorded as done but its files are missing: doing it again",
-                       job.index, out_dir)
+        logger.warning(
+            "shard %d of %s is recorded as done but its files are missing: doing it again", job.index, out_dir
+        )
         return None
     return record
 
@@ -407,14 +427,13 @@ def _finished(out_dir: Path, job: Job) -> Optional[dict]:
 # Decoding and writing one shard
 
 
-def label_job(job: Job, transcriber: Transcriber, settings: Settings,
-              progress: Optional[Progress] = None) -> dict:
+def label_job(job: Job, transcriber: Transcriber, settings: Settings, progress: Progress | None = None) -> dict:
     """Decode job ``job``, write its shard into ``settings.out_dir`` and record it; returns the
     record (kept count and seconds, the dropped utterances with reasons)."""
     items = job.items(settings.language)
     filters = settings.filters
-    labels: Dict[int, PseudoLabel] = {}
-    dropped: Dict[int, Tuple[str, str]] = {}
+    labels: dict[int, PseudoLabel] = {}
+    dropped: dict[int, tuple[str, str]] = {}
     todo = []
     for i, (_, seconds) in enumerate(items):
         reason = "unreadable" if seconds is None else filters.duration_reason(seconds)
@@ -454,8 +473,10 @@ def label_job(job: Job, transcriber: Transcriber, settings: Settings,
         "num_items": len(items),
         "kept": kept,
         "kept_seconds": round(kept_seconds, 3),
-        "dropped": [[items[i][0].id, reason, round(items[i][1] or 0.0, 3), detail]
-                    for i, (reason, detail) in sorted(dropped.items())],
+        "dropped": [
+            [items[i][0].id, reason, round(items[i][1] or 0.0, 3), detail]
+            for i, (reason, detail) in sorted(dropped.items())
+        ],
     }
     write_text_atomic(_record_path(settings.out_dir, job.index), json.dumps(record, ensure_ascii=False) + "\n")
     return record
@@ -465,14 +486,20 @@ def _output_cut(record: ShardRecord, label: PseudoLabel):
     """The cut written for ``record``: 16 kHz mono audio, one supervision with the label."""
     cut = record_to_cut(dataclasses.replace(record, text=label.text))
     speakers = [s.speaker for s in getattr(record.audio, "supervisions", None) or [] if s.speaker]
-    supervision = dataclasses.replace(cut.supervisions[0], custom=label.custom(),
-                                      speaker=speakers[0] if speakers else None)
+    supervision = dataclasses.replace(
+        cut.supervisions[0], custom=label.custom(), speaker=speakers[0] if speakers else None
+    )
     cut.supervisions = [supervision]
     return cut
 
 
-def _write_shard(index: int, items: List[Tuple[ShardRecord, Optional[float]]], labels: Dict[int, PseudoLabel],
-                 dropped: Dict[int, Tuple[str, str]], out_dir: Path) -> Tuple[int, float]:
+def _write_shard(
+    index: int,
+    items: list[tuple[ShardRecord, float | None]],
+    labels: dict[int, PseudoLabel],
+    dropped: dict[int, tuple[str, str]],
+    out_dir: Path,
+) -> tuple[int, float]:
     """Write the labelled items (in input order) as shard ``index`` in a temporary folder, then
     rename its files into ``out_dir``. Returns (cuts written, their seconds)."""
     for name in shard_names(index):
@@ -505,8 +532,9 @@ def _crash_point() -> None:
 # A rank's share, and the summary
 
 
-def label_jobs(jobs: Sequence[Job], transcriber: Transcriber, settings: Settings, rank: int = 0,
-               world_size: int = 1) -> int:
+def label_jobs(
+    jobs: Sequence[Job], transcriber: Transcriber, settings: Settings, rank: int = 0, world_size: int = 1
+) -> int:
     """Do this rank's unfinished jobs (``index % world_size == rank``); returns how many."""
     mine = [job for job in jobs if job.index % world_size == rank]
     todo = [job for job in mine if _finished(settings.out_dir, job) is None]
@@ -520,12 +548,14 @@ def label_jobs(jobs: Sequence[Job], transcriber: Transcriber, settings: Settings
             record = label_job(job, transcriber, settings, progress)
             progress.file_done()
             reasons = Counter(d[1] for d in record["dropped"])
-            progress.write(f"{who}shard {job.index}: kept {record['kept']} of {record['num_items']}"
-                           + "".join(f", {reason} {n}" for reason, n in sorted(reasons.items())))
+            progress.write(
+                f"{who}shard {job.index}: kept {record['kept']} of {record['num_items']}"
+                + "".join(f", {reason} {n}" for reason, n in sorted(reasons.items()))
+            )
     return len(todo)
 
 
-def summarise(out_dir: PathLike, jobs: Sequence[Job], params: dict) -> Optional[dict]:
+def summarise(out_dir: PathLike, jobs: Sequence[Job], params: dict) -> dict | None:
     """When every job is finished: write the summary and the dropped list beside ``out_dir``
     and return the summary; else None."""
     out_dir = Path(os.path.abspath(out_dir))
@@ -561,19 +591,22 @@ def summarise(out_dir: PathLike, jobs: Sequence[Job], params: dict) -> Optional[
     return summary
 
 
-def summary_lines(summary: dict) -> List[str]:
+def summary_lines(summary: dict) -> list[str]:
     """The summary for people: kept, dropped and why, with hours."""
     kept, dropped = summary["kept"], summary["dropped"]
-    lines = [f"kept {kept['cuts']} cuts ({kept['hours']:.3f} h) in {summary['shards_written']} shards of "
-             f"{summary['out_dir']}",
-             f"dropped {dropped['cuts']} cuts ({dropped['hours']:.3f} h)"
-             + (f", listed in {dropped_path(summary['out_dir'])}" if dropped["cuts"] else "")]
+    lines = [
+        f"kept {kept['cuts']} cuts ({kept['hours']:.3f} h) in {summary['shards_written']} shards of "
+        f"{summary['out_dir']}",
+        f"dropped {dropped['cuts']} cuts ({dropped['hours']:.3f} h)"
+        + (f", listed in {dropped_path(summary['out_dir'])}" if dropped["cuts"] else ""),
+    ]
     lines += [f"  {reason}: {v['cuts']} cuts ({v['hours']:.3f} h)" for reason, v in dropped["by_reason"].items()]
     return lines
 
 
-def pseudo_label(jobs: Sequence[Job], transcriber: Transcriber, settings: Settings, model: str = "",
-                 overwrite: bool = False) -> dict:
+def pseudo_label(
+    jobs: Sequence[Job], transcriber: Transcriber, settings: Settings, model: str = "", overwrite: bool = False
+) -> dict:
     """The whole run in this process: prepare ``settings.out_dir``, do the unfinished jobs,
     write and return the summary. ``model`` names the model in the resume check."""
     params = run_params(settings, jobs, model)
@@ -601,15 +634,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--language", default=None, help="language of cuts whose input supervision names none")
     add("--decoding", choices=DECODING_METHODS, default="greedy", help="greedy, or beam search")
     add("--beam-size", type=int, default=4)
-    add("--max-duration", type=float, default=None,
-        help=f"seconds of padded audio per batch (default {DEFAULT_MAX_DURATION:g} unless --batch-size)")
+    add(
+        "--max-duration",
+        type=float,
+        default=None,
+        help=f"seconds of padded audio per batch (default {DEFAULT_MAX_DURATION:g} unless --batch-size)",
+    )
     add("--batch-size", type=int, default=None, help="utterances per batch")
-    add("--min-confidence", type=float, default=Filters.min_confidence,
-        help="drop utterances whose mean token confidence is lower")
+    add(
+        "--min-confidence",
+        type=float,
+        default=Filters.min_confidence,
+        help="drop utterances whose mean token confidence is lower",
+    )
     add("--min-tokens-per-second", type=float, default=Filters.min_tokens_per_second)
     add("--max-tokens-per-second", type=float, default=Filters.max_tokens_per_second)
-    add("--max-utt-duration", type=float, default=Filters.max_utt_duration,
-        help="drop (without decoding) utterances longer than this many seconds")
+    add(
+        "--max-utt-duration",
+        type=float,
+        default=Filters.max_utt_duration,
+        help="drop (without decoding) utterances longer than this many seconds",
+    )
     add("--device", default=str(default_device()), help="cuda or cpu (default: cuda when available)")
     add("--world-size", type=int, default=1, help="processes to spawn, one GPU each on CUDA (torchrun sets its own)")
     add("--bpe-model", default=None, help="tokenizer (default: the packaged one)")
@@ -620,10 +665,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    filters = Filters(args.min_confidence, args.min_tokens_per_second, args.max_tokens_per_second,
-                      args.max_utt_duration)
-    return Settings(args.out_dir, args.decoding, args.beam_size, args.max_duration, args.batch_size, filters,
-                    args.language, args.progress, args.progress_interval)
+    filters = Filters(
+        args.min_confidence, args.min_tokens_per_second, args.max_tokens_per_second, args.max_utt_duration
+    )
+    return Settings(
+        args.out_dir,
+        args.decoding,
+        args.beam_size,
+        args.max_duration,
+        args.batch_size,
+        filters,
+        args.language,
+        args.progress,
+        args.progress_interval,
+    )
 
 
 def model_name(args: argparse.Namespace) -> str:
@@ -667,7 +722,7 @@ def rank_device(device: str, local_rank: int, world_size: int) -> str:
     return device
 
 
-def _label_rank(args: argparse.Namespace, jobs: List[Job], params: dict, prepared: bool, info: DistInfo) -> None:
+def _label_rank(args: argparse.Namespace, jobs: list[Job], params: dict, prepared: bool, info: DistInfo) -> None:
     """One rank's work. ``prepared``: the output folder is ready (a single process or spawned
     ranks: the parent prepared it); else (torchrun) rank 0 prepares it while the others wait."""
     if not logging.getLogger().handlers:  # a spawned process starts without the parent's logging
@@ -689,7 +744,7 @@ def _label_rank(args: argparse.Namespace, jobs: List[Job], params: dict, prepare
     summarise(settings.out_dir, jobs, params)
 
 
-def run(args: argparse.Namespace) -> Optional[dict]:
+def run(args: argparse.Namespace) -> dict | None:
     """Plan, prepare, decode on every rank (`zipa.train.distributed.run_distributed`: this
     process, --world-size spawned ones, or torchrun's); returns the summary (None on a torchrun
     rank that did not finish last)."""
@@ -709,8 +764,9 @@ def run(args: argparse.Namespace) -> Optional[dict]:
     if prepared:  # here, so that a refused output folder is one error line, not a spawned rank's traceback
         args = resolve_model_flags(args)
         prepare(out_dir, params, args.overwrite)
-    run_distributed(functools.partial(_label_rank, args, jobs, params, prepared), args.world_size,
-                    master_port=MASTER_PORT)
+    run_distributed(
+        functools.partial(_label_rank, args, jobs, params, prepared), args.world_size, master_port=MASTER_PORT
+    )
     path = summary_path(out_dir)
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -725,8 +781,13 @@ ORIGINAL_SCRIPTS = {
     "ctc": dict(method="ctc-decoding", bpe_model="ipa_simplified/unigram_127.model"),
     "transducer": dict(method="greedy_search", bpe_model="data/lang_bpe_500/bpe.model"),
 }
-DECODING_OF_METHOD = {"ctc-decoding": "greedy", "ctc-greedy-search": "greedy", "greedy_search": "greedy",
-                      "prefix-beam-search": "beam", "modified_beam_search": "beam"}
+DECODING_OF_METHOD = {
+    "ctc-decoding": "greedy",
+    "ctc-greedy-search": "greedy",
+    "greedy_search": "greedy",
+    "prefix-beam-search": "beam",
+    "modified_beam_search": "beam",
+}
 
 
 def get_parser(description: str, recipe: str = "ctc") -> argparse.ArgumentParser:
@@ -734,15 +795,22 @@ def get_parser(description: str, recipe: str = "ctc") -> argparse.ArgumentParser
     "transducer"): its model flags (what the weights cannot show is taken from them), its
     --decoding-method, and its k2, LM and data-module flags (`zipa.train.compat`)."""
     from zipa.train.args import BPE_MODEL_HELP, add_model_arguments
-    from zipa.train.compat import (CTC_DECODING_FLAGS, PSEUDO_LABEL_DATA_FLAGS, TRANSDUCER_DECODING_FLAGS,
-                                   add_foreign_flags)
+    from zipa.train.compat import (
+        CTC_DECODING_FLAGS,
+        PSEUDO_LABEL_DATA_FLAGS,
+        TRANSDUCER_DECODING_FLAGS,
+        add_foreign_flags,
+    )
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(parser)
     add_model_arguments(parser, from_checkpoint=True)
     original = ORIGINAL_SCRIPTS[recipe]
-    parser.add_argument("--decoding-method", default=original["method"],
-                        help=f"ZIPA's name for --decoding: {', '.join(DECODING_OF_METHOD)}")
+    parser.add_argument(
+        "--decoding-method",
+        default=original["method"],
+        help=f"ZIPA's name for --decoding: {', '.join(DECODING_OF_METHOD)}",
+    )
     decoding = CTC_DECODING_FLAGS if recipe == "ctc" else TRANSDUCER_DECODING_FLAGS
     add_foreign_flags(parser, [*decoding, *PSEUDO_LABEL_DATA_FLAGS], "original flags")
     parser.set_defaults(bpe_model=original["bpe_model"])
@@ -756,20 +824,30 @@ def _apply_original_flags(args: argparse.Namespace, recipe: str) -> None:
     """--bpe-model resolved, the original's flags checked (notes logged), --decoding-method
     given: the --decoding it names."""
     from zipa.train.args import resolve_bpe_model
-    from zipa.train.compat import (CTC_DECODING_FLAGS, PSEUDO_LABEL_DATA_FLAGS, TRANSDUCER_DECODING_FLAGS,
-                                   UNSUPPORTED_CTC_METHODS, UNSUPPORTED_TRANSDUCER_METHODS, check_decoding_methods,
-                                   check_foreign_flags, log_notes)
+    from zipa.train.compat import (
+        CTC_DECODING_FLAGS,
+        PSEUDO_LABEL_DATA_FLAGS,
+        TRANSDUCER_DECODING_FLAGS,
+        UNSUPPORTED_CTC_METHODS,
+        UNSUPPORTED_TRANSDUCER_METHODS,
+        check_decoding_methods,
+        check_foreign_flags,
+        log_notes,
+    )
 
     resolve_bpe_model(args)
     decoding = CTC_DECODING_FLAGS if recipe == "ctc" else TRANSDUCER_DECODING_FLAGS
     log_notes(check_foreign_flags(args, [*decoding, *PSEUDO_LABEL_DATA_FLAGS]))
     if "decoding_method" in args.given_flags:
-        check_decoding_methods([args.decoding_method], list(DECODING_OF_METHOD),
-                               {**UNSUPPORTED_CTC_METHODS, **UNSUPPORTED_TRANSDUCER_METHODS})
+        check_decoding_methods(
+            [args.decoding_method],
+            list(DECODING_OF_METHOD),
+            {**UNSUPPORTED_CTC_METHODS, **UNSUPPORTED_TRANSDUCER_METHODS},
+        )
         args.decoding = DECODING_OF_METHOD[args.decoding_method]
 
 
-def main(description: str, argv: Optional[Sequence[str]] = None, recipe: str = "ctc") -> Optional[dict]:
+def main(description: str, argv: Sequence[str] | None = None, recipe: str = "ctc") -> dict | None:
     """A recipe's pseudo_label.py: `get_parser`'s flags, then `run`; prints the summary. A user
     error ends in one line and exit status 2."""
     from zipa.train.args import parse_noting_given

@@ -6,8 +6,8 @@ import argparse
 import functools
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence, Type
 
 import torch
 
@@ -33,7 +33,7 @@ ZIPA_MODEL_DEFAULTS = dict(use_transducer=True, use_ctc=False, use_attention_dec
 
 
 def training_parser(
-    description: str, data_module_class: Type[DataModule], model_defaults: dict, training_defaults: dict
+    description: str, data_module_class: type[DataModule], model_defaults: dict, training_defaults: dict
 ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_arguments(parser, **model_defaults)
@@ -45,7 +45,7 @@ def training_parser(
     return parser
 
 
-def parse_training_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_training_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The flags, with what the command line set noted, the tokenizer found and the fine-tuning
     defaults applied."""
     args = parse_noting_given(parser, argv)
@@ -62,8 +62,10 @@ def _check_resumable(path: Path, flag: str, world_size: int = 0, seed: int = 0) 
     if not path.is_file():
         present = sorted(p.name for p in path.parent.glob("*.pt")) if path.parent.is_dir() else []
         there = f"it holds {', '.join(present[-5:])}" if present else "it holds no checkpoint"
-        raise UsageError(f"{flag}: no {path.name} in {path.parent} ({there}); give a value that has a checkpoint "
-                         f"there, or {flag.split()[0]} {'0' if 'batch' in flag else '1'} to start afresh")
+        raise UsageError(
+            f"{flag}: no {path.name} in {path.parent} ({there}); give a value that has a checkpoint "
+            f"there, or {flag.split()[0]} {'0' if 'batch' in flag else '1'} to start afresh"
+        )
     if not zipfile.is_zipfile(path):
         raise UsageError(f"{flag}: {path} is truncated or not a torch checkpoint; resume from another one")
     if world_size:
@@ -71,31 +73,40 @@ def _check_resumable(path: Path, flag: str, world_size: int = 0, seed: int = 0) 
         sampler = saved.get("sampler") or {}
         ranks, saved_seed = sampler.get("world_size", world_size), sampler.get("seed", seed)
         if ranks != world_size:
-            raise UsageError(f"{flag}: {path.name} stopped mid-epoch on {ranks} rank(s), and its sampler cannot "
-                             f"split the rest of the epoch over {world_size}: resume with --world-size {ranks}")
+            raise UsageError(
+                f"{flag}: {path.name} stopped mid-epoch on {ranks} rank(s), and its sampler cannot "
+                f"split the rest of the epoch over {world_size}: resume with --world-size {ranks}"
+            )
         if saved_seed != seed:
-            raise UsageError(f"{flag}: {path.name} stopped mid-epoch in a run with --seed {saved_seed}, whose "
-                             f"batches --seed {seed} cannot continue: resume with --seed {saved_seed}")
+            raise UsageError(
+                f"{flag}: {path.name} stopped mid-epoch in a run with --seed {saved_seed}, whose "
+                f"batches --seed {seed} cannot continue: resume with --seed {saved_seed}"
+            )
 
 
-def check_training_args(args: argparse.Namespace, output_downsampling_factor: int) -> List[str]:
+def check_training_args(args: argparse.Namespace, output_downsampling_factor: int) -> list[str]:
     """The user errors a training command can have, found before any rank starts (`UsageError`:
     one line naming the flag and the fix); returns the notes for the log (flags of the original
     with no effect here, what --use-fp16 and --world-size do on this machine)."""
     notes = check_foreign_flags(args, [*TRAINING_FLAGS, *DATA_FLAGS])
     if not args.train_shar_dirs:
-        raise UsageError("no training data: give --train-shar-dirs DIR [DIR ...] (lhotse shar folders; ZIPA's "
-                         "hard-coded data paths are not built in)")
+        raise UsageError(
+            "no training data: give --train-shar-dirs DIR [DIR ...] (lhotse shar folders; ZIPA's "
+            "hard-coded data paths are not built in)"
+        )
     check_data_dirs(args, "train_shar_dirs", "dev_shar_dirs", "unsup_shar_dirs", "mux_shar_dirs")
     if args.use_unsup_cr_ctc and not getattr(args, "unsup_shar_dirs", None):
-        raise UsageError("--use-unsup-cr-ctc True needs pseudo-labelled data: give --unsup-shar-dirs DIR [DIR ...] "
-                         "(zipformer_crctc/pseudo_label.py writes them)")
+        raise UsageError(
+            "--use-unsup-cr-ctc True needs pseudo-labelled data: give --unsup-shar-dirs DIR [DIR ...] "
+            "(zipformer_crctc/pseudo_label.py writes them)"
+        )
     notes += _device_notes(args)
     exp_dir = Path(args.exp_dir)
     if args.start_batch > 0:
         world_size = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else args.world_size
-        _check_resumable(exp_dir / f"checkpoint-{args.start_batch}.pt", f"--start-batch {args.start_batch}",
-                         world_size, args.seed)
+        _check_resumable(
+            exp_dir / f"checkpoint-{args.start_batch}.pt", f"--start-batch {args.start_batch}", world_size, args.seed
+        )
     elif args.start_epoch > 1:
         _check_resumable(exp_dir / f"epoch-{args.start_epoch - 1}.pt", f"--start-epoch {args.start_epoch}")
     given = getattr(args, "given_flags", frozenset())
@@ -113,34 +124,40 @@ def check_training_args(args: argparse.Namespace, output_downsampling_factor: in
     return notes
 
 
-def _device_notes(args: argparse.Namespace) -> List[str]:
+def _device_notes(args: argparse.Namespace) -> list[str]:
     """One line each for --use-fp16 and --world-size: what they do on this machine. A world size
     beyond the CUDA devices present is lowered to their number (torchrun sets its own)."""
     notes = []
     cuda = str(args.device).startswith("cuda") and torch.cuda.is_available()
     if args.use_fp16:
-        notes.append("--use-fp16 True: float16 autocast with a gradient scaler on CUDA" if cuda else
-                     f"--use-fp16 True: float16 autocast needs CUDA; training in float32 on {args.device}")
+        notes.append(
+            "--use-fp16 True: float16 autocast with a gradient scaler on CUDA"
+            if cuda
+            else f"--use-fp16 True: float16 autocast needs CUDA; training in float32 on {args.device}"
+        )
     if args.world_size > 1 and not launched_by_torchrun():
         present = torch.cuda.device_count() if cuda else os.cpu_count() or 1
         kind = "CUDA devices" if cuda else "CPU cores"
         if args.world_size > present:
-            notes.append(f"--world-size {args.world_size}: {present} {kind} here; training in {present} "
-                         f"process{'es' if present > 1 else ''}")
+            notes.append(
+                f"--world-size {args.world_size}: {present} {kind} here; training in {present} "
+                f"process{'es' if present > 1 else ''}"
+            )
             args.world_size = present
         else:
-            notes.append(f"--world-size {args.world_size}: {args.world_size} processes on {kind} "
-                         f"({'nccl' if cuda else 'gloo'})")
+            notes.append(
+                f"--world-size {args.world_size}: {args.world_size} processes on {kind} ({'nccl' if cuda else 'gloo'})"
+            )
     return notes
 
 
 def run_training(
     description: str,
-    data_module_class: Type[DataModule],
+    data_module_class: type[DataModule],
     output_downsampling_factor: int,
     model_defaults: dict,
     training_defaults: dict,
-    argv: Optional[Sequence[str]] = None,
+    argv: Sequence[str] | None = None,
 ) -> None:
     """A recipe's train.py. A user error (see `check_training_args`; a fine-tuning checkpoint the
     model flags contradict) ends in one line and exit status 2."""

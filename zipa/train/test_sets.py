@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Type
 
 import torch
 from tqdm import tqdm
@@ -48,12 +48,12 @@ from zipa.utils.flags import UsageError, usage_errors_exit
 # Decoding methods: name -> search(model, encoder_out, lens, beam) -> ids. ZIPA's default,
 # k2's "ctc-decoding", is the best path through the CTC topology: with nothing else composed
 # in, that path takes each frame's most probable token, so it is ctc-greedy-search.
-CTC_METHODS: Dict[str, Callable] = {
+CTC_METHODS: dict[str, Callable] = {
     "ctc-decoding": lambda model, out, lens, beam: ctc_greedy_search(model.ctc_output(out), lens),
     "ctc-greedy-search": lambda model, out, lens, beam: ctc_greedy_search(model.ctc_output(out), lens),
     "prefix-beam-search": lambda model, out, lens, beam: ctc_prefix_beam_search(model.ctc_output(out), lens, beam=beam),
 }
-TRANSDUCER_METHODS: Dict[str, Callable] = {
+TRANSDUCER_METHODS: dict[str, Callable] = {
     "greedy_search": lambda model, out, lens, beam: transducer_greedy_search(model, out, lens),
     "modified_beam_search": lambda model, out, lens, beam: modified_beam_search(model, out, lens, beam=beam),
 }
@@ -68,13 +68,18 @@ def checkpoint_suffix(args: argparse.Namespace) -> str:
 
 @torch.inference_mode()
 def decode_dataset(
-    loader, model: EncoderModel, tokenizer: Tokenizer, methods: Sequence[str], beam: int, device: torch.device,
+    loader,
+    model: EncoderModel,
+    tokenizer: Tokenizer,
+    methods: Sequence[str],
+    beam: int,
+    device: torch.device,
     max_batches: int = 0,
-) -> Dict[str, List[EvaluationResult]]:
+) -> dict[str, list[EvaluationResult]]:
     """Hypotheses of every utterance in `loader` (its first `max_batches` batches when > 0) for
     each method in `methods`."""
     searches = {**CTC_METHODS, **TRANSDUCER_METHODS}
-    results: Dict[str, List[EvaluationResult]] = {m: [] for m in methods}
+    results: dict[str, list[EvaluationResult]] = {m: [] for m in methods}
     for index, batch in enumerate(tqdm(loader, desc="decoding", unit="batch", leave=False)):
         if 0 < max_batches <= index:
             break
@@ -90,54 +95,75 @@ def decode_dataset(
     return results
 
 
-def add_decoding_arguments(parser: argparse.ArgumentParser, methods: Sequence[str], default: str,
-                           bpe_model: str = ZIPA_BPE_MODEL) -> None:
+def add_decoding_arguments(
+    parser: argparse.ArgumentParser, methods: Sequence[str], default: str, bpe_model: str = ZIPA_BPE_MODEL
+) -> None:
     add_checkpoint_selection_arguments(parser)
     group = parser.add_argument_group("decoding")
     same = " (ctc-decoding, ZIPA's default, is k2's best path through the CTC topology: the greedy path)"
-    group.add_argument("--decoding-method", default=default, help=f"one or more, comma-separated: {', '.join(methods)}"
-                       + (same if "ctc-decoding" in methods else ""))
+    group.add_argument(
+        "--decoding-method",
+        default=default,
+        help=f"one or more, comma-separated: {', '.join(methods)}" + (same if "ctc-decoding" in methods else ""),
+    )
     group.add_argument("--beam-size", type=int, default=4)
     group.add_argument("--bpe-model", default=bpe_model, help=BPE_MODEL_HELP)
     group.add_argument("--res-dir", type=Path, default=None, help="results folder (default: <exp-dir>/<method>)")
     group.add_argument("--device", default=str(default_device()))
-    group.add_argument("--max-batches", type=int, default=0,
-                       help="decode only the first N batches of each test set (0: all); for trying a command line")
+    group.add_argument(
+        "--max-batches",
+        type=int,
+        default=0,
+        help="decode only the first N batches of each test set (0: all); for trying a command line",
+    )
 
 
 def run_decoding(
     args: argparse.Namespace,
-    data_module_class: Type[DataModule],
+    data_module_class: type[DataModule],
     known_methods: Sequence[str],
     output_downsampling_factor: int,
-    config_overrides: Optional[dict] = None,
-) -> Dict[str, Dict[str, dict]]:
+    config_overrides: dict | None = None,
+) -> dict[str, dict[str, dict]]:
     """Decode every --test-shar-dirs set with every requested method; returns the metrics."""
     methods = [m.strip() for m in args.decoding_method.split(",") if m.strip()]
     check_decoding_methods(methods, known_methods, {**UNSUPPORTED_CTC_METHODS, **UNSUPPORTED_TRANSDUCER_METHODS})
     if not getattr(args, "test_shar_dirs", None):
-        raise UsageError("no test sets: give --test-shar-dirs NAME=DIR ... (lhotse shar folders; ZIPA's test-set "
-                         "paths are not built in)")
+        raise UsageError(
+            "no test sets: give --test-shar-dirs NAME=DIR ... (lhotse shar folders; ZIPA's test-set "
+            "paths are not built in)"
+        )
     check_data_dirs(args, "test_shar_dirs")
     device = torch.device(args.device)
     model, config = load_selected_model(args, device=str(device), **(config_overrides or {}))
     if any(m in CTC_METHODS for m in methods) and not config.use_ctc:
-        raise UsageError(f"--decoding-method {args.decoding_method}: this model has no CTC head; "
-                         "use greedy_search or modified_beam_search (zipformer_transducer/decode.py)")
+        raise UsageError(
+            f"--decoding-method {args.decoding_method}: this model has no CTC head; "
+            "use greedy_search or modified_beam_search (zipformer_transducer/decode.py)"
+        )
     if any(m in TRANSDUCER_METHODS for m in methods) and not config.use_transducer:
-        raise UsageError(f"--decoding-method {args.decoding_method}: this model has no transducer head; "
-                         "use ctc-greedy-search or prefix-beam-search (zipformer_crctc/ctc_decode.py)")
+        raise UsageError(
+            f"--decoding-method {args.decoding_method}: this model has no transducer head; "
+            "use ctc-greedy-search or prefix-beam-search (zipformer_crctc/ctc_decode.py)"
+        )
     tokenizer = Tokenizer.from_file(args.bpe_model or default_bpe_model_path())
     data = data_module_class(args, output_downsampling_factor=config.output_downsampling_factor, ctc=config.use_ctc)
     test_sets = data.test_cuts()
     suffix = checkpoint_suffix(args)
     res_dir = args.res_dir or (Path(args.exp_dir if args.model_path is None else args.model_path.parent) / methods[0])
     res_dir.mkdir(parents=True, exist_ok=True)
-    metrics: Dict[str, Dict[str, dict]] = {}
+    metrics: dict[str, dict[str, dict]] = {}
     for name, cuts in test_sets.items():
         logging.info(f"decoding {name}")
-        results = decode_dataset(data.test_dataloaders(cuts), model, tokenizer, methods, args.beam_size, device,
-                                 getattr(args, "max_batches", 0))
+        results = decode_dataset(
+            data.test_dataloaders(cuts),
+            model,
+            tokenizer,
+            methods,
+            args.beam_size,
+            device,
+            getattr(args, "max_batches", 0),
+        )
         metrics[name] = save_results(res_dir, name, suffix, results)
     table = summarise_table({f"{name} {m}": v for name, by in metrics.items() for m, v in by.items()})
     write_text_atomic(res_dir / f"summary-{suffix}.txt", table + "\n")
@@ -148,14 +174,25 @@ def run_decoding(
 
 # What differs between the two recipes' decode scripts: their methods, ZIPA's default method
 # and --bpe-model, and the flags of the original's k2 and LM decoding.
-CTC_DECODING = dict(methods=CTC_METHODS, default_method="ctc-decoding", bpe_model=ZIPA_BPE_MODEL,
-                    foreign=CTC_DECODING_FLAGS)
-TRANSDUCER_DECODING = dict(methods=TRANSDUCER_METHODS, default_method="greedy_search",
-                           bpe_model="data/lang_bpe_500/bpe.model", foreign=TRANSDUCER_DECODING_FLAGS)
+CTC_DECODING = dict(
+    methods=CTC_METHODS, default_method="ctc-decoding", bpe_model=ZIPA_BPE_MODEL, foreign=CTC_DECODING_FLAGS
+)
+TRANSDUCER_DECODING = dict(
+    methods=TRANSDUCER_METHODS,
+    default_method="greedy_search",
+    bpe_model="data/lang_bpe_500/bpe.model",
+    foreign=TRANSDUCER_DECODING_FLAGS,
+)
 
 
-def decoding_parser(description: str, data_module_class: Type[DataModule], methods: Dict[str, Callable],
-                    default_method: str, bpe_model: str, foreign: Sequence[Foreign]) -> argparse.ArgumentParser:
+def decoding_parser(
+    description: str,
+    data_module_class: type[DataModule],
+    methods: dict[str, Callable],
+    default_method: str,
+    bpe_model: str,
+    foreign: Sequence[Foreign],
+) -> argparse.ArgumentParser:
     """A recipe's decode flags: ZIPA's model flags (accepted; what the weights cannot show is
     taken from them), checkpoint selection, decoding and data flags, and the original's flags
     for what this project does not have (`zipa.train.compat`)."""
@@ -169,9 +206,16 @@ def decoding_parser(description: str, data_module_class: Type[DataModule], metho
     return parser
 
 
-def main(description: str, data_module_class: Type[DataModule], methods: Dict[str, Callable], default_method: str,
-         output_downsampling_factor: int, argv: Optional[Sequence[str]] = None, bpe_model: str = ZIPA_BPE_MODEL,
-         foreign: Sequence[Foreign] = ()) -> Dict[str, Dict[str, dict]]:
+def main(
+    description: str,
+    data_module_class: type[DataModule],
+    methods: dict[str, Callable],
+    default_method: str,
+    output_downsampling_factor: int,
+    argv: Sequence[str] | None = None,
+    bpe_model: str = ZIPA_BPE_MODEL,
+    foreign: Sequence[Foreign] = (),
+) -> dict[str, dict[str, dict]]:
     """A recipe's decode script: `decoding_parser`'s flags, then `run_decoding`. A user error
     ends in one line and exit status 2."""
     from zipa.train.args import decoding_overrides, parse_noting_given, resolve_bpe_model
@@ -182,4 +226,6 @@ def main(description: str, data_module_class: Type[DataModule], methods: Dict[st
     with usage_errors_exit(parser.prog):
         resolve_bpe_model(args)
         log_notes(check_foreign_flags(args, [*foreign, *DATA_FLAGS, *TRAINING_ONLY_FLAGS]))
-        return run_decoding(args, data_module_class, list(methods), output_downsampling_factor, decoding_overrides(args))
+        return run_decoding(
+            args, data_module_class, list(methods), output_downsampling_factor, decoding_overrides(args)
+        )

@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, Union
+from typing import IO, Any, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -32,7 +33,7 @@ def open_atomic(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> Ite
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        text: Dict[str, Any] = {} if mode == "wb" else {"encoding": encoding, "newline": "\n"}
+        text: dict[str, Any] = {} if mode == "wb" else {"encoding": encoding, "newline": "\n"}
         with os.fdopen(fd, mode, **text) as f:
             yield f
             f.flush()

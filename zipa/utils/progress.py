@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Callable, Optional, Union
+from collections.abc import Callable
+from typing import IO
 
 PROGRESS_MODES = ("auto", "bar", "log", "none")
 DEFAULT_INTERVAL = 30.0
@@ -38,7 +39,7 @@ class Progress:
         mode: str = "auto",
         interval: float = DEFAULT_INTERVAL,
         desc: str = "transcribing",
-        stream: Optional[IO[str]] = None,
+        stream: IO[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         unit: str = "file",
     ):
@@ -64,13 +65,12 @@ class Progress:
         if mode == "bar":
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, unit=unit, desc=desc, file=self.stream, leave=False,
-                             dynamic_ncols=True)
+            self._bar = tqdm(total=self.total, unit=unit, desc=desc, file=self.stream, leave=False, dynamic_ncols=True)
         elif mode == "log":
             self._log(f"{self.total} {unit}s to do")
 
     @classmethod
-    def make(cls, progress: Union[None, bool, str, Progress], total: int, **kwargs) -> Progress:
+    def make(cls, progress: None | bool | str | Progress, total: int, **kwargs) -> Progress:
         """The `progress` argument of `Transcriber.transcribe_files`: a `Progress` as is, a mode
         name, True (a bar), False (nothing) or None (a bar when stderr is a terminal, else nothing)."""
         if isinstance(progress, Progress):
@@ -111,8 +111,10 @@ class Progress:
         eta = "?"
         if self.files:
             eta = _hms(elapsed / self.files * max(0, self.total - self.files))
-        return (f"{self.files}/{self.total} {self.unit}s{share}, {_audio(self.seconds)} of audio, "
-                f"elapsed {_hms(elapsed)}, ETA {eta}")
+        return (
+            f"{self.files}/{self.total} {self.unit}s{share}, {_audio(self.seconds)} of audio, "
+            f"elapsed {_hms(elapsed)}, ETA {eta}"
+        )
 
     def close(self) -> None:
         if self._closed:

@@ -4,7 +4,8 @@ lines and ``#`` comments skipped, fields split at tabs, line numbers kept for er
 from __future__ import annotations
 
 import os
-from typing import Iterator, List, Tuple, Union
+from collections.abc import Iterator
+from typing import Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -13,7 +14,7 @@ class InputError(ValueError):
     """Bad input, with the file and line it came from in the message."""
 
 
-def tsv_rows(path: PathLike) -> Iterator[Tuple[int, List[str]]]:
+def tsv_rows(path: PathLike) -> Iterator[tuple[int, list[str]]]:
     """``(line number, fields)`` of each line of a tab-separated file that is neither blank nor
     a ``#`` comment."""
     with open(path, encoding="utf-8-sig") as f:
@@ -23,12 +24,14 @@ def tsv_rows(path: PathLike) -> Iterator[Tuple[int, List[str]]]:
                 yield number, line.split("\t")
 
 
-def read_tsv(path: PathLike, min_fields: int, max_fields: int) -> Iterator[Tuple[int, List[str]]]:
+def read_tsv(path: PathLike, min_fields: int, max_fields: int) -> Iterator[tuple[int, list[str]]]:
     """`tsv_rows` whose lines have ``min_fields`` to ``max_fields`` fields; :class:`InputError`
     naming the file and line for one that has not."""
     for number, fields in tsv_rows(path):
         if not (min_fields <= len(fields) <= max_fields):
             want = str(min_fields) if min_fields == max_fields else f"{min_fields}-{max_fields}"
             line = "\t".join(fields)
-            raise InputError(f"{path}:{number}: expected {want} tab-separated fields, found {len(fields)}: {line[:80]!r}")
+            raise InputError(
+                f"{path}:{number}: expected {want} tab-separated fields, found {len(fields)}: {line[:80]!r}"
+            )
         yield number, fields

@@ -27,8 +27,9 @@ something (POST) and comes from a page of another origin gets 403 (`SameOriginOn
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 try:
@@ -63,7 +64,7 @@ class UploadTooLarge(Exception):
     """The request body went past the upload limit."""
 
 
-def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -86,12 +87,11 @@ class SameOriginOnly:
         await self.app(scope, receive, send)
 
 
-def cross_origin(headers: Headers) -> Optional[str]:
+def cross_origin(headers: Headers) -> str | None:
     """Why a request with these headers comes from a page of another origin; None when not."""
     site = headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
-        return (f"refused: a request from another site (Sec-Fetch-Site: {site}); only this server's own page "
-                "may upload")
+        return f"refused: a request from another site (Sec-Fetch-Site: {site}); only this server's own page may upload"
     origin = headers.get("origin")
     if origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
         return f"refused: a request from the page {origin}; only this server's own page may upload"
@@ -117,8 +117,10 @@ def _limited(request: Request, limit: int) -> Request:
 def check_limits(max_upload_mb: float, max_disk_mb: float) -> None:
     """ValueError when the disk cap is below the upload limit: the largest uploads would never fit."""
     if max_disk_mb < max_upload_mb:
-        raise ValueError(f"the disk cap (--max-disk-mb {max_disk_mb:g}) is below the upload limit "
-                         f"(--max-upload-mb {max_upload_mb:g}): the largest uploads could never be taken")
+        raise ValueError(
+            f"the disk cap (--max-disk-mb {max_disk_mb:g}) is below the upload limit "
+            f"(--max-upload-mb {max_upload_mb:g}): the largest uploads could never be taken"
+        )
 
 
 def create_app(
@@ -126,8 +128,8 @@ def create_app(
     *,
     model_name: str = "",
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-    tmp_dir: Union[None, str, Path] = None,
-    options: Optional[DecodingOptions] = None,
+    tmp_dir: None | str | Path = None,
+    options: DecodingOptions | None = None,
     allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
     max_queue: int = DEFAULT_MAX_QUEUE,
     max_disk_mb: float = DEFAULT_MAX_DISK_MB,
@@ -152,9 +154,19 @@ def create_app(
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     async def info(request: Request) -> Response:
-        return JSONResponse({"model": model_name, "max_upload_mb": max_upload_mb, "max_queue": max_queue,
-                             "max_disk_mb": max_disk_mb, "window": options.window, "overlap": options.overlap,
-                             "ctc": bool(transcriber.uses_ctc), "waiting": jobs.waiting, "held_mb": jobs.held / MB})
+        return JSONResponse(
+            {
+                "model": model_name,
+                "max_upload_mb": max_upload_mb,
+                "max_queue": max_queue,
+                "max_disk_mb": max_disk_mb,
+                "window": options.window,
+                "overlap": options.overlap,
+                "ctc": bool(transcriber.uses_ctc),
+                "waiting": jobs.waiting,
+                "held_mb": jobs.held / MB,
+            }
+        )
 
     async def submit(request: Request) -> Response:
         declared = request.headers.get("content-length", "")
@@ -168,8 +180,9 @@ def create_app(
                     if not isinstance(upload, UploadFile):
                         return _error(400, "no audio file in the upload (a multipart form with a 'file' field)")
                     transcript, lang = _text(form.get("transcript")), _text(form.get("lang"))
-                    job = await run_in_threadpool(jobs.submit, ticket, upload.filename or "audio", upload.file,
-                                                  transcript, lang)
+                    job = await run_in_threadpool(
+                        jobs.submit, ticket, upload.filename or "audio", upload.file, transcript, lang
+                    )
         except Refused as e:
             return _error(e.status, str(e), headers={"Retry-After": str(RETRY_AFTER)})
         except UploadTooLarge:
@@ -178,16 +191,18 @@ def create_app(
             return _error(400, str(e))
         return JSONResponse(job.to_json(jobs.position(job)), status_code=202)
 
-    def _too_large(size: Optional[int]) -> JSONResponse:
+    def _too_large(size: int | None) -> JSONResponse:
         what = f"the upload ({size / MB:.1f} MB)" if size is not None else "the upload"
-        return _error(413, f"{what} is larger than this server's limit of {max_upload_mb:g} MB "
-                           "(zipa serve --max-upload-mb)")
+        return _error(
+            413, f"{what} is larger than this server's limit of {max_upload_mb:g} MB (zipa serve --max-upload-mb)"
+        )
 
     def _job(request: Request):
         job = jobs.get(request.path_params["job_id"])
         if job is None:
-            return None, _error(404, f"no job {request.path_params['job_id']} (jobs are kept while the server runs, "
-                                     "the last ones only)")
+            return None, _error(
+                404, f"no job {request.path_params['job_id']} (jobs are kept while the server runs, the last ones only)"
+            )
         return job, None
 
     async def status(request: Request) -> Response:
@@ -214,8 +229,11 @@ def create_app(
             return _error(409, f"{job.name}: not transcribed ({job.state})")
         filename, media_type, text = job.download(fmt)
         disposition = f"attachment; filename*=UTF-8''{quote(filename)}"
-        return Response(text.encode("utf-8"), media_type=f"{media_type}; charset=utf-8",
-                        headers={"Content-Disposition": disposition})
+        return Response(
+            text.encode("utf-8"),
+            media_type=f"{media_type}; charset=utf-8",
+            headers={"Content-Disposition": disposition},
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -232,14 +250,16 @@ def create_app(
             Route("/api/jobs/{job_id}/spectrogram/{tile:int}", tile),
             Route("/api/jobs/{job_id}/download/{fmt}", download),
         ],
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False),
-                    Middleware(SameOriginOnly)],
+        middleware=[
+            Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False),
+            Middleware(SameOriginOnly),
+        ],
         lifespan=lifespan,
     )
     app.state.jobs = jobs
     return app
 
 
-def _text(value) -> Optional[str]:
+def _text(value) -> str | None:
     """A form field's text, None when absent or blank."""
     return value.strip() or None if isinstance(value, str) else None

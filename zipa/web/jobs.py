@@ -30,10 +30,11 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterator, List, Optional, Union
+from typing import IO, TYPE_CHECKING
 
 from zipa.audio.load import load_audio
 from zipa.decoding.options import DecodingOptions
@@ -53,8 +54,7 @@ MB = 1024 * 1024
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "error"
 
 
-
-def downloads() -> List[str]:
+def downloads() -> list[str]:
     """The formats the page's download links give: every registered output format with times
     (`zipa.inference.writers.FORMATS`), each the output of `zipa align FILE --format FORMAT`."""
     return [name for name in FORMATS if name != "txt"]
@@ -92,15 +92,15 @@ class Job:
     path: Path
     duration: float
     windows: int  # how many windows the file is decoded in (zipa.inference.long_audio)
-    transcript: Optional[str] = None  # forced alignment of this text instead of recognition
-    lang: Optional[str] = None  # the transcript is orthography in this language (G2P)
+    transcript: str | None = None  # forced alignment of this text instead of recognition
+    lang: str | None = None  # the transcript is orthography in this language (G2P)
     state: str = QUEUED
     seconds_done: float = 0.0
-    error: Optional[str] = None
-    messages: List[str] = field(default_factory=list)
+    error: str | None = None
+    messages: list[str] = field(default_factory=list)
     held: int = 0  # bytes of the disk cap the job holds until its folder is removed
-    record: Optional[Record] = None
-    tiles: List[Tile] = field(default_factory=list)
+    record: Record | None = None
+    tiles: list[Tile] = field(default_factory=list)
 
     def public(self, message: str) -> str:
         return _public(message, self.path, self.name)
@@ -109,10 +109,16 @@ class Job:
         """What the page polls: state, progress and, once done, the result as `zipa align -f
         jsonl` writes it (``path`` being the file's name) plus the spectrogram tiles."""
         out = {
-            "id": self.id, "name": self.name, "state": self.state, "position": position,
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "position": position,
             "mode": "transcribe" if self.transcript is None else "align",
-            "duration": self.duration, "windows": self.windows, "seconds_done": self.seconds_done,
-            "error": self.error, "messages": self.messages,
+            "duration": self.duration,
+            "windows": self.windows,
+            "seconds_done": self.seconds_done,
+            "error": self.error,
+            "messages": self.messages,
         }
         if self.record is not None:
             out["result"] = json.loads(format_jsonl([self.record], timestamps=True))
@@ -159,11 +165,11 @@ class JobQueue:
     def __init__(
         self,
         transcriber: Transcriber,
-        tmp_dir: Union[None, str, Path] = None,
-        options: Optional[DecodingOptions] = None,
+        tmp_dir: None | str | Path = None,
+        options: DecodingOptions | None = None,
         keep: int = KEEP_JOBS,
         max_queue: int = DEFAULT_MAX_QUEUE,
-        max_bytes: Optional[int] = None,
+        max_bytes: int | None = None,
     ):
         self.transcriber = transcriber
         self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else None
@@ -174,9 +180,9 @@ class JobQueue:
         self.held = 0  # bytes admitted and not yet removed
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Optional[Job]] = queue.Queue()
-        self._worker: Optional[threading.Thread] = None
-        self._running: Optional[Job] = None  # the job the worker is on
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._running: Job | None = None  # the job the worker is on
         self._ids = itertools.count(1)
 
     # ------------------------------------------------------------------------------------------
@@ -189,12 +195,18 @@ class JobQueue:
         waiting or when ``size`` does not fit in what ``max_bytes`` leaves."""
         with self._lock:
             if self.waiting >= self.max_queue:
-                raise Refused(503, f"the server is busy: {self.waiting} files are waiting to be decoded, its limit "
-                                   "(zipa serve --max-queue); try again when some are done")
+                raise Refused(
+                    503,
+                    f"the server is busy: {self.waiting} files are waiting to be decoded, its limit "
+                    "(zipa serve --max-queue); try again when some are done",
+                )
             if self.max_bytes is not None and self.held + size > self.max_bytes:
-                raise Refused(507, f"the server is full: the uploads it holds take {self.held / MB:.1f} MB, and "
-                                   f"{size / MB:.1f} MB more would pass its limit of {self.max_bytes / MB:g} MB "
-                                   "(zipa serve --max-disk-mb); try again when some are done")
+                raise Refused(
+                    507,
+                    f"the server is full: the uploads it holds take {self.held / MB:.1f} MB, and "
+                    f"{size / MB:.1f} MB more would pass its limit of {self.max_bytes / MB:g} MB "
+                    "(zipa serve --max-disk-mb); try again when some are done",
+                )
             self.waiting += 1
             self.held += size
         ticket = Ticket(size)
@@ -204,8 +216,9 @@ class JobQueue:
             if not ticket.taken:
                 self._release(places=1, size=size)
 
-    def submit(self, ticket: Ticket, name: str, data: IO[bytes], transcript: Optional[str] = None,
-               lang: Optional[str] = None) -> Job:
+    def submit(
+        self, ticket: Ticket, name: str, data: IO[bytes], transcript: str | None = None, lang: str | None = None
+    ) -> Job:
         """Store an upload admitted with ``ticket`` (``name``: its file name, ``data``: its bytes)
         and queue it; UploadError naming the file when it is empty or not audio soundfile can
         read (nothing is kept then)."""
@@ -222,8 +235,17 @@ class JobQueue:
             except ValueError as e:
                 raise UploadError(_public(str(e), path, name)) from None
             windows = len(plan_windows(info.frames, info.sample_rate, self.options.window, self.options.overlap))
-            job = Job(f"{next(self._ids)}-{secrets.token_hex(4)}", name, folder, path, info.duration, windows,
-                      (transcript or "").strip() or None, (lang or "").strip() or None, held=ticket.size)
+            job = Job(
+                f"{next(self._ids)}-{secrets.token_hex(4)}",
+                name,
+                folder,
+                path,
+                info.duration,
+                windows,
+                (transcript or "").strip() or None,
+                (lang or "").strip() or None,
+                held=ticket.size,
+            )
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -237,7 +259,7 @@ class JobQueue:
         self._queue.put(job)
         return job
 
-    def get(self, job_id: str) -> Optional[Job]:
+    def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
 
@@ -249,7 +271,7 @@ class JobQueue:
             ahead = itertools.takewhile(lambda other: other is not job, self._jobs.values())
             return sum(other.state in (QUEUED, RUNNING) for other in ahead)
 
-    def close(self, timeout: Optional[float] = None) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Stop the worker: queued jobs are dropped, the running one is waited for (at most
         ``timeout`` seconds; after that its folder is removed under it and the worker, a daemon
         thread, ends with the process). No upload is left behind either way."""
@@ -319,11 +341,11 @@ class JobQueue:
         if job.transcript is None:
             results = transcriber.iter_transcribe_files([job.path], self.options, progress=progress)
         else:
-            results = transcriber.align_files([AlignJob.whole(job.path, job.transcript)], self.options, lang=job.lang,
-                                              progress=progress)
+            results = transcriber.align_files(
+                [AlignJob.whole(job.path, job.transcript)], self.options, lang=job.lang, progress=progress
+            )
         (result,) = list(results)
         job.messages = [job.public(m) for m in [*getattr(result, "messages", ()), *getattr(result, "warnings", ())]]
         if not result.ok:
             raise ValueError(result.error)
         return Record(job.name, result.duration, transcriber.alignment(result.tokens, result.duration))
-

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from typing import Iterable, List
+from collections.abc import Iterable
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # Host names as browsers write them (IPv6 in brackets)
 
@@ -44,7 +44,7 @@ def is_loopback(host: str) -> bool:
     return host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
 
 
-def allowed_hosts(host: str, extra: Iterable[str] = ()) -> List[str]:
+def allowed_hosts(host: str, extra: Iterable[str] = ()) -> list[str]:
     """The ``Host`` names (without port) a server listening on ``host`` answers: ``host`` itself,
     the loopback names when it is a loopback address, this machine's name as well when it is
     every interface (0.0.0.0, ::), and ``extra`` (``zipa serve --allow-host``). IPv6 addresses

@@ -14,7 +14,6 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import List
 
 import numpy as np
 
@@ -41,7 +40,7 @@ class Tile:
         return {"start": self.start, "hop": self.hop, "columns": self.columns}
 
 
-def spectrogram_tiles(samples: np.ndarray) -> List[Tile]:
+def spectrogram_tiles(samples: np.ndarray) -> list[Tile]:
     """The tiles of 16 kHz mono ``samples``, in time order."""
     duration = len(samples) / SAMPLING_RATE
     seconds = max(TILE_SECONDS, duration / MAX_TILES)
@@ -49,7 +48,7 @@ def spectrogram_tiles(samples: np.ndarray) -> List[Tile]:
     pieces = []
     for first in range(0, len(samples), step):
         # No floor here: the dynamic range is applied over the whole file below.
-        db, hop, _ = linear_spectrogram(samples[first:first + step], MAX_FREQUENCY, dynamic_range=1e6)
+        db, hop, _ = linear_spectrogram(samples[first : first + step], MAX_FREQUENCY, dynamic_range=1e6)
         pieces.append((first / SAMPLING_RATE, hop, db))
     top = max(QUIETEST_PEAK, max(db.max() for _, _, db in pieces))
     floor = top - DYNAMIC_RANGE
@@ -70,5 +69,9 @@ def png_grey(image: np.ndarray) -> bytes:
 
     rows = np.hstack([np.zeros((height, 1), np.uint8), np.ascontiguousarray(image, np.uint8)])  # filter 0 per row
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8 bits, grey, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
