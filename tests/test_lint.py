@@ -1,6 +1,7 @@
-"""local/lint.sh, the check CI runs before the tests (.ci/run): ruff and mypy with the settings in
-pyproject.toml. It passes on the project, and it fails, naming the file and the rule, when a
-module gets an unused import (ruff) or a type error (mypy), each tool on its own."""
+"""local/lint.sh, the check CI runs before the tests (.ci/run): ruff (lint and format) and mypy
+with the settings in pyproject.toml. It passes on the project, and it fails, naming the file and
+the rule, when a module gets an unused import (ruff check), code not in ruff's format (ruff
+format --check) or a type error (mypy), each tool on its own."""
 
 import os
 import shutil
@@ -13,6 +14,7 @@ from conftest import REPO
 MODULE = "zipa/utils/atomic.py"  # the module the violations are planted in (it imports no zipa)
 UNUSED_IMPORT = ("import contextlib\n", "import contextlib\nimport json\n")
 TYPE_ERROR = '\n\ndef planted_type_error() -> int:\n    return "not an int"\n'
+UNFORMATTED = "\n\nPLANTED = [1,2]\n"  # legal, but not as ruff format writes it
 
 
 def lint(root, *paths):
@@ -24,7 +26,7 @@ def lint(root, *paths):
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def planted(tmp_path, unused_import=False, type_error=False):
+def planted(tmp_path, unused_import=False, type_error=False, unformatted=False):
     """A copy of lint.sh, pyproject.toml and MODULE in ``tmp_path``, with the violations asked for."""
     for name in ("local/lint.sh", "pyproject.toml", MODULE):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +38,8 @@ def planted(tmp_path, unused_import=False, type_error=False):
         text = text.replace(*UNUSED_IMPORT, 1)
     if type_error:
         text += TYPE_ERROR
+    if unformatted:
+        text += UNFORMATTED
     module.write_text(text, encoding="utf-8")
     return tmp_path
 
@@ -57,6 +61,13 @@ def test_mypy_fails_on_a_type_error(tmp_path):
     assert status != 0
     assert f"{MODULE}:" in output and "[return-value]" in output, output
     assert "All checks passed!" in output  # ruff ran too, and found nothing
+
+
+def test_the_format_check_fails_on_unformatted_code(tmp_path):
+    status, output = lint(planted(tmp_path, unformatted=True), MODULE)
+    assert status != 0
+    assert "would be reformatted" in output and MODULE in output and "PLANTED = [1, 2]" in output, output
+    assert "All checks passed!" in output and "Success: no issues found" in output  # lint and types are fine
 
 
 def test_ci_lints_before_the_tests():
