@@ -106,7 +106,7 @@ def add_objective(config_json: Path, objective: dict[str, Any] | None) -> None:
 def checkpoint_objective(spec: str, path: Path) -> dict[str, Any] | None:
     """The objective of the model `--finetune-ckpt SPEC` resolved to `path`: recorded in the
     config.json beside it, else the released objective when SPEC or the file is a released model."""
-    from zipa.inference.pretrained import MODELS, find_model
+    from zipa.hub.pretrained import MODELS, find_model
     from zipa.model.io import config_json_for
 
     recorded = read_objective(config_json_for(Path(path)))

@@ -4,7 +4,7 @@ lines and ``#`` comments skipped, fields split at tabs, line numbers kept for er
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Union
 
 PathLike = Union[str, os.PathLike]
@@ -18,20 +18,33 @@ def tsv_rows(path: PathLike) -> Iterator[tuple[int, list[str]]]:
     """``(line number, fields)`` of each line of a tab-separated file that is neither blank nor
     a ``#`` comment."""
     with open(path, encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if line.strip() and not line.lstrip().startswith("#"):
-                yield number, line.split("\t")
+        yield from lines_to_rows(f)
+
+
+def lines_to_rows(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
+    """`tsv_rows` of lines already open (a file, stdin)."""
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\n").rstrip("\r")
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield number, line.split("\t")
 
 
 def read_tsv(path: PathLike, min_fields: int, max_fields: int) -> Iterator[tuple[int, list[str]]]:
     """`tsv_rows` whose lines have ``min_fields`` to ``max_fields`` fields; :class:`InputError`
     naming the file and line for one that has not."""
-    for number, fields in tsv_rows(path):
+    return parse_tsv_lines(tsv_rows(path), str(path), min_fields, max_fields)
+
+
+def parse_tsv_lines(
+    rows: Iterable[tuple[int, list[str]]], name: str, min_fields: int, max_fields: int
+) -> Iterator[tuple[int, list[str]]]:
+    """``rows`` (`tsv_rows`, `lines_to_rows`) with ``min_fields`` to ``max_fields`` fields;
+    :class:`InputError` naming ``name`` and the line for one that has not."""
+    for number, fields in rows:
         if not (min_fields <= len(fields) <= max_fields):
             want = str(min_fields) if min_fields == max_fields else f"{min_fields}-{max_fields}"
             line = "\t".join(fields)
             raise InputError(
-                f"{path}:{number}: expected {want} tab-separated fields, found {len(fields)}: {line[:80]!r}"
+                f"{name}:{number}: expected {want} tab-separated fields, found {len(fields)}: {line[:80]!r}"
             )
         yield number, fields
