@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from zipa.text.g2p import check_language, g2p_report
 from zipa.utils.atomic import open_atomic
-from zipa.utils.tsv import InputError, lines_to_rows, parse_tsv_lines
+from zipa.utils.tsv import InputError, parse_tsv_lines
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -48,7 +48,7 @@ def get_parser() -> argparse.ArgumentParser:
 def convert(lines, name: str, args, out, dropped: Counter) -> int:
     n_out = 0
     if args.tsv:
-        rows = parse_tsv_lines(lines_to_rows(lines), name, 2, 2)
+        rows = parse_tsv_lines(lines, name, 2, 2)
         for _, (utt_id, text) in tqdm(rows, desc="g2p", unit="line", file=sys.stderr):
             ipa, bad = g2p_report(text, args.lang, args.remove_diacritics, args.backend)
             dropped.update(bad)

@@ -164,7 +164,7 @@ def _forced_source(args: argparse.Namespace) -> str | None:
     return "corpus"
 
 
-def _g2p_lang(args: argparse.Namespace, source: str) -> str | None:
+def _g2p_lang(args: argparse.Namespace, source: str | None) -> str | None:
     """The G2P language when the texts are orthography (--text, --orthographic, a corpus
     without --ipa), else None."""
     return args.lang if source == "text" or args.orthographic or (source == "corpus" and not args.ipa) else None
@@ -241,6 +241,8 @@ def _forced_jobs(args: argparse.Namespace, source: str, files: list[AudioFile]):
         for (path, rel), reference in zip(files, references):
             if reference.error is not None:
                 errors.append(reference.error)
+            elif reference.text is None:
+                raise RuntimeError(f"{path}: its reference has neither a text nor an error")
             else:
                 kept.append((path, rel))
                 jobs[str(path)] = AlignJob.whole(path, reference.text)
@@ -428,7 +430,14 @@ def _skip_done(run: Run, args: argparse.Namespace, to_stdout: bool) -> None:
             raise UsageError(f"--resume: {e}") from None
         run.todo = [path for path in run.todo if not run.lines.is_done(str(path))]
     else:
-        run.todo = [path for path in run.todo if not run.targets[str(path)].exists()]
+        todo = []
+        for path in run.todo:
+            target = run.targets[str(path)]
+            if target is None:
+                raise RuntimeError(f"--resume: no output file for {path}")
+            if not target.exists():
+                todo.append(path)
+        run.todo = todo
     if run.summary is not None:
         try:
             run.summary.load()

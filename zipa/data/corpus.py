@@ -124,7 +124,8 @@ def read_utterances(transcript: PathLike, speaker: str, tier: str | None = None)
 def pair_transcripts(files: Sequence[tuple[Path, Path]], tier: str | None = None) -> list[CorpusFile]:
     """Each audio file (path, path relative to its input folder) with its speaker, transcript
     and utterances; a transcript that cannot be read is the file's ``error``."""
-    out, listing = [], {}
+    out: list[CorpusFile] = []
+    listing: dict[Path, dict[str, dict[str, Path]]] = {}
     for audio, relative in files:
         item = CorpusFile(Path(audio), Path(relative), speaker_of(audio), find_transcript(audio, listing))
         if item.transcript is not None:
@@ -221,7 +222,7 @@ class CorpusSummary:
         """The row of ``item`` from what aligning or transcribing it gave: ``result`` (a
         `zipa.inference.forced.FileAlignment` or a free `FileTranscript`: its duration, notes and
         fit warnings) and ``alignment`` (its phones and words), or the ``error`` that failed it."""
-        row = dict(
+        row: dict[str, object] = dict(
             speaker=", ".join(dict.fromkeys(s for s, _, _ in item.speaker_spans())),
             transcript=item.transcript_name,
             error=error,

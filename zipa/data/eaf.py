@@ -73,8 +73,8 @@ def read_eaf(path: PathLike) -> Eaf:
     raw: dict[str, list[tuple[str, str]]] = {}
     for tier in root.iter("TIER"):
         name = tier.get("TIER_ID", "")
-        if tier.get("PARENT_REF"):
-            eaf.parents[name] = tier.get("PARENT_REF")
+        if parent := tier.get("PARENT_REF"):
+            eaf.parents[name] = parent
         raw[name] = []
         for annotation in tier.iter("ANNOTATION"):
             for item in annotation:
@@ -92,13 +92,13 @@ def read_eaf(path: PathLike) -> Eaf:
         while key in refs and key not in seen:
             seen.add(key)
             key = refs[key]
-        values = [slots.get(slot) for slot in spans.get(key, (None, None))]
-        if any(v is None for v in values):
+        start, end = (slots.get(slot) for slot in spans.get(key, (None, None)))
+        if start is None or end is None:
             raise ValueError(
                 f"{path}: tier {tier!r}: annotation {key} has no time of its own (an unaligned "
                 "time slot); align it in ELAN first"
             )
-        return float(values[0]) / 1000, float(values[1]) / 1000
+        return float(start) / 1000, float(end) / 1000
 
     for name, items in raw.items():
         eaf.tiers[name] = sorted(((*times(key, name), value) for key, value in items), key=lambda a: a[0])

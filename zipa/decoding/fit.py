@@ -20,9 +20,15 @@ from typing import Protocol
 
 
 class _Timed(Protocol):
-    start: float
-    end: float
-    confidence: float
+    # Read-only (properties), so that frozen dataclasses such as `Interval` conform.
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def end(self) -> float: ...
+
+    @property
+    def confidence(self) -> float: ...
 
 
 MIN_MEAN_CONFIDENCE = 0.25

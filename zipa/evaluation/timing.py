@@ -237,9 +237,7 @@ def free_pairs(reference: Sequence[ReferencePhone], hypothesis: Sequence[Interva
     with a known start (Levenshtein alignment of the labels; equal labels only)."""
     pairs = matched_indices([p.label for p in reference], [h.label for h in hypothesis])
     return [
-        (reference[i].label, hypothesis[j].start - reference[i].start)
-        for i, j in pairs
-        if reference[i].start is not None
+        (reference[i].label, hypothesis[j].start - start) for i, j in pairs if (start := reference[i].start) is not None
     ]
 
 

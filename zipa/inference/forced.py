@@ -519,6 +519,8 @@ def _encode_stretch(
             positions, encoder_out, encoder_out_lens, errors = transcriber.encode_segments([(path, s) for s in batch])
             if errors:
                 raise ValueError(f"{where}: " + next(iter(errors.values())).replace(f"{path}: ", "", 1))
+            if encoder_out is None or encoder_out_lens is None:
+                raise ValueError(f"{where}: no segment was encoded")
             frames = head_frames(transcriber, encoder_out, encoder_out_lens).float().cpu()
         for segment, row, n in zip(batch, frames, encoder_out_lens.tolist()):
             t0 = segment.start_time

@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import torch
 from torch import Tensor
@@ -176,7 +176,8 @@ class Transcriber:
         path = resolve_model(model_path)
         model, _ = load_model(path, **config_overrides)
         tokenizer = Tokenizer.from_file(bpe_model if bpe_model is not None else default_bpe_model_path())
-        transcriber = cls(model, tokenizer, device)
+        # AsrModel is an EncoderModel (tests/test_protocols.py); mypy sees its submodules as Tensor | Module.
+        transcriber = cls(cast(EncoderModel, model), tokenizer, device)
         transcriber.load_aligner(aligner, path)
         if precision != "fp32":
             from zipa.model.precision import reduced_precision
@@ -184,7 +185,8 @@ class Transcriber:
             if precision == "fp16" and transcriber.device.type != "cuda":
                 raise ValueError("precision fp16 needs a CUDA device (on a CPU use bf16)")
             dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-            transcriber.model = reduced_precision(transcriber.model, dtype, transcriber.device)
+            low = reduced_precision(cast(torch.nn.Module, transcriber.model), dtype, transcriber.device)
+            transcriber.model = cast(EncoderModel, low)
         return transcriber
 
     @classmethod
@@ -206,7 +208,7 @@ class Transcriber:
 
         path = resolve_onnx(path, precision, cache_dir)
         model = load_onnx_model(path, num_threads=num_threads, providers=providers, precision=precision)
-        return cls(model, onnx_tokenizer(path, model, bpe_model), device="cpu")
+        return cls(cast(EncoderModel, model), onnx_tokenizer(path, model, bpe_model), device="cpu")
 
     @property
     def uses_ctc(self) -> bool:
@@ -519,10 +521,13 @@ class Transcriber:
             raise ValueError("give either transcript= (IPA) or text= (orthography, with lang=)")
         if text is not None and lang is None:
             raise ValueError("text= is orthography: give its language (lang=, e.g. 'en-us') for G2P")
+        transcripts = transcript if text is None else text
+        if transcripts is None:  # excluded above
+            raise ValueError("give either transcript= (IPA) or text= (orthography, with lang=)")
         return align_batch(
             self,
             audio,
-            transcript if text is None else text,
+            transcripts,
             lang if text is not None else None,
             sampling_rate,
             remove_diacritics,
@@ -567,10 +572,10 @@ class Transcriber:
         `iter_transcribe_files` collected into a list in the order of `paths`; the arguments
         are the same.
         """
-        paths = [Path(p) for p in paths]
-        results: list[FileTranscript | None] = [None] * len(paths)
+        files = [Path(p) for p in paths]
+        results: list[FileTranscript | None] = [None] * len(files)
         for i, result in self._iter_indexed(
-            paths, DecodingOptions.of(options, **settings), progress, group_files, group_seconds, None
+            files, DecodingOptions.of(options, **settings), progress, group_files, group_seconds, None
         ):
             results[i] = result
         return results  # type: ignore[return-value]
@@ -789,7 +794,7 @@ class Transcriber:
         )
         for k, error in errors.items():
             results[batch[k].file_index].error = error
-        if not positions:
+        if not positions or encoder_out is None or encoder_out_lens is None:  # None exactly when none is encoded
             return []
         shift, grid = self.frame_shift, self.time_grid
         out = []

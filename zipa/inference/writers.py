@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 from zipa.data.eaf import eaf_text
 from zipa.data.textgrid import IntervalTier, TextGrid
@@ -111,7 +111,7 @@ def format_jsonl(
 ) -> str:
     lines = []
     for r in records:
-        obj = {"path": r.path, "duration": round(r.duration, 6), "text": r.alignment.text}
+        obj: dict[str, Any] = {"path": r.path, "duration": round(r.duration, 6), "text": r.alignment.text}
         if timestamps:
             obj["phones"] = _intervals_json(r.alignment.phones, "phone")
             if alternatives:
@@ -205,16 +205,20 @@ def alignment_tiers(record: Record, words: bool = True) -> list[tuple[str, Seque
     (``record.speakers``) ``words`` then ``phones``, and for a file with several speakers
     ``<speaker> - words``, ``<speaker> - phones`` for each, a phone or word going to the first
     speaker whose stretch holds its midpoint."""
-    if record.speakers is None:
-        return [("phones", record.alignment.phones)] + ([("words", record.alignment.words)] if words else [])
-    names = list(dict.fromkeys(speaker for speaker, _, _ in record.speakers))
+    tiers: list[tuple[str, Sequence[Interval]]] = []
+    speakers = record.speakers
+    if speakers is None:
+        tiers.append(("phones", record.alignment.phones))
+        if words:
+            tiers.append(("words", record.alignment.words))
+        return tiers
+    names = list(dict.fromkeys(speaker for speaker, _, _ in speakers))
 
     def of(speaker: str, intervals: Sequence[Interval]) -> list[Interval]:
         if len(names) == 1:
             return list(intervals)
-        return [iv for iv in intervals if _speaker_at(record.speakers, (iv.start + iv.end) / 2) == speaker]
+        return [iv for iv in intervals if _speaker_at(speakers, (iv.start + iv.end) / 2) == speaker]
 
-    tiers = []
     for speaker in names:
         prefix = f"{speaker} - " if len(names) > 1 else ""
         if words:
@@ -255,7 +259,7 @@ def format_eaf(
         record.duration,
         [t for t in (record.textgrid.tiers if record.textgrid else []) if isinstance(t, IntervalTier)],
     )
-    tiers = [(t.name, t.intervals) for t in grid.tiers]
+    tiers = [(t.name, t.intervals) for t in grid.tiers if isinstance(t, IntervalTier)]  # all of them
     dependents = []
     for name, intervals in alignment_tiers(record, words):
         name = grid.unique_name(name)

@@ -160,7 +160,7 @@ def fastest(
     to round slows both alike) is below 1 - `margin`, the lowest such ratio winning. A
     candidate that raises is left out (the reference must run)."""
     names = list(candidates)
-    times = {name: [] for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
     with torch.no_grad():
         for r in range(rounds + 1):
             for name in names if r % 2 == 0 else names[::-1]:
@@ -178,7 +178,7 @@ def fastest(
                     times[name].append(clock() - start)
     reference = times[names[0]]
     ratios = {name: statistics.median(a / b for a, b in zip(t, reference)) for name, t in times.items()}
-    best = min(ratios, key=ratios.get)
+    best = min(ratios, key=ratios.__getitem__)
     if ratios[best] >= 1.0 - margin:
         best = names[0]
     return best, {name: statistics.median(t) for name, t in times.items()}
@@ -197,13 +197,17 @@ def _candidates(cls: str, dtype: torch.dtype) -> dict[str, Callable[[], object]]
             "onednn": lambda: [_onednn_linear(*o) for o in operands],
         }
     if cls == "looped":
-        operands = [(rand(h, t, t).softmax(-1), rand(h, t, d)) for h, t, d in SHAPES["looped"]]
+        pairs = [(rand(h, t, t).softmax(-1), rand(h, t, d)) for h, t, d in SHAPES["looped"]]
         return {
-            "default": lambda: [torch.matmul(a, v) for a, v in operands],
-            "onednn": lambda: [_looped_matmul(a, v) for a, v in operands],
+            "default": lambda: [torch.matmul(a, v) for a, v in pairs],
+            "onednn": lambda: [_looped_matmul(a, v) for a, v in pairs],
         }
-    operands = [(rand(1, t, c), rand(c, 1, k), rand(c), k // 2) for c, t, k in SHAPES["depthwise"]]
-    return {layout: lambda layout=layout: [_depthwise(*o, layout) for o in operands] for layout in CANDIDATES[cls]}
+    convs = [(rand(1, t, c), rand(c, 1, k), rand(c), k // 2) for c, t, k in SHAPES["depthwise"]]
+
+    def run(layout: str) -> Callable[[], object]:
+        return lambda: [_depthwise(*o, layout) for o in convs]
+
+    return {layout: run(layout) for layout in CANDIDATES[cls]}
 
 
 def describe() -> str:
@@ -229,7 +233,7 @@ def describe() -> str:
 # --- the per-machine cache ---------------------------------------------------------------------
 def _cpuinfo() -> tuple[str, frozenset]:
     """(model name, flags) of the first CPU in /proc/cpuinfo; ("", {}) where there is none."""
-    name, flags = "", frozenset()
+    name, flags = "", frozenset[str]()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")

@@ -23,11 +23,13 @@ products are emulated, slower than float32, so it says so and keeps the float32 
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from zipa.model.kernels import cpu_flags
+from zipa.model.protocols import EncoderModel
 
 
 def bf16_unit(device: torch.device) -> str | None:
@@ -73,11 +75,12 @@ class LowPrecisionModel(nn.Module):
 
     @property
     def encoder(self) -> nn.Module:
-        return self.inner.encoder
+        return cast(nn.Module, self.inner.encoder)
 
     def forward_encoder(self, x: Tensor, x_lens: Tensor):
-        out, out_lens = self.inner.forward_encoder(x.to(self.dtype), x_lens)
+        # `inner` is a CTC AsrModel, an EncoderModel (tests/test_protocols.py).
+        out, out_lens = cast(EncoderModel, self.inner).forward_encoder(x.to(self.dtype), x_lens)
         return out.float(), out_lens
 
     def ctc_output(self, encoder_out: Tensor) -> Tensor:
-        return self.inner.ctc_output(encoder_out.to(self.dtype)).float()
+        return cast(EncoderModel, self.inner).ctc_output(encoder_out.to(self.dtype)).float()

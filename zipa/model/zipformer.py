@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -112,7 +113,7 @@ class Zipformer2(nn.Module):
                 causal=causal,
             )
             # Warm-up: the stacks start learning one after another.
-            encoder = Zipformer2Encoder(
+            encoder: nn.Module = Zipformer2Encoder(
                 layer,
                 num_encoder_layers[i],
                 pos_dim=pos_dim,
@@ -401,7 +402,8 @@ class Zipformer2Encoder(nn.Module):
         delta = (warmup_end - warmup_begin) / num_layers
         for i, layer in enumerate(self.layers):
             begin = warmup_begin + i * delta
-            layer.bypass.skip_rate = ScheduledFloat(
+            bypass = cast(BypassModule, layer.bypass)  # the layers are Zipformer2EncoderLayers
+            bypass.skip_rate = ScheduledFloat(
                 (begin, initial_layerdrop_rate), (begin + delta, final_layerdrop_rate), default=0.0
             )
 
@@ -871,6 +873,7 @@ class ConvolutionModule(nn.Module):
             min_abs=1.5,
             max_abs=ScheduledFloat((0.0, 5.0), (8000.0, 10.0), default=1.0),
         )
+        self.depthwise_conv: nn.Module  # a ChunkCausalDepthwiseConv1d when causal, else an nn.Conv1d
         if causal:
             self.depthwise_conv = ChunkCausalDepthwiseConv1d(channels=channels, kernel_size=kernel_size)
         else:
@@ -909,7 +912,7 @@ class ConvolutionModule(nn.Module):
         if self.causal:
             x = self.depthwise_conv(x, chunk_size=chunk_size)
         elif not self.training:
-            conv = self.depthwise_conv
+            conv = cast(nn.Conv1d, self.depthwise_conv)
             shifted = F.conv1d(
                 x, conv.weight, shifted_bias(conv.bias, "SwooshR"), padding=conv.padding, groups=conv.groups
             )
@@ -927,7 +930,7 @@ class ConvolutionModule(nn.Module):
         x = F.glu(self.in_proj(x), dim=2)  # x * sigmoid(s) of the two halves x, s; (time, batch, channels)
         if src_key_padding_mask is not None:
             x.masked_fill_(src_key_padding_mask.t().unsqueeze(-1), 0.0)
-        conv = self.depthwise_conv
+        conv = cast(nn.Conv1d, self.depthwise_conv)  # not causal
         x = x.transpose(0, 1).contiguous()  # (batch, time, channels)
-        shifted = depthwise_over_time(x, conv.weight, shifted_bias(conv.bias, "SwooshR"), conv.padding[0])
+        shifted = depthwise_over_time(x, conv.weight, shifted_bias(conv.bias, "SwooshR"), int(conv.padding[0]))
         return self.out_proj.forward_shifted(shifted.permute(2, 0, 1), residual)

@@ -576,7 +576,9 @@ def synthesize(
         results = []
         for i, text in enumerate(texts):
             samples = _read_wav(Path(tmp) / f"{i}.wav")
-            phones, start, words, number = [], 0.0, {}, None
+            phones: list[FestivalPhone] = []
+            start, words = 0.0, dict[str, int]()
+            number: int | None = None
             for name, end, word in segments.get(i, []):
                 ipa = phone_ipa(voice_name, name)
                 # Pauses belong to no word; a segment a post-lexical rule added (English linking r)

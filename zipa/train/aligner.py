@@ -137,7 +137,7 @@ def plan_speech(cfg: AlignerTrainingConfig) -> list[tuple[str, int, str, str, di
     for utt in plan_corpus(corpus)["train"]:
         sentences.setdefault(utt.language, {})[utt.sentence] = (utt.text, utt.voice.split("+")[0])
     rng = random.Random(cfg.seed)
-    out = []
+    out: list[tuple[str, int, str, str, dict, int, int | None]] = []
     for code in cfg.languages:
         available = sorted(sentences.get(code, {}))
         chosen = sorted(rng.sample(available, min(cfg.sentences_per_language, len(available))))

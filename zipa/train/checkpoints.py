@@ -202,10 +202,10 @@ def checkpoints_to_average(
             paths = [exp_dir / f"epoch-{e}.pt" for e in range(epoch, epoch - avg, -1)]
         missing = [p.name for p in paths if not p.is_file()]
         if missing:
-            present = sorted(p.name for p in exp_dir.glob("epoch-*.pt"))
+            held = sorted(p.name for p in exp_dir.glob("epoch-*.pt"))
             fix = (
-                f"that folder holds {', '.join(present)}"
-                if present
+                f"that folder holds {', '.join(held)}"
+                if held
                 else "that folder holds no epoch-N.pt (give --iter N for checkpoint-N.pt, or --model-path)"
             )
             hint = "; or give --use-averaged-model False" if use_averaged_model else ""

@@ -35,7 +35,7 @@ class Stats:
         self.count += x.numel()
         self.total += x.sum().item()
         self.squares += x.square().sum().item()
-        self.zeros += (x.abs() < 1e-8).sum().item()
+        self.zeros += int((x.abs() < 1e-8).sum().item())
         if x.numel():
             self.low, self.high = min(self.low, x.min().item()), max(self.high, x.max().item())
 

@@ -121,10 +121,12 @@ def follow_checkpoint(args: argparse.Namespace, recorded: dict[str, Any] | None)
     `recorded` objective; returns where this run's loss settings come from, for the log. With
     CR-CTC taken from the checkpoint, SpecAugment moves into the model (--enable-spec-aug False)
     unless that flag was given too. The heads are the checkpoint's already (`FinetuneInit`)."""
-    given = getattr(args, "given_flags", frozenset())
-    taken = [f for f in LOSS_FLAGS if recorded is not None and f not in given and f in recorded]
-    for name in taken:
-        setattr(args, name, recorded[name])
+    given: frozenset[str] = getattr(args, "given_flags", frozenset())
+    taken: list[str] = []
+    if recorded is not None:
+        taken = [f for f in LOSS_FLAGS if f not in given and f in recorded]
+        for name in taken:
+            setattr(args, name, recorded[name])
     if "use_cr_ctc" in taken and args.use_cr_ctc and "enable_spec_aug" not in given:
         args.enable_spec_aug = False
     overridden = " ".join(f"--{f.replace('_', '-')} {getattr(args, f)}" for f in LOSS_FLAGS if f in given)

@@ -300,7 +300,8 @@ def plan_jobs(
             raise PseudoLabelError(str(e)) from None
         for cuts, recording in zip(fields["cuts"], fields["recording"]):
             jobs.append(Job(len(jobs), cuts=cuts, recording=recording))
-    files, seen = [], {}
+    files: list[tuple[str, str]] = []
+    seen: dict[str, PathLike] = {}
     for path, relative in audio_files:
         cut_id = audio_cut_id(relative)
         if cut_id in seen:
@@ -434,14 +435,17 @@ def label_job(job: Job, transcriber: Transcriber, settings: Settings, progress: 
     filters = settings.filters
     labels: dict[int, PseudoLabel] = {}
     dropped: dict[int, tuple[str, str]] = {}
-    todo = []
+    todo: list[int] = []
+    lengths: list[float] = []  # the seconds of each of `todo`
     for i, (_, seconds) in enumerate(items):
-        reason = "unreadable" if seconds is None else filters.duration_reason(seconds)
-        if reason is None:
+        if seconds is None:
+            dropped[i] = ("unreadable", "cannot read its header")
+        elif (reason := filters.duration_reason(seconds)) is None:
             todo.append(i)
+            lengths.append(seconds)
         else:
-            dropped[i] = (reason, "cannot read its header" if seconds is None else f"{seconds:.3f} s")
-    for batch in plan_batches([items[i][1] for i in todo], settings.max_duration, settings.batch_size):
+            dropped[i] = (reason, f"{seconds:.3f} s")
+    for batch in plan_batches(lengths, settings.max_duration, settings.batch_size):
         positions, audio = [], []
         for i in (todo[b] for b in batch):
             try:
@@ -465,7 +469,7 @@ def label_job(job: Job, transcriber: Transcriber, settings: Settings, progress: 
                 else:
                     dropped[i] = (reason, label.detail())
         if progress is not None:
-            progress.advance(sum(items[todo[b]][1] for b in batch))
+            progress.advance(sum(lengths[b] for b in batch))
     kept, kept_seconds = _write_shard(job.index, items, labels, dropped, settings.out_dir)
     record = {
         "index": job.index,
@@ -559,10 +563,12 @@ def summarise(out_dir: PathLike, jobs: Sequence[Job], params: dict) -> dict | No
     """When every job is finished: write the summary and the dropped list beside ``out_dir``
     and return the summary; else None."""
     out_dir = Path(os.path.abspath(out_dir))
-    records = [_finished(out_dir, job) for job in jobs]
-    if any(r is None for r in records):
+    finished = [_finished(out_dir, job) for job in jobs]
+    records = [r for r in finished if r is not None]
+    if len(records) < len(finished):
         return None
-    cuts, seconds = Counter(), Counter()
+    cuts: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
     for record in records:
         cuts["kept"] += record["kept"]
         seconds["kept"] += record["kept_seconds"]

@@ -109,7 +109,7 @@ def check_training_args(args: argparse.Namespace, output_downsampling_factor: in
         )
     elif args.start_epoch > 1:
         _check_resumable(exp_dir / f"epoch-{args.start_epoch - 1}.pt", f"--start-epoch {args.start_epoch}")
-    given = getattr(args, "given_flags", frozenset())
+    given: frozenset[str] = getattr(args, "given_flags", frozenset())
     if not args.do_finetune:
         problem = architecture_problem(model_config_from_args(args, output_downsampling_factor))
         if problem:

@@ -11,6 +11,7 @@ import argparse
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from tqdm import tqdm
@@ -174,15 +175,27 @@ def run_decoding(
 
 # What differs between the two recipes' decode scripts: their methods, ZIPA's default method
 # and --bpe-model, and the flags of the original's k2 and LM decoding.
-CTC_DECODING = dict(
-    methods=CTC_METHODS, default_method="ctc-decoding", bpe_model=ZIPA_BPE_MODEL, foreign=CTC_DECODING_FLAGS
-)
-TRANSDUCER_DECODING = dict(
-    methods=TRANSDUCER_METHODS,
-    default_method="greedy_search",
-    bpe_model="data/lang_bpe_500/bpe.model",
-    foreign=TRANSDUCER_DECODING_FLAGS,
-)
+class RecipeDecoding(TypedDict):
+    """The keyword arguments a recipe's decode script passes to `decoding_parser` and `main`."""
+
+    methods: dict[str, Callable]
+    default_method: str
+    bpe_model: str
+    foreign: Sequence[Foreign]
+
+
+CTC_DECODING: RecipeDecoding = {
+    "methods": CTC_METHODS,
+    "default_method": "ctc-decoding",
+    "bpe_model": ZIPA_BPE_MODEL,
+    "foreign": CTC_DECODING_FLAGS,
+}
+TRANSDUCER_DECODING: RecipeDecoding = {
+    "methods": TRANSDUCER_METHODS,
+    "default_method": "greedy_search",
+    "bpe_model": "data/lang_bpe_500/bpe.model",
+    "foreign": TRANSDUCER_DECODING_FLAGS,
+}
 
 
 def decoding_parser(

@@ -18,28 +18,33 @@ def tsv_rows(path: PathLike) -> Iterator[tuple[int, list[str]]]:
     """``(line number, fields)`` of each line of a tab-separated file that is neither blank nor
     a ``#`` comment."""
     with open(path, encoding="utf-8-sig") as f:
-        yield from lines_to_rows(f)
+        yield from _rows(f)
 
 
-def lines_to_rows(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
-    """`tsv_rows` of lines already open (a file, stdin)."""
+def read_tsv(path: PathLike, min_fields: int, max_fields: int) -> Iterator[tuple[int, list[str]]]:
+    """`tsv_rows` whose lines have ``min_fields`` to ``max_fields`` fields; :class:`InputError`
+    naming the file and line for one that has not."""
+    return _checked(tsv_rows(path), str(path), min_fields, max_fields)
+
+
+def parse_tsv_lines(
+    lines: Iterable[str], name: str, min_fields: int, max_fields: int
+) -> Iterator[tuple[int, list[str]]]:
+    """`read_tsv` over lines already open (standard input...); ``name`` is what error messages
+    call them."""
+    return _checked(_rows(lines), name, min_fields, max_fields)
+
+
+def _rows(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     for number, line in enumerate(lines, 1):
         line = line.rstrip("\n").rstrip("\r")
         if line.strip() and not line.lstrip().startswith("#"):
             yield number, line.split("\t")
 
 
-def read_tsv(path: PathLike, min_fields: int, max_fields: int) -> Iterator[tuple[int, list[str]]]:
-    """`tsv_rows` whose lines have ``min_fields`` to ``max_fields`` fields; :class:`InputError`
-    naming the file and line for one that has not."""
-    return parse_tsv_lines(tsv_rows(path), str(path), min_fields, max_fields)
-
-
-def parse_tsv_lines(
-    rows: Iterable[tuple[int, list[str]]], name: str, min_fields: int, max_fields: int
+def _checked(
+    rows: Iterator[tuple[int, list[str]]], name: str, min_fields: int, max_fields: int
 ) -> Iterator[tuple[int, list[str]]]:
-    """``rows`` (`tsv_rows`, `lines_to_rows`) with ``min_fields`` to ``max_fields`` fields;
-    :class:`InputError` naming ``name`` and the line for one that has not."""
     for number, fields in rows:
         if not (min_fields <= len(fields) <= max_fields):
             want = str(min_fields) if min_fields == max_fields else f"{min_fields}-{max_fields}"

@@ -38,7 +38,7 @@ from typing import IO, TYPE_CHECKING
 
 from zipa.audio.load import load_audio
 from zipa.decoding.options import DecodingOptions
-from zipa.inference.forced import AlignJob
+from zipa.inference.forced import AlignJob, FileAlignment
 from zipa.inference.long_audio import audio_info, plan_windows
 from zipa.inference.writers import FORMATS, Record, format_jsonl
 from zipa.utils.atomic import open_atomic
@@ -46,7 +46,7 @@ from zipa.utils.progress import Progress
 from zipa.web.spectrogram import Tile, spectrogram_tiles
 
 if TYPE_CHECKING:
-    from zipa.inference.transcriber import Transcriber
+    from zipa.inference.transcriber import FileTranscript, Transcriber
 
 KEEP_JOBS = 50
 DEFAULT_MAX_QUEUE = 64
@@ -129,6 +129,8 @@ class Job:
     def download(self, fmt: str) -> tuple:
         """(file name, media type, text) of the result in ``fmt`` (one of `downloads`)."""
         output = FORMATS[fmt]
+        if self.record is None:
+            raise ValueError(f"job {self.name}: no result to download ({self.state})")
         return Path(self.name).stem + output.suffix, output.media_type, output.text(self.record, timestamps=True)
 
 
@@ -338,13 +340,14 @@ class JobQueue:
 
     def _decode(self, job: Job) -> Record:
         transcriber, progress = self.transcriber, _JobProgress(job)
+        results: Iterator[FileTranscript | FileAlignment]
         if job.transcript is None:
             results = transcriber.iter_transcribe_files([job.path], self.options, progress=progress)
         else:
             results = transcriber.align_files(
                 [AlignJob.whole(job.path, job.transcript)], self.options, lang=job.lang, progress=progress
             )
-        (result,) = list(results)
+        (result,) = results
         job.messages = [job.public(m) for m in [*getattr(result, "messages", ()), *getattr(result, "warnings", ())]]
         if not result.ok:
             raise ValueError(result.error)
