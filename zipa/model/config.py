@@ -28,7 +28,8 @@ def to_int_tuple(value: str | int | IntTuple | list) -> IntTuple:
     return tuple(int(v) for v in value)
 
 
-_TUPLE_FIELDS = (
+# The architecture fields with one value per encoder stack (comma-separated on the command line).
+PER_STACK_FIELDS = (
     "num_encoder_layers",
     "downsampling_factor",
     "feedforward_dim",
@@ -82,7 +83,7 @@ class ModelConfig:
     eos_id: int = 1
 
     def __post_init__(self) -> None:
-        for name in _TUPLE_FIELDS:
+        for name in PER_STACK_FIELDS:
             setattr(self, name, to_int_tuple(getattr(self, name)))
 
     @property

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zipa.model.config import ModelConfig, preset
+from zipa.model.config import PER_STACK_FIELDS, ModelConfig, preset
 from zipa.model.io import default_device
 from zipa.utils.flags import UsageError, str2bool
 
@@ -47,21 +47,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, from_checkpoint: bool =
         help="start from a zipa.model.config preset: small, large (released), demo "
         "(run.sh's 7.6M-parameter CPU model), tiny (tests); flags given explicitly still win",
     )
-    per_stack = [
-        "num_encoder_layers",
-        "downsampling_factor",
-        "feedforward_dim",
-        "num_heads",
-        "encoder_dim",
-        "query_head_dim",
-        "value_head_dim",
-        "pos_head_dim",
-        "encoder_unmasked_dim",
-        "cnn_module_kernel",
-        "chunk_size",
-        "left_context_frames",
-    ]
-    for name in per_stack:
+    for name in PER_STACK_FIELDS:
         group.add_argument(
             "--" + name.replace("_", "-"),
             type=str,
