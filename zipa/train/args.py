@@ -97,17 +97,8 @@ def architecture_problem(config: ModelConfig) -> str | None:
     """One line naming the architecture flags that contradict each other, or None."""
     stacks = len(config.num_encoder_layers)
     expanded = {}
-    for name in (
-        "downsampling_factor",
-        "feedforward_dim",
-        "num_heads",
-        "encoder_dim",
-        "query_head_dim",
-        "value_head_dim",
-        "pos_head_dim",
-        "encoder_unmasked_dim",
-        "cnn_module_kernel",
-    ):
+    # Each stack's own values: all per-stack fields but the stack count and the streaming settings.
+    for name in (n for n in PER_STACK_FIELDS if n not in ("num_encoder_layers", "chunk_size", "left_context_frames")):
         values = getattr(config, name)
         if len(values) not in (1, stacks):
             return (
