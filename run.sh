@@ -9,14 +9,15 @@
 #            allowed and held-out voices): recogs/errs/metrics + a PER/PFER table
 #   stage 4: transcribe a few test files with zipa_ctc_inference.py
 #   stage 5: encoder speed of the released small and large architectures (benchmarks/encoder.py)
-#   stage 6: German, a language the model never heard: its own corpus ($de_dir: train, dev, test
-#            and unlabeled speech), and the model's zero-shot PER on it
-#   stage 7: fine-tune the model on German (train.py --do-finetune, mixed with the original
-#            training data), average, and print German and original-test PER before and after
-#   stage 8: pseudo-label the unlabeled German speech with the fine-tuned model
-#            (zipformer_crctc/pseudo_label.py; their PER against the labels espeak-ng knows is
-#            printed), continue training on labelled + pseudo-labelled German, print PER before
-#            and after
+#   stage 6: Italian, a language the model never heard, spoken by both synthesisers: its own corpus
+#            ($adapt_dir: train, dev, 60 test sentences, and unlabeled speech larger than train),
+#            and the model's zero-shot PER on it
+#   stage 7: fine-tune the model on Italian (train.py --do-finetune, mixed with the original
+#            training data) once per seed in $seeds, average, and print PER before and after
+#   stage 8: per seed, pseudo-label the unlabeled Italian speech with that seed's fine-tuned model
+#            (zipformer_crctc/pseudo_label.py, labels under --min-confidence dropped; kept/dropped
+#            and the kept labels' PER printed), continue training on labelled + pseudo-labelled
+#            Italian, and print PER before and after over the seeds (mean ± spread)
 #   stage 9: the demo model's frame aligner (zipformer_crctc/train_aligner.py, written beside
 #            it as averaged.aligner.pt), then how close its phone start times come to those
 #            espeak-ng knows (benchmarks/timestamps.py)
@@ -37,9 +38,12 @@ num_epochs=4
 avg=2
 device=cpu
 num_workers=1
-de_dir=data/demo_de
-finetune_epochs=3       # passes over the German train split (stage 7)
-ns_epochs=2             # passes over labelled + pseudo-labelled German (stage 8)
+adapt_lang=it          # stages 6-8 (de works too, espeak-ng only: Festival has no German voice)
+adapt_dir=data/demo_$adapt_lang
+seeds="1 2 3"           # stages 7-8 run once per seed
+finetune_epochs=3       # passes over the adaptation train split (stage 7)
+ns_epochs=2             # passes over labelled + pseudo-labelled speech (stage 8)
+min_confidence=0.5      # pseudo-labels whose mean token confidence is lower are dropped (stage 8)
 
 . local/parse_options.sh
 
@@ -73,9 +77,9 @@ decode() {  # decode MODEL into RES_DIR: decode MODEL RES_DIR name=shar_dir...
 }
 
 # Fine-tuning and pseudo-labelling both continue from a model with the demo's training settings.
-finetune() {  # finetune CKPT EXP_DIR EPOCHS train-shar-dir...
-    local ckpt=$1 dir=$2 epochs=$3
-    shift 3
+finetune() {  # finetune CKPT EXP_DIR EPOCHS SEED train-shar-dir...
+    local ckpt=$1 dir=$2 epochs=$3 seed=$4
+    shift 4
     local done_epochs
     done_epochs=$(last_epoch "$dir")
     if [ "${done_epochs:-0}" -ge "$epochs" ]; then
@@ -84,9 +88,9 @@ finetune() {  # finetune CKPT EXP_DIR EPOCHS train-shar-dir...
         "$PY" zipformer_crctc/train.py --do-finetune True --finetune-ckpt "$ckpt" \
             --use-cr-ctc False --enable-spec-aug False --base-lr 0.01 --max-duration 16 --ref-duration 16 \
             --schedule-speedup 10 --num-epochs "$epochs" --start-epoch $(( ${done_epochs:-0} + 1 )) \
-            --device "$device" --num-workers "$num_workers" --train-shar-dirs "$@" \
+            --seed "$seed" --device "$device" --num-workers "$num_workers" --train-shar-dirs "$@" \
             --use-mux True --mux-shar-dirs "$demo_dir/train" --mux-weight 0.5 \
-            --dev-shar-dirs "dev=$de_dir/dev" --exp-dir "$dir" --valid-interval 100000 \
+            --dev-shar-dirs "dev=$adapt_dir/dev" --exp-dir "$dir" --valid-interval 100000 \
             --save-every-n 200 --keep-last-k 2
     fi
     "$PY" zipformer_crctc/generate_averaged_model.py --exp-dir "$dir" --epoch "$epochs" --avg 1 \
@@ -158,37 +162,62 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     "$PY" benchmarks/encoder.py --device "$device" --batch-sizes 1
 fi
 
-ft_dir=${exp_dir}_de
-ns_dir=${exp_dir}_de_ns
+adapt_sets() {  # name=shar_dir of the adaptation corpus's test splits present
+    local split
+    for split in test test_festival test_festival_heldout; do
+        if [ -d "$adapt_dir/$split" ]; then echo "${split//_/-}=$adapt_dir/$split"; fi
+    done
+}
+
+set_names() {  # the names of adapt_sets, comma-separated
+    adapt_sets | cut -d= -f1 | paste -sd, -
+}
+
+ft_dir() { echo "${exp_dir}_${adapt_lang}_s$1"; }     # stage 7's model for seed $1
+ns_dir() { echo "${exp_dir}_${adapt_lang}_ns_s$1"; }  # stage 8's model for seed $1
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-    log "Stage 6: German corpus in $de_dir and the model's zero-shot PER on it"
-    "$PY" local/make_demo_corpus.py --out-dir "$de_dir" --languages de --heldout "" \
-        --num-dev 10 --num-test 20 --num-unlabeled 50 --seed 42 | tail -n 9
-    decode "$exp_dir/averaged.pth" "$exp_dir/german" "test=$de_dir/test"
+    log "Stage 6: $adapt_lang corpus in $adapt_dir and the model's zero-shot PER on it"
+    "$PY" local/make_demo_corpus.py --out-dir "$adapt_dir" --languages "$adapt_lang" --heldout "" \
+        --num-dev 10 --num-test 60 --num-unlabeled 50 --seed 42 | tail -n 12
+    mapfile -t sets < <(adapt_sets)
+    decode "$exp_dir/averaged.pth" "$exp_dir/$adapt_lang" "${sets[@]}"
 fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
-    log "Stage 7: fine-tuning on German ($finetune_epochs epochs, half the batches from $demo_dir/train) in $ft_dir"
-    finetune "$exp_dir/averaged.pth" "$ft_dir" "$finetune_epochs" "$de_dir/train"
-    decode "$ft_dir/averaged.pth" "$ft_dir/ctc-greedy-search" "test=$de_dir/test" "original-test=$demo_dir/test"
-    log "  PER before and after fine-tuning:"
-    local/per_change.py \
-        "German test" "$exp_dir/german/metrics-test-averaged.json" "$ft_dir/ctc-greedy-search/metrics-test-averaged.json" \
-        "original test (8 langs)" "$exp_dir/ctc-greedy-search/metrics-test-averaged.json" \
-        "$ft_dir/ctc-greedy-search/metrics-original-test-averaged.json"
+    mapfile -t sets < <(adapt_sets)
+    after=() original=()
+    for seed in $seeds; do
+        dir=$(ft_dir "$seed")
+        log "Stage 7: fine-tuning on $adapt_lang, seed $seed ($finetune_epochs epochs, half the batches from $demo_dir/train) in $dir"
+        finetune "$exp_dir/averaged.pth" "$dir" "$finetune_epochs" "$seed" "$adapt_dir/train"
+        decode "$dir/averaged.pth" "$dir/ctc-greedy-search" "${sets[@]}"
+        decode "$dir/averaged.pth" "$dir/original-test" "test=$demo_dir/test"
+        after+=("$dir/ctc-greedy-search") original+=("$dir/original-test")
+    done
+    log "  PER before (zero-shot) and after fine-tuning:"
+    "$PY" local/seed_table.py --sets "$(set_names)" --before "$exp_dir/$adapt_lang" --after "${after[@]}"
+    log "  what it costs the 8 training languages:"
+    "$PY" local/seed_table.py --sets test --before "$exp_dir/ctc-greedy-search" --after "${original[@]}"
 fi
 
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
-    log "Stage 8: pseudo-labelling $de_dir/unlabeled, then a noisy student in $ns_dir"
-    "$PY" zipformer_crctc/pseudo_label.py --model-path "$ft_dir/averaged.pth" --device "$device" \
-        --shar-dirs "$de_dir/unlabeled" --out-dir "$de_dir/pseudo"
-    decode "$ft_dir/averaged.pth" "$ft_dir/pseudo-label-quality" "unlabeled=$de_dir/unlabeled"
-    finetune "$ft_dir/averaged.pth" "$ns_dir" "$ns_epochs" "$de_dir/train" "$de_dir/pseudo"
-    decode "$ns_dir/averaged.pth" "$ns_dir/ctc-greedy-search" "test=$de_dir/test"
+    mapfile -t sets < <(adapt_sets)
+    before=() after=() quality=()
+    for seed in $seeds; do
+        teacher=$(ft_dir "$seed") student=$(ns_dir "$seed") pseudo="$adapt_dir/pseudo_s$seed"
+        log "Stage 8: seed $seed: pseudo-labelling $adapt_dir/unlabeled with $teacher, then a noisy student in $student"
+        "$PY" zipformer_crctc/pseudo_label.py --model-path "$teacher/averaged.pth" --device "$device" \
+            --shar-dirs "$adapt_dir/unlabeled" --out-dir "$pseudo" --min-confidence "$min_confidence"
+        "$PY" local/pseudo_label_quality.py "$pseudo" "$adapt_dir/unlabeled" --json "$pseudo.quality.json"
+        finetune "$teacher/averaged.pth" "$student" "$ns_epochs" "$seed" "$adapt_dir/train" "$pseudo"
+        decode "$student/averaged.pth" "$student/ctc-greedy-search" "${sets[@]}"
+        before+=("$teacher/ctc-greedy-search") after+=("$student/ctc-greedy-search")
+        quality+=("$pseudo.quality.json")
+    done
     log "  PER before and after the noisy student:"
-    local/per_change.py \
-        "German test" "$ft_dir/ctc-greedy-search/metrics-test-averaged.json" "$ns_dir/ctc-greedy-search/metrics-test-averaged.json"
+    "$PY" local/seed_table.py --sets "$(set_names)" --before "${before[@]}" --after "${after[@]}" \
+        --pseudo-quality "${quality[@]}" --json "$exp_dir/noisy_student_$adapt_lang.json"
 fi
 
 if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then

@@ -99,6 +99,10 @@ def test_festival_renderings_replace_espeak_ones_and_keep_sentences_apart(texts_
     spoken = {(u.language, u.festival) for u in plan["train"]}
     assert spoken == {("en", ""), ("en", "ked_diphone"), ("sw", "")}
     assert all(0.85 <= u.stretch <= 1.15 for u in plan["train"] if u.festival)
+    # dev and test are spoken once, by espeak-ng, exactly as without Festival.
+    for split in ("dev", "test"):
+        assert not any(u.festival for u in plan[split]), split
+        assert [u.voice for u in plan[split]] == [u.voice for u in base[split]]
     # The Festival test splits hold exactly the test sentences: the allowed voice, the held-out ones.
     test = {(u.language, u.sentence) for u in plan["test"] if u.language == "en"}
     assert {(u.language, u.sentence) for u in plan["test_festival"]} == test

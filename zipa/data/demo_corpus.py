@@ -11,8 +11,9 @@ clone without downloading anything. What it holds:
 * optionally (``num_unlabeled``, 0 by default) some of each language's train sentences go
   instead into ``unlabeled``, spoken like train sentences: speech for pseudo-labelling (noisy student);
   their cuts keep espeak's label, which a pseudo-labeller replaces and a scorer may use;
-* :data:`ADAPTATION_LANGUAGES` (German) are for ``./run.sh``'s fine-tuning stages: the default
-  corpus never contains them, a second corpus built with ``languages=("de",)`` does;
+* :data:`ADAPTATION_LANGUAGES` (Italian, German) are for ``./run.sh``'s fine-tuning stages: the
+  default corpus never contains them, a second corpus built with ``languages=("it",)`` does
+  (Italian by default there: both synthesisers speak it; Festival has no German voice);
 * each train sentence is spoken ``train_renderings`` times, each time with a different espeak-ng
   voice variant (:data:`VOICE_VARIANTS`) and a random speaking rate, pitch and pitch range;
   dev, test and held-out sentences are spoken once; an utterance whose label would need more
@@ -23,13 +24,13 @@ clone without downloading anything. What it holds:
   (:func:`zipa.text.ipa.normalize_ipa`), words separated by spaces;
 * a second synthesiser, Festival (`zipa.text.festival`), speaks ``festival_renderings`` of the
   renderings of each train (and unlabeled) sentence of every language that has an *allowed*
-  Festival voice (:data:`FESTIVAL_VOICES`: English, Russian, Hindi, Finnish), in place of
+  Festival voice (:data:`FESTIVAL_VOICES`: English, Russian, Hindi, Finnish, Italian), in place of
   espeak-ng voice variants, so the total stays the same; their labels are Festival's own phones
   (`zipa.text.festival.transcript`), and a random ``Duration_Stretch`` varies their
   speed. Two more test splits hold the same *test* sentences spoken by Festival: ``test_festival``
   with the allowed voices (trained on, other sentences) and ``test_festival_heldout`` with the
   held-out voices (never trained on; English ``kal_diphone``, ``cmu_us_slt_arctic_hts``, Finnish
-  ``hy_fi_mv_diphone``), so that PER is reported per synthesiser. Without Festival
+  ``hy_fi_mv_diphone``, Italian ``pc_diphone``), so that PER is reported per synthesiser. Without Festival
   (``festival_renderings=0``, which ``local/make_demo_corpus.py`` picks and says so when it is not
   installed) the corpus is espeak-ng only, as before;
 * audio is resampled from espeak's 22050 Hz to 16 kHz by the shar writer
@@ -118,13 +119,17 @@ TRAIN_LANGUAGES: tuple[DemoLanguage, ...] = (
 )
 HELDOUT_LANGUAGES: tuple[DemoLanguage, ...] = (DemoLanguage("id", "id", "Austronesian"),)
 # A language the demo model never hears, with its own sentences: fine-tuning shows what it adds.
-ADAPTATION_LANGUAGES: tuple[DemoLanguage, ...] = (DemoLanguage("de", "de", "Indo-European, Germanic"),)
+ADAPTATION_LANGUAGES: tuple[DemoLanguage, ...] = (
+    DemoLanguage("it", "it", "Indo-European, Romance"),
+    DemoLanguage("de", "de", "Indo-European, Germanic"),
+)
 # Festival voices per espeak-ng voice (zipa.text.festival.VOICES): (allowed, held out).
 FESTIVAL_VOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "en-us": ("ked_diphone", ("kal_diphone", "cmu_us_slt_arctic_hts")),
     "ru": ("msu_ru_nsh_clunits", ()),
     "hi": ("hindi_NSK_diphone", ()),
     "fi": ("suo_fi_lj_diphone", ("hy_fi_mv_diphone",)),
+    "it": ("lp_diphone", ("pc_diphone",)),
 }
 FESTIVAL_STRETCH = (0.85, 1.15)  # Festival's Duration_Stretch range for train renderings
 # espeak-ng voice variants ("" = the language's default voice): male, female, one Klatt voice.
@@ -320,7 +325,9 @@ def plan_corpus(cfg: DemoCorpusConfig) -> dict[str, list[DemoUtterance]]:
                         cfg,
                         rng,
                     )
-                    if festival_voice and k >= renderings - cfg.festival_renderings:
+                    # dev and test (one rendering) stay espeak-ng: Festival speaks test_festival*
+                    spoken_twice = split in ("train", "unlabeled")
+                    if festival_voice and spoken_twice and k >= renderings - cfg.festival_renderings:
                         low, high = FESTIVAL_STRETCH
                         utt.festival = festival_voice
                         utt.stretch = round(low + (high - low) * (utt.seed % 1000) / 999, 3)
