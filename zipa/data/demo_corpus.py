@@ -187,6 +187,8 @@ class DemoCorpusConfig:
             del d["num_unlabeled"]  # corpora built before the field existed stay complete
         if not self.festival_renderings:
             del d["festival_renderings"]
+        else:  # corpora whose dev and test Festival also spoke (an earlier bug) are another configuration
+            d["dev_test_speaker"] = "espeak-ng"
         digest = hashlib.sha256()
         for code in (*self.languages, *self.heldout):
             path = self.texts_path() / f"{code}.txt"
