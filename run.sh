@@ -22,7 +22,7 @@
 #            it as averaged.aligner.pt), then how close its phone start times come to those
 #            espeak-ng knows (benchmarks/timestamps.py)
 #
-# Usage: ./run.sh [--stage N] [--stop-stage M] [--train-minutes 15] [--num-epochs 4] ...
+# Usage: ./run.sh [--stage N] [--stop-stage M] [--train-minutes 15] [--num-epochs 6] ...
 # Train longer: ./run.sh --train-minutes 60 --num-epochs 15. Everything goes under $exp_dir.
 # Re-running skips finished stages' work (training resumes from its last epoch checkpoint).
 
