@@ -124,9 +124,18 @@ def check_training_args(args: argparse.Namespace, output_downsampling_factor: in
     return notes
 
 
+def usable_cpu_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what SLURM, taskset and container
+    CPU sets grant), not every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def _device_notes(args: argparse.Namespace) -> list[str]:
     """One line each for --use-fp16 and --world-size: what they do on this machine. A world size
-    beyond the CUDA devices present is lowered to their number (torchrun sets its own)."""
+    beyond the CUDA devices present (on CPU: the cores this process may use) is lowered to their
+    number (torchrun sets its own)."""
     notes = []
     cuda = str(args.device).startswith("cuda") and torch.cuda.is_available()
     if args.use_fp16:
@@ -136,12 +145,12 @@ def _device_notes(args: argparse.Namespace) -> list[str]:
             else f"--use-fp16 True: float16 autocast needs CUDA; training in float32 on {args.device}"
         )
     if args.world_size > 1 and not launched_by_torchrun():
-        present = torch.cuda.device_count() if cuda else os.cpu_count() or 1
+        present = torch.cuda.device_count() if cuda else usable_cpu_cores()
         kind = "CUDA devices" if cuda else "CPU cores"
         if args.world_size > present:
+            here = f"{present} {kind[:-1] if present == 1 else kind} here"
             notes.append(
-                f"--world-size {args.world_size}: {present} {kind} here; training in {present} "
-                f"process{'es' if present > 1 else ''}"
+                f"--world-size {args.world_size}: {here}; training in {present} process{'es' if present > 1 else ''}"
             )
             args.world_size = present
         else:
