@@ -43,7 +43,7 @@ adapt_dir=data/demo_$adapt_lang
 seeds="1 2 3"           # stages 7-8 run once per seed
 finetune_epochs=3       # passes over the adaptation train split (stage 7)
 ns_epochs=2             # passes over labelled + pseudo-labelled speech (stage 8)
-min_confidence=0.5      # pseudo-labels whose mean token confidence is lower are dropped (stage 8)
+min_confidence=0.8      # pseudo-labels whose mean token confidence is lower are dropped (stage 8)
 
 . local/parse_options.sh
 
