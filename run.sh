@@ -39,13 +39,14 @@ avg=2
 device=cpu
 num_workers=1
 adapt_lang=it          # stages 6-8 (de works too, espeak-ng only: Festival has no German voice)
-adapt_dir=data/demo_$adapt_lang
+adapt_dir=""            # default: data/demo_$adapt_lang
 seeds="1 2 3"           # stages 7-8 run once per seed
 finetune_epochs=3       # passes over the adaptation train split (stage 7)
 ns_epochs=2             # passes over labelled + pseudo-labelled speech (stage 8)
 min_confidence=0.8      # pseudo-labels whose mean token confidence is lower are dropped (stage 8)
 
 . local/parse_options.sh
+adapt_dir=${adapt_dir:-data/demo_$adapt_lang}
 
 source local/setup_env.sh   # sets $PY (the project's virtual environment)
 

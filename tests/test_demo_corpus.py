@@ -273,3 +273,15 @@ def test_prepare_sh_builds_documented_corpus(tmp_path):
     # Re-running is a no-op.
     res = run_prepare("--demo-dir", str(out), "--stop-stage", "1")
     assert res.returncode == 0 and "nothing to do" in res.stdout
+
+
+def test_no_timing_benchmark_sentence_is_in_a_demo_text_file():
+    """benchmarks/timestamps.py scores models trained on the demo texts (the demo corpus, the
+    adaptation corpora): none of its sentences may be one they trained on."""
+    from conftest import load_benchmark
+
+    timestamps = load_benchmark("timestamps")
+    benchmark = {" ".join(text.split()) for _, text in timestamps.SENTENCES + timestamps.FESTIVAL_SENTENCES}
+    for path in sorted((REPO / "zipa" / "assets" / "demo_texts").glob("*.txt")):
+        shared = benchmark & {text for _, text in read_texts(path)}
+        assert not shared, f"{path.name}: {sorted(shared)}"
