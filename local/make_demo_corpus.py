@@ -16,9 +16,10 @@ resumes where it stopped; other options for an existing corpus need --overwrite.
 
 Example (the default corpus, as ./prepare.sh builds it):
   local/make_demo_corpus.py --out-dir data/demo --num-jobs 2
-Example (the German corpus of ./run.sh's fine-tuning and pseudo-labelling stages):
-  local/make_demo_corpus.py --out-dir data/demo_de --languages de --heldout "" \
-      --num-dev 10 --num-test 20 --num-unlabeled 50
+Example (the Italian corpus of ./run.sh's fine-tuning and pseudo-labelling stages; with Festival
+installed its test sentences are also spoken by lp_diphone and the held-out pc_diphone):
+  local/make_demo_corpus.py --out-dir data/demo_it --languages it --heldout "" \
+      --num-dev 10 --num-test 60 --num-unlabeled 50
 """
 
 from __future__ import annotations
