@@ -247,6 +247,35 @@ def test_gpu_throughput_smoke_on_cpu(capsys):
     assert f"CPU: {kernels.cpu_model()}" in out
 
 
+def test_bypass_eval_path_under_autocast_gives_the_float32_sum():
+    """Under autocast a layer's output arrives in bfloat16 beside a float32 residual: the eval
+    path (one lerp) returns the training formula's promoted float32 sum, not an error."""
+    torch.manual_seed(0)
+    bypass = zipformer_module.BypassModule(8).eval()
+    with torch.no_grad():
+        bypass.bypass_scale.uniform_(0.1, 0.9)
+    src_orig = torch.randn(5, 2, 8)
+    src = torch.randn(5, 2, 8).to(torch.bfloat16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = bypass(src_orig, src)
+    expected = src_orig.double() + (src.double() - src_orig.double()) * bypass.bypass_scale.double()
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_fast_modes_runs_every_cpu_mode_on_a_tiny_model(tmp_path, tmp_path_factory, capsys):
+    from tiny_models import tiny_model_path
+    from training_utils import make_tiny_corpus
+
+    bench = load_benchmark("fast_modes")
+    corpus = make_tiny_corpus(tmp_path / "corpus", num_train=2, num_dev=3)
+    model = tiny_model_path(tmp_path_factory, "ctc")
+    assert bench.main(["--model", str(model), "--shar-dirs", str(corpus["dev"]), "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    for mode in bench.CPU_MODES:
+        assert mode in out
+
+
 def test_sorted_batches_pack_by_padded_seconds():
     bench = load_benchmark("gpu_throughput")
     audio = [torch.zeros(int(s * bench.RATE)).numpy() for s in (1, 5, 2, 4, 3)]

@@ -462,7 +462,10 @@ class BypassModule(nn.Module):
 
     def forward(self, src_orig: Tensor, src: Tensor) -> Tensor:
         if not (self.training or is_exporting()):  # the same sum in one pass
-            return torch.lerp(src_orig, src, self.bypass_scale)
+            # lerp takes one dtype; under autocast `src` comes out of a product in bfloat16 or
+            # float16 while `src_orig` and the scale may be float32: the sum's promoted dtype.
+            dtype = torch.promote_types(torch.promote_types(src_orig.dtype, src.dtype), self.bypass_scale.dtype)
+            return torch.lerp(src_orig.to(dtype), src.to(dtype), self.bypass_scale.to(dtype))
         return src_orig + (src - src_orig) * self._scale(src.shape[1])
 
 
