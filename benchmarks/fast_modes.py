@@ -202,13 +202,14 @@ def main(argv=None) -> int:
     print(f"\nFast modes against fp32: {args.model}; device {device}, {args.threads} thread(s), batch "
           f"{args.batch_size} (length-sorted), torch {torch.__version__}; greedy CTC")
     print(machine(device))
-    header = f"{'set':<8}{'mode':<15}{'speed-up':>9}{'RTF':>9}{'PER %':>8}{'ΔPER pp':>9}{'identical':>10}"
+    width = max(8, *(len(row[0]) + 2 for row in rows))
+    header = f"{'set':<{width}}{'mode':<15}{'speed-up':>9}{'RTF':>9}{'PER %':>8}{'ΔPER pp':>9}{'identical':>10}"
     print(header)
     print("-" * len(header))
     for name, n, audio_seconds, seconds, acc in rows:
         for m in runners:
             delta = acc[m]["PER"] - acc["fp32"]["PER"]
-            print(f"{name:<8}{m:<15}{seconds['fp32'] / seconds[m]:8.2f}x{seconds[m] / audio_seconds:9.4f}"
+            print(f"{name:<{width}}{m:<15}{seconds['fp32'] / seconds[m]:8.2f}x{seconds[m] / audio_seconds:9.4f}"
                   f"{acc[m]['PER']:8.2f}{delta:+9.2f}{100 * acc[m]['identical']:9.1f}%")
     print("speed-up: fp32 seconds / mode seconds (encoder + CTC head, same run, alternating order); RTF: "
           "seconds per second of audio; identical: utterances whose greedy token ids equal fp32's.")
