@@ -11,25 +11,21 @@ PSEUDO_DIR is zipformer_crctc/pseudo_label.py's --out-dir; REFERENCE_DIR the sha
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
 
-from zipa.data.shar import beside
+from zipa.data.shar import beside, discover_shards
 from zipa.evaluation.metrics import edit_counts, phone_units
 from zipa.utils.atomic import write_text_atomic
 
 
 def shar_texts(folder: Path) -> dict[str, str]:
-    """Cut id -> its first supervision's text, for every cut of a shar folder."""
-    texts = {}
-    for path in sorted(folder.glob("cuts.*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                cut = json.loads(line)
-                texts[cut["id"]] = cut["supervisions"][0]["text"]
-    return texts
+    """Cut id -> its first supervision's text, for every cut of a shar folder (manifests only)."""
+    from lhotse import CutSet
+
+    cuts = CutSet.from_shar(fields=discover_shards(folder, fields=()))
+    return {cut.id: cut.supervisions[0].text for cut in cuts}
 
 
 def quality(pseudo_dir: Path, reference_dir: Path) -> dict:

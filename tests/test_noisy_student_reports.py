@@ -2,11 +2,14 @@
 the kept labels' PER) and local/seed_table.py (PER before/after over seeds, mean ± spread),
 against hand-worked figures."""
 
-import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+
+from zipa.data.shar import ShardRecord, write_shar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,10 +21,9 @@ def run_local(script, *args):
 
 
 def write_cuts(folder: Path, texts: dict[str, str]) -> None:
-    folder.mkdir(parents=True)
-    with gzip.open(folder / "cuts.000000.jsonl.gz", "wt", encoding="utf-8") as f:
-        for cut_id, text in texts.items():
-            f.write(json.dumps({"id": cut_id, "supervisions": [{"text": text}]}) + "\n")
+    """A shar folder with one short silent cut per text."""
+    records = [ShardRecord(cut_id, np.zeros(1600, dtype=np.float32), text, "it") for cut_id, text in texts.items()]
+    write_shar(records, folder)
 
 
 def test_pseudo_label_quality_scores_only_the_kept_labels(tmp_path):

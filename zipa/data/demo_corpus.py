@@ -312,7 +312,11 @@ def plan_corpus(cfg: DemoCorpusConfig) -> dict[str, list[DemoUtterance]]:
         sents = read_texts(texts / f"{code}.txt", cfg.max_sentences)
         parts = split_sentences(sents, cfg.num_dev, cfg.num_test, rng, cfg.num_unlabeled)
         for split in ("train", "dev", "test", "unlabeled"):
-            renderings = cfg.train_renderings if split in ("train", "unlabeled") else 1
+            repeated = split in ("train", "unlabeled")  # dev and test are spoken once, by espeak-ng
+            renderings = cfg.train_renderings if repeated else 1
+            # Festival speaks the last festival_renderings of a train sentence's renderings (its
+            # test speech is in test_festival*, below).
+            first_festival = renderings - cfg.festival_renderings if festival_voice and repeated else renderings
             for n, text in parts[split]:
                 variants = rng.sample(list(cfg.variants), renderings)
                 for k, variant in enumerate(variants):
@@ -327,9 +331,7 @@ def plan_corpus(cfg: DemoCorpusConfig) -> dict[str, list[DemoUtterance]]:
                         cfg,
                         rng,
                     )
-                    # dev and test (one rendering) stay espeak-ng: Festival speaks test_festival*
-                    spoken_twice = split in ("train", "unlabeled")
-                    if festival_voice and spoken_twice and k >= renderings - cfg.festival_renderings:
+                    if k >= first_festival:
                         low, high = FESTIVAL_STRETCH
                         utt.festival = festival_voice
                         utt.stretch = round(low + (high - low) * (utt.seed % 1000) / 999, 3)
