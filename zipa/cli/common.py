@@ -55,15 +55,20 @@ def decoding_options(args: argparse.Namespace) -> DecodingOptions:
         raise UsageError(f"{_FLAGS.get(setting, setting)}: {e}") from None
 
 
-def add_runtime_args(p: argparse.ArgumentParser, progress: bool = True) -> None:
-    """What transcribe, align, evaluate and serve share: the model, where and how it runs, and
-    (``progress``) how progress is shown."""
+def add_model_arg(p: argparse.ArgumentParser) -> None:
+    """--model / -m: any model `zipa.load_model` takes."""
     p.add_argument(
         "--model",
         "-m",
         required=True,
         help="a .pth checkpoint, a folder holding one, a model name or Hub repo id (see `zipa models`)",
     )
+
+
+def add_runtime_args(p: argparse.ArgumentParser, progress: bool = True) -> None:
+    """What transcribe, align, evaluate and serve share: the model, where and how it runs, and
+    (``progress``) how progress is shown."""
+    add_model_arg(p)
     p.add_argument("--device", default=None, help="cuda, cpu, cuda:1... (default: cuda when available, else cpu)")
     p.add_argument("--num-threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument(

@@ -7,6 +7,7 @@ import sys
 
 from zipa.cli.common import (
     UsageError,
+    add_model_arg,
     add_runtime_args,
     decoding_options,
     load_transcriber,
@@ -130,12 +131,7 @@ def add_parsers(sub) -> None:
         "joiner.onnx (transducer), with tokens.txt, bpe.model and config.json. "
         "Run it with `zipa transcribe --backend onnx --model DIR`.",
     )
-    p.add_argument(
-        "--model",
-        "-m",
-        required=True,
-        help="a .pth checkpoint, a folder holding one, a model name or Hub repo id (see `zipa models`)",
-    )
+    add_model_arg(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--int8", action="store_true", help="also write int8 (dynamic quantisation) graphs: *.int8.onnx")
     p.add_argument("--fp16", action="store_true", help="also write float16 graphs (for GPUs): *.fp16.onnx")

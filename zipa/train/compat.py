@@ -105,21 +105,24 @@ TRAINING_FLAGS = (
     ),
 )
 
+# Flags both recipes' decode scripts take.
+_LANG_DIR = Foreign(
+    "--lang-dir", str, "data/lang_bpe_500", "has no effect here: the tokens come from --bpe-model", fatal=False
+)
+_SKIP_SCORING = Foreign(
+    "--skip-scoring",
+    str2bool,
+    False,
+    "decoding here always scores against the references; transcribe audio without references with `zipa transcribe`",
+)
+
 CTC_DECODING_FLAGS = (
-    Foreign(
-        "--lang-dir", str, "data/lang_bpe_500", "has no effect here: the tokens come from --bpe-model", fatal=False
-    ),
+    _LANG_DIR,
     _tuning("--hlg-scale", float, 0.6, f"HLG decoding, which {_K2}"),
     _tuning("--lm-dir", str, "data/lm", f"n-gram LM rescoring, which {_K2}"),
     _tuning("--num-paths", int, 100, f"n-best decoding, which {_K2}"),
     _tuning("--nbest-scale", float, 1.0, f"n-best decoding, which {_K2}"),
-    Foreign(
-        "--skip-scoring",
-        str2bool,
-        False,
-        "decoding here always scores against the references; "
-        "transcribe audio without references with `zipa transcribe`",
-    ),
+    _SKIP_SCORING,
     Foreign("--nnlm-type", str, "rnn", f"has no effect here: {_NO_LM}", fatal=False),
     Foreign("--nnlm-scale", float, 0, f"neural LM rescoring: {_NO_LM}; {_CTC_INSTEAD}"),
     Foreign("--lodr-ngram", str, None, f"LODR: {_NO_LM}; {_CTC_INSTEAD}"),
@@ -130,9 +133,7 @@ CTC_DECODING_FLAGS = (
 )
 
 TRANSDUCER_DECODING_FLAGS = (
-    Foreign(
-        "--lang-dir", str, "data/lang_bpe_500", "has no effect here: the tokens come from --bpe-model", fatal=False
-    ),
+    _LANG_DIR,
     _tuning("--beam", float, 20.0, f"fast_beam_search, which {_K2}"),
     _tuning("--max-contexts", int, 8, f"fast_beam_search, which {_K2}"),
     _tuning("--max-states", int, 64, f"fast_beam_search, which {_K2}"),
@@ -153,13 +154,7 @@ TRANSDUCER_DECODING_FLAGS = (
     _tuning("--backoff-id", int, 500, "LODR (not supported)"),
     _tuning("--context-score", float, 2, "contextual biasing (not supported)"),
     Foreign("--context-file", str, "", f"contextual biasing (a context graph) is not supported; {_RNNT_INSTEAD}"),
-    Foreign(
-        "--skip-scoring",
-        str2bool,
-        False,
-        "decoding here always scores against the references; "
-        "transcribe audio without references with `zipa transcribe`",
-    ),
+    _SKIP_SCORING,
     # icefall's LmScorer.add_arguments: the neural LM of shallow fusion and rescoring.
     _tuning("--lm-vocab-size", int, 500, "a neural LM (not supported)"),
     _tuning("--lm-epoch", int, 7, "a neural LM (not supported)"),
