@@ -33,8 +33,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_rates(device: torch.device, n: int = 2048, warmup_seconds: float = 1.0, repeats: int = 10,
-                 clock=time.perf_counter) -> dict:
+def matmul_rates(
+    device: torch.device, n: int = 2048, warmup_seconds: float = 1.0, repeats: int = 10, clock=time.perf_counter
+) -> dict:
     """float32 GFLOP/s by kernel ("default": torch.mm; "onednn": oneDNN's product, CPU only,
     where available) with the current thread setting: the median of `repeats` products after
     `warmup_seconds` (threads and clocks ramped up), timed by `clock` (wall time; a benchmark
@@ -65,9 +66,18 @@ def matmul_rates(device: torch.device, n: int = 2048, warmup_seconds: float = 1.
 def encoder_flops(model, feats: torch.Tensor, lens: torch.Tensor) -> int:
     """FLOPs of one `forward_encoder` as torch.utils.flop_counter.FlopCounterMode counts them
     (matrix products and convolutions), on PyTorch's default kernels (the counter does not see
-    oneDNN's op; the products are the same)."""
+    oneDNN's op; the products are the same). The in-place `addmm_` of the banded feed-forward
+    (zipa.model.scaling.swoosh_feedforward) is counted as `addmm`."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.inference_mode(), kernels.default_kernels(), FlopCounterMode(display=False) as counter:
+    def addmm_flops(self_shape, a_shape, b_shape, **_) -> int:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+    in_place = {torch.ops.aten.addmm_: addmm_flops}
+    with (
+        torch.inference_mode(),
+        kernels.default_kernels(),
+        FlopCounterMode(display=False, custom_mapping=in_place) as counter,
+    ):
         model.forward_encoder(feats, lens)
     return counter.get_total_flops()

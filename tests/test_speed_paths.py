@@ -2,7 +2,6 @@
 and the speed scripts (benchmarks/profile_encoder.py, gpu_throughput.py, fast_modes.py) run end
 to end on a tiny configuration (no timings are asserted)."""
 
-
 import contextlib
 import json
 import time
@@ -138,6 +137,102 @@ def test_linear_takes_onednn_only_without_gradients_and_matches_float64(forced):
     assert torch.allclose(weight.grad, x.reshape(-1, 96).sum(0).expand(130, 96), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("kernel", ["default", "onednn"])
+@pytest.mark.parametrize("with_bias, with_residual", [(True, True), (True, False), (False, True), (False, False)])
+def test_linear_into_writes_rows_of_a_larger_output_like_float64(forced, kernel, with_bias, with_residual):
+    if kernel == "onednn" and not kernels.onednn_available():
+        pytest.skip("oneDNN products unavailable here")
+    forced(kernel)
+    torch.manual_seed(0)
+    x, weight, bias, residual = torch.randn(40, 24), torch.randn(16, 24), torch.randn(16), torch.randn(40, 16)
+    expected = x.double() @ weight.double().t()
+    expected += bias.double() if with_bias else 0.0
+    expected += residual.double() if with_residual else 0.0
+    out = torch.full((100, 16), 7.0)
+    with torch.inference_mode():
+        kernels.linear_into(out[30:70], x, weight, bias if with_bias else None, residual if with_residual else None)
+    assert rel_l2(out[30:70], expected) < 1e-6
+    assert torch.all(out[:30] == 7.0) and torch.all(out[70:] == 7.0)  # nothing else written
+
+
+def test_softplus_by_exp_and_log_matches_float64_over_the_whole_float32_range():
+    from zipa.model.scaling import _softplus_by_exp_log
+
+    torch.manual_seed(0)
+    extremes = [-3e38, -200.0, -87.0, -30.0, -17.0, 0.0, 20.0, 69.0, 69.1, 88.0, 88.8, 100.0, 1e30, 3e38]
+    t = torch.cat([torch.tensor(extremes), torch.randn(10000) * 8, torch.linspace(60.0, 95.0, 1001)])
+    expected = torch.nn.functional.softplus(t.double())
+    actual = _softplus_by_exp_log(t)
+    assert torch.isfinite(actual).all()
+    # within float32 rounding of the result (and of 1 + exp(t) where exp(t) < 2^-24)
+    assert torch.all((actual.double() - expected).abs() <= 6e-8 + 2.4e-7 * expected.abs())
+    special = _softplus_by_exp_log(torch.tensor([float("inf"), float("-inf"), float("nan")]))
+    assert special[0] == float("inf") and special[1] == 0.0 and torch.isnan(special[2])
+
+
+@pytest.mark.parametrize("activation", ["SwooshL", "SwooshR"])
+@pytest.mark.parametrize("band_bytes", [1 << 40, 3000])  # one band / bands of 64 rows, the last one shorter
+def test_swoosh_feedforward_in_bands_matches_float64(monkeypatch, activation, band_bytes):
+    from zipa.model import scaling
+
+    monkeypatch.setattr(scaling, "_FEEDFORWARD_BAND_BYTES_PER_THREAD", band_bytes // torch.get_num_threads())
+    torch.manual_seed(0)
+    x, residual = torch.randn(150, 1, 20) * 3, torch.randn(150, 1, 12)
+    w1, b1, w2, b2 = torch.randn(48, 20), torch.randn(48), torch.randn(12, 48), torch.randn(12)
+    swoosh = {"SwooshL": (4.0, 0.035), "SwooshR": (1.0, 0.313261687)}[activation]
+    h = torch.nn.functional.linear(x.double(), w1.double(), b1.double())
+    h = torch.nn.functional.softplus(h - swoosh[0]) - 0.08 * h - swoosh[1]
+    expected = torch.nn.functional.linear(h, w2.double(), b2.double()) + residual.double()
+    with torch.inference_mode():
+        actual = scaling.swoosh_feedforward(x, w1, b1, activation, w2, b2, residual)
+        unbiased = scaling.swoosh_feedforward(x, w1, b1, activation, w2, None)
+    assert actual.shape == (150, 1, 12)
+    assert rel_l2(actual, expected) < 1e-6
+    assert rel_l2(unbiased, expected - residual.double() - b2.double()) < 1e-6
+
+
+def test_depthwise_convolution_gets_standard_strides_at_batch_one(monkeypatch):
+    """(T, 1, C).transpose(0, 1) is contiguous with stride C on its batch dimension, which sends
+    oneDNN down a path 10-16x slower (Intel Xeon): the convolution must see T * C there."""
+    seen = []
+    conv2d = torch.nn.functional.conv2d
+
+    def spy(x, *args, **kwargs):
+        seen.append(x.stride())
+        return conv2d(x, *args, **kwargs)
+
+    monkeypatch.setattr(kernels.F, "conv2d", spy)
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(50, 1, 8).transpose(0, 1).contiguous(), torch.randn(8, 1, 5), torch.randn(8)
+    assert x.stride()[0] == 8  # the odd stride this guards against
+    expected = torch.nn.functional.conv1d(
+        x.transpose(1, 2).double(), weight.double(), bias.double(), padding=2, groups=8
+    )
+    with torch.inference_mode():
+        for layout in ("width", "height"):
+            actual = kernels._depthwise(x, weight, bias, 2, layout)
+            assert rel_l2(actual, expected) < 1e-6
+    assert [stride[0] for stride in seen] == [50 * 8, 50 * 8]
+
+
+def test_front_end_runs_channels_last_after_its_first_convolution():
+    """The first convolution has one input channel, where PyTorch cannot tell channels-last from
+    contiguous: its output must be made channels-last, or every later step reorders."""
+    from zipa.model.subsampling import Conv2dSubsampling
+
+    torch.manual_seed(0)
+    front = Conv2dSubsampling(80, 64, dropout=0.0).eval()
+    seen = []
+    front.convnext.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = torch.randn(1, 60, 80)
+    with torch.inference_mode():
+        out, _ = front(x, torch.tensor([60]))
+    front.train()
+    expected, _ = front(x, torch.tensor([60]))  # the training path, no layout tricks
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    assert rel_l2(out, expected.detach()) < 1e-5
+
+
 @pytest.mark.parametrize("kernel", ["default", "onednn"])  # one batched product / a loop of oneDNN products
 def test_batched_matmul_matches_float64(monkeypatch, forced, kernel):
     monkeypatch.setattr(kernels, "_MIN_MACS_PER_LOOPED_PRODUCT", 0)
@@ -166,7 +261,7 @@ def _attention_weights_float64(module, x, pos_emb, key_padding_mask, attn_mask):
     return scores.softmax(dim=-1)
 
 
-# the whole batch at once / one utterance at a time in bands of 8 rows (the last one shorter)
+# all heads and utterances at once / one head and utterance at a time in bands of 13 rows (the last one shorter)
 @pytest.mark.parametrize("band_bytes", [1 << 40, 2000])
 def test_attention_weights_by_bands_match_float64_formula(monkeypatch, band_bytes):
     monkeypatch.setattr(zipformer_module, "_BAND_BYTES_PER_THREAD", band_bytes // torch.get_num_threads())
@@ -240,8 +335,27 @@ def test_profile_encoder_runs(capsys):
 
 def test_gpu_throughput_smoke_on_cpu(capsys):
     bench = load_benchmark("gpu_throughput")
-    assert bench.main(["--preset", "tiny", "--device", "cpu", "--num-utts", "5", "--min-seconds", "1",
-                       "--max-seconds", "3", "--max-batch-seconds", "7", "--threads", "1"]) == 0
+    assert (
+        bench.main(
+            [
+                "--preset",
+                "tiny",
+                "--device",
+                "cpu",
+                "--num-utts",
+                "5",
+                "--min-seconds",
+                "1",
+                "--max-seconds",
+                "3",
+                "--max-batch-seconds",
+                "7",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "hours/hour" in out and "fp32" in out and "bf16" in out
     assert f"CPU: {kernels.cpu_model()}" in out

@@ -22,8 +22,8 @@ from zipa.model.scaling import (
     SwooshR,
     Whiten,
     conv_after_swoosh,
-    linear_after_swoosh,
     shifted_bias,
+    swoosh_feedforward,
     swoosh_from_shifted,
 )
 
@@ -86,8 +86,9 @@ class ConvNeXt(nn.Module):
         # end's inference path) no layout changes at all.
         h = self.depthwise_conv(x).permute(0, 2, 3, 1)  # (batch, time, freq, channels)
         conv1, conv2 = self.pointwise_conv1, self.pointwise_conv2
-        shifted = linear(h, conv1.weight.flatten(1), shifted_bias(conv1.bias, "SwooshL"))
-        h = linear_after_swoosh(shifted, "SwooshL", conv2.weight, conv2.bias, residual=x.permute(0, 2, 3, 1))
+        h = swoosh_feedforward(
+            h, conv1.weight, conv1.bias, "SwooshL", conv2.weight, conv2.bias, residual=x.permute(0, 2, 3, 1)
+        )
         return h.permute(0, 3, 1, 2)
 
 
@@ -170,6 +171,9 @@ class Conv2dSubsampling(nn.Module):
         folded into the neighbouring convolutions' biases."""
         conv1, conv2, conv3 = (cast(nn.Conv2d, self.conv[k]) for k in (0, 4, 7))
         x = F.conv2d(x, conv1.weight, shifted_bias(conv1.bias, "SwooshR"), padding=conv1.padding)
+        # From one input channel PyTorch cannot tell channels-last from contiguous and returns
+        # the latter; the rest of the front end runs channels-last only if asked here.
+        x = x.contiguous(memory_format=torch.channels_last)
         shift = SWOOSH_SHIFT["SwooshR"]
         x = conv_after_swoosh(x, "SwooshR", conv2, output_shift=shift)
         x = conv_after_swoosh(x, "SwooshR", conv3, output_shift=shift)
