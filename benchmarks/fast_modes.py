@@ -52,11 +52,11 @@ def log(message: str) -> None:
 class LowPrecision(torch.nn.Module):
     """A copy of `model` in `dtype` (zipa.model.precision.LowPrecisionModel)."""
 
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype):
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, products_only: bool = False):
         super().__init__()
         from zipa.model.precision import LowPrecisionModel
 
-        self.inner = LowPrecisionModel(copy.deepcopy(model), dtype)
+        self.inner = LowPrecisionModel(copy.deepcopy(model), dtype, products_only)
 
     def log_probs(self, feats, lens):
         out, out_lens = self.inner.forward_encoder(feats, lens)
@@ -186,6 +186,8 @@ def main(argv=None) -> int:
                 runners[m] = Plain(model)
             elif m in ("bf16", "fp16"):
                 runners[m] = LowPrecision(model, torch.bfloat16 if m == "bf16" else torch.float16)
+            elif m == "bf16-products":
+                runners[m] = LowPrecision(model, torch.bfloat16, products_only=True)
             elif m == "bf16-autocast":
                 runners[m] = Autocast(model, device, torch.bfloat16)
             elif m in onnx:

@@ -34,14 +34,20 @@ def sync(device: torch.device) -> None:
 
 
 def matmul_rates(
-    device: torch.device, n: int = 2048, warmup_seconds: float = 1.0, repeats: int = 10, clock=time.perf_counter
+    device: torch.device,
+    n: int = 2048,
+    warmup_seconds: float = 1.0,
+    repeats: int = 10,
+    clock=time.perf_counter,
+    dtype: torch.dtype = torch.float32,
 ) -> dict:
-    """float32 GFLOP/s by kernel ("default": torch.mm; "onednn": oneDNN's product, CPU only,
-    where available) with the current thread setting: the median of `repeats` products after
-    `warmup_seconds` (threads and clocks ramped up), timed by `clock` (wall time; a benchmark
-    that times one thread's CPU time passes time.thread_time)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    """GFLOP/s of n^3 products in `dtype` (float32; bfloat16 for the matrix units' floor) by
+    kernel ("default": torch.mm; "onednn": oneDNN's product, CPU only, where available) with the
+    current thread setting: the median of `repeats` products after `warmup_seconds` (threads
+    and clocks ramped up), timed by `clock` (wall time; a benchmark that times one thread's CPU
+    time passes time.thread_time)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     b_t = b.t().contiguous()
     products = {"default": lambda: torch.mm(a, b)}
     if device.type == "cpu" and kernels.onednn_available():

@@ -34,7 +34,7 @@ in training only) are stubbed unless `--icefall-dir` provides an importable icef
 
     python benchmarks/vs_original.py --zipa-dir /path/to/zipa            # small+large, batch 1+8
     python benchmarks/vs_original.py --zipa-dir /path/to/zipa --presets small --batch-sizes 1 --rounds 3
-    python benchmarks/vs_original.py --zipa-dir /path/to/zipa --bf16   # + a bfloat16 copy of ours (not exact)
+    python benchmarks/vs_original.py --zipa-dir /path/to/zipa --bf16   # + ours in bfloat16 (not exact)
     python benchmarks/vs_original.py --zipa-dir /path/to/zipa --default-kernels  # + ours without oneDNN
 
 Without --zipa-dir it prints why it cannot run and exits 0.
@@ -43,6 +43,7 @@ Without --zipa-dir it prints why it cannot run and exits 0.
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import os
 import statistics
@@ -59,6 +60,7 @@ from benchmarks.floor import encoder_flops, machine, matmul_rates  # noqa: E402
 from zipa.model import kernels  # noqa: E402
 from zipa.model.asr_model import build_model  # noqa: E402
 from zipa.model.config import preset  # noqa: E402
+from zipa.model.precision import LowPrecisionModel  # noqa: E402
 
 FRAMES_PER_SECOND = 100  # fbank frame rate
 FEATURE_DIM = 80
@@ -253,21 +255,6 @@ class OnDefaultKernels(torch.nn.Module):
             return self.inner.forward_encoder(feats, lens)
 
 
-class Bfloat16Copy(torch.nn.Module):
-    """A bfloat16 copy of a model behind the float32 `forward_encoder` interface (--bf16): an
-    opt-in fast mode, not exact (see benchmarks/fast_modes.py for its accuracy cost)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        import copy
-
-        self.inner = copy.deepcopy(model).to(torch.bfloat16)
-
-    def forward_encoder(self, feats, lens):
-        out, out_lens = self.inner.forward_encoder(feats.to(torch.bfloat16), lens)
-        return out.float(), out_lens
-
-
 def time_alternately(models: dict, feats, lens, rounds: int, warmup: int, clock=time.perf_counter) -> dict:
     """Seconds per forward of each model (by `clock`), one forward of each per round, order
     alternating."""
@@ -316,7 +303,8 @@ def main(argv=None) -> int:
     parser.add_argument("--default-kernels", action="store_true",
                         help="also time this project's encoder on PyTorch's default kernels (MKL, no oneDNN)")
     parser.add_argument("--bf16", action="store_true",
-                        help="also time a bfloat16 copy of this project's encoder (not exact; same rounds)")
+                        help="also time this project's encoder with bfloat16 products (--precision bf16) and "
+                        "converted to bfloat16 (bf16-full), against the bfloat16 product floor (not exact; same rounds)")
     raw_argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(raw_argv)
 
@@ -342,6 +330,10 @@ def main(argv=None) -> int:
     rate = max(rates.values())
     rates_text = ", ".join(f"{name} {value:.1f}" for name, value in rates.items())
     log(f"  GFLOP/s: {rates_text}")
+    if args.bf16:
+        bf16_rates = matmul_rates(torch.device("cpu"), args.matmul_size, clock=clock, dtype=torch.bfloat16)
+        bf16_rate = max(bf16_rates.values())
+        rates_text += f"; bfloat16 {bf16_rate:.1f}"
 
     rows = []
     for name in args.presets:
@@ -374,11 +366,16 @@ def main(argv=None) -> int:
             if args.default_kernels:
                 models["ours-default"] = OnDefaultKernels(ours)
             if args.bf16:
-                models["ours-bf16"] = Bfloat16Copy(ours)
+                # `zipa ... --precision bf16` (products in bfloat16) and `bf16-full` (the whole model)
+                models["ours-bf16"] = LowPrecisionModel(ours, torch.bfloat16, products_only=True)
+                models["ours-bf16-full"] = LowPrecisionModel(copy.deepcopy(ours), torch.bfloat16)
                 with torch.inference_mode():
-                    bf16_out, _ = models["ours-bf16"].forward_encoder(feats, lens)
                     fp32_out, out_lens = ours.forward_encoder(feats, lens)
-                agreement["bf16_rel_l2"] = max(rel_l2(bf16_out[i, :n], fp32_out[i, :n]) for i, n in enumerate(out_lens.tolist()))
+                    for mode in ("ours-bf16", "ours-bf16-full"):
+                        out, _ = models[mode].forward_encoder(feats, lens)
+                        agreement[f"{mode}_rel_l2"] = max(
+                            rel_l2(out[i, :n], fp32_out[i, :n]) for i, n in enumerate(out_lens.tolist())
+                        )
             times = time_alternately(models, feats, lens, args.rounds, args.warmup, clock)
             rows.append(dict(preset=name, batch=batch, params=params, flops=flops, times=times, **agreement))
         del ours, orig
@@ -391,7 +388,7 @@ def main(argv=None) -> int:
           f"{'wall time' if args.clock == 'wall' else 'CPU time of the computing thread'}")
     print(machine())
     print(f"malloc: {pinned or 'environment as given'}; matmul rate {rate:.1f} GFLOP/s, the faster of "
-          f"{rates_text} ({args.matmul_size}^3 float32, measured in this run)")
+          f"{rates_text} ({args.matmul_size}^3 products, measured in this run)")
     header = (f"{'preset':<8}{'batch':>6}{'params':>9}{'orig s':>9}{'ours s':>9}{'speed-up':>10}"
               f"{'GFLOP':>9}{'floor s':>9}{'ours/floor':>11}{'orig/floor':>11}{'rel L2':>10}{'ids eq':>8}")
     print(header)
@@ -407,10 +404,14 @@ def main(argv=None) -> int:
             default_s = statistics.median(r["times"]["ours-default"])
             print(f"{'  dflt':<8}{r['batch']:>6}{'':>9}{orig_s:9.3f}{default_s:9.3f}{orig_s / default_s:9.2f}x"
                   f"   (ours on PyTorch's default kernels, no oneDNN)")
-        if "ours-bf16" in r["times"]:
-            bf16_s = statistics.median(r["times"]["ours-bf16"])
-            print(f"{'  bf16':<8}{r['batch']:>6}{'':>9}{orig_s:9.3f}{bf16_s:9.3f}{orig_s / bf16_s:9.2f}x"
-                  f"   (bfloat16 copy of ours, not exact: rel L2 to ours {r['bf16_rel_l2']:.1e})")
+        for mode, label, what in (("ours-bf16", "  bf16", "products in bfloat16 (--precision bf16)"),
+                                  ("ours-bf16-full", "  bf16f", "the whole model in bfloat16 (--precision bf16-full)")):
+            if mode in r["times"]:
+                bf16_s = statistics.median(r["times"][mode])
+                bf16_floor = gflop / bf16_rate
+                print(f"{label:<8}{r['batch']:>6}{'':>9}{orig_s:9.3f}{bf16_s:9.3f}{orig_s / bf16_s:9.2f}x"
+                      f"{'':>9}{bf16_floor:9.3f}{bf16_s / bf16_floor:11.2f}{orig_s / bf16_floor:11.2f}"
+                      f"{r[mode + '_rel_l2']:10.1e}   ({what}; floor at the bfloat16 rate)")
     print("\nspeed-up = orig s / ours s (medians). GFLOP: matmul/conv work of this project's encoder "
           "(FlopCounterMode at batch 1 x batch); the original's count:")
     for name in dict.fromkeys(r["preset"] for r in rows):

@@ -155,6 +155,33 @@ def test_linear_into_writes_rows_of_a_larger_output_like_float64(forced, kernel,
     assert torch.all(out[:30] == 7.0) and torch.all(out[70:] == 7.0)  # nothing else written
 
 
+def test_products_in_bfloat16_round_the_operands_and_keep_the_sums_float32():
+    """Inside products_in(bfloat16): x and W rounded to bfloat16, their product (rounded to
+    bfloat16 once) plus bias and residual in float32; the weight's copy is made once and made
+    again when the parameter changes."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 32)
+    x, residual = torch.randn(50, 64), torch.randn(50, 32) * 100  # a large residual: float32 keeps its digits
+    with torch.inference_mode(), kernels.products_in(torch.bfloat16):
+        out = kernels.linear(x, layer.weight, layer.bias, residual)
+        copy = kernels._low_precision_weight(layer.weight, torch.bfloat16)
+        assert kernels._low_precision_weight(layer.weight, torch.bfloat16) is copy  # cached
+    product = x.bfloat16().double() @ layer.weight.detach().bfloat16().double().t()
+    expected = product + layer.bias.detach().double() + residual.double()
+    assert out.dtype == torch.float32
+    # bfloat16 rounding of the product only (8 bits: 2^-9 relative), none of the residual's
+    assert torch.all((out.double() - expected).abs() <= product.abs() * 2**-8 + 1e-4)
+    exact = x.double() @ layer.weight.detach().double().t()
+    assert rel_l2(out - residual - layer.bias.detach(), exact) > 1e-4  # the product did run in bfloat16
+    with torch.no_grad():
+        layer.weight.mul_(2.0)
+    with torch.inference_mode(), kernels.products_in(torch.bfloat16):
+        doubled = kernels.linear(x, layer.weight, layer.bias)
+    assert rel_l2(doubled, 2 * product + layer.bias.detach().double()) < 1e-2
+    with torch.inference_mode():
+        assert rel_l2(kernels.linear(x, layer.weight), x.double() @ layer.weight.detach().double().t()) < 1e-6
+
+
 def test_softplus_by_exp_and_log_matches_float64_over_the_whole_float32_range():
     from zipa.model.scaling import _softplus_by_exp_log
 

@@ -81,7 +81,7 @@ AlignerLike = Union[None, str, Path, "FrameAligner"]
 # What `inventory=` takes: None (no restriction), a built-in language code (str), an inventory
 # file (Path), an `Inventory`, a list of phones, or a `TokenMask` already built.
 InventoryLike = Union[None, str, Path, Inventory, TokenMask, Iterable[str]]
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "bf16-full", "fp16")
 # Files are decoded in groups of consecutive paths (see `Transcriber.iter_transcribe_files`).
 GROUP_FILES = 512
 GROUP_SECONDS = 3600.0
@@ -169,8 +169,9 @@ class Transcriber:
         weights, settings they cannot show from `config_overrides` or a config.json beside it.
         `aligner`: see `load_aligner` (default "auto": ``<model stem>.aligner.pt`` beside the
         model file is used when it is there). `precision`: "fp32" (exact), "bf16" (CPUs with
-        bfloat16 units, CUDA) or "fp16" (CUDA only): the model runs in that precision
-        (`zipa.model.precision.LowPrecisionModel`), faster and not exact."""
+        bfloat16 units: the products in bfloat16, the rest float32; CUDA: the whole model),
+        "bf16-full" (the whole model in bfloat16) or "fp16" (CUDA only): faster and not exact
+        (`zipa.model.precision.reduced_precision`)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         path = resolve_model(model_path)
@@ -184,8 +185,13 @@ class Transcriber:
 
             if precision == "fp16" and transcriber.device.type != "cuda":
                 raise ValueError("precision fp16 needs a CUDA device (on a CPU use bf16)")
-            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-            low = reduced_precision(cast(torch.nn.Module, transcriber.model), dtype, transcriber.device)
+            dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+            low = reduced_precision(
+                cast(torch.nn.Module, transcriber.model),
+                dtype,
+                transcriber.device,
+                whole_model=precision == "bf16-full",
+            )
             transcriber.model = cast(EncoderModel, low)
         return transcriber
 
