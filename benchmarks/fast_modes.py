@@ -4,9 +4,11 @@ For a trained CTC model and one or more Lhotse shar folders (a `dev`/`test` spli
 utterance is decoded greedily (CTC best path) in each mode:
 
 * fp32          - the PyTorch model as it is (the reference of every comparison);
-* bf16          - a bfloat16 copy of the model (`zipa.model.precision.LowPrecisionModel`:
+* bf16          - `--precision bf16` on a CPU: the float32 model whose products run in bfloat16
+                  (`zipa.model.precision.LowPrecisionModel(..., products_only=True)`);
+* bf16-full     - `--precision bf16-full`: a bfloat16 copy of the model (`LowPrecisionModel`:
                   `model.to(torch.bfloat16)`, features cast to it, outputs back to float32):
-                  all weights and activations in bfloat16;
+                  all weights and activations in bfloat16 (`--precision bf16` on CUDA);
 * bf16-autocast - `torch.autocast(device, torch.bfloat16)` around the float32 model: matmuls and
                   convolutions in bfloat16, normalisation/softmax/reductions in float32;
 * fp16          - (CUDA only) a float16 copy of the model;
@@ -22,7 +24,7 @@ the share of utterances whose hypothesis is identical to fp32's.
 
     python benchmarks/fast_modes.py --model exp/averaged.pth \
         --shar-dirs data/demo/dev data/demo/test --threads 1
-    python benchmarks/fast_modes.py --model M --shar-dirs D --modes fp32 bf16 --device cuda
+    python benchmarks/fast_modes.py --model M --shar-dirs D --modes fp32 bf16-full fp16 --device cuda
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from benchmarks.floor import machine  # noqa: E402
 
-CPU_MODES = ["fp32", "bf16", "bf16-autocast", "onnx-fp32", "onnx-int8"]
-CUDA_MODES = ["fp32", "bf16", "bf16-autocast", "fp16"]
+CPU_MODES = ["fp32", "bf16", "bf16-full", "bf16-autocast", "onnx-fp32", "onnx-int8"]
+CUDA_MODES = ["fp32", "bf16-full", "bf16-autocast", "fp16"]
 
 
 def log(message: str) -> None:
@@ -184,10 +186,10 @@ def main(argv=None) -> int:
         for m in modes:
             if m == "fp32":
                 runners[m] = Plain(model)
-            elif m in ("bf16", "fp16"):
-                runners[m] = LowPrecision(model, torch.bfloat16 if m == "bf16" else torch.float16)
-            elif m == "bf16-products":
-                runners[m] = LowPrecision(model, torch.bfloat16, products_only=True)
+            elif m in ("bf16-full", "fp16"):
+                runners[m] = LowPrecision(model, torch.bfloat16 if m == "bf16-full" else torch.float16)
+            elif m == "bf16":
+                runners[m] = LowPrecision(model, torch.bfloat16, products_only=device.type == "cpu")
             elif m == "bf16-autocast":
                 runners[m] = Autocast(model, device, torch.bfloat16)
             elif m in onnx:

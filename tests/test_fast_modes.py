@@ -11,8 +11,9 @@ the test checks that ONNX fp32 decodes exactly as PyTorch and bounds int8/bf16-f
 gross breakage - a wrong scale, a transposed weight - still fails it) and bf16 at 20 % (the
 whole model in bfloat16 fails that). The real bound needs a trained model: set
 ZIPA_TEST_TRAINED_MODEL=<a CTC .pth> (e.g. the demo model of run.sh); on the 5-epoch demo model
-the measured token error rates are int8 0.6 % and bf16-full / bf16 0 %, bounded at 5 % / 2 %. benchmarks/fast_modes.py measures PER and identical hypotheses per mode on the demo
-dev/test sets (README "Speed").
+the measured token error rates are int8 0.6 % and bf16-full / bf16 0 %, bounded at 5 % / 2 %.
+benchmarks/fast_modes.py measures PER and identical hypotheses per mode on the demo dev/test
+sets (README "Performance").
 """
 
 import copy

@@ -113,7 +113,7 @@ def add_runtime_args(p: argparse.ArgumentParser, progress: bool = True) -> None:
         choices=("fp32", "bf16", "bf16-full", "fp16"),  # zipa.inference.transcriber.PRECISIONS (not imported: torch)
         default="fp32",
         help="torch backend, CTC models: bf16 runs the products in bfloat16 on CPUs with AMX or "
-        "AVX512-BF16 (1.4-1.8x faster than fp32 at 30 s with the released models on an Intel Xeon; "
+        "AVX512-BF16 (1.35-1.7x faster than fp32 at 30 s with the released models on an Intel Xeon; "
         "the whole model on CUDA), bf16-full the whole model (faster, further from fp32), fp16 "
         "float16 (CUDA); not exact: see the README's Performance section for the PER cost (default fp32)",
     )

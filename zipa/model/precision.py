@@ -1,18 +1,23 @@
 """Reduced-precision inference (an opt-in fast mode, not exact).
 
-`LowPrecisionModel` holds a CTC `AsrModel` converted to bfloat16 (or float16 on CUDA) behind the
-float32 interface the inference code uses (`forward_encoder`, `ctc_output`, `use_ctc`,
-`encoder`): features go in as float32, encoder outputs and log-probs come out as float32. At
-30 s the encoder ran 1.5-1.6x faster than this project's float32 on an AMD EPYC with
-AVX512-BF16 (2.7-3.1x the original's) and 1.6-2.1x on an Intel Xeon with AMX (1.7-2.3x the
-original's, 1 thread; benchmarks/vs_original.py --bf16); the cost on the demo model is a PER
-change within ±0.1 points and 90-91 % of hypotheses identical to float32's
-(benchmarks/fast_modes.py, README "Performance"). `zipa transcribe|align|evaluate|serve --precision
-bf16` uses it. Use it as
+`LowPrecisionModel` holds a CTC `AsrModel` behind the float32 interface the inference code uses
+(`forward_encoder`, `ctc_output`, `use_ctc`, `encoder`): features go in as float32, encoder
+outputs and log-probs come out as float32. Two ways:
+
+* `products_only=True` (CPU; `--precision bf16`): the float32 model whose products run in
+  bfloat16 on AMX / AVX512-BF16 (`zipa.model.kernels.products_in`), the rest float32: encoder
+  output rel. L2 ~7e-4 from float32; on an Intel Xeon at 30 s 1.35-1.7x our float32 (1.7-2.6x
+  the original's);
+* the whole model converted to bfloat16 (or float16 on CUDA; `--precision bf16-full`, and
+  `bf16` on CUDA): rel. L2 ~4e-2, on the Xeon 1.6-2.4x our float32 (2.1-3.7x the original's).
+
+On the demo model the products-only mode keeps >= 90 % of greedy hypotheses identical to
+float32's on every test set (Festival's held-out voices included), the whole model 63-94 %
+(benchmarks/fast_modes.py, README "Performance"). Use it as
 
     from zipa.model.precision import LowPrecisionModel
     transcriber = Transcriber.from_checkpoint(path, aligner=None)
-    transcriber.model = LowPrecisionModel(transcriber.model)          # bfloat16
+    transcriber.model = LowPrecisionModel(transcriber.model, products_only=True)
 
 Transducer models are not supported (their search mixes decoder and joiner calls).
 `reduced_precision` is what the CLI calls: it converts only where the device has a unit that
