@@ -307,6 +307,46 @@ def test_attention_weights_by_bands_match_float64_formula(monkeypatch, band_byte
     assert rel_l2(actual, _attention_weights_float64(module, x, pos_emb, mask, attn_mask)) < 1e-5
 
 
+def test_encoder_layers_share_one_attention_buffer_per_thread_and_compute_the_same(monkeypatch):
+    """The layers' attention weights go to one buffer kept per thread (no fresh tens of MB per
+    layer): the same buffer from layer to layer and call to call, a new one for a longer input
+    or outside inference mode, and the encoder's output exactly what it is without the buffer."""
+    from zipa.model.asr_model import build_model
+    from zipa.model.config import preset
+
+    torch.manual_seed(0)
+    model = build_model(preset("tiny")).eval()
+    feats, lens = torch.randn(2, 300, 80), torch.tensor([300, 220])
+    seen = []
+    band_path = zipformer_module._attention_weights_by_bands
+
+    def spy(*args):
+        weights = band_path(*args)
+        buffer = getattr(zipformer_module._thread_storage, "weights", None)
+        seen.append(buffer is not None and weights.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr())
+        return weights
+
+    monkeypatch.setattr(zipformer_module, "_attention_weights_by_bands", spy)
+    with torch.inference_mode():
+        reused = model.forward_encoder(feats, lens)[0]
+        model.forward_encoder(feats, lens)
+    assert len(seen) > 2 and all(seen)  # every layer's weights in the thread's buffer
+    like = torch.ones(1)
+    with torch.inference_mode():
+        first = zipformer_module._reused_weights_storage(100, like)
+        assert zipformer_module._reused_weights_storage(50, like).data_ptr() == first.data_ptr()
+        assert zipformer_module._reused_weights_storage(200, like).numel() == 200  # grown
+    with torch.no_grad():  # an inference tensor cannot be written outside inference mode
+        plain = zipformer_module._reused_weights_storage(50, like)
+        assert not plain.is_inference()
+        plain.fill_(1.0)
+    monkeypatch.setattr(zipformer_module, "_MAX_REUSED_WEIGHTS", 0)  # every layer allocates
+    seen.clear()
+    with torch.inference_mode():
+        fresh = model.forward_encoder(feats, lens)[0]
+    assert torch.equal(reused, fresh) and not any(seen)
+
+
 @needs_onednn
 def test_encoder_with_and_without_onednn_products_agree(tmp_path_factory, forced):
     from tiny_models import speechlike, tiny_model_path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import threading
 from typing import cast
 
 import torch
@@ -363,7 +364,9 @@ class Zipformer2EncoderLayer(nn.Module):
     ) -> Tensor:
         """The same computation with every training-only step left out."""
         src_orig = src
-        attn_weights = self.self_attn_weights(src, pos_emb, attn_mask=attn_mask, key_padding_mask=src_key_padding_mask)
+        attn_weights = self.self_attn_weights(
+            src, pos_emb, attn_mask=attn_mask, key_padding_mask=src_key_padding_mask, reuse_storage=True
+        )
         # Each residual sum is handed to the module's last product (see kernels.linear).
         src = self.feed_forward1(src, residual=src)
         src = self.nonlin_attention(src, attn_weights[0:1], residual=src)
@@ -642,9 +645,12 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         pos_emb: Tensor,
         key_padding_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
+        reuse_storage: bool = False,
     ) -> Tensor:
         """x: (time, batch, embed_dim); pos_emb: (1, 2 * time - 1, pos_dim);
-        key_padding_mask: (batch, time); attn_mask: (time, time). True = masked."""
+        key_padding_mask: (batch, time); attn_mask: (time, time). True = masked.
+        `reuse_storage` (CPU inference): the weights are written to this thread's reused buffer
+        (`_reused_weights_storage`), valid until the next such call in the thread."""
         seq_len, batch_size, _ = x.shape
         num_heads, query_head_dim, pos_head_dim = self.num_heads, self.query_head_dim, self.pos_head_dim
         query_dim = query_head_dim * num_heads
@@ -664,7 +670,8 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
             pos = pos.reshape(-1, 2 * seq_len - 1, num_heads, pos_head_dim).permute(2, 0, 3, 1)
         if not (self.training or is_exporting() or torch.is_grad_enabled()) and x.device.type == "cpu":
             # (in place, with out= products: no autograd there)
-            return _attention_weights_by_bands(q, k, p, pos, key_padding_mask, attn_mask)
+            storage = _reused_weights_storage(num_heads * batch_size * seq_len**2, x) if reuse_storage else None
+            return _attention_weights_by_bands(q, k, p, pos, key_padding_mask, attn_mask, storage)
 
         attn_scores = torch.matmul(q, k)  # (head, batch, time1, time2)
         if use_pos:
@@ -692,8 +699,41 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
 _BAND_BYTES_PER_THREAD = 1 << 20
 
 
+# Attention weights of up to this many elements go to a buffer kept per thread and reused by the
+# next layer (`_reused_weights_storage`); longer ones are allocated for each layer.
+_MAX_REUSED_WEIGHTS = 1 << 26
+_thread_storage = threading.local()
+
+
+def _reused_weights_storage(numel: int, like: Tensor) -> Tensor | None:
+    """A flat buffer of `numel` elements of `like`'s dtype and device, kept for this thread and
+    handed to every encoder layer's attention weights in turn (each layer is done with its
+    weights before the next one computes its own). Without it each layer at 50 Hz allocates
+    tens of MB afresh (36 MB for the small model at 30 s), which glibc maps from the kernel
+    and the kernel zeroes page by page: about 9,000 page faults per layer. None above
+    `_MAX_REUSED_WEIGHTS` (such a buffer is not worth keeping)."""
+    if numel > _MAX_REUSED_WEIGHTS:
+        return None
+    buffer = getattr(_thread_storage, "weights", None)
+    if (
+        buffer is None
+        or buffer.numel() < numel
+        or buffer.dtype != like.dtype
+        or buffer.device != like.device
+        or buffer.is_inference() != torch.is_inference_mode_enabled()  # inference tensors stay in inference mode
+    ):
+        buffer = _thread_storage.weights = torch.empty(numel, dtype=like.dtype, device=like.device)
+    return buffer[:numel]
+
+
 def _attention_weights_by_bands(
-    q: Tensor, k: Tensor, p: Tensor, pos: Tensor, key_padding_mask: Tensor | None, attn_mask: Tensor | None
+    q: Tensor,
+    k: Tensor,
+    p: Tensor,
+    pos: Tensor,
+    key_padding_mask: Tensor | None,
+    attn_mask: Tensor | None,
+    storage: Tensor | None = None,
 ) -> Tensor:
     """CPU inference path of RelPositionMultiheadAttentionWeights: the same scores and softmax,
     computed one head, one utterance and one band of query rows at a time (on a GPU, where each
@@ -709,9 +749,11 @@ def _attention_weights_by_bands(
     from 15.6 to 8.4 ms per layer at 50 Hz (small model, batch 1, 2 threads). A band is one
     head's rows, contiguous in `weights`, so that each product writes its output in place (a
     band across heads is strided there, and PyTorch's batched product then computes it
-    elsewhere and copies it: 0.44 against 0.23 ms per band on the Intel Xeon)."""
+    elsewhere and copies it: 0.44 against 0.23 ms per band on the Intel Xeon). `storage`: flat
+    memory for the weights (else allocated)."""
     num_heads, batch_size, seq_len, _ = q.shape
-    weights = q.new_empty(num_heads, batch_size, seq_len, seq_len)
+    shape = (num_heads, batch_size, seq_len, seq_len)
+    weights = q.new_empty(shape) if storage is None else storage.view(shape)
     band_bytes = _BAND_BYTES_PER_THREAD * torch.get_num_threads()
     if band_bytes >= 4 * num_heads * batch_size * seq_len * seq_len:  # short: all heads and utterances at once
         _attention_band(weights, q, k, p, pos, slice(None), 0, seq_len, key_padding_mask, attn_mask)
