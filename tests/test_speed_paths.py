@@ -182,6 +182,34 @@ def test_products_in_bfloat16_round_the_operands_and_keep_the_sums_float32():
         assert rel_l2(kernels.linear(x, layer.weight), x.double() @ layer.weight.detach().double().t()) < 1e-6
 
 
+def test_bfloat16_products_are_per_thread():
+    """A float32 model running in another thread while one thread is inside products_in stays
+    exact."""
+    import threading
+
+    torch.manual_seed(0)
+    x, weight = torch.randn(40, 64), torch.randn(32, 64)
+    exact = x.double() @ weight.double().t()
+    inside, other_done = threading.Event(), threading.Event()
+    results = {}
+
+    def other_thread():
+        inside.wait()
+        with torch.inference_mode():
+            results["other"] = kernels.linear(x, weight)
+        other_done.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with torch.inference_mode(), kernels.products_in(torch.bfloat16):
+        inside.set()
+        other_done.wait(timeout=30)
+        results["this"] = kernels.linear(x, weight)
+    thread.join()
+    assert rel_l2(results["other"], exact) < 1e-6
+    assert rel_l2(results["this"], exact) > 1e-4
+
+
 def test_softplus_by_exp_and_log_matches_float64_over_the_whole_float32_range():
     from zipa.model.scaling import _softplus_by_exp_log
 

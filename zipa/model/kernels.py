@@ -45,9 +45,11 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -115,8 +117,8 @@ def default_kernels():
         _enabled = previous
 
 
-# Set by `products_in`: the dtype CPU inference products of float32 tensors run in (or None).
-_product_dtype: torch.dtype | None = None
+# Set by `products_in` for its thread: the dtype CPU inference products of float32 tensors run in.
+_low_precision = threading.local()
 
 
 @contextlib.contextmanager
@@ -126,13 +128,17 @@ def products_in(dtype: torch.dtype):
     the result back to float32, weights cast once (`_low_precision_weight`); bias, residual and
     everything between the products stay float32. Not exact, but about 50x closer to float32
     than the model converted to bfloat16 (encoder output rel. L2 ~8e-4 against 4e-2), whose
-    elementwise operators run no faster than float32's on a CPU."""
-    global _product_dtype
-    previous, _product_dtype = _product_dtype, dtype
+    elementwise operators run no faster than float32's on a CPU. Per thread: a float32 model
+    running in another thread meanwhile is not affected."""
+    previous, _low_precision.dtype = _product_dtype(), dtype
     try:
         yield
     finally:
-        _product_dtype = previous
+        _low_precision.dtype = previous
+
+
+def _product_dtype() -> torch.dtype | None:
+    return getattr(_low_precision, "dtype", None)
 
 
 def _low_precision_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
@@ -151,7 +157,7 @@ def _low_precision_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _in_low_precision(x: Tensor) -> bool:
     return (
-        _product_dtype is not None
+        _product_dtype() is not None
         and x.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
@@ -358,8 +364,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tens
     kernel measured faster on this machine. On oneDNN the residual is added by the product
     itself (a post-op of its GEMM), which saves a pass over the output and its allocation."""
     if _in_low_precision(x):
-        assert _product_dtype is not None
-        product = linear(x.to(_product_dtype), _low_precision_weight(weight, _product_dtype))
+        dtype = cast(torch.dtype, _product_dtype())
+        product = linear(x.to(dtype), _low_precision_weight(weight, dtype))
         # float32 + the low-precision product is a float32 sum: the cast back is part of it
         out = product.float() if bias is None else torch.add(product, bias)
         return out if residual is None else out.add_(residual)
