@@ -178,6 +178,7 @@ def test_products_in_bfloat16_round_the_operands_and_keep_the_sums_float32():
     with torch.inference_mode(), kernels.products_in(torch.bfloat16):
         doubled = kernels.linear(x, layer.weight, layer.bias)
     assert rel_l2(doubled, 2 * product + layer.bias.detach().double()) < 1e-2
+    assert len(layer.weight.__dict__["_low_precision_copies"]) == 1  # the stale copy replaced, not kept
     with torch.inference_mode():
         assert rel_l2(kernels.linear(x, layer.weight), x.double() @ layer.weight.detach().double().t()) < 1e-6
 

@@ -148,11 +148,13 @@ def _low_precision_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
     owner = weight if isinstance(weight, nn.Parameter) else weight._base
     if not isinstance(owner, nn.Parameter):
         return weight.to(dtype)
-    key = (weight.storage_offset(), weight.shape, weight.stride(), owner._version, dtype)
+    key = (weight.storage_offset(), weight.shape, weight.stride(), dtype)
     copies = owner.__dict__.setdefault("_low_precision_copies", {})  # lives and dies with the parameter
-    if key not in copies:
-        copies[key] = weight.to(dtype).contiguous()
-    return copies[key]
+    version, copy = copies.get(key, (None, None))
+    if version != owner._version:  # new, or the parameter changed since: replaced, not kept beside
+        copy = weight.to(dtype).contiguous()
+        copies[key] = (owner._version, copy)
+    return copy
 
 
 def _in_low_precision(x: Tensor) -> bool:
@@ -341,16 +343,24 @@ def is_exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
+def cpu_inference(x: Tensor) -> bool:
+    """Whether `x` is computed on by a CPU inference path here: a CPU tensor, no gradient
+    recorded, not exported, outside CPU autocast (which must see each product to cast it)."""
+    return (
+        x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and not is_exporting()
+    )
+
+
 def _takes_onednn(cls: str, a: Tensor, b: Tensor) -> bool:
     return (
         _enabled
-        and not torch.is_grad_enabled()
-        and a.device.type == "cpu"
+        and cpu_inference(a)
         and b.device.type == "cpu"
         and a.dtype == b.dtype
         and a.dtype in _DTYPES
-        and not torch.is_autocast_enabled("cpu")
-        and not is_exporting()
         and choice(cls, a.dtype) == "onednn"
     )
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from zipa.model.kernels import Linear, is_exporting, linear, linear_into
+from zipa.model.kernels import Linear, cpu_inference, is_exporting, linear, linear_into
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def swoosh_feedforward(
     if absorbed_bias is None:
         absorbed_bias = bias_absorbing_constant(out_weight, out_bias, _SWOOSH_CONSTANT[activation])
     in_weight, out_weight = in_weight.flatten(1), out_weight.flatten(1)
-    if x.device.type != "cpu" or torch.is_grad_enabled() or is_exporting() or torch.is_autocast_enabled("cpu"):
+    if not cpu_inference(x):
         shifted = linear(x, in_weight, shifted_in_bias)
         return linear_after_swoosh(shifted, activation, out_weight, out_bias, absorbed_bias, residual)
     hidden_dim, out_dim = in_weight.shape[0], out_weight.shape[0]
@@ -285,9 +285,9 @@ class ActivationDropoutAndLinear(nn.Module):
 
     def forward_shifted(self, shifted: Tensor, residual: Tensor | None = None) -> Tensor:
         """Inference: the same output (+ `residual`) from `shifted` = x - SWOOSH_SHIFT[activation]."""
-        return linear_after_swoosh(shifted, self.activation, self.weight, self.bias, self._absorbed_bias(), residual)
+        return linear_after_swoosh(shifted, self.activation, self.weight, self.bias, self.absorbed_bias(), residual)
 
-    def _absorbed_bias(self) -> Tensor | None:
+    def absorbed_bias(self) -> Tensor | None:
         """`bias_absorbing_constant` of the current weights, kept between inference calls (a
         reduction over the whole weight matrix each call otherwise); None while exporting or
         recording gradients."""

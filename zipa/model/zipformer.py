@@ -890,7 +890,7 @@ class FeedforwardModule(nn.Module):
                 out.weight,
                 out.bias,
                 residual,
-                out._absorbed_bias(),
+                out.absorbed_bias(),
             )
         return self.out_whiten(self.out_proj(self.hidden_balancer(self.in_proj(x))))
 
