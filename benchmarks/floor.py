@@ -69,11 +69,14 @@ def matmul_rates(
     return rates
 
 
-def encoder_flops(model, feats: torch.Tensor, lens: torch.Tensor) -> int:
-    """FLOPs of one `forward_encoder` as torch.utils.flop_counter.FlopCounterMode counts them
-    (matrix products and convolutions), on PyTorch's default kernels (the counter does not see
-    oneDNN's op; the products are the same). The in-place `addmm_` of the banded feed-forward
-    (zipa.model.scaling.swoosh_feedforward) is counted as `addmm`."""
+def flops_by_module(model, feats: torch.Tensor, lens: torch.Tensor) -> dict[str, int]:
+    """FLOPs of one `forward_encoder` per module, as torch.utils.flop_counter.FlopCounterMode
+    counts and names them (matrix products and convolutions; each module's count includes its
+    submodules'; "Global" is the whole forward; a module's path starts with the class name of the
+    outermost module called, e.g. "Zipformer2.encoders.0.layers.0.feed_forward1"), on PyTorch's
+    default kernels (the counter does not see oneDNN's op; the products are the same). The
+    in-place `addmm_` of the banded feed-forward (zipa.model.scaling.swoosh_feedforward) is
+    counted as `addmm`."""
     from torch.utils.flop_counter import FlopCounterMode
 
     def addmm_flops(self_shape, a_shape, b_shape, **_) -> int:
@@ -86,4 +89,9 @@ def encoder_flops(model, feats: torch.Tensor, lens: torch.Tensor) -> int:
         FlopCounterMode(display=False, custom_mapping=in_place) as counter,
     ):
         model.forward_encoder(feats, lens)
-    return counter.get_total_flops()
+    return {name: sum(by_op.values()) for name, by_op in counter.get_flop_counts().items()}
+
+
+def encoder_flops(model, feats: torch.Tensor, lens: torch.Tensor) -> int:
+    """FLOPs of one `forward_encoder` (`flops_by_module`'s whole-forward count)."""
+    return flops_by_module(model, feats, lens)["Global"]

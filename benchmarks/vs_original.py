@@ -64,7 +64,7 @@ from zipa.model.precision import LowPrecisionModel  # noqa: E402
 
 FRAMES_PER_SECOND = 100  # fbank frame rate
 FEATURE_DIM = 80
-_MALLOC_PIN = {
+MALLOC_PIN = {
     "MALLOC_ARENA_MAX": "2",
     "MALLOC_MMAP_THRESHOLD_": str(2**30),
     "MALLOC_TRIM_THRESHOLD_": str(2**30),
@@ -222,6 +222,19 @@ def build_original(modules: dict, config) -> torch.nn.Module:
     )
 
 
+def both_models(modules: dict, preset_name: str, seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """This project's model of the preset (random weights from `seed`) and the original's with
+    the same state_dict, both in eval mode."""
+    config = preset(preset_name)
+    torch.manual_seed(seed)
+    ours = build_model(config).eval()
+    orig = build_original(modules, config).eval()
+    missing, unexpected = orig.load_state_dict(ours.state_dict(), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"{preset_name}: state_dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return ours, orig
+
+
 # --- measurements -----------------------------------------------------------------------------
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
@@ -276,13 +289,15 @@ def time_alternately(models: dict, feats, lens, rounds: int, warmup: int, clock=
     return times
 
 
-def _pin_malloc(argv) -> None:
-    if any(key in os.environ for key in _MALLOC_PIN) or os.environ.get("ZIPA_BENCH_PINNED"):
+def pin_malloc(script: str, argv) -> None:
+    """Re-execute `script` with `argv` once, with glibc's allocator pinned (MALLOC_PIN), unless
+    the environment already sets any of those variables (or this is the re-executed run)."""
+    if any(key in os.environ for key in MALLOC_PIN) or os.environ.get("ZIPA_BENCH_PINNED"):
         return
-    env = dict(os.environ, ZIPA_BENCH_PINNED="1", **_MALLOC_PIN)
+    env = dict(os.environ, ZIPA_BENCH_PINNED="1", **MALLOC_PIN)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], env)
+    os.execve(sys.executable, [sys.executable, os.path.abspath(script), *argv], env)
 
 
 def main(argv=None) -> int:
@@ -319,7 +334,7 @@ def main(argv=None) -> int:
         parser.error("--clock thread measures one thread: use it with --threads 1")
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
     if argv is None and not args.no_pin_malloc:
-        _pin_malloc(raw_argv)
+        pin_malloc(__file__, raw_argv)
 
     torch.set_num_threads(args.threads)
     modules = import_original(args.zipa_dir, args.icefall_dir)
@@ -337,16 +352,9 @@ def main(argv=None) -> int:
 
     rows = []
     for name in args.presets:
-        config = preset(name)
-        torch.manual_seed(args.seed)
-        ours = build_model(config).eval()
-        orig = build_original(modules, config).eval()
-        state = ours.state_dict()
-        missing, unexpected = orig.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise RuntimeError(f"{name}: state_dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        ours, orig = both_models(modules, name, args.seed)
         params = sum(p.numel() for p in ours.parameters()) / 1e6
-        log(f"{name}: {params:.1f}M parameters, same random state_dict ({len(state)} tensors) in both")
+        log(f"{name}: {params:.1f}M parameters, same random state_dict ({len(ours.state_dict())} tensors) in both")
         feats1 = torch.randn(1, frames, FEATURE_DIM)
         lens1 = torch.full((1,), frames, dtype=torch.int64)
         flops = {"ours": encoder_flops(ours, feats1, lens1), "orig": encoder_flops(orig, feats1, lens1)}
@@ -381,7 +389,7 @@ def main(argv=None) -> int:
         del ours, orig
         gc.collect()
 
-    pinned = {k: os.environ[k] for k in _MALLOC_PIN if k in os.environ}
+    pinned = {k: os.environ[k] for k in MALLOC_PIN if k in os.environ}
     print(f"\nEncoder forward, this project vs the original ZIPA code, same process, same weights; "
           f"{args.seconds:g} s of audio per utterance, CPU, {args.threads} threads, torch {torch.__version__}, "
           f"eval + inference_mode; medians of {args.rounds} alternating rounds after {args.warmup} warm-up, "

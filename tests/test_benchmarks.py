@@ -99,3 +99,82 @@ def test_vs_original_help_flags():
     assert result.returncode == 0
     for flag in ("--zipa-dir", "--icefall-dir", "--presets", "--batch-sizes", "--seconds", "--rounds"):
         assert flag in result.stdout
+
+
+@pytest.fixture(scope="module")
+def modules_benchmark():
+    return load_benchmark("modules")
+
+
+def test_modules_benchmark_skips_without_checkout(modules_benchmark, tmp_path, capsys):
+    assert modules_benchmark.main([]) == 0
+    assert modules_benchmark.main(["--zipa-dir", str(tmp_path / "absent")]) == 0
+    assert capsys.readouterr().out.count("skipped") == 2
+
+
+def test_modules_benchmark_groups_both_naming_schemes(modules_benchmark):
+    group_of = modules_benchmark.group_of
+    assert group_of("encoder_embed") == group_of("Conv2dSubsampling") == "front end"
+    assert group_of("encoder.encoders.0.layers.1.feed_forward3") == "feed-forward"
+    assert group_of("Zipformer2.encoders.2.encoder.layers.0.feed_forward1") == "feed-forward"
+    assert group_of("encoder.encoders.0.layers.0.self_attn_weights") == "attention weights"
+    assert group_of("encoder.encoders.0.layers.0.self_attn2") == "attention x values"
+    assert group_of("encoder.encoders.0.layers.0.bypass_mid") == group_of("encoder.encoders.0.layers.0.bypass")
+    # inside a group or around the groups: counted by the group, or in "rest"
+    for name in ("encoder.encoders.0.layers.0.feed_forward1.in_proj", "encoder_embed.convnext",
+                 "encoder.encoders.1.downsample", "encoder.encoders.0.layers.0", "Zipformer2"):
+        assert group_of(name) is None, name
+
+
+def test_modules_benchmark_counts_each_groups_flops(modules_benchmark):
+    from zipa.model.asr_model import build_model
+    from zipa.model.config import preset
+
+    floor = load_benchmark("floor")
+    config = preset("tiny")
+    model = build_model(config).eval()
+    frames = 200
+    flops = modules_benchmark.group_flops(floor.flops_by_module(model, torch.randn(1, frames, 80), torch.tensor([frames])))
+    embedded = (frames - 7) // 2
+    # each feed-forward module: two products, d x h and h x d, per frame of its stack
+    expected = sum(
+        layers * 4 * ((embedded + ds - 1) // ds) * d * sum((ff * 3 // 4, ff, ff * 5 // 4))
+        for layers, ds, ff, d in zip(
+            config.num_encoder_layers, config.downsampling_factor, config.feedforward_dim, config.encoder_dim
+        )
+    )
+    assert flops["feed-forward"] == expected
+    assert sum(v for k, v in flops.items() if k != "Global") == flops["Global"]
+    groups_with_products = ("front end", "attention weights", "non-linear attention", "attention x values",
+                            "convolution modules")
+    assert all(flops[g] > 0 for g in groups_with_products) and flops["rest"] >= 0
+
+
+def test_modules_benchmark_puts_time_in_the_module_that_took_it(modules_benchmark, monkeypatch):
+    import time
+
+    from zipa.model.asr_model import build_model
+    from zipa.model.config import preset
+
+    model = build_model(preset("tiny")).eval()
+    slow = model.encoder.encoders[0].layers[0].conv_module1
+    forward = slow.forward
+
+    def slow_forward(*args, **kwargs):
+        time.sleep(0.05)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(slow, "forward", slow_forward)
+    timed = modules_benchmark.TimedModules(model)
+    feats, lens = torch.randn(1, 200, 80), torch.tensor([200])
+    with torch.inference_mode():
+        for _ in range(3):
+            timed.forward_encoder(feats, lens)
+    times = modules_benchmark.median_group_times(timed, skip=1)
+    assert times["convolution modules"] >= 0.05
+    assert all(t < 0.05 for g, t in times.items() if g != "convolution modules"), times
+    layers = sum(preset("tiny").num_encoder_layers)
+    assert timed.calls == {
+        "front end": 1, "feed-forward": 3 * layers, "attention weights": layers, "non-linear attention": layers,
+        "attention x values": 2 * layers, "convolution modules": 2 * layers, "bypasses": 2 * layers, "norms": layers,
+    }  # fmt: skip

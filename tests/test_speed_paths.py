@@ -247,6 +247,17 @@ def test_swoosh_feedforward_in_bands_matches_float64(monkeypatch, activation, ba
     assert rel_l2(unbiased, expected - residual.double() - b2.double()) < 1e-6
 
 
+def test_feedforward_bands_are_a_cache_size_and_at_least_twice_the_input_width(monkeypatch):
+    """Bands hold about 1 MiB of hidden activations per thread, but never fewer rows than twice
+    the input width, where re-reading the weights for each band would cost more than it saves."""
+    from zipa.model import scaling
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert scaling.feedforward_band_rows(192, 640, 4) == (2 << 20) // (640 * 4)  # small model, first stack
+    assert scaling.feedforward_band_rows(1024, 2560, 4) == 2048  # large model, middle stack
+    assert scaling.feedforward_band_rows(16, 1 << 20, 4) == 64  # never thinner than 64 rows
+
+
 def test_depthwise_convolution_gets_standard_strides_at_batch_one(monkeypatch):
     """(T, 1, C).transpose(0, 1) is contiguous with stride C on its batch dimension, which sends
     oneDNN down a path 10-16x slower (Intel Xeon): the convolution must see T * C there."""
