@@ -190,8 +190,8 @@ def feedforward_band_rows(in_dim: int, hidden_dim: int, element_size: int) -> in
     reads both weight matrices again (2 x in_dim x hidden_dim values, which a large model's do
     not leave in cache); from 2 x in_dim rows on, a band's hidden activations outnumber them,
     and the band saves more memory traffic than it costs (large model at 30 s, Intel Xeon:
-    1.8-4 % less time for the whole encoder at batch 1 and 8; the small one's bands are that
-    tall already)."""
+    1.8-4 % less time for the whole encoder at batch 1 and 8; the small one's time unchanged at
+    batch 8, and at batch 1 its bands are that tall already)."""
     by_cache = _FEEDFORWARD_BAND_BYTES_PER_THREAD * torch.get_num_threads() // (hidden_dim * element_size)
     return max(_MIN_FEEDFORWARD_BAND_ROWS, by_cache, 2 * in_dim)
 
