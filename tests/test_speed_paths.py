@@ -226,6 +226,31 @@ def test_softplus_by_exp_and_log_matches_float64_over_the_whole_float32_range():
     assert special[0] == float("inf") and special[1] == 0.0 and torch.isnan(special[2])
 
 
+def test_softplus_by_exp_and_log_never_computes_a_subnormal_exp():
+    # subnormal floats take a slow microcode path on x86 (~200x per element): the exp pass must
+    # never produce one, however negative the input
+    from torch.overrides import TorchFunctionMode
+
+    from zipa.model.scaling import _softplus_by_exp_log
+
+    exp_outputs = []
+
+    class RecordExp(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in (torch.exp, torch.Tensor.exp, torch.Tensor.exp_):
+                exp_outputs.append(out.clone())
+            return out
+
+    t = torch.cat([torch.linspace(-110.0, -80.0, 3001), torch.tensor([-3e38, -200.0, 0.0, 100.0])])
+    with RecordExp():
+        actual = _softplus_by_exp_log(t)
+    assert exp_outputs, "no exp pass seen"
+    smallest_normal = torch.finfo(torch.float32).tiny
+    assert all(bool(((out == 0) | (out.abs() >= smallest_normal)).all()) for out in exp_outputs)
+    assert torch.all((actual.double() - torch.nn.functional.softplus(t.double())).abs() <= 6e-8)
+
+
 @pytest.mark.parametrize("activation", ["SwooshL", "SwooshR"])
 @pytest.mark.parametrize("band_bytes", [1 << 40, 3000])  # one band / bands of 64 rows, the last one shorter
 def test_swoosh_feedforward_in_bands_matches_float64(monkeypatch, activation, band_bytes):
