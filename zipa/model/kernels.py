@@ -355,6 +355,8 @@ def cpu_inference(x: Tensor) -> bool:
 
 
 def _takes_onednn(cls: str, a: Tensor, b: Tensor) -> bool:
+    if _choices.get((cls, a.dtype, torch.get_num_threads())) == "default":
+        return False  # decided already: spares the other checks (4 us per product)
     return (
         _enabled
         and cpu_inference(a)
