@@ -170,11 +170,15 @@ def _in_low_precision(x: Tensor) -> bool:
 def choice(cls: str, dtype: torch.dtype) -> str:
     """The kernel ("default" or "onednn") for products of class `cls` in `dtype` with the
     current thread count: forced, cached or measured (see the module docstring)."""
-    key = (cls, dtype, torch.get_num_threads())
+    key = _choice_key(cls, dtype)
     kernel = _choices.get(key)
     if kernel is None:
         kernel = _choices[key] = _decide(cls, dtype)
     return kernel
+
+
+def _choice_key(cls: str, dtype: torch.dtype) -> tuple[str, torch.dtype, int]:
+    return (cls, dtype, torch.get_num_threads())
 
 
 def _decide(cls: str, dtype: torch.dtype) -> str:
@@ -355,7 +359,7 @@ def cpu_inference(x: Tensor) -> bool:
 
 
 def _takes_onednn(cls: str, a: Tensor, b: Tensor) -> bool:
-    if _choices.get((cls, a.dtype, torch.get_num_threads())) == "default":
+    if _choices.get(_choice_key(cls, a.dtype)) == "default":
         return False  # decided already: spares the other checks (4 us per product)
     return (
         _enabled
