@@ -155,6 +155,23 @@ def test_linear_into_writes_rows_of_a_larger_output_like_float64(forced, kernel,
     assert torch.all(out[:30] == 7.0) and torch.all(out[70:] == 7.0)  # nothing else written
 
 
+@pytest.mark.parametrize("with_bias, with_residual", [(True, True), (False, True), (True, False), (False, False)])
+def test_linear_into_under_bfloat16_products_writes_what_linear_returns(with_bias, with_residual):
+    """Inside products_in(bfloat16), linear_into writes the rows `linear` returns (the same
+    rounding of the same operands, bias and residual added in float32) and nothing else."""
+    torch.manual_seed(0)
+    x, weight, bias, residual = torch.randn(40, 24), torch.randn(16, 24), torch.randn(16), torch.randn(40, 16)
+    bias, residual = (bias if with_bias else None), (residual if with_residual else None)
+    out = torch.full((100, 16), 7.0)
+    with torch.inference_mode(), kernels.products_in(torch.bfloat16):
+        kernels.linear_into(out[30:70], x, weight, bias, residual)
+        expected = kernels.linear(x, weight, bias, residual)
+    assert torch.equal(out[30:70], expected)
+    assert torch.all(out[:30] == 7.0) and torch.all(out[70:] == 7.0)
+    exact = x.double() @ weight.double().t()
+    assert rel_l2(out[30:70] - (0.0 if bias is None else bias) - (0.0 if residual is None else residual), exact) > 1e-4
+
+
 def test_products_in_bfloat16_round_the_operands_and_keep_the_sums_float32():
     """Inside products_in(bfloat16): x and W rounded to bfloat16, their product (rounded to
     bfloat16 once) plus bias and residual in float32; the weight's copy is made once and made

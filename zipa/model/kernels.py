@@ -347,13 +347,14 @@ def is_exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
-def cpu_inference(x: Tensor) -> bool:
+def cpu_inference(x: Tensor, under_autocast: bool = False) -> bool:
     """Whether `x` is computed on by a CPU inference path here: a CPU tensor, no gradient
-    recorded, not exported, outside CPU autocast (which must see each product to cast it)."""
+    recorded, not exported, and outside CPU autocast (which must see each product to cast it)
+    unless `under_autocast` (a path whose products take inputs autocast has cast already)."""
     return (
         x.device.type == "cpu"
         and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
+        and (under_autocast or not torch.is_autocast_enabled("cpu"))
         and not is_exporting()
     )
 
@@ -380,11 +381,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tens
     kernel measured faster on this machine. On oneDNN the residual is added by the product
     itself (a post-op of its GEMM), which saves a pass over the output and its allocation."""
     if _in_low_precision(x):
-        dtype = cast(torch.dtype, _product_dtype())
-        product = linear(x.to(dtype), _low_precision_weight(weight, dtype))
-        # float32 + the low-precision product is a float32 sum: the cast back is part of it
-        out = product.float() if bias is None else torch.add(product, bias)
-        return out if residual is None else out.add_(residual)
+        return _low_precision_linear(x, weight, bias, residual)
     if _takes_onednn("linear", x, weight):
         if residual is None:
             return _onednn_linear(x, weight, bias)
@@ -393,13 +390,31 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tens
     return out if residual is None else out.add_(residual)
 
 
+def _low_precision_linear(
+    x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, out: Tensor | None = None
+) -> Tensor:
+    """`linear` of float32 tensors with the product in `products_in`'s dtype, the result in
+    float32 (written to `out` where given)."""
+    dtype = cast(torch.dtype, _product_dtype())
+    product = linear(x.to(dtype), _low_precision_weight(weight, dtype))
+    # float32 + the low-precision product is a float32 sum: the cast back is part of it
+    if bias is None:
+        out = product.float() if out is None else out.copy_(product)
+    else:
+        out = torch.add(product, bias, out=out)
+    return out if residual is None else out.add_(residual)
+
+
 def linear_into(
     out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tensor | None = None
 ) -> Tensor:
     """`linear(x, weight, bias, residual)` of 2-D `x` written into `out` (rows of a larger
     output), on the kernel measured faster. On PyTorch's kernel the product accumulates onto
-    `residual + bias`, written to `out` first, which saves a pass over the output."""
-    if _in_low_precision(x) or _takes_onednn("linear", x, weight):
+    `residual + bias`, written to `out` first, which saves a pass over the output; under
+    `products_in` the low-precision product plus bias is written to `out` directly."""
+    if _in_low_precision(x):
+        return _low_precision_linear(x, weight, bias, residual, out)
+    if _takes_onednn("linear", x, weight):
         return out.copy_(linear(x, weight, bias, residual))
     if residual is None:
         if bias is None:

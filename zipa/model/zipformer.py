@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from zipa.model.kernels import Linear, batched_matmul, depthwise_over_time, is_exporting, linear
+from zipa.model.kernels import Linear, batched_matmul, cpu_inference, depthwise_over_time, is_exporting, linear
 from zipa.model.scaling import (
     ActivationDropoutAndLinear,
     Balancer,
@@ -668,8 +668,9 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         if use_pos:
             pos = self.linear_pos(pos_emb)
             pos = pos.reshape(-1, 2 * seq_len - 1, num_heads, pos_head_dim).permute(2, 0, 3, 1)
-        if not (self.training or is_exporting() or torch.is_grad_enabled()) and x.device.type == "cpu":
-            # (in place, with out= products: no autograd there)
+        if not self.training and cpu_inference(x, under_autocast=True):
+            # (in place, with out= products: no autograd there; under autocast q, k, p and pos
+            # are in its dtype already, and so are the weights)
             storage = _reused_weights_storage(num_heads * batch_size * seq_len**2, x) if reuse_storage else None
             return _attention_weights_by_bands(q, k, p, pos, key_padding_mask, attn_mask, storage)
 
