@@ -6,10 +6,10 @@ outputs and log-probs come out as float32. Two ways:
 
 * `products_only=True` (CPU; `--precision bf16`): the float32 model whose products run in
   bfloat16 on AMX / AVX512-BF16 (`zipa.model.kernels.products_in`), the rest float32: encoder
-  output rel. L2 ~7e-4 from float32; on an Intel Xeon at 30 s 1.35-1.7x our float32 (1.7-2.6x
+  output rel. L2 ~7e-4 from float32; on an Intel Xeon at 30 s 1.25-1.7x our float32 (1.6-2.6x
   the original's);
 * the whole model converted to bfloat16 (or float16 on CUDA; `--precision bf16-full`, and
-  `bf16` on CUDA): rel. L2 ~4e-2, on the Xeon 1.7-2.4x our float32 (2.1-3.7x the original's).
+  `bf16` on CUDA): rel. L2 ~4e-2, on the Xeon 1.6-2.4x our float32 (2.0-3.7x the original's).
 
 On the demo model the products-only mode keeps >= 90 % of greedy hypotheses identical to
 float32's on every test set (Festival's held-out voices included), the whole model 63-94 %
