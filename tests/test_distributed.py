@@ -5,6 +5,7 @@ user does (a subprocess) on a tiny corpus and model. Each rank's final weights c
 the ZIPA_DUMP_RANK_PARAMS test hook (zipa.train.distributed.dump_rank_params).
 """
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ import torch
 from training_utils import free_port, kill_tree, make_tiny_corpus, run_to_end, start, training_flags
 
 from zipa.train.checkpoints import load_training_checkpoint
-from zipa.train.distributed import DUMP_RANK_PARAMS_ENV, DistInfo
+from zipa.train.distributed import DUMP_RANK_PARAMS_ENV, DistInfo, run_distributed
 from zipa.train.loop import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,6 +196,20 @@ def test_world_size_spawn_two_ranks_stop_together_at_the_time_limit(corpus, tmp_
     logs = _logs(exp)
     assert sorted(logs) == [0, 1]
     assert all("stopped at batch 1 (--max-minutes or --max-batches)" in text for text in logs.values())
+
+
+def _record_start_method(info: DistInfo) -> None:
+    Path(os.environ["ZIPA_TEST_OUT"], f"rank{info.rank}").write_text(multiprocessing.get_start_method())
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
+def test_spawned_ranks_fork_their_data_loader_workers(tmp_path, monkeypatch):
+    """Ranks started by --world-size start processes (their DataLoader workers) by fork, as
+    torchrun's ranks do: mp.spawn leaves "spawn" as their start method, with which every worker
+    imports torch and lhotse again."""
+    monkeypatch.setenv("ZIPA_TEST_OUT", str(tmp_path))
+    run_distributed(_record_start_method, world_size=2, master_port=free_port())
+    assert [(tmp_path / f"rank{rank}").read_text() for rank in (0, 1)] == ["fork", "fork"]
 
 
 def test_ranks_get_disjoint_cuts(corpus):

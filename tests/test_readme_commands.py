@@ -1,7 +1,7 @@
 """The recipe command lines of ZIPA's README and of this README run here as written: only their
 paths replaced (by a tiny corpus and tiny checkpoints), the data flags ZIPA hard-codes added,
 `--max-batches` to stop after the first batches, and the large architecture's flags swapped for
-the tiny preset's values to keep the suite fast. The slow tests keep the large architecture as
+the tiny preset's values and training's batches made small (`SMALL_BATCH`) to keep the suite fast. The slow tests keep the large architecture as
 written, for one training step and one decoding batch.
 """
 
@@ -58,6 +58,12 @@ ARCHITECTURE_FLAGS = ("num_encoder_layers", "feedforward_dim", "encoder_dim", "e
                       "joiner_dim", "query_head_dim", "value_head_dim", "num_heads")
 TINY = {"--" + name.replace("_", "-"): ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
         for name, v in PRESETS["tiny"].items() if name in ARCHITECTURE_FLAGS}
+
+
+# Appended to the fast tests' training commands: their --max-duration (120 s of audio, twice over
+# with CR-CTC, with an unsupervised batch beside it) made one step of even the tiny model take
+# 20-40 s on 2 cores, and a batch's size is not what these tests check.
+SMALL_BATCH = ("--max-duration", "4")
 
 
 def words(command: str, paths: dict, tiny: bool) -> list:
@@ -177,7 +183,8 @@ def test_zipa_readme_batch_inference(tiny):
 def test_zipa_readme_training_resumes_and_reports_gpu_flags(tiny, command):
     exp = tiny["resume_exp"]("resume-" + str(len(command)))
     argv = words(command, {d: exp for d in ZIPA_EXP_DIRS}, tiny=True)
-    result = run(argv, "--train-shar-dirs", CORPUS["train"], "--unsup-shar-dirs", CORPUS["train"], "--max-batches", "1")
+    result = run(argv, "--train-shar-dirs", CORPUS["train"], "--unsup-shar-dirs", CORPUS["train"], "--max-batches", "1",
+                 *SMALL_BATCH)
     log = result.stderr
     assert "resuming from" in log and "checkpoint-500000.pt" in log
     assert log.count("--use-fp16 True: float16 autocast needs CUDA") == 1
@@ -191,9 +198,8 @@ def test_world_size_is_capped_by_the_cores_this_process_may_use(tiny):
     would): one process, said in one line, and the step is trained."""
     exp = checkpoints_named(tiny["source"], tiny["root"] / "one-core", [("checkpoint-500000.pt", 500000)], sampler=None)
     argv = words(ZIPA_TRAIN, {d: exp for d in ZIPA_EXP_DIRS}, tiny=True)
-    # The long corpus: the tiny one gives no complete batch of --max-duration 120 to a lone rank.
-    result = run(argv, "--train-shar-dirs", CORPUS["long"], "--unsup-shar-dirs", CORPUS["long"],
-                 "--max-batches", "1", cores={min(os.sched_getaffinity(0))})
+    result = run(argv, "--train-shar-dirs", CORPUS["train"], "--unsup-shar-dirs", CORPUS["train"],
+                 "--max-batches", "1", *SMALL_BATCH, cores={min(os.sched_getaffinity(0))})
     assert result.stderr.count("--world-size 2: 1 CPU core here; training in 1 process") == 1
     assert "processes on CPU cores" not in result.stderr
     assert (exp / "checkpoint-500001.pt").is_file(), result.stderr[-3000:]
@@ -224,7 +230,7 @@ def test_this_readme_recipe_commands(tiny, tmp_path):
     assert (len(train), len(ctc_decode), len(pseudo)) == (2, 2, 2)
     first, finetune = train
     exp = tmp_path / "train"
-    result = run(words(first, {**data, "exp/large_crctc": exp}, tiny=True), "--max-batches", "1")
+    result = run(words(first, {**data, "exp/large_crctc": exp}, tiny=True), "--max-batches", "1", *SMALL_BATCH)
     assert (exp / "checkpoint-1.pt").is_file(), result.stderr[-2000:]
     # Its --max-duration 600 in 10 buckets wants more data than a test has: every batch is
     # incomplete and dropped, and the ten epochs run empty (what matters here: it parses, loads
