@@ -1,8 +1,9 @@
 """The recipe command lines of ZIPA's README and of this README run here as written: only their
 paths replaced (by a tiny corpus and tiny checkpoints), the data flags ZIPA hard-codes added,
-`--max-batches` to stop after the first batches, and the large architecture's flags swapped for
-the tiny preset's values and training's batches made small (`SMALL_BATCH`) to keep the suite fast. The slow tests keep the large architecture as
-written, for one training step and one decoding batch.
+`--max-batches` to stop after the first batches, and, to keep the suite fast, the large
+architecture's flags swapped for the tiny preset's values and training's batches made small
+(`SMALL_BATCH`). The slow tests keep the large architecture as written, for one training step
+and one decoding batch.
 """
 
 import re

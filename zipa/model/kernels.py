@@ -158,13 +158,7 @@ def _low_precision_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def _in_low_precision(x: Tensor) -> bool:
-    return (
-        _product_dtype() is not None
-        and x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and not torch.is_grad_enabled()
-        and not is_exporting()
-    )
+    return _product_dtype() is not None and x.dtype == torch.float32 and cpu_inference(x, under_autocast=True)
 
 
 def choice(cls: str, dtype: torch.dtype) -> str:
@@ -477,7 +471,7 @@ def depthwise_over_time(x: Tensor, weight: Tensor, bias: Tensor | None, padding:
     convolution, whichever measured faster here ("depthwise" class: on the AMD EPYC the width
     was 7x slower at batch 1, on the Intel Xeon 2.3x faster)."""
     layout = "width"
-    if x.shape[0] == 1 and x.device.type == "cpu" and not torch.is_grad_enabled():
+    if x.shape[0] == 1 and cpu_inference(x, under_autocast=True):
         layout = choice("depthwise", x.dtype)
     return _depthwise(x, weight, bias, padding, layout)
 

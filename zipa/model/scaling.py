@@ -147,7 +147,7 @@ def swoosh_from_shifted(shifted: Tensor, activation: str, add_constant: bool = T
     result is Swoosh(h) + constant, for a consumer that subtracts the constant itself."""
     if is_exporting():
         y = _softplus_for_export(shifted)
-    elif shifted.dtype == torch.float32 and shifted.device.type == "cpu" and not torch.is_grad_enabled():
+    elif shifted.dtype == torch.float32 and cpu_inference(shifted, under_autocast=True):
         y = _softplus_by_exp_log(shifted)
     else:
         y = F.softplus(shifted)
